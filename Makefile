@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Each creates .venv if missing: torch's CPU build first (a bare `torch` would pull CUDA).
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DB := demo-store
+
+.PHONY: demo test lint completions bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	rm -rf $(DEMO_DB)
+	$(BIN)/arrowsmith chunk samples/ --strategy sentences \
+	  | $(BIN)/arrowsmith embed --late --db $(DEMO_DB)
+	$(BIN)/arrowsmith index --db $(DEMO_DB)
+	$(BIN)/arrowsmith query --db $(DEMO_DB) --k 3 --format table "why is the sky blue"
+
+test: $(STAMP)
+	$(BIN)/ruff check cli commands plugins tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check cli commands plugins tests benchmarks
+
+completions: $(STAMP)
+	$(BIN)/arrowsmith completions --write completions/
+
+clean:
+	rm -rf $(VENV) $(DEMO_DB) build *.egg-info

@@ -1,0 +1,137 @@
+"""The ``arrowsmith`` command: global options, stage composition, errors → exit codes.
+
+Importing this module must stay cheap: no torch, sentence-transformers, lancedb
+(or even pyarrow) at import time, so ``--help`` and completion are instant.
+Each stage lives in its own small Typer app in ``cli/<stage>.py`` and imports
+its library code inside the command body.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+from typing import Annotated
+
+import typer
+from typer.core import TyperGroup
+
+from arrowsmith.commands.errors import (
+    EXIT_IO,
+    EXIT_RUNTIME,
+    EXIT_SIGINT,
+    ArrowsmithError,
+)
+
+from . import chunk, compress, doctor, embed, evaluate, index, models, query
+from .settings import SETTINGS, configure_logging
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+def _error(message: str) -> None:
+    sys.stderr.write(f"arrowsmith: error: {message}\n")
+    sys.stderr.flush()
+
+
+def _quiet_stdout() -> None:
+    """After EPIPE, point stdout at /dev/null so the exit-time flush stays silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+
+
+class ArrowsmithGroup(TyperGroup):
+    """Maps every error raised by a command to one stderr line and its exit code.
+
+    Done here, not in ``main()``, so that ``CliRunner().invoke(app, …)`` in the
+    tests sees exactly what a shell user sees.
+    """
+
+    def invoke(self, ctx):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except ArrowsmithError as e:
+            _error(str(e))
+            raise typer.Exit(e.exit_code) from None
+        except KeyboardInterrupt:
+            _error("interrupted")
+            raise typer.Exit(EXIT_SIGINT) from None
+        except BrokenPipeError:
+            # `arrowsmith chunk … | head`: the reader has all it wants.
+            _quiet_stdout()
+            raise typer.Exit(0) from None
+        except OSError as e:
+            if e.errno in DISK_ERRNOS:
+                _error(f"{e.filename or 'disk'}: {e.strerror}")
+                raise typer.Exit(EXIT_IO) from None
+            raise
+        except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+            if "No space left on device" in str(e):
+                _error(f"disk full: {e}")
+                raise typer.Exit(EXIT_IO) from None
+            if SETTINGS.verbose:
+                raise
+            _error(f"{type(e).__name__}: {e} (run with -v for a traceback)")
+            raise typer.Exit(EXIT_RUNTIME) from None
+
+
+app = typer.Typer(
+    cls=ArrowsmithGroup,
+    name="arrowsmith",
+    help="Corpus embedding workflows that stream Apache Arrow between stages.\n\n"
+    "  arrowsmith chunk docs/ | arrowsmith embed --late --db store/\n\n"
+    "  arrowsmith query --db store/ 'why is the sky blue' --k 5",
+    epilog="Exit codes: 0 ok, 1 runtime error, 2 usage, 65 bad input data, 74 I/O error, "
+    "75 store locked, 130 interrupted, 143 terminated.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("arrowsmith")
+        except PackageNotFoundError:
+            v = "unknown"
+        typer.echo(f"arrowsmith {v}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def main_options(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", envvar="ARROWSMITH_QUIET",
+                                        help="Only errors on stderr: no summaries, no progress.")] = False,
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True,
+                                         help="More detail on stderr (-vv: debug, tracebacks).")] = 0,
+    progress: Annotated[bool | None, typer.Option(
+        "--progress/--no-progress", envvar="ARROWSMITH_PROGRESS", show_default=False,
+        help="Progress bars on stderr [default: only when stderr is a terminal].")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    SETTINGS.quiet, SETTINGS.verbose, SETTINGS.progress = quiet, verbose, progress
+    configure_logging(quiet, verbose)
+    from arrowsmith.commands import signals
+
+    signals.install()
+
+
+for stage in (chunk, embed, index, query, compress, evaluate, doctor, models):
+    app.add_typer(stage.app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,15 @@
+"""`arrowsmith doctor` (not built yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from ._notbuilt import not_built
+
+app = typer.Typer()
+
+
+@app.command("doctor", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def doctor_command(ctx: typer.Context) -> None:
+    """Not built yet."""
+    not_built("doctor")

@@ -1,0 +1,45 @@
+"""A readable table for terminals: what a person sees instead of binary Arrow."""
+
+from __future__ import annotations
+
+import shutil
+
+import pyarrow as pa
+
+MAX_CELL = 60
+
+
+def _cell(value, type_: pa.DataType) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, list):
+        if value and all(isinstance(v, float) for v in value[:4]):
+            head = ", ".join(f"{v:.3f}" for v in value[:3])
+            return f"[{head}, …] ({len(value)})"
+        return f"[{len(value)} items]"
+    text = str(value).replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
+
+
+def render_table(batch: pa.RecordBatch, widths: list[int] | None) -> tuple[str, list[int]]:
+    """Render a batch; the first call fixes the column widths and prints a header."""
+    names = batch.schema.names
+    rows = [[_cell(v, f.type) for v, f in zip(row.values(), batch.schema)] for row in batch.to_pylist()]
+    header = widths is None
+    if widths is None:
+        widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
+        widths = [min(w, MAX_CELL) for w in widths]
+        # shrink the widest columns until the table fits the terminal
+        total = shutil.get_terminal_size((160, 24)).columns
+        while sum(widths) + 2 * (len(widths) - 1) > total and max(widths) > 8:
+            widths[widths.index(max(widths))] -= 1
+    out = []
+    if header:
+        out.append("  ".join(n[:w].ljust(w) for n, w in zip(names, widths)))
+        out.append("  ".join("-" * w for w in widths))
+    for r in rows:
+        out.append("  ".join((c if len(c) <= w else c[: max(w - 1, 0)] + "…").ljust(w)
+                             for c, w in zip(r, widths)).rstrip())
+    return ("\n".join(out) + "\n") if out else "", widths

@@ -1,0 +1,83 @@
+"""Model plugins discovered through the ``arrowsmith.models`` entry-point group.
+
+Listing never imports a plugin (llm issue #1280 is what not to do: one broken
+plugin broke ``--help``). Loading imports exactly one, inside try/except: a
+plugin that fails to import is reported as one line, and everything else keeps
+working. ``ARROWSMITH_STRICT_PLUGINS=1`` turns that into a traceback, for plugin
+authors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from arrowsmith.commands.errors import UsageError
+
+GROUP = "arrowsmith.models"
+DEFAULT_PLUGIN = "sentence-transformers"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+
+log = logging.getLogger("arrowsmith.plugins")
+
+
+@dataclass(frozen=True)
+class PluginInfo:
+    name: str
+    target: str  # "module:attr", as declared
+    distribution: str  # the package that declared it
+    version: str
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=GROUP)}
+
+
+def list_plugins() -> list[PluginInfo]:
+    """Installed plugins, read from package metadata only (no import)."""
+    out = []
+    for ep in _entry_points().values():
+        dist = getattr(ep, "dist", None)
+        out.append(PluginInfo(ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?"))
+    return sorted(out, key=lambda p: (p.name != DEFAULT_PLUGIN, p.name))
+
+
+def default_model_spec() -> str:
+    return os.environ.get("ARROWSMITH_MODEL") or DEFAULT_MODEL
+
+
+def parse_spec(spec: str | None) -> tuple[str, str]:
+    """``NAME`` → (default plugin, NAME); ``PLUGIN:NAME`` → (PLUGIN, NAME) when PLUGIN is installed."""
+    spec = spec or default_model_spec()
+    if ":" in spec:
+        head, tail = spec.split(":", 1)
+        if head in _entry_points():
+            return head, tail
+    return DEFAULT_PLUGIN, spec
+
+
+def load_factory(plugin: str) -> Any:
+    eps = _entry_points()
+    if plugin not in eps:
+        known = ", ".join(sorted(eps)) or "none"
+        raise UsageError(f"no model plugin named {plugin!r} is installed (installed: {known})")
+    try:
+        return eps[plugin].load()
+    except Exception as e:  # noqa: BLE001 - a broken plugin must not take the CLI down
+        if os.environ.get("ARROWSMITH_STRICT_PLUGINS") == "1":
+            raise
+        raise UsageError(f"model plugin {plugin!r} failed to import: {type(e).__name__}: {e}",
+                         hint="ARROWSMITH_STRICT_PLUGINS=1 for the traceback") from None
+
+
+def load_model(spec: str | None = None, **options: Any):
+    """Resolve a model spec and call its plugin's factory."""
+    plugin, name = parse_spec(spec)
+    factory = load_factory(plugin)
+    model = factory(name, **options)
+    if not getattr(model, "plugin", ""):
+        model.plugin = plugin
+    return model
