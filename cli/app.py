@@ -23,7 +23,7 @@ from arrowsmith.commands.errors import (
     ArrowsmithError,
 )
 
-from . import chunk, compress, doctor, embed, evaluate, index, models, query
+from . import chunk, completion, compress, doctor, embed, evaluate, index, models, query
 from .settings import SETTINGS, configure_logging
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
@@ -53,6 +53,8 @@ class ArrowsmithGroup(TyperGroup):
     def invoke(self, ctx):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except (typer.Exit, typer.Abort):
+            raise
         except ArrowsmithError as e:
             _error(str(e))
             raise typer.Exit(e.exit_code) from None
@@ -69,6 +71,8 @@ class ArrowsmithGroup(TyperGroup):
                 raise typer.Exit(EXIT_IO) from None
             raise
         except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+            if hasattr(e, "show") and hasattr(e, "exit_code"):
+                raise  # Click's own usage errors: it prints them and exits 2
             if "No space left on device" in str(e):
                 _error(f"disk full: {e}")
                 raise typer.Exit(EXIT_IO) from None
@@ -125,7 +129,7 @@ def main_options(
     signals.install()
 
 
-for stage in (chunk, embed, index, query, compress, evaluate, doctor, models):
+for stage in (chunk, embed, index, query, compress, evaluate, doctor, models, completion):
     app.add_typer(stage.app)
 
 

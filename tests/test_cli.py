@@ -1,0 +1,115 @@
+"""The CLI shell itself: start-up cost, help, version, completions, packaging, error mapping."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run
+
+HEAVY = ("torch", "sentence_transformers", "lancedb", "transformers")
+
+PROBE = """
+import sys
+from arrowsmith.cli.app import app
+try:
+    app({args!r}, standalone_mode=False)
+except SystemExit:
+    pass
+print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
+"""
+
+
+def _commands() -> list[str]:
+    from typer.main import get_command
+
+    from arrowsmith.cli.app import app
+
+    return sorted(get_command(app).commands)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["completions", "bash"]] +
+                         [[c, "--help"] for c in ("chunk", "embed", "index", "query", "compress",
+                                                  "eval", "doctor", "models")])
+def test_help_and_completion_do_not_import_heavy_modules(args):
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)],
+                          capture_output=True, text=True, timeout=60)
+    heavy_line = [ln for ln in proc.stderr.splitlines() if ln.startswith("HEAVY=")]
+    assert heavy_line == ["HEAVY="], proc.stderr
+    assert "Usage" in proc.stdout or "complete" in proc.stdout
+
+
+def test_all_six_stages_are_commands():
+    assert {"chunk", "embed", "index", "query", "compress", "eval"} <= set(_commands())
+
+
+def test_version_matches_package_metadata():
+    from importlib.metadata import version
+
+    result = run(["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"arrowsmith {version('arrowsmith')}"
+
+
+def test_unknown_command_is_a_usage_error():
+    result = run(["frobnicate"])
+    assert result.exit_code == 2
+    assert "frobnicate" in result.stderr
+
+
+def test_help_shows_env_vars_and_exit_codes():
+    result = run(["--help"])
+    assert result.exit_code == 0
+    assert "ARROWSMITH_PROGRESS" in result.stdout
+    assert "75" in result.stdout and "65" in result.stdout
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_are_current(shell):
+    from arrowsmith.cli.completion import GENERATORS, SHELLS
+
+    committed = (ROOT / "completions" / SHELLS[shell]).read_text()
+    assert committed == GENERATORS[shell](), f"completions/{SHELLS[shell]} is stale: run `make completions`"
+
+
+def test_bash_completion_is_valid_and_completes_commands():
+    script = ROOT / "completions" / "arrowsmith.bash"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    probe = (f"source {script}; COMP_WORDS=(arrowsmith em); COMP_CWORD=1; _arrowsmith; "
+             'printf "%s\\n" "${COMPREPLY[@]}"')
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["embed"]
+    probe = (f"source {script}; COMP_WORDS=(arrowsmith chunk --stra); COMP_CWORD=2; _arrowsmith; "
+             'printf "%s\\n" "${COMPREPLY[@]}"')
+    out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["--strategy"]
+
+
+def test_readme_documents_every_command():
+    readme = (ROOT / "README.md").read_text()
+    for command in _commands():
+        assert f"### `arrowsmith {command}`" in readme, f"README has no section for {command}"
+        assert f"arrowsmith {command} " in readme.split(f"### `arrowsmith {command}`", 1)[1]
+
+
+@pytest.mark.slow
+def test_wheel_installs_namespaced_packages_only(tmp_path):
+    """`pip install .` must give arrowsmith.cli etc., never bare top-level cli/commands/plugins."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(ROOT)], check=True, capture_output=True, timeout=300)
+    top = {p.name for p in target.iterdir()}
+    assert not top & {"cli", "commands", "plugins"}, top
+    for sub in ("cli", "commands", "plugins"):
+        assert (target / "arrowsmith" / sub / "__init__.py").exists()
+    proc = subprocess.run([sys.executable, "-c",
+                           "import arrowsmith.cli.app, arrowsmith.plugins.registry as r, json;"
+                           "print(json.dumps([p.name for p in r.list_plugins()]))"],
+                          capture_output=True, text=True, env={"PYTHONPATH": str(target), "PATH": ""},
+                          cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "sentence-transformers" in json.loads(proc.stdout)
+    assert Path(proc.stdout) is not None
