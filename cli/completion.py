@@ -79,8 +79,8 @@ def bash_script() -> str:
         for o in c.options:
             if o.choices:
                 pattern = "|".join(f"{c.name}:{n}" for n in o.names)
-                lines.append(f'        {pattern}) COMPREPLY=($(compgen -W "{" ".join(o.choices)}" -- "$cur"));'
-                             " return ;;")
+                words = " ".join(o.choices)
+                lines.append(f'        {pattern}) COMPREPLY=($(compgen -W "{words}" -- "$cur")); return ;;')
     lines += ["    esac", '    local opts=""', '    case "$cmd" in',
               f'        "") opts="{_words(global_opts)} {names}" ;;']
     lines += [f'        {c.name}) opts="{_words(c.options)}" ;;' for c in cmds]

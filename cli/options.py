@@ -59,5 +59,7 @@ OnError = Annotated[
 ]
 Wait = Annotated[
     bool,
-    typer.Option("--wait", envvar="ARROWSMITH_WAIT", help="Wait for another writer's lock instead of exit 75."),
+    typer.Option(
+        "--wait", envvar="ARROWSMITH_WAIT", help="Wait for another writer's lock instead of exit 75."
+    ),
 ]

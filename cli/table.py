@@ -26,7 +26,10 @@ def _cell(value, type_: pa.DataType) -> str:
 def render_table(batch: pa.RecordBatch, widths: list[int] | None) -> tuple[str, list[int]]:
     """Render a batch; the first call fixes the column widths and prints a header."""
     names = batch.schema.names
-    rows = [[_cell(v, f.type) for v, f in zip(row.values(), batch.schema)] for row in batch.to_pylist()]
+    rows = [
+        [_cell(v, f.type) for v, f in zip(row.values(), batch.schema, strict=True)]
+        for row in batch.to_pylist()
+    ]
     header = widths is None
     if widths is None:
         widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
@@ -37,9 +40,9 @@ def render_table(batch: pa.RecordBatch, widths: list[int] | None) -> tuple[str, 
             widths[widths.index(max(widths))] -= 1
     out = []
     if header:
-        out.append("  ".join(n[:w].ljust(w) for n, w in zip(names, widths)))
+        out.append("  ".join(n[:w].ljust(w) for n, w in zip(names, widths, strict=True)))
         out.append("  ".join("-" * w for w in widths))
     for r in rows:
         out.append("  ".join((c if len(c) <= w else c[: max(w - 1, 0)] + "…").ljust(w)
-                             for c, w in zip(r, widths)).rstrip())
+                             for c, w in zip(r, widths, strict=True)).rstrip())
     return ("\n".join(out) + "\n") if out else "", widths
