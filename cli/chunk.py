@@ -1,15 +1,80 @@
-"""`arrowsmith chunk` (not built yet)."""
+"""`arrowsmith chunk`: files, directories or tables → chunked documents."""
 
 from __future__ import annotations
 
+import os
+from typing import Annotated
+
 import typer
 
-from ._notbuilt import not_built
+from .options import InputFormat, Inputs, OnError, Output, OutputFormat
 
 app = typer.Typer()
 
+EPILOG = (
+    "Example: `arrowsmith chunk docs/ --strategy markdown --max-tokens 200 | arrowsmith embed --db store/`"
+    "\n\nText files (.txt .md .markdown .rst .html .htm): one file = one document, id = path relative "
+    "to the directory given. Tables (.jsonl .csv .tsv .parquet .arrow .arrows, or stdin) need an id and "
+    "a text column; other columns are kept as metadata."
+)
 
-@app.command("chunk", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def chunk_command(ctx: typer.Context) -> None:
-    """Not built yet."""
-    not_built("chunk")
+
+@app.command("chunk", rich_help_panel="Build", epilog=EPILOG)
+def chunk_command(
+    inputs: Inputs = None,
+    strategy: Annotated[str, typer.Option(
+        "--strategy", "-s", envvar="ARROWSMITH_STRATEGY",
+        help="tokens: fixed windows (with --overlap); sentences: whole sentences packed up to "
+             "--max-tokens; markdown: headings, then paragraphs, then sentences.")] = "sentences",
+    max_tokens: Annotated[int | None, typer.Option(
+        "--max-tokens", envvar="ARROWSMITH_MAX_TOKENS", show_default=False,
+        help="Most tokens per chunk, guaranteed [default: the model's window minus its special "
+             "tokens (254 for all-MiniLM-L6-v2); 256 for a tiktoken encoding].")] = None,
+    overlap: Annotated[int, typer.Option(
+        "--overlap", envvar="ARROWSMITH_OVERLAP", help="Tokens shared by consecutive windows (tokens).")] = 0,
+    tokenizer: Annotated[str | None, typer.Option(
+        "--tokenizer", envvar="ARROWSMITH_TOKENIZER", show_default=False,
+        help="model:NAME (a model's own tokenizer; no weights are loaded) or a tiktoken encoding such as "
+             "cl100k_base [default: the default model's, see ARROWSMITH_MODEL].")] = None,
+    glob: Annotated[list[str] | None, typer.Option(
+        "--glob", "-g", envvar="ARROWSMITH_GLOB", show_default=False,
+        help="File pattern(s) to take from directories, repeatable or comma-separated "
+             "[default: `*.txt,*.md,*.markdown,*.rst,*.html,*.htm`].")] = None,
+    id_col: Annotated[str, typer.Option(
+        "--id-col", envvar="ARROWSMITH_ID_COL", help="Id column of table inputs.")] = "id",
+    text_col: Annotated[str, typer.Option(
+        "--text-col", envvar="ARROWSMITH_TEXT_COL", help="Text column of table inputs.")] = "text",
+    input_format: InputFormat = None,
+    explode: Annotated[bool, typer.Option(
+        "--explode", envvar="ARROWSMITH_EXPLODE",
+        help="One row per chunk (id `DOC#INDEX`, text, start, end, n_tokens) instead of one per document.")
+    ] = False,
+    on_error: OnError = "fail",
+    output: Output = "-",
+    fmt: OutputFormat = None,
+) -> None:
+    """Split documents into chunks of at most --max-tokens tokens, keeping each whole text and its spans."""
+    from arrowsmith.cli.io import BatchSink, is_tabular, read_many
+    from arrowsmith.cli.progress import track_rows
+    from arrowsmith.cli.settings import info
+    from arrowsmith.commands.chunk import ChunkStats, chunk_documents, make_chunker, read_sources
+    from arrowsmith.commands.errors import UsageError
+
+    paths = [p for p in (inputs or ["-"])]
+    tables = [p for p in paths if p == "-" or (input_format and not os.path.isdir(p)) or is_tabular(p)]
+    if tables and len(tables) < len(paths):
+        raise UsageError("give either tables (JSONL/CSV/Parquet/Arrow/stdin) or text files and directories, "
+                         "not both in one run")
+    globs = [g.strip() for value in (glob or []) for g in value.split(",") if g.strip()]
+    stats = ChunkStats()
+    chunker = make_chunker(strategy, tokenizer, max_tokens, overlap)  # bad options fail before reading
+    docs = read_many(paths, input_format) if tables else read_sources(paths, glob=globs, on_error=on_error,
+                                                                       stats=stats)
+    with BatchSink(output, fmt) as sink:
+        # a terminal shows one row per chunk (DESIGN.md: every human format does)
+        out = chunk_documents(track_rows(docs, "chunk", "docs"), strategy=strategy,
+                              tokenizer=chunker.tokenizer, max_tokens=chunker.max_tokens, overlap=overlap,
+                              id_col=id_col, text_col=text_col, on_error=on_error, stats=stats,
+                              explode=explode or sink.fmt == "table")
+        sink.write_all(out)
+    info(stats.summary())

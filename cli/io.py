@@ -118,6 +118,9 @@ def _name(source: str) -> str:
 
 def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
     stdin = sys.stdin.buffer
+    if not hasattr(stdin, "peek"):
+        # sniffing and concatenated IPC streams need peek (CliRunner gives a bare BytesIO)
+        stdin = io.BufferedReader(stdin)
     if sys.stdin.isatty():
         raise UsageError("no input: give a path, or pipe data into stdin")
     if fmt is None:
@@ -131,7 +134,9 @@ def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
         # IPC files and Parquet need random access: spool stdin to memory.
         data = stdin.read()
         if fmt == "arrow":
-            yield from pa.ipc.open_file(pa.BufferReader(data))
+            reader = pa.ipc.open_file(pa.BufferReader(data))
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
         elif fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -226,7 +231,7 @@ def _read_jsonl(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
     name = _name(source)
     schema: pa.Schema | None = None
     rows: list[dict[str, Any]] = []
-    first_line = 1
+    lines: list[int] = []  # the line of each row, so errors name it exactly (blank lines skipped)
     size = 0
     lineno = 0
     for lineno, raw in enumerate(f, start=1):
@@ -244,42 +249,49 @@ def _read_jsonl(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
             raise DataError(f"{name}: line {lineno}: {kind} ({e.msg} at column {e.colno})") from None
         if not isinstance(row, dict):
             raise DataError(f"{name}: line {lineno}: expected a JSON object, got {type(row).__name__}")
-        if not rows:
-            first_line = lineno
         rows.append(row)
+        lines.append(lineno)
         size += len(raw)
         if len(rows) >= BATCH_ROWS or size >= BATCH_BYTES:
-            batch = _rows_to_batch(rows, schema, name, first_line, lineno)
+            batch = _rows_to_batch(rows, schema, name, lines)
             schema = schema or batch.schema
             yield batch
-            rows, size = [], 0
+            rows, lines, size = [], [], 0
     if rows:
-        yield _rows_to_batch(rows, schema, name, first_line, lineno)
+        yield _rows_to_batch(rows, schema, name, lines)
     elif schema is None:
         raise DataError(f"{name}: empty input (no JSON lines)")
 
 
-def _rows_to_batch(rows: list[dict], schema: pa.Schema | None, name: str, first: int, last: int
+def _rows_to_batch(rows: list[dict], schema: pa.Schema | None, name: str, lines: list[int]
                    ) -> pa.RecordBatch:
     if schema is not None:
-        for offset, row in enumerate(rows):
+        for lineno, row in zip(lines, rows, strict=True):
             extra = set(row) - set(schema.names)
             if extra:
                 raise DataError(
-                    f"{name}: line ~{first + offset}: field(s) {', '.join(sorted(extra))} not in the "
+                    f"{name}: line {lineno}: field(s) {', '.join(sorted(extra))} not in the "
                     f"first rows' columns ({', '.join(schema.names)})"
                 )
     try:
+        if schema is None:
+            # the first batch's columns are the union of its rows' fields: from_pylist alone
+            # would take the first row's and silently drop a field that appears later
+            names = list(dict.fromkeys(k for row in rows for k in row))
+            return pa.RecordBatch.from_pydict({n: [row.get(n) for row in rows] for n in names})
         return pa.RecordBatch.from_pylist(rows, schema=schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
         bad = _find_bad_row(rows, schema)
-        where = f"line ~{first + bad}" if bad is not None else f"lines {first}-{last}"
+        where = f"line {lines[bad]}" if bad is not None else f"lines {lines[0]}-{lines[-1]}"
         raise DataError(f"{name}: {where}: values do not match the column types ({e})") from None
 
 
 def _find_bad_row(rows: list[dict], schema: pa.Schema | None) -> int | None:
     if schema is None:
-        return None
+        try:  # the types the first row implies
+            schema = pa.RecordBatch.from_pylist(rows[:1]).schema
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            return 0
     for i, row in enumerate(rows):
         try:
             pa.RecordBatch.from_pylist([row], schema=schema)
@@ -289,9 +301,9 @@ def _find_bad_row(rows: list[dict], schema: pa.Schema | None) -> int | None:
 
 
 def _read_csv(f: IO[bytes], source: str, delimiter: str) -> Iterator[pa.RecordBatch]:
-    import pyarrow.csv as pacsv
-
     import csv
+
+    import pyarrow.csv as pacsv
 
     name = _name(source)
     head = f.peek(1 << 16) if hasattr(f, "peek") else b""
@@ -306,8 +318,7 @@ def _read_csv(f: IO[bytes], source: str, delimiter: str) -> Iterator[pa.RecordBa
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False),
         )
-        for batch in reader:
-            yield batch
+        yield from reader
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         raise DataError(f"{name}: {e}") from None
 
@@ -399,6 +410,14 @@ class BatchSink:
     def abort(self) -> None:
         if self._tmp is not None:
             try:
+                # close the format writer first: a ParquetWriter left open complains from __del__
+                # about the file closed under it
+                writer, self._writer = self._writer, None
+                if writer is not None and hasattr(writer, "close"):
+                    try:
+                        writer.close()
+                    except Exception:  # noqa: BLE001 - the temp file is discarded anyway
+                        pass
                 if self._file is not None:
                     self._file.close()
             finally:
@@ -470,7 +489,7 @@ def _json_default(value: Any) -> Any:
 def _flatten_for_text(batch: pa.RecordBatch) -> pa.RecordBatch:
     """CSV cannot hold lists or structs: write those columns as JSON text."""
     arrays, names = [], []
-    for name, column in zip(batch.schema.names, batch.columns):
+    for name, column in zip(batch.schema.names, batch.columns, strict=True):
         t = column.type
         if pa.types.is_list(t) or pa.types.is_fixed_size_list(t) or pa.types.is_large_list(t) \
                 or pa.types.is_struct(t) or pa.types.is_map(t) or pa.types.is_binary(t):

@@ -1,0 +1,217 @@
+"""cli/io.py: every input format, concatenated IPC streams, error locations, atomic output."""
+
+from __future__ import annotations
+
+import io
+import sys
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.feather as feather
+import pyarrow.parquet as pq
+import pytest
+from conftest import read_ipc, run, to_ipc
+
+from arrowsmith.cli import io as aio
+from arrowsmith.commands.errors import DataError, UsageError
+
+TABLE = pa.table({"id": ["a", "007"], "text": ["First doc.", "Second, with a comma."], "n": [1, 2]})
+
+
+def rows(batches) -> list[dict]:
+    return [r for b in batches for r in b.to_pylist()]
+
+
+def write_as(table: pa.Table, path) -> None:
+    suffix = path.suffix
+    if suffix == ".arrows":
+        path.write_bytes(to_ipc(table))
+    elif suffix in (".arrow", ".feather"):
+        feather.write_feather(table, path, compression="uncompressed")
+    elif suffix == ".parquet":
+        pq.write_table(table, path)
+    elif suffix in (".jsonl", ".ndjson"):
+        path.write_bytes(aio.batch_to_jsonl(table.to_batches()[0]))
+    elif suffix in (".csv", ".tsv"):
+        pacsv.write_csv(table, path, pacsv.WriteOptions(delimiter="\t" if suffix == ".tsv" else ","))
+
+
+@pytest.mark.parametrize("suffix", [".arrows", ".arrow", ".feather", ".parquet", ".jsonl", ".ndjson",
+                                    ".csv", ".tsv"])
+def test_every_input_format_by_extension(tmp_path, suffix):
+    path = tmp_path / f"docs{suffix}"
+    write_as(TABLE, path)
+    got = rows(aio.read_batches(str(path)))
+    if suffix in (".csv", ".tsv"):
+        # text tables are read as text: ids like "007" stay as written
+        assert got == [{"id": "a", "text": "First doc.", "n": "1"},
+                       {"id": "007", "text": "Second, with a comma.", "n": "2"}]
+    else:
+        assert got == TABLE.to_pylist()
+
+
+class FakeStdin:
+    """What a pipe looks like: a text stream whose .buffer is a BufferedReader."""
+
+    def __init__(self, data: bytes):
+        self.buffer = io.BufferedReader(io.BytesIO(data))
+
+    def isatty(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("fmt", ["arrows", "arrow", "parquet", "jsonl"])
+def test_stdin_is_sniffed(tmp_path, monkeypatch, fmt):
+    path = tmp_path / f"x.{'feather' if fmt == 'arrow' else fmt}"
+    write_as(TABLE, path)
+    monkeypatch.setattr(sys, "stdin", FakeStdin(path.read_bytes()))
+    assert rows(aio.read_batches("-")) == TABLE.to_pylist()
+
+
+def test_stdin_csv_needs_the_format_named(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", FakeStdin(b"id,text\nx,hello\n"))
+    with pytest.raises(DataError, match="--input-format csv"):
+        list(aio.read_batches("-"))
+    monkeypatch.setattr(sys, "stdin", FakeStdin(b"id,text\nx,hello\n"))
+    assert rows(aio.read_batches("-", "csv")) == [{"id": "x", "text": "hello"}]
+
+
+def test_empty_stdin_is_a_data_error():
+    result = run(["chunk"], input=b"")
+    assert result.exit_code == 65
+    assert "<stdin>: empty input" in result.stderr
+
+
+def test_concatenated_ipc_streams_from_file_and_stdin(tmp_path, monkeypatch):
+    other = pa.table({"id": ["b"], "text": ["Third doc."], "n": [3]})
+    data = to_ipc(TABLE) + to_ipc(other)
+    (tmp_path / "two.arrows").write_bytes(data)
+    assert [r["id"] for r in rows(aio.read_batches(str(tmp_path / "two.arrows")))] == ["a", "007", "b"]
+    monkeypatch.setattr(sys, "stdin", FakeStdin(data))
+    assert [r["id"] for r in rows(aio.read_batches("-"))] == ["a", "007", "b"]
+    # and through the CLI (`cat a.arrows b.arrows | arrowsmith chunk`)
+    result = run(["chunk"], input=data)
+    assert result.exit_code == 0, result.stderr
+    assert read_ipc(result.stdout_bytes).column("id").to_pylist() == ["a", "007", "b"]
+
+
+def test_truncated_ipc_stream_exits_65(tmp_path):
+    big = pa.table({"id": [str(i) for i in range(2000)], "text": ["some text here"] * 2000})
+    data = to_ipc(big)
+    cut = data[: len(data) - 1000]
+    (tmp_path / "cut.arrows").write_bytes(cut)
+    with pytest.raises(DataError, match="truncated or corrupt Arrow IPC stream"):
+        list(aio.read_batches(str(tmp_path / "cut.arrows")))
+    result = run(["chunk", str(tmp_path / "cut.arrows")])
+    assert result.exit_code == 65
+    assert f"{tmp_path / 'cut.arrows'}: truncated or corrupt Arrow IPC stream" in result.stderr
+    result = run(["chunk"], input=cut)
+    assert result.exit_code == 65 and "<stdin>: truncated" in result.stderr
+
+
+def test_garbage_after_a_stream_is_reported(tmp_path):
+    (tmp_path / "tail.arrows").write_bytes(to_ipc(TABLE) + b"not arrow at all")
+    with pytest.raises(DataError, match="bytes after IPC stream 1 are not an Arrow stream"):
+        list(aio.read_batches(str(tmp_path / "tail.arrows")))
+
+
+@pytest.mark.parametrize("content, message", [
+    (b'{"id": "a", "text": "x"}\n{"id": "b", "text": \n', "line 2: invalid JSON"),
+    (b'{"id": "a", "text": "x"}\n\n[1, 2]\n', "line 3: expected a JSON object, got list"),
+    (b'{"id": "a", "text": "x"}\n{"id": "b", "text": "\xff"}\n', "line 2: not valid UTF-8"),
+    (b'{"id": "a", "text": "x"}\n{"id": "b", "text": "y"', "line 2: truncated JSON"),
+    (b"", "empty input (no JSON lines)"),
+])
+def test_jsonl_errors_name_the_line(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(DataError) as err:
+        list(aio.read_batches(str(path)))
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+    result = run(["chunk", str(path)])
+    assert result.exit_code == 65 and message in result.stderr
+
+
+@pytest.mark.parametrize("batch_rows", [2, 1024])
+def test_jsonl_type_mismatch_names_the_line(tmp_path, monkeypatch, batch_rows):
+    monkeypatch.setattr(aio, "BATCH_ROWS", batch_rows)
+    path = tmp_path / "types.jsonl"
+    path.write_text('{"id": "a", "n": 1}\n\n{"id": "b", "n": 2}\n{"id": "c", "n": 3}\n'
+                    '{"id": "d", "n": "x"}\n')
+    with pytest.raises(DataError, match=r"types.jsonl: line 5: values do not match the column types"):
+        list(aio.read_batches(str(path)))
+
+
+def test_jsonl_fields_appearing_later_are_kept_or_named(tmp_path, monkeypatch):
+    path = tmp_path / "later.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b", "lang": "en"}\n')
+    # within the first batch: a column, null where absent (never silently dropped)
+    assert rows(aio.read_batches(str(path))) == [{"id": "a", "lang": None}, {"id": "b", "lang": "en"}]
+    monkeypatch.setattr(aio, "BATCH_ROWS", 1)
+    with pytest.raises(DataError, match=r"line 2: field\(s\) lang not in the first rows' columns"):
+        list(aio.read_batches(str(path)))
+
+
+def test_unknown_extension_and_missing_file_are_usage_errors(tmp_path):
+    with pytest.raises(UsageError, match="cannot tell the format"):
+        list(aio.read_batches(str(tmp_path / "x.docx")))
+    with pytest.raises(UsageError, match="no such file"):
+        list(aio.read_batches(str(tmp_path / "missing.jsonl")))
+
+
+def test_schemas_of_several_inputs_must_agree(tmp_path):
+    write_as(TABLE, tmp_path / "a.arrows")
+    write_as(pa.table({"id": ["z"], "body": ["x"]}), tmp_path / "b.arrows")
+    with pytest.raises(DataError, match="schema differs"):
+        list(aio.read_many([str(tmp_path / "a.arrows"), str(tmp_path / "b.arrows")]))
+    # same columns in another order are conformed
+    write_as(TABLE.select(["n", "text", "id"]), tmp_path / "c.arrows")
+    got = rows(aio.read_many([str(tmp_path / "a.arrows"), str(tmp_path / "c.arrows")]))
+    assert got == TABLE.to_pylist() * 2
+
+
+@pytest.mark.parametrize("suffix", [".arrows", ".arrow", ".parquet", ".jsonl", ".csv", ".tsv"])
+def test_every_output_format_round_trips(tmp_path, suffix):
+    path = tmp_path / f"out{suffix}"
+    n = aio.write_batches(TABLE.to_batches(), str(path))
+    assert n == 2
+    got = rows(aio.read_batches(str(path)))
+    assert [r["id"] for r in got] == ["a", "007"] and got[1]["text"] == "Second, with a comma."
+
+
+def test_file_output_is_atomic(tmp_path):
+    target = tmp_path / "out.arrows"
+    target.write_bytes(b"previous good content")
+
+    def failing():
+        yield TABLE.to_batches()[0]
+        raise DataError("boom in the middle")
+
+    with pytest.raises(DataError, match="boom"):
+        aio.write_batches(failing(), str(target))
+    assert target.read_bytes() == b"previous good content"  # untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.arrows"]  # no temp file left
+    fresh = tmp_path / "new.parquet"
+    with pytest.raises(DataError):
+        aio.write_batches(failing(), str(fresh))
+    assert not fresh.exists()
+
+
+def test_empty_output_still_has_a_schema(tmp_path):
+    path = tmp_path / "empty.arrows"
+    aio.write_batches([], str(path), schema=TABLE.schema)
+    assert read_ipc(path.read_bytes()).schema.names == ["id", "text", "n"]
+
+
+def test_nested_columns_become_json_in_csv(tmp_path):
+    table = pa.table({"id": ["a"], "chunks": [[{"start": 0, "end": 3}]]})
+    path = tmp_path / "nested.csv"
+    aio.write_batches(table.to_batches(), str(path))
+    assert path.read_text().splitlines() == ['"id","chunks"', '"a","[{""start"": 0, ""end"": 3}]"']
+
+
+def test_binary_is_never_written_to_a_terminal(monkeypatch):
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
+    assert aio.BatchSink("-").fmt == "table"
+    assert aio.BatchSink("-", "arrows").fmt == "table"
+    assert aio.BatchSink("-", "jsonl").fmt == "jsonl"
