@@ -1,15 +1,98 @@
-"""`arrowsmith embed` (not built yet)."""
+"""`arrowsmith embed`: chunked documents (or any text table) → embedded chunks, to a stream or a store."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from ._notbuilt import not_built
+from .options import Db, Device, InputFormat, Inputs, Model, Output, OutputFormat, Table, Wait
 
 app = typer.Typer()
 
+EPILOG = (
+    "Example: `arrowsmith chunk docs/ | arrowsmith embed --late --db store/`\n\n"
+    "Input: the output of `chunk` (each span is embedded), or any table with id and text columns "
+    "(each row is one chunk). A chunk longer than the model's window is an error (exit 65), never "
+    "truncated. With --db, documents whose doc_key is already stored are not embedded again."
+)
 
-@app.command("embed", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def embed_command(ctx: typer.Context) -> None:
-    """Not built yet."""
-    not_built("embed")
+
+def _opt(*names: str, env: str, help: str, **kw):
+    return typer.Option(*names, envvar=f"ARROWSMITH_{env}", help=help, **kw)
+
+
+@app.command("embed", rich_help_panel="Build", epilog=EPILOG)
+def embed_command(
+    inputs: Inputs = None,
+    model_spec: Model = None,
+    late: Annotated[bool, _opt("--late/--naive", env="LATE", help=(
+        "Late chunking: embed whole documents (overlapping windows past the model's window) and "
+        "mean-pool each chunk's tokens, so chunks carry their context."))] = False,
+    batch_tokens: Annotated[int | None, _opt("--batch-tokens", env="BATCH_TOKENS", show_default=False, help=(
+        "Padded tokens per forward pass [default: 8192 on CPU, 65536 on GPU]."))] = None,
+    device: Device = "auto",
+    dtype: Annotated[str, _opt("--dtype", env="DTYPE", help=(
+        "auto|fp32|bf16|fp16. auto: bf16/fp16 on GPU; bf16 autocast on CPUs with native bf16 "
+        "(avx512_bf16/AMX), else fp32."))] = "auto",
+    prompt: Annotated[str | None, _opt("--prompt", env="PROMPT", show_default=False, help=(
+        "Document prompt prefix [default: the model's own 'document' prompt, if any]; '' for none."))] = None,
+    query_prompt: Annotated[str | None, _opt("--query-prompt", env="QUERY_PROMPT", show_default=False, help=(
+        "Query prompt recorded for `query` [default: the model's own 'query' prompt]."))] = None,
+    dim: Annotated[int | None, _opt("--dim", env="DIM", show_default=False, help=(
+        "Truncate vectors to N dims and re-normalise (Matryoshka)."))] = None,
+    window: Annotated[int | None, _opt("--window", env="WINDOW", show_default=False, help=(
+        "Late: tokens per model window, specials included [default: the model's max length]."))] = None,
+    window_overlap: Annotated[int | None, _opt("--window-overlap", env="WINDOW_OVERLAP", show_default=False,
+                                               help="Late: tokens shared by consecutive windows "
+                                                    "[default: a quarter of the window].")] = None,
+    late_specials: Annotated[str, _opt("--late-specials", env="LATE_SPECIALS", help=(
+        "Late: exclude|include prompt and special tokens in chunk means."))] = "exclude",
+    force: Annotated[bool, _opt("--force", env="FORCE", help="Late-chunk a model that is not mean-pooled.")
+                     ] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=(
+        "Run Python code shipped with the model (never on by default)."))] = False,
+    allow_download: Annotated[bool, _opt("--allow-download", env="ALLOW_DOWNLOAD", help=(
+        "Download a model that is not installed locally."))] = False,
+    id_col: Annotated[str, _opt("--id-col", env="ID_COL", help="Id column of table inputs.")] = "id",
+    text_col: Annotated[str, _opt("--text-col", env="TEXT_COL", help="Text column of table inputs.")
+                        ] = "text",
+    input_format: InputFormat = None,
+    output: Output = "-",
+    fmt: OutputFormat = None,
+    db: Db = None,
+    table: Table = "chunks",
+    replace: Annotated[bool, _opt("--replace", env="REPLACE", help=(
+        "Rebuild the table when it holds another model, dim, prompt or late-chunking setting."))] = False,
+    prune: Annotated[bool, _opt("--prune", env="PRUNE", help=(
+        "Delete stored documents absent from the input (only after reading all of it)."))] = False,
+    wait: Wait = False,
+    checkpoint_rows: Annotated[int, _opt("--checkpoint-rows", env="CHECKPOINT_ROWS", help=(
+        "Rows per store commit: a crash loses at most one checkpoint."))] = 10_000,
+) -> None:
+    """Embed chunks with a sentence-transformers (or plugin) model; write a stream or upsert into --db."""
+    from arrowsmith.cli.io import read_many
+    from arrowsmith.cli.progress import track_rows
+    from arrowsmith.commands.embed import EmbedStats, embed_to_sink, embed_to_store
+    from arrowsmith.commands.errors import UsageError
+    from arrowsmith.plugins.registry import load_model
+
+    from .settings import info
+
+    if db is None and (replace or prune):
+        raise UsageError("--replace and --prune need --db")
+    model = load_model(model_spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                       allow_download=allow_download)
+    options = dict(late=late, batch_tokens=batch_tokens, prompt=prompt, query_prompt=query_prompt, dim=dim,
+                   window=window, window_overlap=window_overlap, late_specials=late_specials, force=force,
+                   id_col=id_col, text_col=text_col)
+    stats = EmbedStats()
+    batches = track_rows(read_many(inputs or ["-"], input_format), "embed", "docs")
+    if db is None:
+        embed_to_sink(batches, model, output, fmt, stats=stats, **options)
+        info(stats.summary())
+    else:
+        written = embed_to_store(batches, model, db, table, replace=replace, prune=prune, wait=wait,
+                                 checkpoint_rows=checkpoint_rows, stats=stats, **options)
+        info(stats.summary(pruned=written.docs_pruned) + f"; {db}/{table}: {written.rows_added} rows "
+             f"written, {written.rows_deleted} deleted in {written.checkpoints} commits")

@@ -24,7 +24,21 @@ from typing import Any, Literal
 
 import numpy as np
 
+from arrowsmith.commands.errors import DataError
+
 Kind = Literal["document", "query"]
+
+
+class TooLongError(DataError):
+    """A text does not fit the model's window; ``index`` is its position in the ``encode`` call.
+
+    Raised instead of truncating. ``embed_batches`` re-raises it naming the chunk id.
+    """
+
+    def __init__(self, index: int, n_tokens: int, limit: int):
+        super().__init__(f"text {index} has {n_tokens} tokens, the model's window is {limit} "
+                         "(special tokens and prompt included)")
+        self.index, self.n_tokens, self.limit = index, n_tokens, limit
 
 
 class TextTokenizer(ABC):

