@@ -1,15 +1,112 @@
-"""`arrowsmith index` (not built yet)."""
+"""`arrowsmith index`: ingest embedded chunks, build/update indexes, optimize, show stats."""
 
 from __future__ import annotations
 
+import sys
+from typing import Annotated
+
 import typer
 
-from ._notbuilt import not_built
+from .options import InputFormat, Inputs, RequiredDb, Table, Wait
 
 app = typer.Typer()
 
 
-@app.command("index", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def index_command(ctx: typer.Context) -> None:
-    """Not built yet."""
-    not_built("index")
+@app.command("index", rich_help_panel="Build", epilog=(
+    "Example:  arrowsmith embed docs.arrows | arrowsmith index --db store/ --scalar lang"))
+def index_command(
+    inputs: Inputs = None,
+    db: RequiredDb = ...,
+    table: Table = "chunks",
+    input_format: InputFormat = None,
+    vector_type: Annotated[str, typer.Option(
+        "--type", envvar="ARROWSMITH_INDEX_TYPE",
+        help="Vector index: auto (none below 100k rows, else ivf_hnsw_sq)|ivf_pq|ivf_hnsw_sq|none "
+             "(none drops an existing one).")] = "auto",
+    partitions: Annotated[int | None, typer.Option(help="IVF partitions [default: from table size].",
+                                                   show_default=False)] = None,
+    sub_vectors: Annotated[int | None, typer.Option(help="PQ sub-vectors [default: dim/8].",
+                                                    show_default=False)] = None,
+    metric: Annotated[str, typer.Option(help="cosine|l2|dot.")] = "cosine",
+    fts: Annotated[bool, typer.Option("--fts/--no-fts", help="BM25 full-text index on text.")] = True,
+    scalar: Annotated[list[str] | None, typer.Option(
+        "--scalar", help="Also a scalar (BTree) index on this column; repeatable (doc_id always).",
+        show_default=False)] = None,
+    force: Annotated[bool, typer.Option(help="Rebuild every index even if up to date.")] = False,
+    optimize: Annotated[bool, typer.Option(
+        "--optimize", help="Compact, drop versions older than --keep, remove killed writers' temp files.")
+    ] = False,
+    keep: Annotated[str, typer.Option(envvar="ARROWSMITH_KEEP",
+                                      help="Versions younger than this survive --optimize (1d, 12h, 0).")
+                    ] = "1d",
+    grace: Annotated[str, typer.Option(help="Only temp/orphan files older than this are removed.")] = "1h",
+    stats: Annotated[bool, typer.Option("--stats", help="Only print the table's statistics.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="--stats as JSON.")] = False,
+    replace: Annotated[bool, typer.Option(
+        "--replace", envvar="ARROWSMITH_REPLACE",
+        help="Ingest: rebuild a table made with another model or settings.")
+    ] = False,
+    prune: Annotated[bool, typer.Option(
+        "--prune", envvar="ARROWSMITH_PRUNE", help="Ingest: delete documents absent from the full input.")
+    ] = False,
+    checkpoint_rows: Annotated[int, typer.Option(envvar="ARROWSMITH_CHECKPOINT_ROWS",
+                                                 help="Ingest: rows per commit.")] = 10_000,
+    wait: Wait = False,
+) -> None:
+    """Ingest embedded chunks (stdin or files) into the store, then build or update its indexes.
+
+    With nothing piped in, only (re)builds indexes; an unchanged table is left alone.
+    """
+    from arrowsmith.commands import index as ix
+
+    from .settings import info
+
+    if stats:
+        _print_stats(ix.table_stats(db, table), as_json)
+        return
+    from arrowsmith.commands.store import StoreWriter, table_lock
+
+    keep_for = ix.parse_duration(keep, "--keep")
+    grace_s = ix.parse_duration(grace, "--grace").total_seconds()
+    # one lock from ingest to the last index: no other writer slips in between
+    with table_lock(db, table, wait=wait):
+        if inputs or _stdin_has_data():
+            from .io import read_many
+            from .progress import track_rows
+
+            with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,
+                             checkpoint_rows=checkpoint_rows) as writer:
+                stored = writer.write(track_rows(read_many(inputs or ["-"], input_format), "store"))
+            info(f"stored: {stored.summary()}")
+        report = ix.build_indexes(db, table, vector_type=vector_type, partitions=partitions,
+                                  sub_vectors=sub_vectors, metric=metric, fts=fts, scalar=scalar or [],
+                                  wait=wait, force=force, keep=keep_for)
+        info(report.summary())
+        if optimize:
+            info(ix.optimize_table(db, table, keep=keep_for, wait=wait, grace_s=grace_s).summary())
+
+
+def _stdin_has_data() -> bool:
+    """Piped input waiting? A terminal, or an empty stdin (cron's /dev/null), is not input."""
+    if sys.stdin is None or sys.stdin.isatty():
+        return False
+    stdin = getattr(sys.stdin, "buffer", sys.stdin)
+    if hasattr(stdin, "peek"):
+        return bool(stdin.peek(1))
+    if stdin.seekable():
+        pos = stdin.tell()
+        head = stdin.read(1)
+        stdin.seek(pos)
+        return bool(head)
+    return True
+
+
+def _print_stats(stats: dict, as_json: bool) -> None:
+    import json
+
+    if as_json:
+        print(json.dumps(stats, indent=2, default=str))
+        return
+    from arrowsmith.commands.index import format_stats
+
+    sys.stdout.write(format_stats(stats))

@@ -1,0 +1,353 @@
+"""Indexes over a stored table: vector ANN, full-text (BM25) and scalar; optimize; stats.
+
+Every operation runs under the table's write lock (:func:`store.table_lock`), so it never
+races a writer. What was built, with which parameters and at which table version, is
+recorded beside the table in ``<db>/<table>.arrowsmith.json``: re-running ``index`` on an
+unchanged table compares the version and the wanted indexes and does nothing.
+
+Rows added after an index was built are not lost: LanceDB answers vector, FTS and scalar
+queries over the indexed rows plus a flat scan of the unindexed ones. ``index`` folds them
+into the existing indexes with LanceDB's ``optimize`` (incremental, no retraining); the
+vector index is retrained (rebuilt) when the table has doubled since it was trained,
+because IVF centroids fitted to half the data stop fitting the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from . import faults
+from .errors import UsageError
+from .signals import no_interrupt
+from .store import (
+    DEFAULT_TABLE,
+    _model_of,
+    disk_errors,
+    open_table,
+    remove_stale_files,
+    state_path,
+    table_lock,
+    table_meta,
+    table_path,
+)
+
+log = logging.getLogger("arrowsmith.index")
+
+VECTOR_TYPES = ("auto", "ivf_pq", "ivf_hnsw_sq", "none")
+METRICS = ("cosine", "l2", "dot")
+AUTO_MIN_ROWS = 100_000  # below: exact search over <100k×384 floats takes a few ms, no index
+RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many times larger
+VECTOR_INDEX = "vector_idx"
+FTS_COLUMN = "text"
+
+
+# ------------------------------------------------------------------ choosing parameters
+
+
+def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str = "cosine",
+                        partitions: int | None = None, sub_vectors: int | None = None
+                        ) -> dict[str, Any] | None:
+    """The vector index to build (a JSON-able spec), or None for exact search.
+
+    auto: none below 100k rows. Above, IVF_HNSW_SQ: 8-bit scalar quantisation keeps
+    recall@10 high without a refine step (measured in benchmarks/results/store.md), at 4×
+    compression; few large partitions (≈ rows / 100k, min 1), each an HNSW graph.
+    ivf_pq: partitions ≈ sqrt(rows), sub-vectors = dim / 8 (8 dims per byte code, 48 for
+    384 dims: 32× compression); pair it with ``query --refine-factor`` for recall.
+    """
+    if kind not in VECTOR_TYPES:
+        raise UsageError(f"unknown vector index type {kind!r} (use {'|'.join(VECTOR_TYPES)})")
+    if metric not in METRICS:
+        raise UsageError(f"unknown metric {metric!r} (use {'|'.join(METRICS)})")
+    if kind == "none" or (kind == "auto" and rows < AUTO_MIN_ROWS):
+        return None
+    if rows < 256:
+        raise UsageError(f"a vector index needs at least 256 rows to train (table has {rows})",
+                         hint="--type none: exact search is fast at this size")
+    if kind == "auto":
+        kind = "ivf_hnsw_sq"
+    if kind == "ivf_pq":
+        parts = partitions or max(1, min(round(math.sqrt(rows)), rows // 256))
+        sub = sub_vectors or _sub_vectors(dim)
+        if dim % sub:
+            raise UsageError(f"--sub-vectors {sub} must divide the dim {dim}")
+        return {"type": "IVF_PQ", "metric": metric, "partitions": parts, "sub_vectors": sub}
+    parts = partitions or max(1, round(rows / 100_000))
+    return {"type": "IVF_HNSW_SQ", "metric": metric, "partitions": parts}
+
+
+def _sub_vectors(dim: int) -> int:
+    for size in (8, 4, 16, 2, 1):
+        if dim % size == 0:
+            return dim // size
+    return 1
+
+
+# ------------------------------------------------------------------ building
+
+
+@dataclass
+class IndexReport:
+    built: list[str] = field(default_factory=list)  # indexes created or rebuilt
+    updated: bool = False  # new rows folded into existing indexes (optimize)
+    unchanged: bool = False  # nothing to do
+    version: int | None = None
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        if self.unchanged:
+            return f"indexes up to date (table version {self.version})"
+        parts = [f"built {', '.join(self.built)}"] if self.built else []
+        if self.updated:
+            parts.append("folded new rows into existing indexes")
+        return f"{'; '.join(parts) or 'nothing to build'} in {self.seconds:.1f}s (version {self.version})"
+
+
+def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_type: str = "auto",
+                  partitions: int | None = None, sub_vectors: int | None = None, metric: str = "cosine",
+                  fts: bool = True, scalar: tuple[str, ...] | list[str] = (), wait: bool = False,
+                  force: bool = False, keep: timedelta = timedelta(days=1)) -> IndexReport:
+    """Create what is missing, update what is stale, do nothing when nothing changed."""
+    start = time.perf_counter()
+    report = IndexReport()
+    with table_lock(db, table, wait=wait):
+        tbl = open_table(db, table)
+        rows, dim = tbl.count_rows(), _dim(tbl)
+        missing = [c for c in scalar if c not in tbl.schema.names]
+        if missing:
+            raise UsageError(f"--scalar: table {table!r} has no column(s) {', '.join(missing)}")
+        state = _load_state(db, table)
+        vector = choose_vector_index(rows, dim, kind=vector_type, metric=metric,
+                                     partitions=partitions, sub_vectors=sub_vectors)
+        wanted = {"vector_type": vector_type, "vector": vector, "fts": fts,
+                  "scalar": sorted({"doc_id", *scalar}), "metric": metric}
+        if not force and state.get("version") == tbl.version and state.get("wanted") == wanted:
+            report.unchanged, report.version = True, tbl.version
+            return report
+        with disk_errors(table_path(db, table)):
+            _build(tbl, state, wanted, rows, force, keep, report)
+        report.version = tbl.version
+        _save_state(db, table, {"version": tbl.version, "wanted": wanted,
+                                "vector_spec": state.get("vector_spec"),
+                                "vector_rows": state.get("vector_rows")})
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedelta,
+           report: IndexReport) -> None:
+    existing = {ix.name: ix for ix in tbl.list_indices()}
+    vector = wanted["vector"]
+    if vector is not None:
+        same = state.get("vector_spec") == vector and VECTOR_INDEX in existing
+        grown = rows >= RETRAIN_GROWTH * (state.get("vector_rows") or rows)
+        if force or not same or grown:
+            _create(tbl, report, f"vector {vector['type']}", _vector_config(vector), "vector", VECTOR_INDEX)
+            state["vector_spec"], state["vector_rows"] = vector, rows
+    elif wanted["vector_type"] == "none" and VECTOR_INDEX in existing:
+        with no_interrupt():
+            tbl.drop_index(VECTOR_INDEX)
+        report.built.append("no vector index (dropped)")
+        state["vector_spec"] = state["vector_rows"] = None
+    if wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS")):
+        from lancedb.index import FTS
+
+        _create(tbl, report, "fts text", FTS(), FTS_COLUMN, f"{FTS_COLUMN}_idx")
+    for col in wanted["scalar"]:
+        if force or not _has(existing, col, None):
+            from lancedb.index import BTree
+
+            _create(tbl, report, f"scalar {col}", BTree(), col, f"{col}_idx")
+    if any(_unindexed(tbl, ix.name) for ix in tbl.list_indices()):
+        faults.hit("during_index")
+        with no_interrupt():
+            tbl.optimize(cleanup_older_than=keep)
+        report.updated = True
+
+
+def _create(tbl, report: IndexReport, label: str, config, column: str, name: str) -> None:
+    faults.hit("during_index")
+    log.info("building %s index", label)
+    with no_interrupt():
+        tbl.create_index(column, replace=True, config=config, name=name)
+    report.built.append(label)
+
+
+def _vector_config(spec: dict[str, Any]):
+    from lancedb.index import IvfHnswSq, IvfPq
+
+    if spec["type"] == "IVF_PQ":
+        return IvfPq(distance_type=spec["metric"], num_partitions=spec["partitions"],
+                     num_sub_vectors=spec["sub_vectors"])
+    return IvfHnswSq(distance_type=spec["metric"], num_partitions=spec["partitions"])
+
+
+def _has(existing: dict, column: str, kind: str | None) -> bool:
+    return any(list(ix.columns) == [column] and (kind is None or ix.index_type == kind)
+               for ix in existing.values())
+
+
+def _unindexed(tbl, name: str) -> int:
+    stats = tbl.index_stats(name)
+    return int(stats.num_unindexed_rows) if stats else 0
+
+
+def _dim(tbl) -> int:
+    return tbl.schema.field("vector").type.list_size
+
+
+def _load_state(db, table: str) -> dict[str, Any]:
+    try:
+        return json.loads(state_path(db, table).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _save_state(db, table: str, state: dict[str, Any]) -> None:
+    path = state_path(db, table)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # atomic: a kill leaves the old state, which only triggers a re-check
+
+
+# ------------------------------------------------------------------ optimize
+
+
+@dataclass
+class OptimizeReport:
+    version_before: int = 0
+    version_after: int = 0
+    versions_before: int = 0
+    versions_after: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+    stale_files_removed: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"optimized: versions {self.versions_before} → {self.versions_after}, "
+                f"{_human(self.bytes_before)} → {_human(self.bytes_after)} on disk, "
+                f"{len(self.stale_files_removed)} stale temporary files removed, {self.seconds:.1f}s")
+
+
+def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: timedelta = timedelta(days=1),
+                   grace_s: float = 3600, wait: bool = False) -> OptimizeReport:
+    """Compact fragments, fold new rows into indexes, drop versions older than ``keep``, and
+    remove temporary/orphaned files killed writers left (older than ``grace_s``)."""
+    start = time.perf_counter()
+    with table_lock(db, table, wait=wait):
+        tbl = open_table(db, table)
+        report = OptimizeReport(version_before=tbl.version, versions_before=len(tbl.list_versions()),
+                                bytes_before=disk_usage(table_path(db, table)))
+        with disk_errors(table_path(db, table)), no_interrupt(), warnings.catch_warnings():
+            # --keep 0 was asked for explicitly; LanceDB's warning about it is noise here
+            warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)")
+            tbl.optimize(cleanup_older_than=keep)
+        report.stale_files_removed = [str(p) for p in remove_stale_files(db, table, grace_s=grace_s)]
+        report.version_after, report.versions_after = tbl.version, len(tbl.list_versions())
+        report.bytes_after = disk_usage(table_path(db, table))
+        state = _load_state(db, table)
+        if state.get("version") == report.version_before:
+            # compaction changes the version, not the content: indexes stay up to date
+            state["version"] = tbl.version
+            _save_state(db, table, state)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+# ------------------------------------------------------------------ stats
+
+
+def table_stats(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> dict[str, Any]:
+    """Rows, documents, model, dim, indexes with their parameters, size on disk, versions."""
+    tbl = open_table(db, table)
+    meta = table_meta(tbl)
+    model = _model_of(meta)
+    docs = tbl.search().select(["doc_id"]).limit(None).to_arrow().column("doc_id")
+    import pyarrow.compute as pc
+
+    state = _load_state(db, table)
+    indexes = []
+    for ix in tbl.list_indices():
+        st = tbl.index_stats(ix.name)
+        entry = {"name": ix.name, "type": ix.index_type, "columns": list(ix.columns),
+                 "indexed_rows": st.num_indexed_rows if st else None,
+                 "unindexed_rows": st.num_unindexed_rows if st else None}
+        if ix.name == VECTOR_INDEX and state.get("vector_spec"):
+            entry["params"] = state["vector_spec"]
+        if st and st.distance_type:
+            entry["metric"] = st.distance_type
+        indexes.append(entry)
+    versions = tbl.list_versions()
+    return {
+        "db": str(db), "table": table, "rows": tbl.count_rows(),
+        "documents": pc.count_distinct(docs).as_py() if len(docs) else 0,
+        "model": model.get("name"), "plugin": model.get("plugin"), "revision": model.get("revision"),
+        "dim": _dim(tbl), "version": tbl.version, "versions": len(versions),
+        "oldest_version_at": str(versions[0]["timestamp"]) if versions else None,
+        "size_bytes": disk_usage(table_path(db, table)), "indexes": indexes,
+        "indexed_at_version": state.get("version"), "model_meta": model,
+    }
+
+
+def disk_usage(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def format_stats(stats: dict[str, Any]) -> str:
+    """The human view of :func:`table_stats` (key/value lines, one line per index)."""
+    lines = [
+        f"table     {stats['db']}/{stats['table']}",
+        f"rows      {stats['rows']:,}   documents {stats['documents']:,}",
+        f"model     {stats['plugin']}:{stats['model']}"
+        + (f"@{stats['revision']}" if stats.get("revision") else "") + f"   dim {stats['dim']}",
+        f"size      {_human(stats['size_bytes'])}   version {stats['version']} "
+        f"({stats['versions']} kept, oldest {stats['oldest_version_at']})",
+    ]
+    if not stats["indexes"]:
+        lines.append("indexes   none (exact search)")
+    for i, entry in enumerate(stats["indexes"]):
+        params = entry.get("params") or {}
+        extra = " ".join(f"{k}={v}" for k, v in params.items() if k != "type")
+        lines.append(f"{'indexes' if i == 0 else '':<10}{entry['name']}: {entry['type']} on "
+                     f"{','.join(entry['columns'])}, {entry['indexed_rows']} indexed, "
+                     f"{entry['unindexed_rows']} unindexed" + (f" ({extra})" if extra else ""))
+    return "\n".join(lines) + "\n"
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, option: str = "duration") -> timedelta:
+    """'1d', '12h', '30m', '45s', '2w' or a number of seconds ('0')."""
+    raw = text.strip().lower()
+    try:
+        if raw and raw[-1] in _UNITS:
+            return timedelta(seconds=float(raw[:-1]) * _UNITS[raw[-1]])
+        return timedelta(seconds=float(raw))
+    except ValueError:
+        raise UsageError(f"{option}: cannot read {text!r} as a duration (e.g. 1d, 12h, 30m, 0)") from None

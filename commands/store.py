@@ -1,0 +1,626 @@
+"""The LanceDB store: one locked, incremental, checkpointed writer for embedded chunks.
+
+Layout of a store directory (``--db``)::
+
+    <db>/<table>.lance            the LanceDB table (Lance dataset, versioned)
+    <db>/<table>.lock             flock of the one writer, holds its pid (beside, never inside, the table)
+    <db>/<table>.arrowsmith.json  what `arrowsmith index` built, and at which table version
+
+Guarantees (DESIGN.md, "Incremental and safe writes"):
+
+* Rows are keyed by chunk ``id`` and grouped by ``doc_id``; a document whose ``doc_key`` is
+  already stored is skipped; a changed document has *all* its chunks replaced in the same
+  commit (``merge_insert`` with a by-source delete restricted to the changed documents).
+* Each checkpoint is one Lance commit, made under :func:`signals.no_interrupt`, from an
+  in-memory ``pa.Table`` — never a generator, which LanceDB would drain on its own thread
+  where Ctrl-C is swallowed and the add commits anyway.
+* Pruning runs only after the input iterator was exhausted without error.
+* One writer per table: LanceDB's concurrent ``merge_insert`` can insert a new key twice
+  (lance issue 4585), so every write path takes the flock first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from . import faults
+from .errors import DataError, LockedError, StorageError, UsageError
+from .schemas import EMBEDDED_CORE, MODEL, read_meta, require_columns
+from .signals import no_interrupt
+
+log = logging.getLogger("arrowsmith.store")
+
+DEFAULT_TABLE = "chunks"
+# what makes two embedding spaces different; the rest of the model metadata (prompt, late
+# chunking, dtype) is part of each document's doc_key, so changing it re-embeds documents
+IDENTITY_KEYS = ("plugin", "name", "revision", "dim")
+PRUNE_BATCH = 500  # doc ids per pruning DELETE: bounded SQL, several small commits
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
+
+
+# ------------------------------------------------------------------ paths and locking
+
+
+def table_path(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Path:
+    return Path(db) / f"{table}.lance"
+
+
+def lock_path(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Path:
+    return Path(db) / f"{table}.lock"
+
+
+def state_path(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Path:
+    return Path(db) / f"{table}.arrowsmith.json"
+
+
+def _check_name(table: str) -> None:
+    # a table name becomes a path component: never let it escape the store directory
+    if not table or "/" in table or "\\" in table or table.startswith(".") or "\0" in table:
+        raise UsageError(f"invalid table name {table!r}: use letters, digits, '-' and '_'")
+
+
+@contextlib.contextmanager
+def table_lock(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, wait: bool = False) -> Iterator[Path]:
+    """Hold the table's exclusive write lock (flock on ``<db>/<table>.lock``).
+
+    Raises LockedError (exit 75) naming the holder's pid when another process holds it,
+    unless ``wait``. The lock dies with the process, so kill -9 never leaves it stale.
+    """
+    _check_name(table)
+    path = lock_path(db, table)
+    key = (os.path.realpath(path), threading.get_ident())
+    if key in _HELD:  # re-entrant per thread: `index` keeps the lock from ingest through the build
+        _HELD[key] += 1
+        try:
+            yield path
+        finally:
+            _HELD[key] -= 1
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StorageError(f"{path}: cannot open the lock file: {e.strerror}") from None
+    try:
+        _acquire(fd, path, wait)
+        # write before truncating: a waiting process never reads an empty file
+        pid = f"{os.getpid()}\n".encode()
+        os.pwrite(fd, pid, 0)
+        os.ftruncate(fd, len(pid))
+        _HELD[key] = 1
+        try:
+            yield path
+        finally:
+            del _HELD[key]
+    finally:
+        os.close(fd)  # releases the flock
+
+
+_HELD: dict[tuple[str, int], int] = {}  # (lock file, thread) held → nesting depth
+
+
+def _acquire(fd: int, path: Path, wait: bool) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        if not wait:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").split("\n")[0].strip() or "unknown"
+            raise LockedError(f"{path}: another writer (pid {holder}) holds this table",
+                              hint="--wait to wait for it") from None
+    log.info("waiting for the lock on %s", path)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # a signal here raises Interrupted via the handler
+
+
+# ------------------------------------------------------------------ opening and metadata
+
+
+def connect(db: str | os.PathLike):
+    import lancedb
+
+    return lancedb.connect(str(db))
+
+
+def table_exists(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> bool:
+    versions = table_path(db, table) / "_versions"
+    # a killed first write can leave data files without any manifest: that is no table
+    return versions.is_dir() and any(p.suffix == ".manifest" for p in versions.iterdir())
+
+
+def open_table(db: str | os.PathLike, table: str = DEFAULT_TABLE):
+    """The LanceDB table ``table`` of store ``db``; UsageError (exit 2) when it does not exist."""
+    _check_name(table)
+    if not table_exists(db, table):
+        others = sorted(p.name[:-6] for p in Path(db).glob("*.lance")) if Path(db).is_dir() else []
+        where = f"store {db} has tables: {', '.join(others)}" if others else f"{db} holds no arrowsmith store"
+        raise UsageError(f"no table {table!r} in {db} ({where})",
+                         hint=f"arrowsmith chunk DOCS | arrowsmith embed --db {db} --table {table}")
+    return connect(db).open_table(table)
+
+
+def table_meta(table) -> dict[str, Any]:
+    """The ``arrowsmith.*`` schema metadata of a stored table (JSON values decoded)."""
+    return read_meta(table.schema)
+
+
+def model_identity(model_meta: dict[str, Any] | None) -> dict[str, Any]:
+    return {k: (model_meta or {}).get(k) for k in IDENTITY_KEYS}
+
+
+def _model_of(meta: dict[str, Any]) -> dict[str, Any]:
+    """Accept either the decoded ``arrowsmith.model`` dict or a whole ``arrowsmith.*`` dict."""
+    inner = meta.get(MODEL)
+    return inner if isinstance(inner, dict) else meta
+
+
+model_of = _model_of  # public name (doctor, query, index use it)
+
+
+def load_doc_keys(table) -> dict[str, str | None]:
+    """doc_id → doc_key of every stored document (two-column scan, no vectors).
+
+    A document whose chunks disagree on doc_key maps to None, so it is never "current".
+    """
+    import pyarrow.compute as pc
+
+    data = table.search().select(["doc_id", "doc_key"]).limit(None).to_arrow()
+    if data.num_rows == 0:
+        return {}
+    grouped = data.group_by("doc_id").aggregate([("doc_key", "min"), ("doc_key", "max")])
+    lo, hi = grouped.column("doc_key_min"), grouped.column("doc_key_max")
+    same = pc.fill_null(pc.equal(lo, hi), False).to_pylist()
+    return {d: (k if s else None)
+            for d, k, s in zip(grouped.column("doc_id").to_pylist(), lo.to_pylist(), same, strict=True)}
+
+
+@contextlib.contextmanager
+def disk_errors(where: str | os.PathLike) -> Iterator[None]:
+    """Disk full / read-only during a Lance call → StorageError (exit 74).
+
+    Lance commits by atomically writing a new manifest, so the previous version stays intact.
+    """
+    try:
+        yield
+    except OSError as e:
+        if e.errno in DISK_ERRNOS:
+            raise StorageError(f"{where}: {e.strerror}; the previous table version is intact") from None
+        raise
+    except (RuntimeError, ValueError) as e:  # lance surfaces io errors as these
+        text = str(e)
+        if "No space left" in text or "Disk quota" in text or "Read-only file system" in text:
+            first = text.strip().splitlines()[0][:200]
+            raise StorageError(f"{where}: {first}; the previous table version is intact") from None
+        raise
+
+
+# ------------------------------------------------------------------ the writer
+
+
+@dataclass
+class WriteStats:
+    docs_written: int = 0  # new or changed documents committed
+    docs_replaced: int = 0  # of those, documents that were stored before with another doc_key
+    docs_skipped: int = 0  # already current (not embedded, not written)
+    docs_pruned: int = 0
+    rows_added: int = 0  # chunk rows written (inserted or replacing a row with the same id)
+    rows_deleted: int = 0  # rows removed without replacement: stale chunks, pruned documents
+    checkpoints: int = 0  # Lance commits made for data (pruning deletes included)
+    seconds: float = 0.0
+    version: int | None = None  # table version after the last commit
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"{self.docs_written} documents written ({self.docs_replaced} replaced), "
+                f"{self.docs_skipped} unchanged, {self.docs_pruned} pruned; "
+                f"{self.rows_added} rows written, {self.rows_deleted} deleted "
+                f"in {self.checkpoints} commits, {self.seconds:.1f}s")
+
+
+class StoreWriter:
+    """Upsert embedded chunks into ``<db>/<table>.lance`` by document, under the table lock.
+
+    >>> with StoreWriter("store") as w:
+    ...     w.check_meta(model.describe())
+    ...     stats = w.write(embed_batches(docs, model, skip_doc=w.is_current))
+    """
+
+    def __init__(self, db: str | os.PathLike, table: str = DEFAULT_TABLE, *, replace: bool = False,
+                 prune: bool = False, wait: bool = False, checkpoint_rows: int = 10_000):
+        _check_name(table)
+        if checkpoint_rows < 1:
+            raise UsageError("checkpoint_rows must be at least 1")
+        self.db, self.table_name = Path(db), table
+        self.replace, self.prune, self.wait = replace, prune, wait
+        self.checkpoint_rows = checkpoint_rows
+        self.stats = WriteStats()
+        self._lock: contextlib.AbstractContextManager | None = None
+        self._conn = None
+        self._table = None
+        self._stored: dict[str, str | None] = {}  # doc_id → doc_key in the table
+        self._seen: set[str] = set()  # doc ids of the input (for prune)
+        self._counted: set[str] = set()  # doc ids already counted as skipped or written
+        self._input_docs: set[str] = set()  # doc ids that came through write(): each only once
+        self._model: dict[str, Any] | None = None
+        self._overwrite = False  # replace=True and a different model: next commit overwrites
+        self._schema: pa.Schema | None = None
+        self._pending: list[pa.RecordBatch] = []
+        self._pending_rows = 0
+        self._pending_changed: list[str] = []
+        self._pending_keys: dict[str, str] = {}
+
+    # -- context ---------------------------------------------------------------------------
+    def __enter__(self) -> StoreWriter:
+        self._lock = table_lock(self.db, self.table_name, wait=self.wait)
+        self._lock.__enter__()
+        try:
+            self._conn = connect(self.db)
+            if table_exists(self.db, self.table_name):
+                self._table = self._conn.open_table(self.table_name)
+                self._stored = load_doc_keys(self._table)
+                self._schema = self._table.schema
+                self.stats.version = self._table.version
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            lock, self._lock = self._lock, None
+            lock.__exit__(None, None, None)
+
+    @property
+    def table(self):
+        """The LanceDB table (None until the first commit creates it)."""
+        return self._table
+
+    # -- the agreed API --------------------------------------------------------------------
+    def check_meta(self, model_meta: dict[str, Any]) -> None:
+        """Refuse a different model or dim than the table's (exit 2) unless ``replace``.
+
+        With ``replace``, the first checkpoint overwrites the table (new schema, no indexes);
+        the old rows stay in Lance's version history until ``index --optimize`` cleans it.
+        """
+        model = _model_of(model_meta)
+        if self._model is not None and model_identity(model) == model_identity(self._model):
+            return
+        stored = None if self._table is None else _model_of(table_meta(self._table))
+        if stored is None or self._overwrite:
+            self._model = model
+            return
+        same_model = model_identity(stored) == model_identity(model)
+        changed = _changed_settings(stored, model) if same_model else []
+        if same_model and not changed:
+            self._model = stored  # the table's record stays as it is (e.g. its precision)
+            return
+        if not self.replace:
+            what = (f"was embedded with {', '.join(changed)}" if same_model else f"holds {_describe(stored)}")
+            raise UsageError(
+                f"table {self.table_name!r} in {self.db} {what}; refusing to add "
+                + ("vectors made with other settings" if same_model else _describe(model)),
+                hint="--replace to rebuild the table, or --table NEW for a new one")
+        log.warning("replacing table %r: %s → %s", self.table_name,
+                    _describe(stored) if not same_model else "settings " + ", ".join(changed),
+                    _describe(model))
+        self._model = model
+        self._overwrite = True
+        self._stored = {}
+        self._schema = None
+
+    def is_current(self, doc_id: str, doc_key: str) -> bool:
+        """True when the stored document has this doc_key (so it need not be embedded again)."""
+        self._seen.add(doc_id)
+        current = self._stored.get(doc_id, False) == doc_key
+        if current and doc_id not in self._counted:
+            self._counted.add(doc_id)
+            self.stats.docs_skipped += 1
+        return current
+
+    def write(self, batches: Iterable[pa.RecordBatch]) -> WriteStats:
+        """Upsert all batches (checkpoint by checkpoint), then prune if asked. Returns the stats."""
+        start = time.perf_counter()
+        try:
+            for i, batch in enumerate(batches):
+                if i == 0:
+                    faults.hit("after_read")
+                    self._start(batch.schema)
+                self._add(batch)
+                if self._pending_rows >= self.checkpoint_rows:
+                    self._commit()
+            self._commit()
+            # only here: the input was read to its end without an error
+            if self.prune:
+                self._prune()
+        finally:
+            self.stats.seconds += time.perf_counter() - start
+        return self.stats
+
+    # -- batches → pending rows ------------------------------------------------------------
+    def _add(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows == 0:
+            return
+        batch = self._conform(batch)
+        docs, keys, codes = _documents(batch)
+        keep = [self._classify(d, k) for d, k in zip(docs, keys, strict=True)]
+        if all(keep):
+            self._append(batch)
+        elif any(keep):
+            import numpy as np
+
+            self._append(batch.filter(pa.array(np.asarray(keep)[codes])))
+
+    def _start(self, schema: pa.Schema) -> None:
+        """First batch: check the stream's model against the table; fix the table schema."""
+        require_columns(schema, EMBEDDED_CORE, "store")
+        meta = read_meta(schema)
+        if MODEL in meta:
+            self.check_meta(meta[MODEL])
+        elif self._model is None and self._table is not None:
+            self._model = _model_of(table_meta(self._table))  # the vector cast checks the dim
+        elif self._model is None:
+            raise DataError(f"input stream has no '{MODEL}' schema metadata, so the table "
+                            "cannot record which model made its vectors",
+                            hint="pipe the output of `arrowsmith embed`")
+        if self._schema is not None:  # the table exists and keeps its schema
+            return
+        dim = self._model.get("dim") or _dim_of(schema)
+        fields = [pa.field("vector", pa.list_(pa.float32(), int(dim))) if f.name == "vector" else f
+                  for f in schema]
+        metadata = dict(schema.metadata or {})
+        metadata[MODEL.encode()] = json.dumps(self._model, sort_keys=True).encode()
+        self._schema = pa.schema(fields, metadata=metadata)
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        schema = self._schema
+        if sorted(batch.schema.names) != sorted(schema.names):
+            missing = sorted(set(schema.names) - set(batch.schema.names))
+            extra = sorted(set(batch.schema.names) - set(schema.names))
+            raise DataError(f"input columns differ from table {self.table_name!r}'s: "
+                            f"missing {missing or 'none'}, extra {extra or 'none'}")
+        if batch.schema.equals(schema, check_metadata=False):
+            return batch
+        try:
+            return batch.select(schema.names).cast(schema.remove_metadata())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
+            raise DataError(f"input does not fit table {self.table_name!r}'s schema ({e}); "
+                            f"expected vector {schema.field('vector').type}") from None
+
+    def _classify(self, doc_id: str, doc_key: str) -> bool:
+        """Count the document; True when its rows must be written."""
+        if doc_id in self._input_docs:
+            raise DataError(f"document {doc_id!r} appears in two batches of the input; all chunks of a "
+                            "document must arrive together and a document only once")
+        self._input_docs.add(doc_id)
+        self._seen.add(doc_id)
+        stored = self._stored.get(doc_id, False)
+        if stored == doc_key:
+            if doc_id not in self._counted:
+                self._counted.add(doc_id)
+                self.stats.docs_skipped += 1
+            return False
+        self._counted.add(doc_id)
+        self._pending_keys[doc_id] = doc_key
+        if stored is not False:
+            self._pending_changed.append(doc_id)
+        return True
+
+    def _append(self, batch: pa.RecordBatch) -> None:
+        self._pending.append(batch)
+        self._pending_rows += batch.num_rows
+
+    # -- commits ---------------------------------------------------------------------------
+    def _commit(self) -> None:
+        if not self._pending:
+            return
+        data = pa.Table.from_batches(self._pending, schema=self._schema)
+        changed = self._pending_changed
+        faults.hit("before_commit")
+        with no_interrupt(), disk_errors(table_path(self.db, self.table_name)):
+            deleted = self._commit_data(data, changed)
+            # bookkeeping inside the block: a deferred Ctrl-C is raised after it, with stats true
+            self._stored.update(self._pending_keys)
+            self.stats.docs_written += len(self._pending_keys)
+            self.stats.docs_replaced += len(changed)
+            self.stats.rows_added += data.num_rows
+            self.stats.rows_deleted += deleted
+            self.stats.checkpoints += 1
+            self.stats.version = self._table.version
+            self._pending, self._pending_rows = [], 0
+            self._pending_changed, self._pending_keys = [], {}
+        log.debug("checkpoint %d: %d rows, version %s", self.stats.checkpoints, data.num_rows,
+                  self.stats.version)
+        faults.hit("after_commit")
+
+    def _commit_data(self, data: pa.Table, changed: list[str]) -> int:
+        """One Lance commit; returns the rows deleted without replacement."""
+        if self._table is None:
+            self._table = self._conn.create_table(self.table_name, data)
+            return 0
+        if self._overwrite:
+            before = self._table.count_rows()
+            self._table.add(data, mode="overwrite")
+            self._overwrite = False
+            return before
+        if not changed:
+            self._table.add(data)
+            return 0
+        result = (self._table.merge_insert("id")
+                  .when_matched_update_all()
+                  .when_not_matched_insert_all()
+                  .when_not_matched_by_source_delete(f"doc_id IN ({sql_list(changed)})")
+                  .execute(data))
+        return int(result.num_deleted_rows)
+
+    def _prune(self) -> None:
+        gone = sorted(d for d in self._stored if d not in self._seen)
+        if not gone:
+            return
+        for i in range(0, len(gone), PRUNE_BATCH):
+            part = gone[i:i + PRUNE_BATCH]
+            faults.hit("during_prune")
+            with no_interrupt(), disk_errors(table_path(self.db, self.table_name)):
+                result = self._table.delete(f"doc_id IN ({sql_list(part)})")
+                for d in part:
+                    del self._stored[d]
+                self.stats.docs_pruned += len(part)
+                self.stats.rows_deleted += int(getattr(result, "num_deleted_rows", 0) or 0)
+                self.stats.checkpoints += 1
+                self.stats.version = self._table.version
+
+
+# ------------------------------------------------------------------ helpers
+
+
+# recorded for information only: fp32 and bf16/fp16 vectors share one space (cosine ≥ 0.999)
+UNCHECKED_SETTINGS = ("precision", "dtype")
+
+
+def _changed_settings(stored: dict[str, Any], model: dict[str, Any]) -> list[str]:
+    """'key=stored' for every recorded setting this run would change (prompt, late, window…).
+
+    The table's metadata must describe every vector in it (query reads its query prompt and dim
+    from there), so a run with other settings may not mix its vectors into the table.
+    """
+    keys = sorted((set(stored) | set(model)) - set(UNCHECKED_SETTINGS))
+    return [f"{k}={stored.get(k)!r} (this run: {model.get(k)!r})"
+            for k in keys if stored.get(k) != model.get(k)]
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """A SQL list of string literals (quotes doubled: ids are data, never SQL)."""
+    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+
+
+def _describe(model: dict[str, Any]) -> str:
+    ident = model_identity(model)
+    rev = f"@{ident['revision']}" if ident["revision"] else ""
+    return f"{ident['plugin'] or '?'}:{ident['name']}{rev} (dim {ident['dim']})"
+
+
+def _dim_of(schema: pa.Schema) -> int:
+    t = schema.field("vector").type
+    if pa.types.is_fixed_size_list(t):
+        return t.list_size
+    raise DataError("cannot tell the vector dim: no 'dim' in the model metadata and the vector "
+                    f"column is {t}, not a fixed-size list")
+
+
+def _documents(batch: pa.RecordBatch) -> tuple[list[str], list[str], Any]:
+    """The batch's distinct doc_ids, their doc_key, and each row's doc index (numpy)."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    ids = batch.column("id")
+    if ids.null_count or batch.column("doc_id").null_count or batch.column("doc_key").null_count:
+        raise DataError("input has null id, doc_id or doc_key values")
+    if pc.count_distinct(ids).as_py() != batch.num_rows:
+        counts = pc.value_counts(ids)
+        dup = counts.filter(pc.greater(counts.field("counts"), 1))[0]["values"].as_py()
+        raise DataError(f"chunk id {dup!r} appears more than once in the input",
+                        hint="chunk ids must be unique; check the documents' ids for duplicates")
+    encoded = batch.column("doc_id").dictionary_encode()
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    _, first = np.unique(codes, return_index=True)
+    keys = batch.column("doc_key").take(pa.array(first))
+    if not pc.all(pc.equal(batch.column("doc_key"), keys.take(encoded.indices))).as_py():
+        raise DataError("the chunks of one document carry different doc_keys")
+    return encoded.dictionary.to_pylist(), keys.to_pylist(), codes
+
+
+# ------------------------------------------------------------------ stale files (optimize, doctor)
+
+
+def stale_files(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, grace_s: float = 3600) -> list[Path]:
+    """Files a killed writer left in the table, older than ``grace_s`` seconds.
+
+    Two kinds: ``.tmp*`` staging files (Lance writes those and renames them), and data/index
+    files that no manifest references (written, never committed). Lance's own cleanup only
+    removes the latter once older than its version window, and never the former.
+    """
+    root = table_path(db, table)
+    if not root.is_dir():
+        return []
+    cutoff = time.time() - grace_s
+    referenced = _referenced_names(root)
+    out = []
+    for sub in ("data", "_indices", "_deletions"):
+        base = root / sub
+        if not base.is_dir():
+            continue
+        for p in base.rglob("*"):
+            if not p.is_file() or p.stat().st_mtime > cutoff:
+                continue
+            if p.name.startswith(".tmp") or "#" in p.name:
+                out.append(p)
+            elif referenced is not None and sub == "data" and p.name not in referenced:
+                out.append(p)
+    return sorted(out)
+
+
+def _referenced_names(root: Path) -> set[str] | None:
+    """Data file names that some manifest mentions; None when that cannot be told reliably.
+
+    Manifests are protobuf with the file paths as plain strings, so a byte search is exact
+    for these 50-character unique names. As a guard, every data file of the newest
+    manifest must be found; otherwise orphans are not judged at all.
+    """
+    data = root / "data"
+    names = [p.name for p in data.glob("*.lance")] if data.is_dir() else []
+    manifests = sorted((root / "_versions").glob("*.manifest"))
+    if not manifests:
+        return None
+    blobs = [m.read_bytes() for m in manifests]
+    referenced = {n for n in names if any(n.encode() in b for b in blobs)}
+    newest = min(manifests, key=lambda m: int(m.stem)) if _v2_names(manifests) else \
+        max(manifests, key=lambda m: int(m.stem))
+    expected = _manifest_file_count(newest)
+    found = sum(1 for n in names if n.encode() in newest.read_bytes())
+    if expected is None or found < expected:
+        return None
+    return referenced
+
+
+def _v2_names(manifests: list[Path]) -> bool:
+    # v2 manifest paths count down from u64::MAX, so the newest has the smallest number
+    return any(len(m.stem) >= 19 for m in manifests)
+
+
+def _manifest_file_count(manifest: Path) -> int | None:
+    """How many data files the version has (from LanceDB's version metadata)."""
+    try:
+        import lancedb  # noqa: F401 - only to be sure the table opens
+
+        root = manifest.parent.parent
+        tbl = connect(root.parent).open_table(root.name[:-6])
+        return int(tbl.list_versions()[-1]["metadata"]["total_data_files"])
+    except Exception:  # noqa: BLE001 - a guard: any doubt means "do not judge orphans"
+        return None
+
+
+def remove_stale_files(db: str | os.PathLike, table: str = DEFAULT_TABLE, *,
+                       grace_s: float = 3600) -> list[Path]:
+    """Delete :func:`stale_files`; call it under :func:`table_lock` (no writer may be mid-commit)."""
+    removed = []
+    for p in stale_files(db, table, grace_s=grace_s):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+            removed.append(p)
+    return removed

@@ -1,0 +1,164 @@
+"""`arrowsmith index`: ingest through the one writer, indexes, no-op re-runs, optimize, stats."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pyarrow as pa
+import pytest
+from conftest import run, run_subprocess, to_ipc
+from test_store_helpers import MODEL, chunks_batch, store_rows
+
+from arrowsmith.commands.index import build_indexes, choose_vector_index, parse_duration
+from arrowsmith.commands.store import StoreWriter, open_table, state_path, table_path
+
+DOCS = {"a": (3, "ka"), "b": (2, "kb"), "c": (1, "kc")}
+TEXTS = {"a": ["The glider wing stalls at high angle of attack.", "Boundary layer separation.",
+               "Laminar flow over the airfoil."],
+         "b": ["Heat transfer in hypersonic flow.", "Shock waves heat the nose cone."],
+         "c": ["Buckling of thin cylindrical shells under axial load."]}
+
+
+def ingest(db, batch: pa.RecordBatch, *args: str):
+    return run(["index", "--db", str(db), *args], input=to_ipc(pa.Table.from_batches([batch])))
+
+
+def index_names(db) -> dict[str, str]:
+    return {ix.name: ix.index_type for ix in open_table(db).list_indices()}
+
+
+def test_choose_vector_index_auto_and_overrides():
+    assert choose_vector_index(99_999, 384) is None
+    assert choose_vector_index(1_000_000, 384) == {
+        "type": "IVF_HNSW_SQ", "metric": "cosine", "partitions": 10}
+    assert choose_vector_index(1_000_000, 384, kind="ivf_pq") == {
+        "type": "IVF_PQ", "metric": "cosine", "partitions": 1000, "sub_vectors": 48}
+    assert choose_vector_index(10_000, 384, kind="ivf_pq", partitions=7, sub_vectors=96)["partitions"] == 7
+    assert choose_vector_index(5_000_000, 768, kind="none") is None
+
+
+def test_ingest_then_auto_builds_fts_and_scalar_only(tmp_path):
+    res = ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS))
+    assert res.exit_code == 0, res.stderr
+    assert "3 documents written" in res.stderr and "built fts text, scalar doc_id" in res.stderr
+    assert index_names(tmp_path) == {"text_idx": "FTS", "doc_id_idx": "BTree"}
+    hits = open_table(tmp_path).search("hypersonic shock", query_type="fts").limit(3).to_arrow()
+    assert hits.column("id").to_pylist()[:2] == ["b#0", "b#1"] or set(hits.column("id").to_pylist()[:2]) == {
+        "b#0", "b#1"}
+
+
+def test_rerun_on_unchanged_table_does_nothing(tmp_path):
+    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+    version = open_table(tmp_path).version
+    res = run(["index", "--db", str(tmp_path)])
+    assert res.exit_code == 0 and "indexes up to date" in res.stderr
+    assert open_table(tmp_path).version == version
+    # the same stream again: 0 written, version unchanged, indexes untouched
+    res = ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS))
+    assert "0 documents written (0 replaced), 3 unchanged" in res.stderr
+    assert open_table(tmp_path).version == version
+
+
+def test_new_rows_are_folded_into_indexes(tmp_path):
+    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+    new = {"d": ["Supersonic inlet design for ramjets."]}
+    res = ingest(tmp_path, chunks_batch({"d": (1, "kd")}, texts=new))
+    assert res.exit_code == 0 and "folded new rows" in res.stderr
+    tbl = open_table(tmp_path)
+    assert tbl.index_stats("text_idx").num_unindexed_rows == 0
+    assert tbl.index_stats("text_idx").num_indexed_rows == 7
+    ids = tbl.search("ramjets", query_type="fts").limit(1).to_arrow().column("id").to_pylist()
+    assert ids == ["d#0"]
+    assert json.loads(state_path(tmp_path).read_text())["version"] == tbl.version
+
+
+def test_ivf_pq_explicit_then_none_drops(tmp_path):
+    small = {**MODEL, "dim": 32}
+    with StoreWriter(tmp_path) as w:
+        w.write([chunks_batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
+    report = build_indexes(tmp_path, vector_type="ivf_pq", partitions=4, fts=False)
+    assert report.built == ["vector IVF_PQ", "scalar doc_id"]
+    res = run(["index", "--db", str(tmp_path), "--stats", "--json"])
+    stats = json.loads(res.stdout_bytes)
+    vec = next(i for i in stats["indexes"] if i["name"] == "vector_idx")
+    assert vec["params"] == {"type": "IVF_PQ", "metric": "cosine", "partitions": 4, "sub_vectors": 4}
+    assert vec["indexed_rows"] == 400 and vec["metric"] == "cosine"
+    assert build_indexes(tmp_path, vector_type="ivf_pq", partitions=4, fts=False).unchanged
+    report = build_indexes(tmp_path, vector_type="none", fts=False)
+    assert "vector_idx" not in index_names(tmp_path) and report.built == ["no vector index (dropped)"]
+
+
+def test_scalar_option_and_unknown_column(tmp_path):
+    batch = chunks_batch(DOCS, extra={"lang": ["en", "en", "en", "de", "de", "fr"]})
+    assert ingest(tmp_path, batch, "--scalar", "lang", "--no-fts").exit_code == 0
+    assert index_names(tmp_path) == {"doc_id_idx": "BTree", "lang_idx": "BTree"}
+    res = run(["index", "--db", str(tmp_path), "--scalar", "nope"])
+    assert res.exit_code == 2 and "no column(s) nope" in res.stderr
+
+
+def test_stats_values(tmp_path):
+    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+    res = run(["index", "--db", str(tmp_path), "--stats", "--json"])
+    assert res.exit_code == 0, res.stderr
+    s = json.loads(res.stdout_bytes)
+    assert (s["rows"], s["documents"], s["dim"], s["model"]) == (6, 3, 384, "all-MiniLM-L6-v2")
+    assert s["plugin"] == "sentence-transformers" and s["versions"] == s["version"] >= 3
+    assert s["size_bytes"] > 6 * 384 * 4
+    assert {i["name"] for i in s["indexes"]} == {"text_idx", "doc_id_idx"}
+    human = run(["index", "--db", str(tmp_path), "--stats"]).stdout_bytes.decode()
+    assert "rows      6   documents 3" in human and "text_idx: FTS on text" in human
+
+
+def test_missing_table_is_a_usage_error(tmp_path):
+    res = run(["index", "--db", str(tmp_path / "nowhere"), "--stats"])
+    assert res.exit_code == 2 and "no table 'chunks'" in res.stderr
+
+
+def test_model_mismatch_via_cli_exit_2_table_unchanged(tmp_path):
+    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+    version = open_table(tmp_path).version
+    other = chunks_batch({"x": (1, "k")}, model={**MODEL, "name": "e5-small", "dim": 16})
+    res = ingest(tmp_path, other)
+    assert res.exit_code == 2 and "e5-small" in res.stderr and "--replace" in res.stderr
+    assert open_table(tmp_path).version == version and len(store_rows(tmp_path)) == 6
+
+
+def test_optimize_compacts_drops_old_versions_and_stale_files(tmp_path):
+    for i in range(4):
+        assert ingest(tmp_path, chunks_batch({f"d{i}": (2, "k")}), "--no-fts").exit_code == 0
+    before = open_table(tmp_path).list_versions()
+    stale = table_path(tmp_path) / "data" / ".tmpkilled"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (time.time() - 7200,) * 2)
+    res = run(["index", "--db", str(tmp_path), "--no-fts", "--optimize", "--keep", "0"])
+    assert res.exit_code == 0, res.stderr
+    assert "1 stale temporary files removed" in res.stderr and not stale.exists()
+    tbl = open_table(tmp_path)
+    assert len(tbl.list_versions()) == 1 < len(before)
+    assert tbl.count_rows() == 8 and tbl.stats()["fragment_stats"]["num_fragments"] == 1
+    assert run(["index", "--db", str(tmp_path), "--no-fts"]).stderr.startswith("indexes up to date")
+
+
+def test_parse_duration():
+    assert parse_duration("1d").total_seconds() == 86400
+    assert parse_duration("90m").total_seconds() == 5400
+    assert parse_duration("0").total_seconds() == 0
+    with pytest.raises(Exception, match="cannot read"):
+        parse_duration("soon", "--keep")
+
+
+@pytest.mark.parametrize("point", ["before_commit"])
+def test_killed_writer_converges_on_rerun(tmp_path, point):
+    batches = [chunks_batch({f"d{i}": (2, "k")}) for i in range(4)]
+    payload = to_ipc(pa.Table.from_batches(batches))
+    args = ["index", "--db", str(tmp_path), "--checkpoint-rows", "2", "--no-fts"]
+    res = run_subprocess(args, input=payload, env={"ARROWSMITH_FAULT": f"{point}:2"}, timeout=120)
+    assert res.returncode == 137, res.stderr
+    committed = 2 if point == "after_commit" else 1
+    assert len(store_rows(tmp_path)) == 2 * committed
+    res = run_subprocess(args, input=payload, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"{4 - committed} documents written (0 replaced), {committed} unchanged" in res.stderr.decode()
+    assert sorted(store_rows(tmp_path)) == sorted(f"d{i}#{j}" for i in range(4) for j in range(2))
