@@ -1,0 +1,499 @@
+"""Search a store: dense vectors, full-text (BM25) and their fusion, for many queries at once.
+
+The model and its query prompt come from the table's ``arrowsmith.model`` metadata, so a
+caller never names a model. All queries are embedded in one batch and, in vector mode, sent
+to LanceDB as one multi-vector search. Hybrid search runs both lists to a candidate depth and
+fuses them here in numpy (LanceDB's own hybrid reranker would hide the per-list scores).
+
+Scores (documented in docs/query.md):
+  vector  cosine similarity in [-1, 1], whatever metric the vector index was built with
+  fts     BM25 (LanceDB's inverted index), unbounded, comparable within one query only
+  hybrid  rrf: sum of 1 / (rrf_k + rank) over the two lists (rank from 1), at most 2 / (rrf_k + 1)
+          mix: alpha * z(dense) + (1 - alpha) * z(bm25), each list z-normalised over its candidates
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import UsageError
+from .schemas import MODEL, read_meta, stage_metadata
+
+log = logging.getLogger("arrowsmith.query")
+
+MODES = ("vector", "fts", "hybrid")
+FUSIONS = ("rrf", "mix")
+BY = ("chunk", "doc")
+DEFAULT_FUSION = "rrf"  # see docs/query.md: measured on Cranfield
+HYBRID_DEPTH_MIN = 50  # candidates per list before fusion: max(4 k, 50)
+HYBRID_DEPTH_FACTOR = 4
+# IVF_PQ defaults (no --nprobes / --refine-factor given), measured on a generated 200k × 384
+# clustered table (benchmarks/query.py, 447 partitions, 48 sub-vectors): recall@10 vs exact is
+# 0.55 from PQ codes alone at any nprobes, and with refine 10: 0.964 at 20 probes, 0.989 at
+# 40, 0.988 at 80. So: re-rank 10·k candidates on full vectors, probe a tenth of the
+# partitions (5–15% is LanceDB's advice), never fewer than LanceDB's own 20.
+DEFAULT_PQ_REFINE = 10
+DEFAULT_PQ_PROBE_FRACTION = 1 / 10  # of the IVF partitions
+MIN_NPROBES = 20  # LanceDB's own default
+# IVF_HNSW_* (what `index` builds by default above 100k rows), no --ef given: LanceDB's own ef
+# reached recall@10 0.46 on the generated 100k table; ef 300: 0.91, 500: 0.94, 1000: 0.96.
+DEFAULT_HNSW_EF = 500
+HIDDEN_COLUMNS = ("vector", "doc_key")  # stored, but not what a reader of results wants
+LEAD_COLUMNS = ("query_id", "rank", "score", "id", "doc_id", "text")
+_MODELS: dict[str, Any] = {}  # model metadata (JSON) -> loaded model
+
+
+@dataclass
+class QueryStats:
+    queries: int = 0
+    rows: int = 0
+    mode: str = "vector"
+    compressed: bool = False
+    embed_s: float = 0.0
+    search_s: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        total = self.embed_s + self.search_s
+        qps = self.queries / total if total else 0.0
+        via = " (compressed index)" if self.compressed else ""
+        return (f"query: {self.queries} queries, {self.rows} results, mode {self.mode}{via}; "
+                f"embed {self.embed_s:.2f}s, search {self.search_s:.2f}s ({qps:.0f} queries/s)")
+
+
+@dataclass
+class Hits:
+    """One query's ranked list: row ids (the table's `id`) and scores, best first."""
+
+    ids: list[str]
+    scores: np.ndarray
+
+
+# ------------------------------------------------------------------ public API
+
+
+def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str = "chunks",
+           mode: str = "vector", k: int = 10, fusion: str = DEFAULT_FUSION, rrf_k: float = 60,
+           alpha: float = 0.5, where: str | None = None, by: str = "chunk", nprobes: int | None = None,
+           refine_factor: int | None = None, ef: int | None = None, exact: bool = False,
+           use_compressed: bool = True, model=None, query_vectors: np.ndarray | None = None,
+           stats: QueryStats | None = None) -> pa.Table:
+    """Top ``k`` results per query as one table: query_id, rank, score, id, doc_id, text + metadata.
+
+    ``queries`` are texts (ids q1..qn) or (id, text) pairs. ``by="doc"`` returns the best chunk
+    of each of ``k`` distinct documents. ``query_vectors`` skips embedding (one row per query).
+    """
+    _check_options(mode, fusion, by, k, alpha, rrf_k)
+    ids, texts = _split_queries(queries)
+    stats = stats if stats is not None else QueryStats()
+    stats.queries, stats.mode = len(ids), mode
+    tbl = _open(db, table)
+    meta = read_meta(tbl.schema)
+    if where:
+        _check_where(tbl, where)
+    searcher = _Searcher(db, table, tbl, where, nprobes, refine_factor, ef, exact,
+                         use_compressed and mode != "fts")
+    vectors = None
+    if mode != "fts" and ids:
+        t0 = time.perf_counter()
+        vectors = _query_vectors(texts, meta, model, query_vectors)
+        stats.embed_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+
+    def ranked(depth: int, todo: list[int]) -> list[Hits]:
+        return _ranked(searcher, mode, texts, vectors, todo, depth, k, fusion, rrf_k, alpha)
+
+    hits = _collect(ranked, len(ids), k, by, searcher)
+    result = _assemble(searcher, ids, hits, meta, _params(mode, k, fusion, rrf_k, alpha, where, by))
+    stats.search_s = time.perf_counter() - t0
+    stats.rows, stats.compressed = result.num_rows, searcher.compressed is not None
+    return result
+
+
+# ------------------------------------------------------------------ checks and inputs
+
+
+def _check_options(mode: str, fusion: str, by: str, k: int, alpha: float, rrf_k: float) -> None:
+    if mode not in MODES:
+        raise UsageError(f"unknown mode {mode!r} (use {'|'.join(MODES)})")
+    if fusion not in FUSIONS:
+        raise UsageError(f"unknown fusion {fusion!r} (use {'|'.join(FUSIONS)})")
+    if by not in BY:
+        raise UsageError(f"unknown --by {by!r} (use {'|'.join(BY)})")
+    if k < 1:
+        raise UsageError(f"--k must be at least 1 (got {k})")
+    if not 0.0 <= alpha <= 1.0:
+        raise UsageError(f"--alpha must be in [0, 1] (got {alpha})")
+    if rrf_k < 0:
+        raise UsageError(f"--rrf-k must be ≥ 0 (got {rrf_k})")
+
+
+def _split_queries(queries) -> tuple[list[str], list[str]]:
+    ids, texts = [], []
+    for i, q in enumerate(queries, start=1):
+        qid, text = (f"q{i}", q) if isinstance(q, str) else (str(q[0]), q[1])
+        if not isinstance(text, str) or not text.strip():
+            raise UsageError(f"query {qid} is empty")
+        ids.append(qid)
+        texts.append(text)
+    return ids, texts
+
+
+def _open(db, table: str):
+    from .store import open_table
+
+    return open_table(db, table)
+
+
+def _check_where(tbl, where: str) -> None:
+    """Plan a one-row scan with the filter, so a bad filter fails before any work, exit 2."""
+    if _has_statement_separator(where):
+        # LanceDB parses up to the ';' and silently drops the rest: refuse rather than guess
+        raise UsageError(f"bad --where filter {where!r}: ';' outside a quoted string",
+                         hint="one SQL expression, e.g. \"doc_id = 'a.md' AND chunk > 2\"")
+    try:
+        tbl.search().where(where).select(["id"]).limit(1).to_arrow()
+    except Exception as e:  # noqa: BLE001 - LanceDB raises ValueError/RuntimeError/OSError variously
+        hint = "an SQL expression over the table's columns, e.g. \"doc_id = 'a.md'\""
+        raise UsageError(f"bad --where filter {where!r}: {_first_line(e)}", hint=hint) from None
+
+
+def _has_statement_separator(where: str) -> bool:
+    quote = None
+    for ch in where:
+        if quote:
+            if ch == quote:  # '' inside a string ends and reopens it: same result
+                quote = None
+        elif ch in "'\"`":
+            quote = ch
+        elif ch == ";":
+            return True
+    return False
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _query_vectors(texts: list[str], meta: dict, model, given) -> np.ndarray:
+    model_meta = meta.get(MODEL)
+    if given is not None:
+        vectors = np.asarray(given, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise UsageError(f"query_vectors must be [{len(texts)}, dim], got {vectors.shape}")
+        return vectors
+    if not isinstance(model_meta, dict):
+        raise UsageError("the table has no 'arrowsmith.model' metadata, so its query model is unknown",
+                         hint="build it with `arrowsmith embed --db`, or use --mode fts")
+    try:
+        from .embed import embed_queries, model_from_meta
+    except ImportError:  # embed stage absent: the plugin contract is enough
+        embed_queries, model_from_meta = _embed_queries, _model_from_meta
+    key = json.dumps(model_meta, sort_keys=True, default=str)
+    if model is None:
+        # one process often searches the same table many times (eval, a notebook): load once
+        model = _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
+    return embed_queries(texts, model, prompt=_query_prompt(model_meta), dim=model_meta.get("dim"))
+
+
+def _model_from_meta(model_meta: dict):
+    from arrowsmith.plugins.registry import load_model
+
+    return load_model(f"{model_meta.get('plugin', 'sentence-transformers')}:{model_meta['name']}")
+
+
+def _embed_queries(texts: list[str], model, *, prompt: str | None = None,
+                   dim: int | None = None) -> np.ndarray:
+    vectors = np.asarray(model.encode(texts, kind="query", prompt=prompt), dtype=np.float32)
+    if dim and dim < vectors.shape[1]:  # a Matryoshka-truncated table: truncate and re-normalise
+        vectors = vectors[:, :dim]
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+    return vectors
+
+
+def _query_prompt(model_meta: dict) -> str | None:
+    """The prompt the table was built with for queries; None = the model's own."""
+    prompts = model_meta.get("query_prompt")
+    return prompts if isinstance(prompts, str) else None
+
+
+# ------------------------------------------------------------------ one searcher per call
+
+
+class _Searcher:
+    """Runs dense and BM25 searches against one table with fixed options."""
+
+    def __init__(self, db, table: str, tbl, where, nprobes, refine_factor, ef, exact, use_compressed):
+        self.db, self.tbl, self.where, self.exact, self.ef = db, tbl, where, exact, ef
+        self.columns = [c for c in tbl.schema.names if c not in HIDDEN_COLUMNS]
+        self.index_type, self.metric = _vector_index(tbl)
+        self.nprobes, self.refine_factor = nprobes, refine_factor
+        if self.index_type == "IVF_PQ":
+            partitions = _partitions(db, table, tbl)
+            self.nprobes = nprobes or max(MIN_NPROBES, math.ceil(partitions * DEFAULT_PQ_PROBE_FRACTION))
+            self.refine_factor = refine_factor or DEFAULT_PQ_REFINE
+        elif (self.index_type or "").startswith("IVF_HNSW"):
+            self.ef = ef or DEFAULT_HNSW_EF
+        self.compressed = None if (exact or not use_compressed) else _load_compressed(db, table)
+        self.rows = tbl.count_rows()
+        self.doc_of: dict[str, str] = {}  # chunk id -> doc_id, learnt from every search (for --by doc)
+
+    def dense(self, vectors: np.ndarray, depth: int) -> list[Hits]:
+        if self.compressed is not None:
+            out = self.compressed.search(vectors, depth, where=self.where)
+            return [Hits(list(ids), np.asarray(scores, np.float32)) for ids, scores in out]
+        q = self.tbl.search(vectors if len(vectors) > 1 else vectors[0]).distance_type(self.metric)
+        q = q.select(["id", "doc_id", "_distance"]).limit(depth)  # naming _distance keeps lance quiet
+        if self.where:
+            q = q.where(self.where, prefilter=True)
+        if self.exact:
+            q = q.bypass_vector_index()
+        else:
+            q = _tune(q, self.nprobes, self.refine_factor, self.ef and max(self.ef, depth))
+        res = q.to_arrow()
+        qi = (res["query_index"].to_numpy() if "query_index" in res.column_names
+              else np.zeros(res.num_rows, np.int32))
+        scores = _cosine(res["_distance"].to_numpy(zero_copy_only=False), self.metric)
+        row_ids = res["id"].to_pylist()
+        self.doc_of.update(zip(row_ids, res["doc_id"].to_pylist(), strict=True))
+        out = []
+        for i in range(len(vectors)):
+            sel = np.flatnonzero(qi == i)  # LanceDB returns each query's rows best first
+            out.append(Hits([row_ids[j] for j in sel], scores[sel]))
+        return out
+
+    def fts(self, text: str, depth: int) -> Hits:
+        q = self.tbl.search(text, query_type="fts").select(["id", "doc_id", "_score"]).limit(depth)
+        if self.where:
+            q = q.where(self.where, prefilter=True)
+        try:
+            res = q.to_arrow()
+        except ValueError as e:
+            if "INVERTED index" in str(e) or "full text search" in str(e).lower():
+                hint = f"arrowsmith index --db {self.db} (builds it), or --mode vector"
+                raise UsageError("the table has no full-text (BM25) index on 'text'", hint=hint) from None
+            raise
+        ids = res["id"].to_pylist()
+        self.doc_of.update(zip(ids, res["doc_id"].to_pylist(), strict=True))
+        return Hits(ids, res["_score"].to_numpy(zero_copy_only=False).astype(np.float32))
+
+    def rows_for(self, ids: list[str]) -> pa.Table:
+        """The stored rows (minus vectors) of these ids, in no particular order."""
+        from .store import sql_list
+
+        if not ids:
+            return pa.table({c: pa.array([], self.tbl.schema.field(c).type) for c in self.columns})
+        parts = []
+        for i in range(0, len(ids), 5000):  # keep each IN list a sane size for the SQL parser
+            chunk = ids[i:i + 5000]
+            parts.append(self.tbl.search().where(f"id IN ({sql_list(chunk)})").select(self.columns)
+                         .limit(len(chunk)).to_arrow())
+        return pa.concat_tables(parts)
+
+
+def _tune(q, nprobes, refine_factor, ef):
+    if nprobes:
+        q = q.nprobes(nprobes)
+    if refine_factor:
+        q = q.refine_factor(refine_factor)
+    if ef:
+        q = q.ef(ef)
+    return q
+
+
+def _vector_index(tbl) -> tuple[str | None, str]:
+    """(index type, metric) of the index on `vector`; (None, "cosine") when there is none."""
+    for ix in tbl.list_indices():
+        if list(ix.columns) == ["vector"]:
+            kind = {"IvfPq": "IVF_PQ", "IvfHnswSq": "IVF_HNSW_SQ", "IvfHnswPq": "IVF_HNSW_PQ",
+                    "IvfFlat": "IVF_FLAT", "IvfSq": "IVF_SQ"}.get(str(ix.index_type), str(ix.index_type))
+            try:
+                metric = tbl.index_stats(ix.name).distance_type or "cosine"
+            except Exception:  # noqa: BLE001 - stats are advisory; cosine is what index builds
+                metric = "cosine"
+            return kind, metric
+    return None, "cosine"
+
+
+def _partitions(db, table: str, tbl) -> int:
+    """IVF partitions of the vector index: as `index` recorded them, else its sqrt(rows) rule."""
+    from .store import state_path
+
+    try:
+        spec = json.loads(state_path(db, table).read_text()).get("vector_spec") or {}
+        if spec.get("partitions"):
+            return int(spec["partitions"])
+    except (OSError, ValueError):
+        pass
+    return max(1, round(math.sqrt(tbl.count_rows())))
+
+
+def _cosine(distance: np.ndarray, metric: str) -> np.ndarray:
+    """LanceDB distance → cosine similarity (vectors are L2-normalised in the store)."""
+    d = distance.astype(np.float32)
+    if metric == "l2":
+        return 1.0 - d / 2.0  # LanceDB's l2 is squared: |a-b|² = 2 - 2 cos for unit vectors
+    return 1.0 - d  # cosine distance, and dot's 1 - a·b
+
+
+def _load_compressed(db, table: str):
+    try:
+        from .compress import load_compressed
+    except ImportError:
+        return None
+    return load_compressed(db, table)
+
+
+# ------------------------------------------------------------------ ranking and fusion
+
+
+def _ranked(searcher: _Searcher, mode: str, texts: list[str], vectors, todo: list[int], depth: int,
+            k: int, fusion: str, rrf_k: float, alpha: float) -> list[Hits]:
+    """Ranked hits for queries ``todo`` at candidate depth ``depth``."""
+    if mode == "vector":
+        return searcher.dense(vectors[todo], depth)
+    if mode == "fts":
+        return [searcher.fts(texts[i], depth) for i in todo]
+    list_depth = max(depth, HYBRID_DEPTH_FACTOR * k, HYBRID_DEPTH_MIN)
+    dense = searcher.dense(vectors[todo], list_depth)
+    sparse = [searcher.fts(texts[i], list_depth) for i in todo]
+    fuse = fuse_rrf if fusion == "rrf" else fuse_mix
+    return [fuse(d, s, rrf_k=rrf_k, alpha=alpha) for d, s in zip(dense, sparse, strict=True)]
+
+
+def fuse_rrf(dense: Hits, sparse: Hits, *, rrf_k: float = 60, **_: Any) -> Hits:
+    """Reciprocal rank fusion (Cormack et al., 2009): Σ 1 / (rrf_k + rank), rank from 1."""
+    scores: dict[str, float] = {}
+    for hits in (dense, sparse):
+        for rank, rid in enumerate(hits.ids, start=1):
+            scores[rid] = scores.get(rid, 0.0) + 1.0 / (rrf_k + rank)
+    return _sorted(scores)
+
+
+def fuse_mix(dense: Hits, sparse: Hits, *, alpha: float = 0.5, **_: Any) -> Hits:
+    """alpha · z(dense) + (1 − alpha) · z(bm25), z over each list's candidates.
+
+    A candidate missing from one list gets that list's lowest z-score: it ranked below every
+    candidate there, and 0 (the mean) would reward it for being absent.
+    """
+    zd, zs = _z(dense.scores), _z(sparse.scores)
+    floor_d = float(zd.min()) if len(zd) else 0.0
+    floor_s = float(zs.min()) if len(zs) else 0.0
+    d = dict(zip(dense.ids, zd.tolist(), strict=True))
+    s = dict(zip(sparse.ids, zs.tolist(), strict=True))
+    scores = {rid: alpha * d.get(rid, floor_d) + (1 - alpha) * s.get(rid, floor_s)
+              for rid in dict.fromkeys([*dense.ids, *sparse.ids])}
+    return _sorted(scores)
+
+
+def _z(scores: np.ndarray) -> np.ndarray:
+    scores = np.asarray(scores, dtype=np.float64)
+    if len(scores) == 0:
+        return scores
+    sd = scores.std()
+    return (scores - scores.mean()) / sd if sd > 0 else np.zeros_like(scores)
+
+
+def _sorted(scores: dict[str, float]) -> Hits:
+    ids = list(scores)
+    vals = np.fromiter(scores.values(), dtype=np.float64, count=len(ids))
+    order = np.argsort(-vals, kind="stable")  # ties keep first-seen order: dense before sparse
+    return Hits([ids[i] for i in order], vals[order].astype(np.float32))
+
+
+# ------------------------------------------------------------------ chunks → documents
+
+
+def _collect(ranked: Callable[[int, list[int]], list[Hits]], n: int, k: int, by: str,
+             searcher: _Searcher) -> list[Hits]:
+    """k chunks per query, or the best chunk of k distinct documents (fetching deeper as needed)."""
+    if n == 0:
+        return []
+    if by == "chunk":
+        return [Hits(h.ids[:k], h.scores[:k]) for h in ranked(k, list(range(n)))]
+    out: list[Hits | None] = [None] * n
+    todo, depth = list(range(n)), 4 * k
+    while todo:
+        results = ranked(depth, todo)
+        _learn_docs(searcher, results)
+        left = []
+        for i, hits in zip(todo, results, strict=True):
+            best = _best_per_doc(hits, searcher.doc_of, k)
+            # fewer hits than asked for means the (filtered) table is exhausted
+            if len(best.ids) >= k or len(hits.ids) < depth or depth >= searcher.rows:
+                out[i] = best
+            else:
+                left.append(i)
+        todo, depth = left, depth * 4
+    return out  # type: ignore[return-value]
+
+
+def _learn_docs(searcher: _Searcher, results: list[Hits]) -> None:
+    """Document ids of hits that came without them (a compressed index returns chunk ids only)."""
+    missing = list({rid for h in results for rid in h.ids if rid not in searcher.doc_of})
+    if missing:
+        rows = searcher.rows_for(missing)
+        searcher.doc_of.update(zip(rows["id"].to_pylist(), rows["doc_id"].to_pylist(), strict=True))
+
+
+def _best_per_doc(hits: Hits, doc_of: dict[str, str], k: int) -> Hits:
+    seen: set[str] = set()
+    keep = []
+    for j, rid in enumerate(hits.ids):  # hits are best first, so the first chunk seen is the best
+        doc = doc_of.get(rid, rid)
+        if doc not in seen:
+            seen.add(doc)
+            keep.append(j)
+            if len(keep) == k:
+                break
+    return Hits([hits.ids[j] for j in keep], hits.scores[keep])
+
+
+# ------------------------------------------------------------------ output table
+
+
+def _params(mode, k, fusion, rrf_k, alpha, where, by) -> dict[str, Any]:
+    p: dict[str, Any] = {"mode": mode, "k": k, "by": by, "where": where}
+    if mode == "hybrid":
+        p.update(fusion=fusion, rrf_k=rrf_k if fusion == "rrf" else None,
+                 alpha=alpha if fusion == "mix" else None)
+    return p
+
+
+def _assemble(searcher: _Searcher, query_ids: list[str], hits: list[Hits], meta: dict,
+              params: dict[str, Any]) -> pa.Table:
+    all_ids = list(dict.fromkeys(rid for h in hits for rid in h.ids))
+    rows = searcher.rows_for(all_ids)
+    pos = {rid: i for i, rid in enumerate(rows["id"].to_pylist())}
+    take, qids, ranks, scores = [], [], [], []
+    for qid, h in zip(query_ids, hits, strict=True):
+        rank = 0
+        for rid, score in zip(h.ids, h.scores.tolist(), strict=True):
+            if rid not in pos:  # deleted between the search and the fetch: skip, keep ranks dense
+                continue
+            rank += 1
+            take.append(pos[rid])
+            qids.append(qid)
+            ranks.append(rank)
+            scores.append(score)
+    body = rows.take(pa.array(take, pa.int64())) if take else rows.slice(0, 0)
+    lead = {"query_id": pa.array(qids, pa.string()), "rank": pa.array(ranks, pa.int32()),
+            "score": pa.array(scores, pa.float32())}
+    cols = {**lead, **{c: body[c] for c in ("id", "doc_id", "text") if c in body.column_names}}
+    cols.update({c: body[c] for c in body.column_names if c not in cols})
+    out = pa.table(cols)
+    extra = {"query": params}
+    if MODEL in meta:
+        extra[MODEL] = meta[MODEL]
+    return out.replace_schema_metadata(stage_metadata("query", **extra))
