@@ -1,0 +1,100 @@
+"""Glue between ``arrowsmith eval``'s options and the library (keeps the Typer command thin)."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from arrowsmith.commands.errors import UsageError
+
+from .config import EvalConfig, load_config_file, make_config, parse_spec
+from .data import Dataset, load_beir, read_qrels, read_run
+from .metrics import METRICS
+from .report import EvalReport, render_json, render_markdown, render_text
+from .report import plot as draw_plot
+from .runner import RunOptions, evaluate, run_files_report
+
+__all__ = ["base_config", "configurations", "emit", "evaluate", "load_dataset", "parse_ks", "run_options",
+           "score_runs"]
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    try:
+        ks = tuple(sorted({int(x) for x in text.split(",") if x.strip()}))
+    except ValueError:
+        raise UsageError(f"--k {text!r}: expected comma-separated integers, e.g. 1,3,5,10,100") from None
+    if not ks or ks[0] < 1:
+        raise UsageError(f"--k {text!r}: cut-offs must be positive")
+    return ks
+
+
+def run_options(k: str, metric: str, device: str, dtype: str, test: str, resamples: int, seed: int,
+                baseline: str | None, workdir: str | None, save_runs: str | None) -> RunOptions:
+    ks = parse_ks(k)
+    metric = metric.lower()
+    name, _, cut = metric.partition("@")
+    if name not in METRICS or not cut.isdigit() or int(cut) not in ks:
+        raise UsageError(f"--metric {metric!r}: expected one of {', '.join(METRICS)} at a cut-off in --k "
+                         f"({','.join(map(str, ks))}), e.g. ndcg@10")
+    if test not in ("bootstrap", "permutation"):
+        raise UsageError(f"--test {test!r}: bootstrap or permutation")
+    if resamples < 100:
+        raise UsageError("--resamples: at least 100")
+    return RunOptions(ks=ks, primary=metric, device=device, dtype=dtype, method=test, n_resamples=resamples,
+                      seed=seed, baseline=baseline, workdir=workdir, save_runs=save_runs)
+
+
+def base_config(**values) -> EvalConfig:
+    """The command's own options as a configuration (``--compare`` specs start from it)."""
+    values = {k: v for k, v in values.items() if v is not None}
+    return make_config(values, where="options")
+
+
+def configurations(base: EvalConfig, compare: list[str] | None, configs_file: str | None) -> list[EvalConfig]:
+    out: list[EvalConfig] = []
+    if configs_file:
+        out += load_config_file(configs_file, base)
+    out += [parse_spec(spec, base) for spec in compare or []]
+    return out or [base]
+
+
+def load_dataset(dataset: str | None, split: str, qrels: str | None, queries: str | None,
+                 title_join: bool = True) -> Dataset:
+    if dataset is None and (qrels is None or queries is None):
+        raise UsageError("give a BEIR dataset directory, or --qrels and --queries (with --db)",
+                         hint="arrowsmith eval ../shared/data/cranfield")
+    return load_beir(dataset or Path(qrels).parent, split, title_join=title_join, qrels_path=qrels,
+                     queries_path=queries)
+
+
+def score_runs(dataset: str | None, split: str, qrels: str | None, runs: list[str],
+               options: RunOptions) -> EvalReport:
+    """``--run`` files scored against ``--qrels`` (or the dataset's split)."""
+    if qrels is None:
+        if dataset is None:
+            raise UsageError("--run needs --qrels FILE or a dataset directory")
+        qrels = str(Path(dataset) / "qrels" / f"{split}.tsv")
+    judged = read_qrels(qrels)
+    named = {}
+    for path in runs:
+        name = Path(path).stem
+        while name in named:
+            name += "'"
+        named[name] = read_run(path)
+    label = Path(dataset).name if dataset else Path(qrels).stem
+    return run_files_report(label, split, judged, named, options)
+
+
+def emit(report: EvalReport, *, as_json: bool, markdown: bool, plot: str | None, plot_kind: str,
+         info: Callable[[str], None]) -> None:
+    if as_json and markdown:
+        raise UsageError("--json and --markdown are exclusive (stdout carries one format)")
+    if plot_kind not in ("auto", "bars", "bytes"):
+        raise UsageError(f"--plot-kind {plot_kind!r}: auto, bars or bytes")
+    text = render_json(report) if as_json else render_markdown(report) if markdown else render_text(report)
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if plot:
+        kind = draw_plot(report, plot, plot_kind)
+        info(f"eval: wrote {plot} ({kind})")

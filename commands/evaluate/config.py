@@ -1,0 +1,217 @@
+"""Configurations to compare, from ``--compare`` specs or a TOML/JSON file.
+
+Spec grammar: comma-separated items, each a bare word or ``key=value``::
+
+    late                                   late chunking, everything else from the defaults
+    naive,chunk=sentences,max_tokens=128   naive chunking of 128-token sentence chunks
+    mode=hybrid,fusion=mix,alpha=0.5       search settings on the same build
+    name=mini-late,model=all-MiniLM-L6-v2,late
+
+Bare words: ``late``, ``naive``, ``none`` (no chunking: one chunk per document, truncated at the
+model's window as MTEB does), ``vector``/``fts``/``hybrid`` (the search mode), ``doc``/``chunk``
+(``by``). Keys are the field names of :class:`EvalConfig` (``chunk`` and ``chunker`` are one).
+A file holds ``[[config]]`` tables (TOML) or a list of objects (JSON) with the same keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Any
+
+from arrowsmith.commands.errors import DataError, UsageError
+
+MODES = ("vector", "fts", "hybrid")
+FUSIONS = ("rrf", "mix")
+BYS = ("chunk", "doc")
+NO_CHUNKING = "none"
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """One system to evaluate: how the store is built, and how it is searched."""
+
+    name: str = ""
+    # build
+    model: str | None = None
+    chunker: str = "sentences"  # a chunk strategy, or "none" (one truncated chunk per document)
+    max_tokens: int | None = None
+    overlap: int = 0
+    late: bool = False
+    # search
+    mode: str = "vector"
+    fusion: str = "rrf"
+    rrf_k: int = 60
+    alpha: float = 0.5
+    by: str = "chunk"
+    exact: bool = True  # full-corpus exact search, as MTEB
+    use_compressed: bool = True
+    nprobes: int | None = None
+    refine_factor: int | None = None
+    ef: int | None = None
+    # an existing store instead of a build
+    db: str | None = None
+    table: str = "chunks"
+
+    def build_key(self) -> tuple:
+        """Configurations with the same key share one store."""
+        if self.db:
+            return ("db", self.db, self.table)
+        return ("build", self.model, self.chunker, self.max_tokens, self.overlap, self.late)
+
+    def chunk_key(self) -> tuple:
+        """Configurations with the same key share chunk spans (naive and late alike)."""
+        return (self.model, self.chunker, self.max_tokens, self.overlap)
+
+    def label(self) -> str:
+        return self.name or describe(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+DEFAULT = EvalConfig()
+_ALIASES = {"chunk": "chunker", "strategy": "chunker", "max-tokens": "max_tokens", "rrf-k": "rrf_k",
+            "refine-factor": "refine_factor", "use-compressed": "use_compressed"}
+_WORDS: dict[str, dict[str, Any]] = {
+    "late": {"late": True}, "naive": {"late": False}, NO_CHUNKING: {"chunker": NO_CHUNKING},
+    **{m: {"mode": m} for m in MODES}, "doc": {"by": "doc"}, "chunk": {"by": "chunk"},
+    "exact": {"exact": True}, "ann": {"exact": False},
+}
+_FIELDS = {f.name: f for f in fields(EvalConfig)}
+
+
+def describe(config: EvalConfig, base: EvalConfig = DEFAULT) -> str:
+    """A short spec naming what differs from ``base`` (used as the default label)."""
+    parts = []
+    if config.db:
+        parts.append(f"db={config.db}")
+    else:
+        parts.append("late" if config.late else "naive")
+    for key in ("model", "chunker", "max_tokens", "overlap", "mode", "fusion", "rrf_k", "alpha", "by",
+                "exact", "use_compressed", "nprobes", "refine_factor", "ef", "table"):
+        value = getattr(config, key)
+        if value != getattr(base, key) and not (key == "table" and not config.db):
+            parts.append(f"{key}={value}")
+    return ",".join(parts)
+
+
+def parse_spec(spec: str, base: EvalConfig = DEFAULT) -> EvalConfig:
+    """A configuration from a ``--compare`` spec, on top of ``base`` (the command's options)."""
+    changes: dict[str, Any] = {}
+    for item in (s.strip() for s in spec.split(",")):
+        if not item:
+            continue
+        if "=" in item:
+            key, value = (s.strip() for s in item.split("=", 1))
+            key = _ALIASES.get(key, key).replace("-", "_")
+            changes[key] = value
+        elif item.lower() in _WORDS:
+            changes.update(_WORDS[item.lower()])
+        else:
+            raise UsageError(f"--compare {spec!r}: unknown word {item!r}",
+                             hint="late, naive, none, vector, fts, hybrid, doc, or key=value "
+                                  f"with key in {', '.join(_FIELDS)}")
+    return make_config(changes, base, where=f"--compare {spec!r}")
+
+
+def make_config(values: dict[str, Any], base: EvalConfig = DEFAULT, where: str = "") -> EvalConfig:
+    """Validate and coerce ``values`` (strings from a spec, or typed values from a file)."""
+    coerced: dict[str, Any] = {}
+    for key, value in values.items():
+        key = _ALIASES.get(key, key).replace("-", "_")
+        if key not in _FIELDS:
+            raise UsageError(f"{where}: unknown setting {key!r} (known: {', '.join(_FIELDS)})")
+        coerced[key] = _coerce(key, value, where)
+    config = replace(base, **coerced)
+    if "name" not in coerced:
+        config = replace(config, name="")
+    validate(config, where)
+    return config
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    default = getattr(DEFAULT, key)
+    if isinstance(value, str) and value.lower() in ("none", "null", "") and key != "chunker":
+        return None
+    try:
+        if isinstance(default, bool):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if key in ("max_tokens", "overlap", "rrf_k", "nprobes", "refine_factor", "ef"):
+            return int(value)
+        if key == "alpha":
+            return float(value)
+    except (TypeError, ValueError):
+        kind = type(default).__name__ if default is not None else "int"
+        raise UsageError(f"{where}: {key}={value!r} is not a valid {kind}") from None
+    return str(value)
+
+
+def validate(config: EvalConfig, where: str = "") -> None:
+    prefix = f"{where}: " if where else ""
+    if config.mode not in MODES:
+        raise UsageError(f"{prefix}mode={config.mode!r} (choose {', '.join(MODES)})")
+    if config.fusion not in FUSIONS:
+        raise UsageError(f"{prefix}fusion={config.fusion!r} (choose {', '.join(FUSIONS)})")
+    if config.by not in BYS:
+        raise UsageError(f"{prefix}by={config.by!r} (choose {', '.join(BYS)})")
+    if not 0.0 <= config.alpha <= 1.0:
+        raise UsageError(f"{prefix}alpha={config.alpha} must lie in [0, 1]")
+    if config.max_tokens is not None and config.max_tokens < 1:
+        raise UsageError(f"{prefix}max_tokens must be positive")
+    if config.chunker == NO_CHUNKING and config.late:
+        raise UsageError(f"{prefix}late chunking needs chunks: chunker=none embeds one vector per document")
+
+
+def load_config_file(path: str | Path, base: EvalConfig = DEFAULT) -> list[EvalConfig]:
+    """``[[config]]`` tables of a TOML file, or a JSON list (or ``{"config": [...]}``)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data: Any = _toml().loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - tomllib and json raise different types
+        raise DataError(f"{path}: cannot parse ({e})") from None
+    items = data.get("config", data.get("configs")) if isinstance(data, dict) else data
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items) or not items:
+        raise DataError(f"{path}: expected a list of configurations ([[config]] tables, or a JSON list)")
+    return [make_config(item, base, where=f"{path}: configuration {i + 1}") for i, item in enumerate(items)]
+
+
+def _toml():
+    try:
+        import tomllib  # Python >= 3.11
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib
+        except ModuleNotFoundError:
+            raise UsageError("TOML needs Python >= 3.11 or the tomli package",
+                             hint="give the configurations as JSON instead") from None
+    return tomllib
+
+
+def unique_labels(configs: list[EvalConfig]) -> list[EvalConfig]:
+    """Give every configuration a distinct label (reports and comparisons key on it)."""
+    seen: dict[str, int] = {}
+    out = []
+    for c in configs:
+        label = c.label()
+        if label in seen:
+            seen[label] += 1
+            label = f"{label}#{seen[label]}"
+        else:
+            seen[label] = 1
+        out.append(replace(c, name=label))
+    return out
