@@ -1,15 +1,113 @@
-"""`arrowsmith compress` (not built yet)."""
+"""`arrowsmith compress`: write a compressed representation into the store, or compare methods."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from ._notbuilt import not_built
+from .options import Output, OutputFormat, RequiredDb, Table, Wait
 
 app = typer.Typer()
 
 
-@app.command("compress", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def compress_command(ctx: typer.Context) -> None:
-    """Not built yet."""
-    not_built("compress")
+@app.command("compress", rich_help_panel="Use", epilog=(
+    "Examples:  arrowsmith compress --db store/ --report --qrels qrels/test.tsv --queries queries.jsonl\n\n"
+    "           arrowsmith compress --db store/ --method binary --rescore 100"))
+def compress_command(
+    db: RequiredDb = ...,
+    table: Table = "chunks",
+    method: Annotated[str | None, typer.Option(
+        "--method", envvar="ARROWSMITH_COMPRESS_METHOD",
+        help="float16|int8|binary|pq[:BYTES]|truncate:N, combined with '+' (truncate:256+binary); "
+             "written into the store as <table>__compressed.", show_default=False)] = None,
+    rescore: Annotated[int | None, typer.Option(
+        envvar="ARROWSMITH_RESCORE", help="Re-rank this many first-stage candidates with finer vectors.",
+        show_default=False)] = None,
+    rescore_with: Annotated[str, typer.Option(help="int8 (codes stored beside) | float (the stored vectors).")
+                            ] = "int8",
+    pq_bytes: Annotated[int | None, typer.Option(
+        "--bytes", help="pq: bytes per vector (must divide the dimension) [default: dim/4].",
+        show_default=False)] = None,
+    report: Annotated[bool, typer.Option("--report", help="Compare methods; the store is not changed.")
+                      ] = False,
+    methods: Annotated[str | None, typer.Option(
+        help="--report: comma-separated methods [default: a spread of all of them].",
+        show_default=False)] = None,
+    queries: Annotated[str | None, typer.Option(
+        help="--report: queries file (BEIR queries.jsonl: _id, text) [default: sample corpus chunks].",
+        show_default=False)] = None,
+    sample: Annotated[int, typer.Option(help="--report: corpus chunks to use as queries.")] = 200,
+    qrels: Annotated[str | None, typer.Option(
+        help="--report: relevance judgements (BEIR tsv or TREC) for nDCG.", show_default=False)] = None,
+    k: Annotated[int, typer.Option("--k", help="--report: cut-off for recall and nDCG.")] = 10,
+    budget: Annotated[str | None, typer.Option(
+        help="--report: first-stage memory budget (e.g. 64MB): pick the best method that fits.",
+        show_default=False)] = None,
+    plot: Annotated[str | None, typer.Option(help="--report: draw quality vs bytes/vector to this PNG.",
+                                             show_default=False)] = None,
+    drop: Annotated[bool, typer.Option("--drop", help="Remove the table's compressed representation.")
+                    ] = False,
+    output: Output = "-",
+    fmt: OutputFormat = None,
+    wait: Wait = False,
+) -> None:
+    """Store vectors smaller (float16, int8, binary + rescoring, PQ, truncation), or measure the price.
+
+    `query` uses the compressed form automatically (`--no-compressed` bypasses it); a table
+    changed since compression is never served stale: `query` warns and searches the floats.
+    """
+    from arrowsmith.commands import compress as cz
+    from arrowsmith.commands.errors import UsageError
+
+    from .settings import info
+
+    if sum(bool(x) for x in (method, report, drop)) != 1:
+        raise UsageError("give exactly one of --method, --report or --drop",
+                         hint="arrowsmith compress --db STORE --report")
+    if drop:
+        info(f"dropped {cz.companion_name(table)}" if cz.drop_compressed(db, table)
+             else f"{table!r} has no compressed representation")
+        return
+    if method:
+        stats = cz.compress_table(db, table, method, rescore=rescore, rescore_with=rescore_with,
+                                  pq_bytes=pq_bytes, wait=wait)
+        info(stats.summary())
+        return
+    _report(cz, db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt)
+
+
+def _report(cz, db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt) -> None:
+    from arrowsmith.commands.compress.report import compress_report, parse_bytes, plot_report
+
+    from .io import BatchSink
+    from .settings import info
+
+    wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
+    q, judged = _read_queries(queries, qrels)
+    result = compress_report(db, table, methods=wanted, queries=q, sample=sample, qrels=judged, k=k,
+                             budget=parse_bytes(budget) if budget else None)
+    with BatchSink(output, fmt) as sink:
+        for batch in result.to_arrow().to_batches():
+            sink.write(batch)
+    sampled = "corpus-sampled " if result.query_source == "sample" else ""
+    info(f"{result.rows} vectors, dim {result.dim}, {result.queries} {sampled}queries, "
+         f"recall@{k} against exact float")
+    if budget:
+        info(f"budget {budget}: {result.reason}")
+    if plot:
+        plot_report(result, plot)
+        info(f"plot: {plot}")
+
+
+def _read_queries(queries: str | None, qrels: str | None):
+    from arrowsmith.commands.errors import UsageError
+    from arrowsmith.commands.evaluate.data import read_qrels, read_queries
+
+    judged = read_qrels(qrels) if qrels else None
+    if judged is not None and not queries:
+        raise UsageError("--qrels needs --queries (the judged queries' texts)")
+    q = read_queries(queries) if queries else None
+    if q is not None and judged is not None:
+        q = {qid: text for qid, text in q.items() if qid in judged}
+    return q, judged

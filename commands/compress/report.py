@@ -1,0 +1,316 @@
+"""Compare compression methods on the store's own vectors, without changing the store.
+
+For each method: bytes per vector, ratio, first-stage memory, recall@k against
+exact float search, top-1 agreement, nDCG@k (and its change) when qrels are
+given, encode time and query latency. Searches go through the same
+:class:`CompressedIndex` code that ``query`` uses, so the numbers are what
+``query`` then does.
+
+Memory: the report holds the table's float vectors plus every compared
+method's codes (it measures; ``compress`` itself streams).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.schemas import MODEL, read_meta
+
+from .codecs import Calibration, Int8Codec, MethodSpec, make_codec, parse_method, transform
+from .search import ArrayRescorer, CompressedIndex
+from .store import vector_dim, vectors_of
+
+DEFAULT_SAMPLE = 200
+SEED = 0
+
+
+@dataclass
+class MethodResult:
+    method: str
+    bytes_per_vector: int
+    ratio: float
+    memory_bytes: int  # first stage, in memory: codes only
+    disk_bytes: int  # codes + rescoring codes written by `compress`
+    recall_at_k: float
+    top1_agreement: float
+    ndcg_at_k: float | None
+    ndcg_delta: float | None
+    encode_s: float
+    query_ms: float
+
+
+@dataclass
+class Report:
+    table: str
+    rows: int
+    dim: int
+    k: int
+    queries: int
+    query_source: str  # "sample" (corpus chunks, each excluding itself) or "file"
+    results: list[MethodResult]
+    choice: str | None = None
+    reason: str | None = None
+    hits: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
+
+    @property
+    def quality_key(self) -> str:
+        return "ndcg_at_k" if any(r.ndcg_at_k is not None for r in self.results) else "recall_at_k"
+
+    def to_arrow(self):
+        import pyarrow as pa
+
+        rows = [asdict(r) for r in self.results]
+        names = {"recall_at_k": f"recall@{self.k}", "ndcg_at_k": f"ndcg@{self.k}",
+                 "ndcg_delta": f"ndcg@{self.k}_delta"}
+        cols = {names.get(c, c): [r[c] for r in rows] for c in asdict(self.results[0])}
+        return pa.table(cols)
+
+
+@dataclass
+class Corpus:
+    ids: np.ndarray
+    doc_ids: np.ndarray
+    vectors: np.ndarray
+    meta: dict[str, Any]
+
+
+def default_methods(dim: int, k: int = 10) -> list[str]:
+    from .codecs import default_pq_bytes
+
+    half, rescore = max(1, dim // 2), 10 * k
+    return ["float16", "int8", "binary", f"binary+rescore:{rescore}", f"pq:{default_pq_bytes(dim)}",
+            f"pq:{default_pq_bytes(dim)}+rescore:{rescore}", f"truncate:{half}",
+            f"truncate:{half}+binary+rescore:{rescore}"]
+
+
+def load_corpus(db: str | os.PathLike, table: str) -> Corpus:
+    from arrowsmith.commands.store import open_table
+
+    from .store import scan
+
+    tbl = open_table(db, table)
+    dim = vector_dim(tbl, table)
+    tbl.checkout(tbl.version)
+    cols = ["id", "vector"] + (["doc_id"] if "doc_id" in tbl.schema.names else [])
+    ids, docs, vecs = [], [], []
+    for batch in scan(tbl, cols):
+        ids += batch.column("id").to_pylist()
+        docs += batch.column("doc_id").to_pylist() if "doc_id" in cols else batch.column("id").to_pylist()
+        vecs.append(vectors_of(batch, dim))
+    if not ids:
+        raise UsageError(f"table {table!r} is empty: nothing to compare")
+    return Corpus(np.asarray(ids, dtype=object), np.asarray(docs, dtype=object),
+                  np.concatenate(vecs), read_meta(tbl.schema))
+
+
+def encode_queries(meta: dict[str, Any], texts: list[str]) -> np.ndarray:
+    """Embed query texts with the model the table names (float32, normalised)."""
+    model_meta = meta.get(MODEL) or {}
+    try:
+        from arrowsmith.commands.embed import embed_queries, model_from_meta
+    except ImportError:  # embed stage not there: call the plugin directly
+        from arrowsmith.plugins.registry import load_model
+
+        spec = f"{model_meta['plugin']}:{model_meta['name']}" if model_meta.get("plugin") else None
+        return load_model(spec or model_meta.get("name")).encode(texts, kind="query")
+    # as `query` does: the stored query prompt and dim come with the model (embed.model_from_meta)
+    return embed_queries(texts, model_from_meta(model_meta), dim=model_meta.get("dim"))
+
+
+def compress_report(db: str | os.PathLike, table: str = "chunks", *, methods: list[str] | None = None,
+                    queries: dict[str, str] | None = None, query_vectors: np.ndarray | None = None,
+                    sample: int = DEFAULT_SAMPLE, qrels: dict[str, dict[str, int]] | None = None,
+                    k: int = 10, budget: int | None = None, keep_hits: bool = False,
+                    seed: int = SEED) -> Report:
+    """Measure ``methods`` (default: :func:`default_methods`) on the table; the store is only read."""
+    corpus = load_corpus(db, table)
+    dim = corpus.vectors.shape[1]
+    specs = [parse_method(m) for m in (methods or default_methods(dim, k))]
+    for spec in specs:
+        make_codec(spec, dim)  # bad --bytes / truncate: refuse before the long part
+    qids, q, self_pos, source = _queries(corpus, queries, query_vectors, sample, seed)
+    depth = k if qrels is None else doc_depth(corpus, k)
+    exact = _evaluate(corpus, MethodSpec("float32"), q, qids, self_pos, depth, qrels, k, None)
+    results, hits = [exact.result], {"float32": exact.positions}
+    for spec in specs:
+        run = _evaluate(corpus, spec, q, qids, self_pos, depth, qrels, k, exact)
+        results.append(run.result)
+        hits[spec.label] = run.positions
+    report = Report(table, len(corpus.ids), dim, k, len(q), source, results,
+                    hits=hits if keep_hits else {})
+    if budget is not None:
+        report.choice, report.reason = pick_for_budget(report, budget)
+    return report
+
+
+def _queries(corpus: Corpus, queries, query_vectors, sample: int, seed: int):
+    """(query ids, vectors, own row per query or None, source)."""
+    if query_vectors is not None:
+        q = np.asarray(query_vectors, dtype=np.float32)
+        ids = list(queries) if queries else [str(i) for i in range(len(q))]
+        return ids, q, None, "file"
+    if queries:
+        ids = list(queries)
+        return ids, encode_queries(corpus.meta, [queries[i] for i in ids]), None, "file"
+    if sample <= 0:
+        raise UsageError("--sample must be positive")
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(corpus.ids), size=min(sample, len(corpus.ids)), replace=False))
+    return corpus.ids[rows].tolist(), corpus.vectors[rows], rows, "sample"
+
+
+def doc_depth(corpus: Corpus, k: int) -> int:
+    """Chunks to retrieve so that ``k`` documents survive max-per-document aggregation."""
+    per_doc = len(corpus.ids) / max(1, len(set(corpus.doc_ids.tolist())))
+    return max(k, int(math.ceil(k * 2 * per_doc)))
+
+
+@dataclass
+class _Run:
+    result: MethodResult
+    positions: list[np.ndarray]
+    ndcg: float | None
+
+
+def build_index(corpus: Corpus, spec: MethodSpec) -> tuple[CompressedIndex, float]:
+    """Fit and encode in memory, as ``compress`` does on disk; returns the index and encode seconds."""
+    x, dim = corpus.vectors, corpus.vectors.shape[1]
+    start = time.perf_counter()
+    calib = Calibration(spec.truncate or dim)
+    calib.update(transform(spec, x))
+    codec = make_codec(spec, dim)
+    codec.fit(calib)
+    codes = codec.encode(transform(spec, x))
+    rescorer = None
+    if spec.rescore and spec.rescore_with == "int8":
+        full = Calibration(dim)
+        full.update(x)
+        rcodec = Int8Codec(dim)
+        rcodec.fit(full)
+        rescorer = ArrayRescorer(rcodec.encode(x), rcodec, "int8")
+    elif spec.rescore:
+        rescorer = ArrayRescorer(x)
+    seconds = time.perf_counter() - start
+    return CompressedIndex(spec, codec, corpus.ids, codes, rescorer, {"dim": dim}), seconds
+
+
+def _evaluate(corpus: Corpus, spec: MethodSpec, q: np.ndarray, qids: list[str], self_pos, depth: int,
+              qrels, k: int, exact: _Run | None) -> _Run:
+    index, encode_s = build_index(corpus, spec)
+    extra = 1 if self_pos is not None else 0
+    start = time.perf_counter()
+    positions, scores = index.search_positions(q, depth + extra)
+    query_ms = 1000 * (time.perf_counter() - start) / max(1, len(q))
+    if self_pos is not None:  # a sampled chunk is not its own neighbour
+        keep = [p != own for p, own in zip(positions, self_pos, strict=True)]
+        positions = [p[m][:depth] for p, m in zip(positions, keep, strict=True)]
+        scores = [s[m][:depth] for s, m in zip(scores, keep, strict=True)]
+    ndcg = _ndcg(corpus, qids, positions, scores, qrels, k) if qrels is not None else None
+    ref = exact.positions if exact else positions
+    recall = float(np.mean([len(set(a[:k].tolist()) & set(b[:k].tolist())) / max(1, min(k, len(b)))
+                            for a, b in zip(positions, ref, strict=True)])) if len(q) else 0.0
+    top1 = float(np.mean([a[:1].tolist() == b[:1].tolist() for a, b in zip(positions, ref, strict=True)]))
+    per = index.codec.code_bytes
+    rescore_b = dim_bytes(spec, corpus.vectors.shape[1])
+    n = len(corpus.ids)
+    base = exact.ndcg if exact else ndcg
+    result = MethodResult(spec.label, per, round(4 * corpus.vectors.shape[1] / per, 2), n * per,
+                          n * (per + rescore_b), recall, top1, ndcg,
+                          None if ndcg is None or base is None else ndcg - base, encode_s, query_ms)
+    return _Run(result, positions, ndcg)
+
+
+def dim_bytes(spec: MethodSpec, dim: int) -> int:
+    """Bytes per vector the rescoring step keeps on disk beside the codes (floats are already stored)."""
+    return dim if spec.rescore and spec.rescore_with == "int8" else 0
+
+
+def _ndcg(corpus: Corpus, qids, positions, scores, qrels, k: int) -> float:
+    from arrowsmith.commands.evaluate.metrics import docs_from_hits, evaluate_run
+
+    flat_q, flat_d, flat_s = [], [], []
+    for qid, p, s in zip(qids, positions, scores, strict=True):
+        flat_q += [qid] * len(p)
+        flat_d += corpus.doc_ids[p].tolist()
+        flat_s += s.tolist()
+    run = docs_from_hits(flat_q, flat_d, flat_s)
+    judged = {q: r for q, r in qrels.items() if q in set(qids)}
+    return evaluate_run(judged, run, ks=(k,), metrics=("ndcg",)).mean()[f"ndcg@{k}"]
+
+
+# ------------------------------------------------------------------ budget
+
+
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
+          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
+
+
+def parse_bytes(text: str) -> int:
+    """``"64MB"`` → 67108864 (binary units: KB = 1024 B)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
+    if not m or m.group(2).lower() not in _UNITS:
+        raise UsageError(f"--budget {text!r}: expected a size such as 500000, 512KB, 64MB or 2GB")
+    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+
+
+def pick_for_budget(report: Report, budget: int) -> tuple[str | None, str]:
+    """The best-quality method whose first-stage memory fits ``budget``, and why."""
+    key = report.quality_key
+    label = key.replace("_at_k", f"@{report.k}")
+    fits = [r for r in report.results if r.memory_bytes <= budget]
+    if not fits:
+        smallest = min(report.results, key=lambda r: r.memory_bytes)
+        return None, (f"nothing fits {_human(budget)} for {report.rows} vectors: the smallest, "
+                      f"{smallest.method}, needs {_human(smallest.memory_bytes)}")
+    best = max(fits, key=lambda r: (round(getattr(r, key) or 0.0, 4), -r.memory_bytes))
+    too_big = [r for r in report.results if r.memory_bytes > budget
+               and (getattr(r, key) or 0) > (getattr(best, key) or 0)]
+    why = (f"{best.method}: best {label} ({getattr(best, key):.4f}) among the "
+           f"{len(fits)} methods that fit {_human(budget)} "
+           f"({_human(best.memory_bytes)} for {report.rows} vectors, {best.bytes_per_vector} B/vector)")
+    if too_big:
+        better = max(too_big, key=lambda r: getattr(r, key) or 0)
+        why += f"; {better.method} scores {getattr(better, key):.4f} but needs {_human(better.memory_bytes)}"
+    return best.method, why
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"
+
+
+# ------------------------------------------------------------------ plot
+
+
+def plot_report(report: Report, path: str) -> None:
+    """Quality against bytes per vector (log scale), one labelled point per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = report.quality_key
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in report.results:
+        ax.scatter(r.bytes_per_vector, getattr(r, key))
+        ax.annotate(r.method, (r.bytes_per_vector, getattr(r, key)), fontsize=7,
+                    xytext=(4, 3), textcoords="offset points")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("bytes per vector (first stage)")
+    ax.set_ylabel(key.replace("_at_k", f"@{report.k}"))
+    ax.set_title(f"{report.table}: {report.rows} vectors, dim {report.dim}, {report.queries} queries")
+    ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,413 @@
+"""Compressed representations kept in the store, beside the table they compress.
+
+``<table>__compressed`` is a companion LanceDB table, one row per row of the
+source table: ``id``, ``code`` (the first-stage code, ``fixed_size_binary``) and,
+with int8 rescoring, ``rescore`` (full-dimension int8 codes, read from disk for
+the candidates only). Its schema metadata ``arrowsmith.compress`` holds the
+method, the fitted parameters (int8 ranges, PQ codebooks) and the source
+table's version and content fingerprint, so a table that changed since
+compression is detected and never served stale results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
+from arrowsmith.commands.signals import no_interrupt
+
+from .codecs import Calibration, Codec, Int8Codec, MethodSpec, make_codec, parse_method, transform
+from .search import CompressedIndex, Rescorer
+
+log = logging.getLogger("arrowsmith.compress")
+
+SUFFIX = "__compressed"
+META_KEY = "arrowsmith.compress"
+SCAN_ROWS = 8192
+CHECKPOINT_ROWS = 262_144
+ID_CHUNK = 2000  # ids per `id IN (...)` when fetching float vectors for rescoring
+FORMAT = 1
+
+
+def companion_name(table: str) -> str:
+    return table + SUFFIX
+
+
+# ------------------------------------------------------------------ reading the source table
+
+
+def vector_dim(tbl, table: str) -> int:
+    """The dimension of the table's ``vector`` column; UsageError (exit 2) when there is none."""
+    schema = tbl.schema
+    if "vector" not in schema.names:
+        raise UsageError(f"table {table!r} has no 'vector' column (it has: {', '.join(schema.names)}), "
+                         "so there is nothing to compress",
+                         hint="compress a table written by `arrowsmith embed --db`")
+    t = schema.field("vector").type
+    if not (pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type)):
+        raise UsageError(f"table {table!r}: column 'vector' is {t}, not a fixed-size list of floats")
+    return t.list_size
+
+
+def scan(tbl, columns: list[str], batch_rows: int = SCAN_ROWS) -> Iterator[pa.RecordBatch]:
+    reader = tbl.search().select(columns).limit(None).to_batches(batch_rows)
+    yield from reader
+
+
+def vectors_of(batch: pa.RecordBatch | pa.Table, dim: int) -> np.ndarray:
+    col = batch.column("vector")
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    values = col.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(values, dtype=np.float32).reshape(len(col), dim)
+
+
+def content_fingerprint(tbl) -> str:
+    """sha256 over the sorted (id, doc_key) pairs — or (id, vector) without doc_key.
+
+    Survives what does not change the vectors (index builds, compaction); any
+    added, deleted or re-embedded chunk changes it.
+    """
+    cols = ["id", "doc_key"] if "doc_key" in tbl.schema.names else ["id", "vector"]
+    data = tbl.search().select(cols).limit(None).to_arrow().sort_by("id")
+    h = hashlib.sha256(f"{data.num_rows}:{','.join(cols)}".encode())
+    for name in cols:
+        arr = data.column(name).combine_chunks()
+        if name == "vector":
+            h.update(np.ascontiguousarray(vectors_of(data, arr.type.list_size)).tobytes())
+        else:
+            _hash_strings(h, arr)
+    return h.hexdigest()
+
+
+def _hash_strings(h, arr: pa.Array) -> None:
+    if arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        h.update(repr(arr.to_pylist()).encode())
+        return
+    width = 8 if pa.types.is_large_string(arr.type) else 4
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if width == 8 else np.int32,
+                            count=len(arr) + 1, offset=arr.offset * width)
+    h.update((offsets - offsets[0]).astype(np.int64).tobytes())
+    h.update(memoryview(arr.buffers()[2])[int(offsets[0]):int(offsets[-1])])
+
+
+# ------------------------------------------------------------------ compress
+
+
+@dataclass
+class CompressStats:
+    table: str
+    method: str
+    rows: int
+    dim: int
+    bytes_per_vector: int
+    ratio: float
+    memory_bytes: int
+    disk_bytes: int
+    source_version: int
+    seconds: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def summary(self) -> str:
+        return (f"compressed {self.rows} vectors of {self.table!r} with {self.method}: "
+                f"{self.bytes_per_vector} B/vector ({self.ratio:.1f}x smaller than float32), "
+                f"{_human(self.memory_bytes)} in memory, {_human(self.disk_bytes)} on disk, "
+                f"{self.seconds:.1f}s")
+
+
+def calibrate(tbl, spec: MethodSpec, dim: int, *, full: bool) -> tuple[Calibration, Calibration | None]:
+    """One pass: statistics of the codec's input, and of the full vectors for int8 rescoring."""
+    calib = Calibration(spec.truncate or dim)
+    calib_full = Calibration(dim) if full else None
+    for batch in scan(tbl, ["vector"]):
+        x = vectors_of(batch, dim)
+        calib.update(transform(spec, x))
+        if calib_full is not None:
+            calib_full.update(x)
+    return calib, calib_full
+
+
+def fit_method(spec: MethodSpec, dim: int, calib: Calibration,
+               calib_full: Calibration | None) -> tuple[Codec, Int8Codec | None]:
+    codec = make_codec(spec, dim)
+    codec.fit(calib)
+    rescore_codec = None
+    if calib_full is not None:
+        rescore_codec = Int8Codec(dim)
+        rescore_codec.fit(calib_full)
+    return codec, rescore_codec
+
+
+def compress_table(db: str | os.PathLike, table: str = "chunks", method: str | MethodSpec = "int8", *,
+                   rescore: int | None = None, rescore_with: str | None = None,
+                   pq_bytes: int | None = None, wait: bool = False) -> CompressStats:
+    """Write ``<table>__compressed`` for ``method``; the source table is only read.
+
+    Everything that can be refused (unknown method, ``--bytes`` not dividing the
+    dimension, no vector column, empty table) is refused before anything is written.
+    """
+    from arrowsmith.commands.store import open_table, table_lock
+
+    spec = method if isinstance(method, MethodSpec) else parse_method(
+        method, rescore=rescore, rescore_with=rescore_with, pq_bytes=pq_bytes)
+    tbl = open_table(db, table)
+    dim = vector_dim(tbl, table)
+    make_codec(spec, dim)  # validates --bytes / truncate against dim before any write
+    version = tbl.version
+    tbl.checkout(version)  # every pass reads the same version, whatever writers do meanwhile
+    rows = tbl.count_rows()
+    if rows == 0:
+        raise UsageError(f"table {table!r} is empty: nothing to compress")
+    start = time.perf_counter()
+    with table_lock(db, companion_name(table), wait=wait):
+        need_int8 = bool(spec.rescore) and spec.rescore_with == "int8"
+        calib, calib_full = calibrate(tbl, spec, dim, full=need_int8)
+        codec, rescore_codec = fit_method(spec, dim, calib, calib_full)
+        meta = _metadata(tbl, table, spec, codec, rescore_codec, dim, rows, version)
+        _write_companion(db, table, tbl, spec, codec, rescore_codec, dim, meta)
+    seconds = time.perf_counter() - start
+    per = codec.code_bytes
+    disk = rows * (per + (rescore_codec.code_bytes if rescore_codec else 0))
+    return CompressStats(table, spec.label, rows, dim, per, 4 * dim / per, rows * per, disk, version, seconds)
+
+
+def _metadata(tbl, table: str, spec: MethodSpec, codec: Codec, rescore_codec: Int8Codec | None,
+              dim: int, rows: int, version: int) -> dict[bytes, bytes]:
+    info = {
+        "format": FORMAT,
+        "method": spec.label,
+        "spec": asdict(spec),
+        "dim": dim,
+        "code_bytes": codec.code_bytes,
+        "codec": codec.params(),
+        "rescore_codec": rescore_codec.params() if rescore_codec else None,
+        "rows": rows,
+        "source": {"table": table, "version": version, "rows": rows,
+                   "fingerprint": content_fingerprint(tbl)},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    entries: dict[str, Any] = {META_KEY: info}
+    model = read_meta(tbl.schema).get(MODEL)
+    if model is not None:
+        entries[MODEL] = model
+    return stage_metadata("compress", **entries)
+
+
+def _companion_schema(codec: Codec, rescore_codec: Int8Codec | None, meta: dict[bytes, bytes]) -> pa.Schema:
+    fields = [pa.field("id", pa.string()), pa.field("code", pa.binary(codec.code_bytes))]
+    if rescore_codec is not None:
+        fields.append(pa.field("rescore", pa.binary(rescore_codec.code_bytes)))
+    return pa.schema(fields, metadata=meta)
+
+
+def _write_companion(db, table: str, tbl, spec: MethodSpec, codec: Codec,
+                     rescore_codec: Int8Codec | None, dim: int, meta: dict[bytes, bytes]) -> None:
+    from arrowsmith.commands.store import connect, disk_errors, table_exists
+
+    schema = _companion_schema(codec, rescore_codec, meta)
+    conn, name = connect(db), companion_name(table)
+    pending: list[pa.RecordBatch] = []
+    created = False
+
+    def commit() -> None:
+        nonlocal created, pending
+        data = pa.Table.from_batches(pending, schema=schema)
+        with disk_errors(db), no_interrupt():
+            if created:
+                conn.open_table(name).add(data)
+            else:
+                # overwrite is one atomic commit; a reader sees the old or the new table
+                mode = "overwrite" if table_exists(db, name) else "create"
+                conn.create_table(name, data, mode=mode)
+                created = True
+        pending = []
+
+    held = 0
+    for batch in scan(tbl, ["id", "vector"]):
+        x = vectors_of(batch, dim)
+        cols = [batch.column("id"), _fixed_binary(codec.encode(transform(spec, x)))]
+        if rescore_codec is not None:
+            cols.append(_fixed_binary(rescore_codec.encode(x)))
+        pending.append(pa.RecordBatch.from_arrays(cols, schema=schema))
+        held += batch.num_rows
+        if held >= CHECKPOINT_ROWS:
+            commit()
+            held = 0
+    if pending or not created:
+        commit()
+
+
+def _fixed_binary(codes: np.ndarray) -> pa.Array:
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    n, width = codes.shape
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), n, [None, pa.py_buffer(codes.tobytes())])
+
+
+def codes_of(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``uint8 [n, width]`` view of a fixed_size_binary column."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    width = arr.type.byte_width
+    buf = arr.buffers()[1]
+    return np.frombuffer(buf, dtype=np.uint8, count=len(arr) * width,
+                         offset=arr.offset * width).reshape(len(arr), width)
+
+
+# ------------------------------------------------------------------ loading
+
+
+def compressed_info(db: str | os.PathLike, table: str = "chunks") -> dict[str, Any] | None:
+    """The ``arrowsmith.compress`` metadata of the table's companion, or None."""
+    from arrowsmith.commands.store import connect, table_exists
+
+    if not table_exists(db, companion_name(table)):
+        return None
+    return read_meta(connect(db).open_table(companion_name(table)).schema).get(META_KEY)
+
+
+def staleness(tbl, info: dict[str, Any]) -> str | None:
+    """Why the compressed codes no longer describe ``tbl`` (None when they still do)."""
+    source = info.get("source", {})
+    if tbl.version == source.get("version"):
+        return None
+    if content_fingerprint(tbl) == source.get("fingerprint"):
+        return None  # an index build or a compaction: same vectors
+    return (f"table changed since it was compressed (version {source.get('version')}, "
+            f"now {tbl.version})")
+
+
+def load_compressed(db: str | os.PathLike, table: str = "chunks") -> CompressedIndex | None:
+    """The table's compressed index, or None when there is none or it is stale (with a warning).
+
+    A stale representation is never served: queries fall back to the float vectors
+    and the warning says how to refresh it.
+    """
+    from arrowsmith.commands.store import connect, open_table, table_exists
+
+    if not table_exists(db, companion_name(table)):
+        return None
+    comp = connect(db).open_table(companion_name(table))
+    info = read_meta(comp.schema).get(META_KEY)
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        log.warning("%s: unreadable compression metadata; searching the float vectors", companion_name(table))
+        return None
+    tbl = open_table(db, table)
+    why = staleness(tbl, info) or _incomplete(comp, info)
+    if why:
+        log.warning("compressed %s is not used: %s; searching the float vectors. "
+                    "Refresh it with: arrowsmith compress --db %s --table %s --method %s",
+                    table, why, db, table, info.get("method"))
+        return None
+    return _index_from(comp, tbl, info)
+
+
+def _incomplete(comp, info: dict[str, Any]) -> str | None:
+    n = comp.count_rows()
+    if n != info.get("rows"):
+        return f"it holds {n} of {info.get('rows')} rows (an interrupted compress)"
+    return None
+
+
+def _index_from(comp, tbl, info: dict[str, Any]) -> CompressedIndex:
+    spec = MethodSpec(**info["spec"])
+    dim = int(info["dim"])
+    codec = make_codec(spec, dim)
+    codec.load_params(info["codec"])
+    data = comp.search().select(["id", "code"]).limit(None).to_arrow()
+    ids = np.asarray(data.column("id").to_pylist(), dtype=object)
+    codes = codes_of(data.column("code"))
+    rescorer: Rescorer | None = None
+    if spec.rescore and spec.rescore_with == "int8":
+        rcodec = Int8Codec(dim)
+        rcodec.load_params(info["rescore_codec"])
+        rescorer = CompanionRescorer(comp, rcodec, ids)
+    elif spec.rescore:
+        rescorer = SourceRescorer(tbl, ids, dim)
+    return CompressedIndex(spec, codec, ids, codes, rescorer, info, filter_rows=_row_filter(tbl, ids))
+
+
+@dataclass
+class CompanionRescorer(Rescorer):
+    """int8 codes read from the companion table for the candidates only."""
+
+    comp: Any
+    codec: Int8Codec
+    ids: np.ndarray
+    name: str = "int8"
+
+    def fetch(self, positions: np.ndarray) -> np.ndarray:
+        got = self.comp.take_offsets([int(p) for p in positions]).select(["id", "rescore"]).to_arrow()
+        # take returns rows in table order; positions are sorted, so they line up — checked by id
+        if got.column("id").to_pylist() != self.ids[positions].tolist():
+            order = {v: i for i, v in enumerate(got.column("id").to_pylist())}
+            got = got.take([order[i] for i in self.ids[positions]])
+        return self.codec.decode(codes_of(got.column("rescore")))
+
+
+@dataclass
+class SourceRescorer(Rescorer):
+    """Float vectors read from the source table (kept on disk) for the candidates only."""
+
+    tbl: Any
+    ids: np.ndarray
+    dim: int
+    name: str = "float"
+
+    def fetch(self, positions: np.ndarray) -> np.ndarray:
+        from arrowsmith.commands.store import sql_list
+
+        wanted = self.ids[positions].tolist()
+        found: dict[str, np.ndarray] = {}
+        for i in range(0, len(wanted), ID_CHUNK):
+            part = wanted[i:i + ID_CHUNK]
+            got = (self.tbl.search().where(f"id IN ({sql_list(part)})").select(["id", "vector"])
+                   .limit(None).to_arrow())
+            found.update(zip(got.column("id").to_pylist(), vectors_of(got, self.dim), strict=True))
+        return np.stack([found[i] for i in wanted]).astype(np.float32)
+
+
+def _row_filter(tbl, ids: np.ndarray):
+    position: dict[str, int] = {}
+
+    def rows(where: str) -> np.ndarray:
+        if not position:
+            position.update((v, i) for i, v in enumerate(ids.tolist()))
+        try:
+            got = tbl.search().where(where).select(["id"]).limit(None).to_arrow()
+        except Exception as e:  # noqa: BLE001 - LanceDB reports SQL errors as various types
+            raise UsageError(f"bad --where filter {where!r}: {e}") from None
+        return np.sort(np.fromiter((position[i] for i in got.column("id").to_pylist() if i in position),
+                                   dtype=np.int64))
+
+    return rows
+
+
+def drop_compressed(db: str | os.PathLike, table: str = "chunks") -> bool:
+    """Remove the companion table; True when there was one."""
+    from arrowsmith.commands.store import connect, table_exists
+
+    if not table_exists(db, companion_name(table)):
+        return False
+    connect(db).drop_table(companion_name(table))
+    return True
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GB"

@@ -1,0 +1,325 @@
+"""`arrowsmith compress`: codecs, Hamming search, rescoring, the companion table, the report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import run
+
+from arrowsmith.commands.compress import codecs as cx
+from arrowsmith.commands.compress import (
+    compress_table,
+    compressed_info,
+    load_compressed,
+    parse_method,
+)
+from arrowsmith.commands.compress import search as sx
+from arrowsmith.commands.compress.report import compress_report, parse_bytes, pick_for_budget
+from arrowsmith.commands.errors import UsageError
+
+N_DOCS = 60  # Cranfield documents in the test store (a few hundred chunks)
+
+
+# ------------------------------------------------------------------ fixtures
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory, cranfield, model):
+    """A real store: Cranfield docs → chunk → embed (all-MiniLM-L6-v2) → LanceDB."""
+    from arrowsmith.commands.chunk import chunk_documents
+    from arrowsmith.commands.embed import embed_to_store
+    from arrowsmith.commands.evaluate.data import load_beir
+
+    ds = load_beir(cranfield)
+    docs = pa.Table.from_batches(list(ds.corpus_batches())).slice(0, N_DOCS)
+    db = tmp_path_factory.mktemp("compress") / "store"
+    embed_to_store(chunk_documents(docs.to_batches(), max_tokens=64), model, str(db))
+    return db
+
+
+@pytest.fixture(scope="module")
+def stored(store):
+    """(ids, doc ids, float vectors) of the test store."""
+    from arrowsmith.commands.compress.report import load_corpus
+
+    c = load_corpus(store, "chunks")
+    return c.ids, c.doc_ids, c.vectors
+
+
+@pytest.fixture(scope="module")
+def queries(cranfield, model):
+    """40 real Cranfield queries, embedded as `query` embeds them."""
+    from arrowsmith.commands.evaluate.data import read_queries
+
+    q = read_queries(cranfield / "queries.jsonl")
+    ids = list(q)[:40]
+    return ids, model.encode([q[i] for i in ids], kind="query")
+
+
+@pytest.fixture
+def store_copy(store, tmp_path):
+    dst = tmp_path / "store"
+    shutil.copytree(store, dst, ignore=shutil.ignore_patterns("*__compressed*"))
+    return dst
+
+
+def _versions(db) -> dict[str, int]:
+    from arrowsmith.commands.store import connect
+
+    conn = connect(db)
+    names = conn.list_tables()
+    names = names.tables if hasattr(names, "tables") else names
+    return {n: conn.open_table(n).version for n in names}
+
+
+def _fit(spec: str, x: np.ndarray) -> tuple[cx.Codec, np.ndarray]:
+    s = parse_method(spec)
+    calib = cx.Calibration(s.truncate or x.shape[1])
+    calib.update(cx.transform(s, x))
+    codec = cx.make_codec(s, x.shape[1])
+    codec.fit(calib)
+    return codec, codec.encode(cx.transform(s, x))
+
+
+# ------------------------------------------------------------------ methods
+
+
+def test_parse_method_chains_and_options():
+    m = parse_method("truncate:256+binary+rescore:100")
+    assert (m.truncate, m.codec, m.rescore, m.rescore_with) == (256, "binary", 100, "int8")
+    assert m.label == "truncate:256+binary+rescore:100"
+    assert parse_method("binary", rescore=50, rescore_with="float").label == "binary+rescore:50:float"
+    assert parse_method("pq", pq_bytes=96).label == "pq:96"
+    assert parse_method("fp16").codec == "float16"
+    assert parse_method("truncate:128").label == "truncate:128"
+
+
+@pytest.mark.parametrize("spec", ["foo", "binary+int8", "rescore:10+binary", "binary+truncate:8", "int8:3",
+                                  "truncate:0+binary", "pq:x", ""])
+def test_parse_method_refuses(spec):
+    with pytest.raises(UsageError) as e:
+        parse_method(spec)
+    assert e.value.exit_code == 2
+
+
+def test_pq_bytes_must_divide_dim():
+    with pytest.raises(UsageError, match="does not divide the vector dimension 384"):
+        cx.make_codec(parse_method("pq:7"), 384)
+    with pytest.raises(UsageError, match="only applies to pq"):
+        parse_method("int8", pq_bytes=96)
+
+
+# ------------------------------------------------------------------ codecs
+
+
+def test_float16_and_int8_round_trip(stored):
+    x = stored[2]
+    f16, codes = _fit("float16", x)
+    assert codes.shape == (len(x), 768)
+    assert np.abs(f16.decode(codes) - x).max() < 1e-3
+    i8, codes = _fit("int8", x)
+    assert codes.shape == (len(x), 384) and codes.dtype == np.uint8
+    err = np.abs(i8.decode(codes) - x)
+    # per-dimension ranges from the corpus: every value is within half a step
+    assert (err <= i8.scale / 2 + 1e-6).all()
+    assert np.allclose(i8.lo, x.min(axis=0))
+
+
+def test_int8_asymmetric_scores_equal_decoded_dot(stored):
+    x = stored[2]
+    i8, codes = _fit("int8", x)
+    q = x[:5]
+    assert np.allclose(i8.scores(i8.prepare(q), codes), q @ i8.decode(codes).T, atol=1e-4)
+
+
+def test_pq_reconstructs_and_scores_asymmetrically(stored):
+    x = stored[2]
+    pq, codes = _fit("pq:96", x)
+    assert codes.shape == (len(x), 96)
+    rel = np.linalg.norm(pq.decode(codes) - x, axis=1).mean()
+    assert rel < 0.35, rel
+    q = x[:4]
+    assert np.allclose(pq.scores(pq.prepare(q), codes), q @ pq.decode(codes).T, atol=1e-4)
+
+
+def test_truncate_renormalises():
+    rng = np.random.default_rng(1)
+    x = cx.normalize(rng.normal(size=(50, 64)))
+    t = cx.transform(parse_method("truncate:16"), x)
+    assert t.shape == (50, 16)
+    assert np.allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-6)
+
+
+def test_hamming_matches_brute_force():
+    rng = np.random.default_rng(2)
+    for dim in (64, 384, 100):  # uint64 words, and the uint8 fallback width
+        a = rng.normal(size=(7, dim))
+        b = rng.normal(size=(300, dim))
+        codec = cx.BinaryCodec(dim)
+        got = cx.hamming(codec.encode(a), codec.encode(b))
+        want = ((a[:, None, :] > 0) != (b[None, :, :] > 0)).sum(axis=2)
+        assert got.shape == (7, 300) and (got == want).all()
+    assert codec.code_bytes == 13
+
+
+def test_blocked_topk_equals_full_sort(monkeypatch):
+    rng = np.random.default_rng(3)
+    x = cx.normalize(rng.normal(size=(5000, 64)))
+    q = cx.normalize(rng.normal(size=(9, 64)))
+    codec = cx.BinaryCodec(64)
+    codes = codec.encode(x)
+    monkeypatch.setattr(sx, "BLOCK_BYTES", 4096)  # many small blocks
+    assert sx.block_rows(9, 8) < 5000
+    pos, scores = sx.topk_scores(codec, q, codes, 25)
+    h = cx.hamming(codec.encode(q), codes)
+    for i in range(9):
+        want = np.lexsort((np.arange(5000), h[i]))[:25]  # distance, then position
+        assert pos[i].tolist() == want.tolist()
+        assert np.allclose(scores[i], np.cos(np.pi * h[i][want] / 64))
+
+
+def test_binary_rescoring_restores_recall(stored):
+    ids, _, x = stored
+    exact = np.argsort(-(x[:100] @ x.T), axis=1)[:, 1:11]  # each chunk's 10 neighbours, not itself
+    for spec, floor in (("binary", 0.4), ("binary+rescore:100", 0.95), ("binary+rescore:100:float", 0.97)):
+        s = parse_method(spec)
+        codec, codes = _fit(spec, x)
+        rescorer = None
+        if s.rescore:
+            i8, i8codes = _fit("int8", x)
+            rescorer = sx.ArrayRescorer(i8codes, i8) if s.rescore_with == "int8" else sx.ArrayRescorer(x)
+        index = sx.CompressedIndex(s, codec, ids, codes, rescorer)
+        pos, _ = index.search_positions(x[:100], 11)
+        recall = np.mean([len(set(p[1:11].tolist()) & set(e.tolist())) / 10
+                          for p, e in zip(pos, exact, strict=True)])
+        assert recall >= floor, (spec, recall)
+
+
+# ------------------------------------------------------------------ the store
+
+
+def test_compress_int8_round_trip_through_query(store_copy, queries):
+    from arrowsmith.commands.query import search
+
+    before = _versions(store_copy)
+    r = run(["compress", "--db", str(store_copy), "--method", "int8"])
+    assert r.exit_code == 0, r.stderr
+    assert "compressed" in r.stderr and "384 B/vector (4.0x smaller" in r.stderr
+    assert _versions(store_copy)["chunks"] == before["chunks"]  # the source is only read
+    info = compressed_info(store_copy, "chunks")
+    assert info["method"] == "int8" and info["dim"] == 384 and info["code_bytes"] == 384
+    assert info["source"]["version"] == before["chunks"] and info["rows"] == len(load_compressed(store_copy))
+    qids, q = queries
+    pairs = [(i, f"query {i}") for i in qids]
+    comp = search(store_copy, pairs, k=10, query_vectors=q)
+    flat = search(store_copy, pairs, k=10, query_vectors=q, use_compressed=False)
+    top1 = lambda t: {r["query_id"]: r["id"] for r in t.to_pylist() if r["rank"] == 1}  # noqa: E731
+    same = np.mean([top1(comp)[i] == top1(flat)[i] for i in qids])
+    assert same >= 0.95
+    # scores on the same cosine scale
+    a = {(r["query_id"], r["id"]): r["score"] for r in comp.to_pylist()}
+    b = {(r["query_id"], r["id"]): r["score"] for r in flat.to_pylist()}
+    common = set(a) & set(b)
+    assert len(common) > 300 and max(abs(a[c] - b[c]) for c in common) < 0.01
+
+
+def test_report_matches_what_query_does(store_copy, queries):
+    _, q = queries
+    rep = compress_report(store_copy, methods=["int8", "binary+rescore:50"], query_vectors=q, keep_hits=True)
+    assert [r.method for r in rep.results] == ["float32", "int8", "binary+rescore:50"]
+    assert rep.results[0].recall_at_k == 1.0 and rep.results[1].recall_at_k > 0.95
+    for method in ("int8", "binary+rescore:50"):
+        compress_table(store_copy, "chunks", method)
+        index = load_compressed(store_copy, "chunks")
+        assert index is not None and index.method == method
+        got, _ = index.search_positions(q, 10)
+        assert [p.tolist() for p in got] == [p.tolist() for p in rep.hits[method]]
+
+
+def test_where_filter_on_compressed(store_copy, stored):
+    compress_table(store_copy, "chunks", "binary", rescore=20)
+    index = load_compressed(store_copy, "chunks")
+    ids, docs, x = stored
+    hits = index.search(x[:3], 5, where="doc_id = '3'")
+    want = set(ids[docs == "3"].tolist())
+    assert all(set(h) <= want and len(h) == min(5, len(want)) for h, _ in hits)
+    assert all(np.all(np.diff(s) <= 1e-6) for _, s in hits)
+
+
+def test_stale_compression_falls_back_with_warning(store_copy, caplog):
+    from arrowsmith.commands.store import connect
+
+    compress_table(store_copy, "chunks", "int8")
+    tbl = connect(store_copy).open_table("chunks")
+    from lancedb.index import BTree
+
+    tbl.create_index("chunk_index", config=BTree(), replace=True)  # new version, same vectors
+    assert load_compressed(store_copy, "chunks") is not None
+    row = tbl.search().limit(1).to_arrow()
+    row = row.set_column(row.schema.get_field_index("id"), "id", pa.array(["new#0"]))
+    tbl.add(row.select(tbl.schema.names))
+    with caplog.at_level(logging.WARNING, logger="arrowsmith.compress"):
+        assert load_compressed(store_copy, "chunks") is None
+    assert "table changed since it was compressed" in caplog.text
+    assert "arrowsmith compress --db" in caplog.text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--method", "quantum"], "unknown compression method 'quantum'"),
+    (["--method", "pq", "--bytes", "7"], "does not divide the vector dimension 384"),
+    (["--method", "int8", "--bytes", "96"], "--bytes only applies to pq"),
+    (["--method", "truncate:999+int8"], "larger than the vector dimension 384"),
+    (["--method", "int8", "--table", "novec"], "has no 'vector' column"),
+    (["--method", "int8", "--table", "missing"], "no table 'missing'"),
+    (["--method", "int8", "--report"], "exactly one of"),
+])
+def test_bad_input_exit_2_store_unchanged(store_copy, args, message):
+    from arrowsmith.commands.store import connect
+
+    connect(store_copy).create_table("novec", pa.table({"id": ["a"], "text": ["x"]}))
+    before = _versions(store_copy)
+    r = run(["compress", "--db", str(store_copy), *args])
+    assert r.exit_code == 2, r.stderr
+    assert message in r.stderr
+    assert _versions(store_copy) == before
+
+
+def test_report_cli_budget_plot(store_copy, tmp_path):
+    png = tmp_path / "q.png"
+    r = run(["compress", "--db", str(store_copy), "--report", "--methods", "float16,int8,binary",
+             "--sample", "40", "--budget", "40KB", "--plot", str(png), "-f", "jsonl"])
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout_bytes.decode().splitlines()]
+    assert [x["method"] for x in rows] == ["float32", "float16", "int8", "binary"]
+    assert [x["bytes_per_vector"] for x in rows] == [1536, 768, 384, 48]
+    assert rows[2]["recall@10"] > 0.95 and rows[1]["recall@10"] > 0.99
+    assert "budget 40KB: binary" in r.stderr  # the only one under 40 KB at this size
+    assert png.stat().st_size > 1000
+    assert "__compressed" not in " ".join(_versions(store_copy))
+
+
+def test_budget_choice_explains():
+    from arrowsmith.commands.compress.report import MethodResult, Report
+
+    res = [MethodResult("float32", 1536, 1, 1536000, 0, 1.0, 1.0, None, None, 0, 1),
+           MethodResult("int8", 384, 4, 384000, 0, 0.99, 1.0, None, None, 0, 1),
+           MethodResult("binary+rescore:100", 48, 32, 48000, 0, 0.98, 1.0, None, None, 0, 1)]
+    rep = Report("chunks", 1000, 384, 10, 50, "sample", res)
+    choice, why = pick_for_budget(rep, parse_bytes("400KB"))
+    assert choice == "int8" and "best recall@10 (0.9900)" in why and "float32 scores 1.0000" in why
+    assert pick_for_budget(rep, 100)[0] is None
+    assert parse_bytes("64MB") == 64 << 20
+    with pytest.raises(UsageError):
+        parse_bytes("lots")
+
+
+def test_drop(store_copy):
+    compress_table(store_copy, "chunks", "float16")
+    r = run(["compress", "--db", str(store_copy), "--drop"])
+    assert r.exit_code == 0 and "dropped chunks__compressed" in r.stderr
+    assert load_compressed(store_copy, "chunks") is None
