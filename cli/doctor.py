@@ -1,15 +1,56 @@
-"""`arrowsmith doctor` (not built yet)."""
+"""`arrowsmith doctor`: check a stored table (rows, vectors, doc_keys, versions, stale files)."""
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
-from ._notbuilt import not_built
+from .options import RequiredDb, Table, Wait
 
 app = typer.Typer()
 
+EPILOG = (
+    "Example (cron, after the nightly build):  arrowsmith doctor --db store/ --fix || mail -s 'store' me"
+    "\n\nExit 0: healthy. Exit 1: one finding per line on stdout (`check: message`), or --json."
+)
 
-@app.command("doctor", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def doctor_command(ctx: typer.Context) -> None:
-    """Not built yet."""
-    not_built("doctor")
+
+@app.command("doctor", rich_help_panel="Maintain", epilog=EPILOG)
+def doctor_command(
+    db: RequiredDb = ...,
+    table: Table = "chunks",
+    fix: Annotated[bool, typer.Option(
+        "--fix", envvar="ARROWSMITH_FIX",
+        help="Remove temporary/orphaned files killed writers left (older than --grace), under the lock.")
+    ] = False,
+    grace: Annotated[str, typer.Option(
+        "--grace", envvar="ARROWSMITH_GRACE",
+        help="Files younger than this may belong to a running writer: noted, never removed (1h, 30m, 0).")
+    ] = "1h",
+    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object on stdout.")] = False,
+    wait: Wait = False,
+) -> None:
+    """Check that a table is whole: one row per chunk id, sound vectors, consistent doc_keys,
+    a readable previous version, no stale temporary files."""
+    import json
+
+    from arrowsmith.commands.doctor import check_grace, diagnose
+    from arrowsmith.commands.index import parse_duration
+
+    from .settings import info
+
+    grace_s = check_grace(parse_duration(grace, "--grace").total_seconds())
+    report = diagnose(db, table, fix=fix, grace_s=grace_s, wait=wait)
+    if as_json:
+        typer.echo(json.dumps(report.as_dict(), indent=1, default=str))
+    else:
+        for finding in report.findings:
+            typer.echo(str(finding))
+    for path in report.fixed:
+        info(f"removed {path}")
+    for note in report.notes:
+        info(f"note: {note}")
+    info(report.summary())
+    if not report.healthy:
+        raise typer.Exit(1)

@@ -1,0 +1,404 @@
+"""`arrowsmith doctor`: check that a stored table is whole, consistent and loadable (issue 7).
+
+What a healthy table satisfies (each failed check is one :class:`Finding`):
+
+* ``rows``      every chunk ``id`` occurs once (LanceDB's concurrent ``merge_insert`` can insert
+                a key twice, lance issue 4585), and ``id == f"{doc_id}#{chunk_index}"``;
+* ``chunks``    each document has chunks ``0..n-1`` (the store replaces documents whole, so a
+                gap means rows were lost);
+* ``vector``    every vector is non-null, finite, of the table's dim, and of norm ≈ 1 when the
+                model normalises;
+* ``doc_key``   all chunks of a document share one non-null ``doc_key``, and it is the key embed
+                computes from the document's hash and the table's model/chunker metadata —
+                where the table lets us recompute it (see :func:`_key_recomputer`);
+* ``version``   the previous table version can be checked out and read to its end;
+* ``stale``     no temporary or orphaned files left by a killed writer older than the grace
+                period (younger ones may belong to a live writer: they are reported as notes).
+
+The table is scanned in bounded record batches at one pinned version; memory grows only with
+8 bytes per chunk (id hashes) and one entry per document, never with the vectors.
+``fix=True`` removes the stale files under the table's write lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from .errors import UsageError
+from .store import (
+    DEFAULT_TABLE,
+    _model_of,
+    open_table,
+    stale_files,
+    table_exists,
+    table_lock,
+    table_meta,
+    table_path,
+)
+
+log = logging.getLogger("arrowsmith.doctor")
+
+SCAN_ROWS = 8192  # rows per scanned batch: ~12 MiB of 384-dim vectors
+NORM_TOLERANCE = 1e-3  # float32 normalised vectors are within ~1e-6; 1e-3 catches real damage
+EXAMPLES = 5  # ids quoted per finding
+
+
+@dataclass
+class Finding:
+    check: str  # rows | chunks | vector | doc_key | version | stale | table
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.check}: {self.message}"
+
+
+@dataclass
+class DoctorReport:
+    db: str
+    table: str
+    version: int | None = None
+    rows: int = 0
+    documents: int = 0
+    dim: int | None = None
+    findings: list[Finding] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not unhealthy
+    fixed: list[str] = field(default_factory=list)  # files removed by --fix
+    seconds: float = 0.0
+
+    @property
+    def healthy(self) -> bool:
+        return not self.findings
+
+    def add(self, check: str, message: str) -> None:
+        self.findings.append(Finding(check, message))
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["healthy"] = self.healthy
+        return out
+
+    def summary(self) -> str:
+        state = "healthy" if self.healthy else f"{len(self.findings)} problem(s)"
+        fixed = f", {len(self.fixed)} stale files removed" if self.fixed else ""
+        return (f"doctor: {self.db}/{self.table} version {self.version}: {self.rows} rows, "
+                f"{self.documents} documents: {state}{fixed} ({self.seconds:.1f}s)")
+
+
+# ------------------------------------------------------------------ entry point
+
+
+def diagnose(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, fix: bool = False,
+             grace_s: float = 3600, wait: bool = False, batch_rows: int = SCAN_ROWS) -> DoctorReport:
+    """Run every check on ``<db>/<table>``; with ``fix``, first remove stale files (under the lock)."""
+    start = time.perf_counter()
+    report = DoctorReport(str(db), table)
+    if not table_exists(db, table):
+        if not table_path(db, table).is_dir():
+            open_table(db, table)  # raises the usual UsageError (exit 2) naming the tables there
+        # a writer killed during its very first commit: files, but no version to read
+        report.add("table", f"{table_path(db, table)} holds no committed version (a first write was "
+                            "interrupted); re-run the write, or delete the directory")
+        _check_stale(report, db, table, fix=fix, grace_s=grace_s, wait=wait)
+        report.seconds = time.perf_counter() - start
+        return report
+    if fix:
+        _fix_stale(report, db, table, grace_s=grace_s, wait=wait)
+    tbl = open_table(db, table)
+    report.version = tbl.version
+    tbl.checkout(report.version)  # every check reads this one version, whatever writers do meanwhile
+    _check_rows_and_vectors(report, tbl, batch_rows)
+    _check_previous_version(report, db, table, batch_rows)
+    _check_stale(report, db, table, fix=False, grace_s=grace_s, wait=wait)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+# ------------------------------------------------------------------ scanning the table
+
+
+class _Scan:
+    """Running state of one pass over (id, doc_id, chunk_index, doc_key, vector)."""
+
+    def __init__(self, dim: int, normalised: bool):
+        self.dim, self.normalised = dim, normalised
+        self.id_hashes: list[Any] = []  # numpy int64 arrays, 8 bytes per row
+        self.docs: dict[str, list] = {}  # doc_id → [doc_key | None, n_chunks, max_index, mixed_keys]
+        self.bad: dict[str, list[str]] = {}  # problem → example ids
+        self.counts: dict[str, int] = {}
+        self.rows = 0
+        self.recompute: Any = None  # (doc_hash or None, text) → expected doc_key
+
+    def flag(self, problem: str, ids: list[str], n: int | None = None) -> None:
+        if not ids and not n:
+            return
+        self.counts[problem] = self.counts.get(problem, 0) + (n if n is not None else len(ids))
+        examples = self.bad.setdefault(problem, [])
+        examples.extend(ids[: max(0, EXAMPLES - len(examples))])
+
+
+def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
+    vtype = tbl.schema.field("vector").type if "vector" in tbl.schema.names else None
+    model = _model_of(table_meta(tbl))
+    if vtype is None or not pa.types.is_fixed_size_list(vtype):
+        report.add("vector", f"the vector column is {vtype}, not a fixed-size list of float32")
+        return
+    report.dim = vtype.list_size
+    if model.get("dim") not in (None, report.dim):
+        report.add("vector", f"the table's vectors have dim {report.dim} but its model metadata says "
+                             f"{model.get('dim')}")
+    scan = _Scan(report.dim, bool(model.get("normalize", True)))
+    scan.recompute, why_not = _key_recomputer(tbl)
+    if scan.recompute is None:
+        report.notes.append(f"doc_keys checked for consistency only: {why_not}")
+    wanted = ["id", "doc_id", "chunk_index", "doc_key", "vector"]
+    if scan.recompute is not None:
+        wanted += ["doc_hash"] if "doc_hash" in tbl.schema.names else ["text", "start", "end"]
+    columns = [c for c in wanted if c in tbl.schema.names]
+    missing = {"id", "doc_id", "doc_key"} - set(columns)
+    if missing:
+        report.add("table", f"missing column(s) {', '.join(sorted(missing))}")
+        return
+    for batch in _batches(tbl, columns, batch_rows):
+        _scan_batch(scan, batch)
+    report.rows, report.documents = scan.rows, len(scan.docs)
+    if scan.rows != tbl.count_rows():
+        report.add("rows", f"a full scan read {scan.rows} rows but count_rows() says {tbl.count_rows()}")
+    _report_duplicates(report, scan, tbl, batch_rows)
+    _report_documents(scan)
+    for problem, n in scan.counts.items():
+        check, what = problem.split(":", 1)
+        examples = ", ".join(repr(i) for i in scan.bad.get(problem, []))
+        report.add(check, f"{n} {what}" + (f" (e.g. {examples})" if examples else ""))
+
+
+def _batches(tbl, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+    reader = tbl.search().select(columns).limit(None).to_batches(batch_rows)
+    yield from reader
+
+
+def _scan_batch(scan: _Scan, batch: pa.RecordBatch) -> None:
+    import numpy as np
+    import pyarrow.compute as pc
+
+    scan.rows += batch.num_rows
+    ids = batch.column("id").to_pylist()
+    scan.id_hashes.append(np.fromiter((hash(i) for i in ids), dtype=np.int64, count=len(ids)))
+    null_ids = [str(r) for r, i in enumerate(ids) if i is None]
+    scan.flag("rows:rows with a null id", null_ids)
+    doc_ids = batch.column("doc_id").to_pylist()
+    keys = batch.column("doc_key").to_pylist()
+    index = batch.column("chunk_index").to_pylist() if "chunk_index" in batch.schema.names else None
+    if index is not None:
+        expected = pc.binary_join_element_wise(batch.column("doc_id"), pc.cast(batch.column("chunk_index"),
+                                               pa.string()), "#")
+        wrong = pc.invert(pc.fill_null(pc.equal(batch.column("id"), expected), False))
+        scan.flag("rows:ids that are not '<doc_id>#<chunk_index>'",
+                  pc.filter(batch.column("id"), wrong).to_pylist()[:EXAMPLES], pc.sum(wrong).as_py() or 0)
+    for r, (doc, key) in enumerate(zip(doc_ids, keys, strict=True)):
+        entry = scan.docs.get(doc)
+        if entry is None:
+            entry = scan.docs[doc] = [key, 0, -1, False]
+        elif entry[0] != key:
+            entry[3] = True
+        entry[1] += 1
+        if index is not None and index[r] is not None:
+            entry[2] = max(entry[2], index[r])
+    if scan.recompute is not None:
+        _check_keys(scan, batch, doc_ids, keys)
+    _scan_vectors(scan, batch, ids)
+
+
+def _key_recomputer(tbl) -> tuple[Any, str]:
+    """A function (doc_hash | None, text) → doc_key, or None and why it cannot be had.
+
+    doc_key = sha256(doc_hash + the model/chunker digest). The digest comes from the table's
+    metadata; doc_hash is not stored by embed (only the chunks' texts are), so it can be
+    recomputed only for tables of text rows (no chunker: each row is one whole document, so
+    doc_hash = sha256(text)) or where a ``doc_hash`` column was carried along.
+    """
+    from .schemas import CHUNKER
+
+    meta = table_meta(tbl)
+    model = _model_of(meta)
+    if not {"prompt", "late", "dim"} <= set(model):
+        return None, "the table's model metadata was not written by `arrowsmith embed`"
+    try:
+        from .embed import _key_digest, doc_key
+    except ImportError as e:  # the embed module's digest moved: say so, do not guess
+        return None, f"cannot import embed's doc_key ({e})"
+    has_hash = "doc_hash" in tbl.schema.names
+    if CHUNKER in meta and not has_hash:
+        return None, ("the table stores chunk texts but not the documents' doc_hash, so keys of "
+                      "chunked documents cannot be recomputed")
+    digest = _key_digest(model, meta.get(CHUNKER, "rows"))
+
+    def expected(doc_hash: str | None, text: str) -> str:
+        return doc_key(doc_hash or hashlib.sha256(text.encode()).hexdigest(), digest)
+
+    return expected, ""
+
+
+def _check_keys(scan: _Scan, batch: pa.RecordBatch, doc_ids: list, keys: list) -> None:
+    names = batch.schema.names
+    hashes = batch.column("doc_hash").to_pylist() if "doc_hash" in names else [None] * batch.num_rows
+    texts = batch.column("text").to_pylist() if "text" in names else [""] * batch.num_rows
+    whole = ["doc_hash" in names or (s == 0 and e == len(t or ""))
+             for s, e, t in zip(batch.column("start").to_pylist() if "start" in names else [0] * len(texts),
+                                batch.column("end").to_pylist() if "end" in names else [0] * len(texts),
+                                texts, strict=True)]
+    wrong = [d for d, k, h, t, w in zip(doc_ids, keys, hashes, texts, whole, strict=True)
+             if k is not None and (not w or scan.recompute(h, t or "") != k)]
+    scan.flag("doc_key:chunks whose doc_key does not match their document and the table's model "
+              "parameters (embedded with other parameters than the table records?)", wrong)
+
+
+def _scan_vectors(scan: _Scan, batch: pa.RecordBatch, ids: list) -> None:
+    import numpy as np
+
+    col = batch.column("vector")
+    if col.null_count:
+        nulls = [ids[r] for r in np.flatnonzero(np.asarray(col.is_null()))]
+        scan.flag("vector:null vectors", nulls)
+        col = col.filter(col.is_valid())
+        ids = [i for i, v in zip(ids, batch.column("vector").is_valid().to_pylist(), strict=True) if v]
+    if len(col) == 0:
+        return
+    values = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    if values.size != len(col) * scan.dim:  # flatten dropped null items inside the lists
+        scan.flag("vector:vectors with null components", [], len(col))
+        return
+    mat = values.reshape(len(col), scan.dim)
+    finite = np.isfinite(mat).all(axis=1)
+    scan.flag("vector:vectors with NaN or infinite components", [ids[r] for r in np.flatnonzero(~finite)])
+    if scan.normalised:
+        norms = np.linalg.norm(np.where(np.isfinite(mat), mat, 0), axis=1)
+        off = finite & (np.abs(norms - 1.0) > NORM_TOLERANCE)
+        scan.flag(f"vector:vectors whose norm is not 1 ± {NORM_TOLERANCE:g} though the model normalises",
+                  [f"{ids[r]} (norm {norms[r]:.4f})" for r in np.flatnonzero(off)])
+
+
+def _report_duplicates(report: DoctorReport, scan: _Scan, tbl, batch_rows: int) -> None:
+    """Rows == distinct ids: hashes first (8 bytes a row), exact ids only for colliding hashes."""
+    import numpy as np
+
+    if not scan.id_hashes:
+        return
+    hashes = np.concatenate(scan.id_hashes)
+    scan.id_hashes = []
+    uniq, counts = np.unique(hashes, return_counts=True)
+    suspects = set(uniq[counts > 1].tolist())
+    if not suspects:
+        return
+    seen: dict[str, int] = {}
+    for batch in _batches(tbl, ["id"], batch_rows):
+        for i in batch.column("id").to_pylist():
+            if hash(i) in suspects:
+                seen[i] = seen.get(i, 0) + 1
+    dups = {i: n for i, n in seen.items() if n > 1}
+    if dups:
+        extra = sum(n - 1 for n in dups.values())
+        examples = ", ".join(f"{i!r} ×{n}" for i, n in list(dups.items())[:EXAMPLES])
+        report.add("rows", f"{report.rows} rows but {report.rows - extra} distinct chunk ids: "
+                           f"{len(dups)} ids stored more than once (e.g. {examples})")
+
+
+def _report_documents(scan: _Scan) -> None:
+    for doc, (key, n, top, mixed) in scan.docs.items():
+        if mixed:
+            scan.flag("doc_key:documents whose chunks carry different doc_keys", [doc])
+        elif key is None:
+            scan.flag("doc_key:documents with a null doc_key", [doc])
+        if top >= 0 and top + 1 != n:
+            scan.flag("chunks:documents whose chunk indexes are not 0..n-1 (chunks lost or duplicated)",
+                      [f"{doc} ({n} rows, highest index {top})"])
+
+
+# ------------------------------------------------------------------ versions
+
+
+def _check_previous_version(report: DoctorReport, db, table: str, batch_rows: int) -> None:
+    """The version before the current one opens and reads to its end (what a rollback needs)."""
+    current = report.version
+    try:
+        tbl = open_table(db, table)
+        versions = sorted(v["version"] for v in tbl.list_versions())
+        older = [v for v in versions if v < current]
+        if not older:
+            report.notes.append(f"version {current} is the only version kept: nothing to roll back to")
+            return
+        previous = older[-1]
+        tbl.checkout(previous)
+        rows = sum(b.num_rows for b in _batches(tbl, tbl.schema.names, batch_rows))
+        if rows != tbl.count_rows():
+            report.add("version", f"version {previous} reads {rows} rows but counts {tbl.count_rows()}")
+    except Exception as e:  # noqa: BLE001 - whatever Lance raises, the finding is the same
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        report.add("version", f"the previous version cannot be read: {first}")
+
+
+# ------------------------------------------------------------------ stale files
+
+
+def state_temp_files(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> list[Path]:
+    """Temp files of the index state (``.<table>.arrowsmith.json.<pid>.tmp``) a killed writer left."""
+    return sorted(Path(db).glob(f".{table}.arrowsmith.json.*.tmp"))
+
+
+def _stale(db, table: str, grace_s: float) -> tuple[list[Path], list[Path]]:
+    """(older than grace, younger than grace): files no committed version needs."""
+    old = set(stale_files(db, table, grace_s=grace_s))
+    cutoff = time.time() - grace_s
+    for p in state_temp_files(db, table):
+        with contextlib.suppress(FileNotFoundError):
+            if p.stat().st_mtime <= cutoff:
+                old.add(p)
+    young = set(stale_files(db, table, grace_s=-math.inf)) | set(state_temp_files(db, table))
+    return sorted(old), sorted(young - old)
+
+
+def _check_stale(report: DoctorReport, db, table: str, *, fix: bool, grace_s: float, wait: bool) -> None:
+    if fix:
+        _fix_stale(report, db, table, grace_s=grace_s, wait=wait)
+    old, young = _stale(db, table, grace_s)
+    if old:
+        shown = ", ".join(str(p.relative_to(db)) for p in old[:EXAMPLES])
+        report.add("stale", f"{len(old)} temporary or orphaned files older than {_human_s(grace_s)} "
+                            f"({shown}); `arrowsmith doctor --fix` removes them")
+    if young:
+        report.notes.append(f"{len(young)} temporary or orphaned files younger than {_human_s(grace_s)} "
+                            "(a running writer may own them)")
+
+
+def _fix_stale(report: DoctorReport, db, table: str, *, grace_s: float, wait: bool) -> None:
+    # under the lock: no writer is between writing its data files and committing them
+    with table_lock(db, table, wait=wait):
+        old, _ = _stale(db, table, grace_s)
+        for p in old:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                report.fixed.append(str(p))
+
+
+def _human_s(seconds: float) -> str:
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"{seconds / 3600:g}h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"{seconds / 60:g}m"
+    return f"{seconds:g}s"
+
+
+def check_grace(grace_s: float) -> float:
+    if grace_s < 0:
+        raise UsageError("--grace must not be negative")
+    return grace_s
