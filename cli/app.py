@@ -134,7 +134,35 @@ for stage in (chunk, embed, index, query, compress, evaluate, doctor, models, co
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except SystemExit as e:
+        code = e.code
+    else:
+        code = 0
+    if isinstance(code, str):
+        _error(code)
+        code = 1
+    _exit(int(code or 0))
+
+
+def _exit(code: int) -> None:
+    """Flush and leave without interpreter finalization.
+
+    With torch loaded, Arrow's C++ thread pools (CSV/Parquet readers) can abort in their
+    destructors at finalization ("terminate called without an active exception", exit 134:
+    apache/arrow#34314), turning a clean exit 0 or 65 into a crash. Every output is complete
+    and atomically renamed by now, so only the standard streams need flushing.
+    """
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -9,15 +9,15 @@ _arrowsmith() {
     local opts=""
     case "$cmd" in
         "") opts="--quiet -q --verbose -v --progress --no-progress --version chunk completions compress doctor embed eval index models query" ;;
-        chunk) opts="" ;;
+        chunk) opts="--strategy -s --max-tokens --overlap --tokenizer --glob -g --id-col --text-col --input-format --explode --on-error --output -o --format -f" ;;
         completions) opts="--write" ;;
-        compress) opts="" ;;
-        doctor) opts="" ;;
-        embed) opts="" ;;
-        eval) opts="" ;;
-        index) opts="" ;;
-        models) opts="" ;;
-        query) opts="" ;;
+        compress) opts="--db --table -t --method --rescore --rescore-with --bytes --report --methods --queries --sample --qrels --k --budget --plot --drop --output -o --format -f --wait" ;;
+        doctor) opts="--db --table -t --fix --grace --json --wait" ;;
+        embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows" ;;
+        eval) opts="--split --k --metric --qrels --queries --run --db --table -t --model -m --chunker --max-tokens --overlap --late --naive --mode --fusion --rrf-k --alpha --by --exact --ann --compare -c --configs --baseline --test --resamples --seed --no-title --json --markdown --plot --plot-kind --device --dtype --workdir --save-runs" ;;
+        index) opts="--db --table -t --input-format --type --partitions --sub-vectors --metric --fts --no-fts --scalar --force --no-force --optimize --keep --grace --stats --json --replace --prune --checkpoint-rows --wait" ;;
+        models) opts="--json --check" ;;
+        query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --compressed --no-compressed --output -o --format -f" ;;
     esac
     if [[ "$cur" == -* || -z "$cmd" ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))
