@@ -29,7 +29,9 @@ def query_command(
         "--file", "-F", help="Queries: one per line, or JSONL/Arrow/Parquet/CSV with id,text; '-' = stdin.",
         show_default=False)] = None,
     k: Annotated[int, typer.Option("--k", "-k", envvar="ARROWSMITH_K", help="Results per query.")] = 10,
-    mode: Annotated[str, typer.Option(envvar="ARROWSMITH_MODE", help="vector|fts|hybrid.")] = "vector",
+    mode: Annotated[str, typer.Option(envvar="ARROWSMITH_MODE", help=(
+        "auto|vector|fts|hybrid. auto: hybrid when the table has a full-text index, else vector."))
+    ] = "auto",
     fusion: Annotated[str, typer.Option(
         envvar="ARROWSMITH_FUSION", help="Hybrid fusion: rrf (reciprocal rank) | mix (z-scores).")] = "rrf",
     rrf_k: Annotated[float, typer.Option(

@@ -143,7 +143,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l db -r -F -d 'La
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l table -s t -r -F -d 'Table (one per embedding space).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l file -s F -r -F -d 'Queries: one per line, or JSONL/Arrow/Parquet/CSV with id,text; - = stdin.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l k -s k -r -F -d 'Results per query.'
-complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l mode -r -F -d 'vector|fts|hybrid.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l mode -r -F -d 'auto|vector|fts|hybrid. auto: hybrid when the table has a full-text index, else '
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l fusion -r -F -d 'Hybrid fusion: rrf (reciprocal rank) | mix (z-scores).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l rrf-k -r -F -d 'RRF constant k in 1/(k + rank).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l alpha -r -F -d '--fusion mix: weight of the dense list (0..1).'

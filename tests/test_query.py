@@ -64,7 +64,8 @@ def store(tmp_path_factory, model):
 
 
 def query(store, *args: str, input: bytes | None = None):
-    return run(["query", "--db", str(store), "--format", "jsonl", *args], input=input)
+    mode = [] if "--mode" in args else ["--mode", "vector"]  # the CLI's default is auto
+    return run(["query", "--db", str(store), "--format", "jsonl", *mode, *args], input=input)
 
 
 def rows_of(res) -> list[dict]:
@@ -222,6 +223,21 @@ def test_queries_from_jsonl_and_arrow_keep_ids(store, tmp_path):
     ipc = to_ipc(pa.table({"id": ["x"], "text": ["sourdough"]}))
     rows = rows_of(query(store, "--file", "-", "--k", "1", input=ipc))
     assert [(r["query_id"], r["id"]) for r in rows] == [("x", "bread#0")]
+
+
+def test_default_mode_is_hybrid_with_a_text_index_else_vector(store, model, tmp_path):
+    plain = run(["query", "--db", str(store), "molten lava", "--k", "3", "--format", "jsonl"])
+    hybrid = query(store, "molten lava", "--k", "3", "--mode", "hybrid")
+    assert "mode hybrid" in plain.stderr
+    assert rows_of(plain) == rows_of(hybrid) and rows_of(plain)[0]["id"] == "volcano#0"
+    # no full-text index: auto falls back to vector, scores are cosine similarities
+    res = run(["index", "--db", str(tmp_path), "--no-fts"],
+              input=to_ipc(pa.Table.from_batches([embedded_batch(model)])))
+    assert res.exit_code == 0, res.stderr
+    plain = run(["query", "--db", str(tmp_path), "molten lava", "--k", "3", "--format", "jsonl"])
+    assert "mode vector" in plain.stderr
+    assert rows_of(plain) == rows_of(query(tmp_path, "molten lava", "--k", "3"))
+    assert 0.3 < rows_of(plain)[0]["score"] <= 1.0
 
 
 def test_csv_and_arrows_output(store):
