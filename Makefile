@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DB := demo-store
 
-.PHONY: demo test lint completions bench clean
+.PHONY: demo test lint completions clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
