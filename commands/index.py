@@ -39,6 +39,7 @@ from .store import (
     table_meta,
     table_path,
 )
+from .units import human_bytes
 
 log = logging.getLogger("arrowsmith.index")
 
@@ -241,7 +242,7 @@ class OptimizeReport:
 
     def summary(self) -> str:
         return (f"optimized: versions {self.versions_before} → {self.versions_after}, "
-                f"{_human(self.bytes_before)} → {_human(self.bytes_after)} on disk, "
+                f"{human_bytes(self.bytes_before)} → {human_bytes(self.bytes_after)} on disk, "
                 f"{len(self.stale_files_removed)} stale temporary files removed, {self.seconds:.1f}s")
 
 
@@ -309,14 +310,6 @@ def disk_usage(path: Path) -> int:
     return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
 
 def format_stats(stats: dict[str, Any]) -> str:
     """The human view of :func:`table_stats` (key/value lines, one line per index)."""
@@ -325,7 +318,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"rows      {stats['rows']:,}   documents {stats['documents']:,}",
         f"model     {stats['plugin']}:{stats['model']}"
         + (f"@{stats['revision']}" if stats.get("revision") else "") + f"   dim {stats['dim']}",
-        f"size      {_human(stats['size_bytes'])}   version {stats['version']} "
+        f"size      {human_bytes(stats['size_bytes'])}   version {stats['version']} "
         f"({stats['versions']} kept, oldest {stats['oldest_version_at']})",
     ]
     if not stats["indexes"]:

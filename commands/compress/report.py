@@ -23,6 +23,7 @@ import numpy as np
 
 from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta
+from arrowsmith.commands.units import human_bytes
 
 from .codecs import Calibration, Int8Codec, MethodSpec, make_codec, parse_method, transform
 from .search import ArrayRescorer, CompressedIndex
@@ -268,26 +269,20 @@ def pick_for_budget(report: Report, budget: int) -> tuple[str | None, str]:
     fits = [r for r in report.results if r.memory_bytes <= budget]
     if not fits:
         smallest = min(report.results, key=lambda r: r.memory_bytes)
-        return None, (f"nothing fits {_human(budget)} for {report.rows} vectors: the smallest, "
-                      f"{smallest.method}, needs {_human(smallest.memory_bytes)}")
+        return None, (f"nothing fits {human_bytes(budget)} for {report.rows} vectors: the smallest, "
+                      f"{smallest.method}, needs {human_bytes(smallest.memory_bytes)}")
     best = max(fits, key=lambda r: (round(getattr(r, key) or 0.0, 4), -r.memory_bytes))
     too_big = [r for r in report.results if r.memory_bytes > budget
                and (getattr(r, key) or 0) > (getattr(best, key) or 0)]
     why = (f"{best.method}: best {label} ({getattr(best, key):.4f}) among the "
-           f"{len(fits)} methods that fit {_human(budget)} "
-           f"({_human(best.memory_bytes)} for {report.rows} vectors, {best.bytes_per_vector} B/vector)")
+           f"{len(fits)} methods that fit {human_bytes(budget)} "
+           f"({human_bytes(best.memory_bytes)} for {report.rows} vectors, {best.bytes_per_vector} B/vector)")
     if too_big:
         better = max(too_big, key=lambda r: getattr(r, key) or 0)
-        why += f"; {better.method} scores {getattr(better, key):.4f} but needs {_human(better.memory_bytes)}"
+        why += (f"; {better.method} scores {getattr(better, key):.4f} "
+                f"but needs {human_bytes(better.memory_bytes)}")
     return best.method, why
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
 
 
 # ------------------------------------------------------------------ plot

@@ -26,6 +26,7 @@ import pyarrow as pa
 from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
 from arrowsmith.commands.signals import no_interrupt
+from arrowsmith.commands.units import human_bytes
 
 from .codecs import Calibration, Codec, Int8Codec, MethodSpec, make_codec, parse_method, transform
 from .search import CompressedIndex, Rescorer
@@ -124,7 +125,7 @@ class CompressStats:
     def summary(self) -> str:
         return (f"compressed {self.rows} vectors of {self.table!r} with {self.method}: "
                 f"{self.bytes_per_vector} B/vector ({self.ratio:.1f}x smaller than float32), "
-                f"{_human(self.memory_bytes)} in memory, {_human(self.disk_bytes)} on disk, "
+                f"{human_bytes(self.memory_bytes)} in memory, {human_bytes(self.disk_bytes)} on disk, "
                 f"{self.seconds:.1f}s")
 
 
@@ -404,10 +405,3 @@ def drop_compressed(db: str | os.PathLike, table: str = "chunks") -> bool:
     connect(db).drop_table(companion_name(table))
     return True
 
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GB"
