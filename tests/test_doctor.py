@@ -18,6 +18,7 @@ from conftest import run
 from test_store_helpers import DIM, chunks_batch
 
 from arrowsmith.commands.doctor import diagnose
+from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.store import StoreWriter, connect, table_lock, table_path
 
 DOCS = {"a": (3, "ka"), "b": (2, "kb"), "c": (1, "kc")}
@@ -138,8 +139,11 @@ def test_fix_takes_the_table_lock(store):
     old = table_path(store) / "data" / ".tmp_x"
     old.write_bytes(b"x")
     age(old, 7200)
-    with table_lock(store):
-        r = doctor(store, "--fix")
+    from concurrent.futures import ThreadPoolExecutor
+
+    # the lock nests within one thread, so hold it from another (as another writer would)
+    with table_lock(store), ThreadPoolExecutor(1) as pool:
+        r = pool.submit(doctor, store, "--fix").result()
     assert r.exit_code == 75
     assert "another writer" in r.stderr and old.exists()
 
@@ -214,13 +218,23 @@ def test_doc_keys_of_text_rows_are_recomputed(tmp_path, model):
                      "parameters (embedded with other parameters than the table records?) (e.g. 'b')"]
 
 
-def test_reembedding_with_another_prompt_leaves_table_metadata_stale(tmp_path, model):
-    # Found by doctor: the store keeps the first run's arrowsmith.model metadata (prompt "")
-    # when a later run re-embeds every document with another prompt, so the table no longer
-    # describes its vectors (and query would use the old query prompt). Reported to the store.
+def test_reembedding_with_another_prompt_is_refused_and_the_table_stays_healthy(tmp_path, model):
+    # Found by doctor in an earlier version: a second run with another prompt re-embedded every
+    # document but left the first run's metadata, so the table no longer described its vectors.
     db = tmp_path / "store"
     embed_rows(db, model, TEXTS)
-    embed_rows(db, model, TEXTS, prompt="passage: ")
-    report = diagnose(db)
-    assert [f.check for f in report.findings] == ["doc_key"]
-    assert "3 chunks whose doc_key does not match" in report.findings[0].message
+    version = connect(db).open_table("chunks").version
+    with pytest.raises(UsageError, match=r"prompt='' \(this run: 'passage: '\)"):
+        embed_rows(db, model, TEXTS, prompt="passage: ")
+    assert connect(db).open_table("chunks").version == version
+    assert diagnose(db).healthy
+    # --replace rebuilds it: metadata and every doc_key now agree with the new prompt
+    with StoreWriter(db, replace=True) as w:
+        from arrowsmith.commands.embed import embed_batches, embedding_meta, resolve_params
+
+        w.check_meta(embedding_meta(model, resolve_params(model, prompt="passage: ")))
+        w.write(embed_batches(pa.table({"id": list(TEXTS), "text": list(TEXTS.values())}).to_batches(),
+                              model, skip_doc=w.is_current, prompt="passage: "))
+    table = connect(db).open_table("chunks")
+    assert json.loads(table.schema.metadata[b"arrowsmith.model"])["prompt"] == "passage: "
+    assert table.count_rows() == 3 and diagnose(db).healthy
