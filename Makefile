@@ -19,7 +19,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 demo: $(STAMP)
 	rm -rf $(DEMO_DB)
-	$(BIN)/arrowsmith chunk samples/ --strategy sentences \
+	$(BIN)/arrowsmith chunk samples/ --strategy sentences --max-tokens 64 \
 	  | $(BIN)/arrowsmith embed --late --db $(DEMO_DB)
 	$(BIN)/arrowsmith index --db $(DEMO_DB)
 	$(BIN)/arrowsmith query --db $(DEMO_DB) --k 3 --format table "why is the sky blue"

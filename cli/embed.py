@@ -30,7 +30,7 @@ def embed_command(
         "Late chunking: embed whole documents (overlapping windows past the model's window) and "
         "mean-pool each chunk's tokens, so chunks carry their context."))] = False,
     batch_tokens: Annotated[int | None, _opt("--batch-tokens", env="BATCH_TOKENS", show_default=False, help=(
-        "Padded tokens per forward pass [default: 8192 on CPU, 65536 on GPU]."))] = None,
+        "Padded tokens per forward pass [default: 2048 on CPU, 65536 on GPU]."))] = None,
     device: Device = "auto",
     dtype: Annotated[str, _opt("--dtype", env="DTYPE", help=(
         "auto|fp32|bf16|fp16. auto: bf16/fp16 on GPU; bf16 autocast on CPUs with native bf16 "

@@ -42,6 +42,7 @@ class EmbedStats:
     documents_seen: int = 0
     documents_skipped: int = 0
     documents_embedded: int = 0
+    documents_empty: int = 0  # text rows that are empty or whitespace: skipped, never embedded
     chunks: int = 0
     tokens: int = 0
     seconds: float = 0.0  # wall time of the stage, model loading included
@@ -54,7 +55,8 @@ class EmbedStats:
 
     def summary(self, pruned: int | None = None) -> str:
         docs = (f"{self.documents_seen} documents: {self.documents_skipped} unchanged, "
-                f"{self.documents_embedded} embedded" + (f", {pruned} pruned" if pruned is not None else ""))
+                f"{self.documents_embedded} embedded" + (f", {pruned} pruned" if pruned is not None else "")
+                + (f", {self.documents_empty} empty skipped" if self.documents_empty else ""))
         load = f", model load {self.load_seconds:.1f}s" if self.load_seconds >= 0.05 else ""
         return (f"embed: {docs}; {self.chunks} chunks, {self.tokens} tokens in {self.seconds:.1f}s "
                 f"({self.tokens_per_second:,.0f} tokens/s{load})")
@@ -220,6 +222,11 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
                 digest = _key_digest(meta, chunker)
             for doc in _documents(batch, id_col, text_col, digest):
                 stats.documents_seen += 1
+                if not doc.text.strip() and "chunks" not in batch.schema.names:
+                    # "" and " " embed to one meaningless vector that would match any query
+                    stats.documents_empty += 1
+                    log.warning("document %s: empty text, skipped", doc.id)
+                    continue
                 if skip_doc is not None and skip_doc(doc.id, doc.key):
                     stats.documents_skipped += 1
                     continue

@@ -57,7 +57,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from doctor' -l wait -d 'Wait 
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l model -s m -r -F -d 'Model spec NAME or PLUGIN:NAME (default: all-MiniLM-L6-v2).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l late -l naive -d 'Late chunking: embed whole documents (overlapping windows past the models window'
-complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l batch-tokens -r -F -d 'Padded tokens per forward pass (default: 8192 on CPU, 65536 on GPU).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l batch-tokens -r -F -d 'Padded tokens per forward pass (default: 2048 on CPU, 65536 on GPU).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l device -r -F -d 'auto|cpu|cuda|cuda:N|mps.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l dtype -r -F -d 'auto|fp32|bf16|fp16. auto: bf16/fp16 on GPU; bf16 autocast on CPUs with native b'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l prompt -r -F -d 'Document prompt prefix (default: the models own document prompt, if any);  for n'

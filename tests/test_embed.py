@@ -404,6 +404,17 @@ def test_checkpoint_rows_bounds_each_commit(tmp_path):
     assert len(added) == 3, added
 
 
+def test_empty_text_rows_are_skipped_and_counted(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "e", "text": ""}\n{"id": "w", "text": " \\n\\t"}\n{"id": "t", "text": "tides"}\n')
+    r = run(["embed", str(src), "-f", "jsonl"])
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout_bytes.decode().splitlines()]
+    assert [row["id"] for row in rows] == ["t#0"]
+    assert "3 documents: 0 unchanged, 1 embedded, 2 empty skipped" in r.stderr
+    assert "document e: empty text, skipped" in r.stderr
+
+
 def test_env_vars_set_options(tmp_path):
     src = tmp_path / "in.jsonl"
     src.write_text('{"id": "a", "text": "tides"}\n')
