@@ -429,14 +429,16 @@ def _metadata_column(docs: list[_Doc], f: pa.Field) -> pa.Array:
 def late_windows(n_tokens: int, size: int, overlap: int) -> list[tuple[int, int]]:
     """Content-token windows ``[start, end)`` covering ``n_tokens``; consecutive ones overlap.
 
-    The last window is aligned to the end of the document, so it is full-sized (as much
-    context as any other) instead of a short tail.
+    As few windows as windows of ``size`` need, all of one length and evenly spaced, so
+    consecutive ones overlap by ``overlap`` (±1) and no more: a document slightly longer than one
+    window costs two shorter windows, not two full ones that mostly overlap.
     """
     if n_tokens <= size:
         return [(0, n_tokens)]
-    step = size - overlap
-    starts = list(range(0, n_tokens - size, step)) + [n_tokens - size]
-    return [(s, s + size) for s in starts]
+    count = -(-(n_tokens - overlap) // (size - overlap))
+    length = -(-(n_tokens + (count - 1) * overlap) // count)
+    stride = (n_tokens - length) / (count - 1)
+    return [(s, s + length) for s in (round(i * stride) for i in range(count))]
 
 
 def assign_windows(n_tokens: int, windows: Sequence[tuple[int, int]]) -> np.ndarray:

@@ -102,10 +102,20 @@ def test_late_windows_and_most_central_assignment():
     assert owner.tolist() == expected
     assert owner[:14].tolist() == [0] * 14 and owner[14:26].tolist() == [1] * 12
     assert owner[26:].tolist() == [2] * 14
-    # ragged overlap: the final window is shifted back; every token still has an owner covering it
+    # ragged lengths: as few windows as full-size ones need, equal and evenly spaced, so the
+    # overlap is what was asked for, not a last window pushed back over its neighbour
     windows = late_windows(50, 16, 5)
+    assert windows == [(0, 14), (9, 23), (18, 32), (27, 41), (36, 50)]
     owner = assign_windows(50, windows)
     assert all(windows[w][0] <= t < windows[w][1] for t, w in enumerate(owner))
+    # a document just over one all-MiniLM window: two windows of 182, not two of 254 (508 tokens)
+    assert late_windows(300, 254, 63) == [(0, 182), (118, 300)]
+    for n in range(255, 2000, 37):
+        windows = late_windows(n, 254, 63)
+        overlaps = [a[1] - b[0] for a, b in zip(windows, windows[1:], strict=False)]
+        assert windows[0][0] == 0 and windows[-1][1] == n
+        assert max(e - s for s, e in windows) <= 254 and min(overlaps) >= 63 and max(overlaps) <= 64
+        assert len(windows) == -(-(n - 63) // (254 - 63))
 
 
 def test_pool_takes_each_token_from_its_window():

@@ -107,12 +107,12 @@ def test_cranfield_late_vs_naive(cranfield):
     report = json.loads(result.stdout_bytes)
     assert (report["n_queries"], report["n_docs"]) == (225, 1400)
     naive, late = report["configs"]
-    # Measured (benchmarks/results/eval.md): naive 0.3824, late 0.3871 (bf16). Bands are ± 0.01:
+    # Measured (benchmarks/results/eval.md): naive 0.3826, late 0.3902 (bf16). Bands are ± 0.01:
     # bf16 vs fp32 moved nDCG@10 by 0.001 here, kernels differ across CPUs by less; a change of
     # chunking, title joining or aggregation moves it by more (no chunking 0.381, 128-token naive
     # chunks 0.367, BM25 ≈ 0.317 per PROVENANCE.md).
     assert 0.372 <= naive["metrics"]["ndcg@10"] <= 0.393
-    assert 0.377 <= late["metrics"]["ndcg@10"] <= 0.397
+    assert 0.380 <= late["metrics"]["ndcg@10"] <= 0.400
     assert naive["counts"]["docs_skipped"] == 2  # two Cranfield documents are empty
     assert naive["counts"]["chunks"] == late["counts"]["chunks"]  # identical spans
     assert late["counts"]["tokens_embedded"] > 0 and late["timing_s"]["embed"] > 0
