@@ -43,12 +43,36 @@ def _quiet_stdout() -> None:
         pass
 
 
+GLOBAL_FLAGS = {"-q", "--quiet", "-v", "-vv", "-vvv", "--verbose", "--progress", "--no-progress"}
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """``arrowsmith embed -q …`` means ``arrowsmith -q embed …``: global flags may follow the command.
+
+    Only flags that no command defines are moved, and nothing after ``--``.
+    """
+    command = next((i for i, a in enumerate(args) if not a.startswith("-")), None)
+    if command is None:
+        return args
+    moved, rest = [], []
+    tail = args[command + 1:]
+    for j, arg in enumerate(tail):
+        if arg == "--":
+            rest += tail[j:]
+            break
+        (moved if arg in GLOBAL_FLAGS else rest).append(arg)
+    return moved + args[:command + 1] + rest
+
+
 class ArrowsmithGroup(TyperGroup):
     """Maps every error raised by a command to one stderr line and its exit code.
 
     Done here, not in ``main()``, so that ``CliRunner().invoke(app, …)`` in the
     tests sees exactly what a shell user sees.
     """
+
+    def parse_args(self, ctx, args):  # type: ignore[override]
+        return super().parse_args(ctx, hoist_global_flags(args))
 
     def invoke(self, ctx):  # type: ignore[override]
         try:

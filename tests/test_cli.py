@@ -119,3 +119,18 @@ def test_exit_code_survives_arrow_threads_at_shutdown():
     codes = [run_subprocess(["embed", "--input-format", "csv"], input=b"text\n", timeout=120).returncode
              for _ in range(4)]
     assert codes == [65] * 4
+
+
+def test_global_flags_may_follow_the_command(tmp_path):
+    from arrowsmith.cli.app import hoist_global_flags
+
+    hoisted = hoist_global_flags(["embed", "a.csv", "-q", "-f", "jsonl"])
+    assert hoisted == ["-q", "embed", "a.csv", "-f", "jsonl"]
+    assert hoist_global_flags(["-v", "query", "--", "-q"]) == ["-v", "query", "--", "-q"]  # after --: data
+    src = tmp_path / "rows.csv"
+    src.write_text("id,text\na,tides follow the moon\n")
+    loud = run(["chunk", str(src), "-f", "jsonl"])
+    quiet = run(["chunk", str(src), "-f", "jsonl", "--quiet"])
+    assert loud.exit_code == quiet.exit_code == 0
+    assert "chunk: 1 documents read" in loud.stderr and quiet.stderr == ""
+    assert quiet.stdout_bytes == loud.stdout_bytes and b'"id": "a"' in quiet.stdout_bytes
