@@ -132,15 +132,29 @@ def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
         yield from _read_stream(stdin, fmt, "-")
     else:
         # IPC files and Parquet need random access: spool stdin to memory.
-        data = stdin.read()
-        if fmt == "arrow":
-            reader = pa.ipc.open_file(pa.BufferReader(data))
-            for i in range(reader.num_record_batches):
-                yield reader.get_batch(i)
-        elif fmt == "parquet":
-            import pyarrow.parquet as pq
+        yield from _read_random_access(stdin.read(), fmt)
 
-            yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(BATCH_ROWS)
+
+def read_bytes(data: bytes, fmt: str | None = None, source: str = "-") -> Iterator[pa.RecordBatch]:
+    """Record batches of an input already in memory (e.g. stdin read whole), format sniffed."""
+    fmt = fmt or _sniff(data[:8])
+    if fmt in ("arrows", "jsonl", "csv", "tsv"):
+        yield from _read_stream(io.BufferedReader(io.BytesIO(data)), fmt, source)
+    else:
+        yield from _read_random_access(data, fmt)
+
+
+def _read_random_access(data: bytes, fmt: str) -> Iterator[pa.RecordBatch]:
+    if fmt == "arrow":
+        reader = pa.ipc.open_file(pa.BufferReader(data))
+        for i in range(reader.num_record_batches):
+            yield reader.get_batch(i)
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(BATCH_ROWS)
+    else:
+        raise UsageError(f"unknown input format {fmt!r}")
 
 
 def _sniff(head: bytes) -> str:

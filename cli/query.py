@@ -85,7 +85,7 @@ def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
     """(id, text) pairs from a tabular file (id optional) or plain text, one query per line."""
     from arrowsmith.commands.errors import UsageError
 
-    from .io import format_of, read_batches
+    from .io import format_of, read_batches, read_bytes
 
     if source == "-":
         if sys.stdin.isatty():
@@ -93,7 +93,7 @@ def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
         data = sys.stdin.buffer.read()  # queries are small: read them whole, then sniff
         if not _looks_tabular(data[:8]):
             return _lines(data, start)
-        return _from_batches(_stdin_batches(data), "<stdin>", start)
+        return _from_batches(read_bytes(data), "<stdin>", start)
     elif format_of(source) is None:  # .txt, .queries, no extension: one query per line
         try:
             with open(source, "rb") as f:
@@ -101,14 +101,6 @@ def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
         except FileNotFoundError:
             raise UsageError(f"{source}: no such file") from None
     return _from_batches(read_batches(source), source, start)
-
-
-def _stdin_batches(data: bytes):
-    import io
-
-    from .io import _read_stream, _sniff
-
-    return _read_stream(io.BufferedReader(io.BytesIO(data)), _sniff(data[:8]), "-")
 
 
 def _looks_tabular(head: bytes) -> bool:

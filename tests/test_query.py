@@ -223,6 +223,13 @@ def test_queries_from_jsonl_and_arrow_keep_ids(store, tmp_path):
     ipc = to_ipc(pa.table({"id": ["x"], "text": ["sourdough"]}))
     rows = rows_of(query(store, "--file", "-", "--k", "1", input=ipc))
     assert [(r["query_id"], r["id"]) for r in rows] == [("x", "bread#0")]
+    # Parquet needs random access: stdin is read whole, then read as Parquet (was: parsed as CSV)
+    import pyarrow.parquet as pq
+
+    buf = io.BytesIO()
+    pq.write_table(pa.table({"id": ["p"], "text": ["molten lava"]}), buf)
+    rows = rows_of(query(store, "--file", "-", "--k", "1", input=buf.getvalue()))
+    assert [(r["query_id"], r["id"]) for r in rows] == [("p", "volcano#0")]
 
 
 def test_default_mode_is_hybrid_with_a_text_index_else_vector(store, model, tmp_path):
