@@ -21,7 +21,7 @@ def index_command(
     input_format: InputFormat = None,
     vector_type: Annotated[str, typer.Option(
         "--type", envvar="ARROWSMITH_INDEX_TYPE",
-        help="Vector index: auto (none below 100k rows, else ivf_hnsw_sq)|ivf_pq|ivf_hnsw_sq|none "
+        help="Vector index: auto (none below 100k rows, else ivf_pq)|ivf_pq|ivf_hnsw_sq|none "
              "(none drops an existing one).")] = "auto",
     partitions: Annotated[int | None, typer.Option(help="IVF partitions [default: from table size].",
                                                    show_default=False)] = None,

@@ -59,11 +59,13 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
                         ) -> dict[str, Any] | None:
     """The vector index to build (a JSON-able spec), or None for exact search.
 
-    auto: none below 100k rows. Above, IVF_HNSW_SQ: 8-bit scalar quantisation keeps
-    recall@10 high without a refine step (measured in benchmarks/results/store.md), at 4×
-    compression; few large partitions (≈ rows / 100k, min 1), each an HNSW graph.
+    auto: none below 100k rows, IVF_PQ above: with query's defaults (a tenth of the partitions
+    probed, refine 10) it gave recall@10 0.965–0.990 at p50 24–26 ms on 100k–250k rows, where
+    IVF_HNSW_SQ at ef 500 gave 0.940–0.949 at 70–176 ms (benchmarks/RESULTS.md, "query").
     ivf_pq: partitions ≈ sqrt(rows), sub-vectors = dim / 8 (8 dims per byte code, 48 for
-    384 dims: 32× compression); pair it with ``query --refine-factor`` for recall.
+    384 dims: 32× compression); recall comes from ``query``'s refine step.
+    ivf_hnsw_sq: few large partitions (≈ rows / 100k, min 1), each an HNSW graph over 8-bit
+    scalar-quantised vectors.
     """
     if kind not in VECTOR_TYPES:
         raise UsageError(f"unknown vector index type {kind!r} (use {'|'.join(VECTOR_TYPES)})")
@@ -75,7 +77,7 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
         raise UsageError(f"a vector index needs at least 256 rows to train (table has {rows})",
                          hint="--type none: exact search is fast at this size")
     if kind == "auto":
-        kind = "ivf_hnsw_sq"
+        kind = "ivf_pq"
     if kind == "ivf_pq":
         parts = partitions or max(1, min(round(math.sqrt(rows)), rows // 256))
         sub = sub_vectors or _sub_vectors(dim)

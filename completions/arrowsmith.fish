@@ -119,7 +119,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from index' -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l db -r -F -d 'LanceDB store directory.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l table -s t -r -F -d 'Table (one per embedding space).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l input-format -r -F -d 'arrows|arrow|parquet|jsonl|csv|tsv (default: from extension, or sniffed on stdin'
-complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l type -r -F -d 'Vector index: auto (none below 100k rows, else ivf_hnsw_sq)|ivf_pq|ivf_hnsw_sq|n'
+complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l type -r -F -d 'Vector index: auto (none below 100k rows, else ivf_pq)|ivf_pq|ivf_hnsw_sq|none ('
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l partitions -r -F -d 'IVF partitions (default: from table size).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l sub-vectors -r -F -d 'PQ sub-vectors (default: dim/8).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l metric -r -F -d 'cosine|l2|dot.'

@@ -32,6 +32,8 @@ def index_names(db) -> dict[str, str]:
 def test_choose_vector_index_auto_and_overrides():
     assert choose_vector_index(99_999, 384) is None
     assert choose_vector_index(1_000_000, 384) == {
+        "type": "IVF_PQ", "metric": "cosine", "partitions": 1000, "sub_vectors": 48}
+    assert choose_vector_index(1_000_000, 384, kind="ivf_hnsw_sq") == {
         "type": "IVF_HNSW_SQ", "metric": "cosine", "partitions": 10}
     assert choose_vector_index(1_000_000, 384, kind="ivf_pq") == {
         "type": "IVF_PQ", "metric": "cosine", "partitions": 1000, "sub_vectors": 48}

@@ -17,7 +17,7 @@ from arrowsmith.commands.store import open_table  # noqa: E402
 def test_ivf_pq_default_recall_at_10(tmp_path):
     base = clustered_vectors(200_000)
     queries = query_vectors(base, 100)
-    build(str(tmp_path), base, "ivf_pq")  # `arrowsmith index --type ivf_pq` at its defaults
+    build(str(tmp_path), base, "auto")  # `arrowsmith index` at its defaults: IVF_PQ above 100k rows
     assert "IvfPq" in {ix.index_type for ix in open_table(tmp_path).list_indices()}
     recall = recall_at_10(str(tmp_path), queries)  # defaults: nprobes partitions/10 (45), refine 10
     assert recall >= 0.9, f"recall@10 {recall:.3f} at default settings"
