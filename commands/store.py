@@ -491,6 +491,7 @@ class StoreWriter:
 
 # recorded for information only: fp32 and bf16/fp16 vectors share one space (cosine ≥ 0.999)
 UNCHECKED_SETTINGS = ("precision", "dtype")
+LATE_ONLY_SETTINGS = ("window", "window_overlap", "late_specials")
 
 
 def _changed_settings(stored: dict[str, Any], model: dict[str, Any]) -> list[str]:
@@ -500,6 +501,8 @@ def _changed_settings(stored: dict[str, Any], model: dict[str, Any]) -> list[str
     from there), so a run with other settings may not mix its vectors into the table.
     """
     keys = sorted((set(stored) | set(model)) - set(UNCHECKED_SETTINGS))
+    if stored.get("late") != model.get("late"):  # the window settings exist on one side only
+        keys = [k for k in keys if k not in LATE_ONLY_SETTINGS]
     return [f"{k}={stored.get(k)!r} (this run: {model.get(k)!r})"
             for k in keys if stored.get(k) != model.get(k)]
 

@@ -388,7 +388,8 @@ def test_cli_store_incremental_and_late(tmp_path):
     # so are late vectors into a table of naive ones: its metadata must describe every vector
     mixed = run(["embed", str(docs), "--late", "--db", db])
     assert mixed.exit_code == 2
-    assert "late=False (this run: True)" in mixed.stderr and "--replace" in mixed.stderr
+    assert "was embedded with late=False (this run: True); refusing" in mixed.stderr
+    assert "--replace" in mixed.stderr
     table = lancedb.connect(db).open_table("chunks")
     assert (table.version, table.count_rows()) == (version, rows)
     rebuilt = run(["embed", str(docs), "--late", "--db", db, "--replace"])
