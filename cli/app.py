@@ -181,11 +181,17 @@ def _exit(code: int) -> None:
     import logging
 
     logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (BrokenPipeError, ValueError, OSError):
-            pass
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        pass  # the reader left (exit 0 as for any EPIPE), or stdout was closed
+    except OSError as e:  # data still buffered could not be written: never exit 0 on it
+        _error(f"stdout: {e.strerror or e}")
+        code = code or EXIT_IO
+    try:
+        sys.stderr.flush()
+    except (ValueError, OSError):
+        pass
     os._exit(code)
 
 
