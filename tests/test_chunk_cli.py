@@ -204,3 +204,12 @@ def test_broken_pipe_ends_quietly(tmp_path):
                           cwd=ROOT, env={**os.environ, "ARROWSMITH_PROGRESS": "0"})
     assert proc.stdout.strip() == "rc=0"
     assert "Traceback" not in proc.stderr and "Error" not in proc.stderr, proc.stderr
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
+def test_full_stdout_is_exit_74_not_silent_success():
+    with open("/dev/full", "wb") as full:
+        cmd = [sys.executable, "-m", "arrowsmith.cli", "chunk", str(ROOT / "samples"), "-f", "jsonl"]
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 74
+    assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
