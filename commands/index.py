@@ -135,7 +135,7 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
         vector = choose_vector_index(rows, dim, kind=vector_type, metric=metric,
                                      partitions=partitions, sub_vectors=sub_vectors)
         wanted = {"vector_type": vector_type, "vector": vector, "fts": fts,
-                  "scalar": sorted({"doc_id", *scalar}), "metric": metric}
+                  "scalar": sorted({"doc_id", *scalar}), "metric": metric, "partitions": partitions}
         if not force and state.get("version") == tbl.version and state.get("wanted") == wanted:
             report.unchanged, report.version = True, tbl.version
             return report
@@ -154,7 +154,8 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
     existing = {ix.name: ix for ix in tbl.list_indices()}
     vector = wanted["vector"]
     if vector is not None:
-        same = state.get("vector_spec") == vector and VECTOR_INDEX in existing
+        same = _same_vector_index(state.get("vector_spec"), vector, wanted["partitions"]) \
+            and VECTOR_INDEX in existing
         grown = rows >= RETRAIN_GROWTH * (state.get("vector_rows") or rows)
         if force or not same or grown:
             _create(tbl, report, f"vector {vector['type']}", _vector_config(vector), "vector", VECTOR_INDEX)
@@ -167,9 +168,9 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
     if wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS")):
         from lancedb.index import FTS
 
-        _create(tbl, report, "fts text", FTS(), FTS_COLUMN, f"{FTS_COLUMN}_idx")
+        _create(tbl, report, "fts text", FTS(), FTS_COLUMN, f"{FTS_COLUMN}_fts")
     for col in wanted["scalar"]:
-        if force or not _has(existing, col, None):
+        if force or not _has(existing, col, "BTree"):  # `--scalar text` beside the FTS index
             from lancedb.index import BTree
 
             _create(tbl, report, f"scalar {col}", BTree(), col, f"{col}_idx")
@@ -178,6 +179,15 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
         with no_interrupt():
             tbl.optimize(cleanup_older_than=keep)
         report.updated = True
+
+
+def _same_vector_index(built: dict | None, vector: dict, explicit_partitions: int | None) -> bool:
+    """The built index still serves: same kind and metric. Derived partitions (√rows) drift with
+    every ingest; retraining for that is left to the growth rule, unless --partitions asks."""
+    if built is None:
+        return False
+    keys = ("type", "metric", "sub_vectors") + (("partitions",) if explicit_partitions else ())
+    return all(built.get(k) == vector.get(k) for k in keys)
 
 
 def _create(tbl, report: IndexReport, label: str, config, column: str, name: str) -> None:

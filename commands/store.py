@@ -473,6 +473,12 @@ class StoreWriter:
         gone = sorted(d for d in self._stored if d not in self._seen)
         if not gone:
             return
+        if not self._seen:
+            # an empty input (every file skipped upstream, a failed export) is far more often an
+            # accident than a wish to empty the table: keep it, and say so
+            log.warning("input had no documents: not pruning the %d stored in %r (delete the table "
+                        "to empty it)", len(gone), self.table_name)
+            return
         for i in range(0, len(gone), PRUNE_BATCH):
             part = gone[i:i + PRUNE_BATCH]
             faults.hit("during_prune")

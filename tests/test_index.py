@@ -45,7 +45,7 @@ def test_ingest_then_auto_builds_fts_and_scalar_only(tmp_path):
     res = ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS))
     assert res.exit_code == 0, res.stderr
     assert "3 documents written" in res.stderr and "built fts text, scalar doc_id" in res.stderr
-    assert index_names(tmp_path) == {"text_idx": "FTS", "doc_id_idx": "BTree"}
+    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree"}
     hits = open_table(tmp_path).search("hypersonic shock", query_type="fts").limit(3).to_arrow()
     assert hits.column("id").to_pylist()[:2] == ["b#0", "b#1"] or set(hits.column("id").to_pylist()[:2]) == {
         "b#0", "b#1"}
@@ -69,8 +69,8 @@ def test_new_rows_are_folded_into_indexes(tmp_path):
     res = ingest(tmp_path, chunks_batch({"d": (1, "kd")}, texts=new))
     assert res.exit_code == 0 and "folded new rows" in res.stderr
     tbl = open_table(tmp_path)
-    assert tbl.index_stats("text_idx").num_unindexed_rows == 0
-    assert tbl.index_stats("text_idx").num_indexed_rows == 7
+    assert tbl.index_stats("text_fts").num_unindexed_rows == 0
+    assert tbl.index_stats("text_fts").num_indexed_rows == 7
     ids = tbl.search("ramjets", query_type="fts").limit(1).to_arrow().column("id").to_pylist()
     assert ids == ["d#0"]
     assert json.loads(state_path(tmp_path).read_text())["version"] == tbl.version
@@ -92,6 +92,31 @@ def test_ivf_pq_explicit_then_none_drops(tmp_path):
     assert "vector_idx" not in index_names(tmp_path) and report.built == ["no vector index (dropped)"]
 
 
+def test_derived_partitions_drift_updates_instead_of_retraining(tmp_path):
+    small = {**MODEL, "dim": 32}
+    with StoreWriter(tmp_path) as w:
+        w.write([chunks_batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
+    first = build_indexes(tmp_path, vector_type="ivf_pq", fts=False)  # √400 = 20 partitions
+    assert first.built == ["vector IVF_PQ", "scalar doc_id"]
+    with StoreWriter(tmp_path) as w:  # 441 rows: √ would now be 21
+        w.write([chunks_batch({f"e{i}": (1, "k") for i in range(41)}, model=small)])
+    again = build_indexes(tmp_path, vector_type="ivf_pq", fts=False)
+    assert again.built == [] and again.updated  # folded in by optimize, not retrained
+    assert open_table(tmp_path).index_stats("vector_idx").num_unindexed_rows == 0
+    # an explicit --partitions that differs does retrain
+    assert build_indexes(tmp_path, vector_type="ivf_pq", partitions=8, fts=False).built == ["vector IVF_PQ"]
+
+
+def test_scalar_index_on_text_keeps_the_fts_index(tmp_path):
+    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+    res = run(["index", "--db", str(tmp_path), "--scalar", "text"])
+    assert res.exit_code == 0, res.stderr
+    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "text_idx": "BTree"}
+    res = run(["index", "--db", str(tmp_path), "--scalar", "text", "--force"])
+    assert res.exit_code == 0, res.stderr
+    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "text_idx": "BTree"}
+
+
 def test_scalar_option_and_unknown_column(tmp_path):
     batch = chunks_batch(DOCS, extra={"lang": ["en", "en", "en", "de", "de", "fr"]})
     assert ingest(tmp_path, batch, "--scalar", "lang", "--no-fts").exit_code == 0
@@ -108,9 +133,9 @@ def test_stats_values(tmp_path):
     assert (s["rows"], s["documents"], s["dim"], s["model"]) == (6, 3, 384, "all-MiniLM-L6-v2")
     assert s["plugin"] == "sentence-transformers" and s["versions"] == s["version"] >= 3
     assert s["size_bytes"] > 6 * 384 * 4
-    assert {i["name"] for i in s["indexes"]} == {"text_idx", "doc_id_idx"}
+    assert {i["name"] for i in s["indexes"]} == {"text_fts", "doc_id_idx"}
     human = run(["index", "--db", str(tmp_path), "--stats"]).stdout_bytes.decode()
-    assert "rows      6   documents 3" in human and "text_idx: FTS on text" in human
+    assert "rows      6   documents 3" in human and "text_fts: FTS on text" in human
 
 
 def test_missing_table_is_a_usage_error(tmp_path):

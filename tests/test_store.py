@@ -87,6 +87,15 @@ def test_changed_doc_with_fewer_chunks_replaces_all_in_one_commit(tmp_path):
     np.testing.assert_allclose(stored, expected, atol=1e-7)
 
 
+def test_prune_with_an_empty_input_keeps_the_table(tmp_path, caplog):
+    write(tmp_path, chunks_batch(DOCS))
+    empty = chunks_batch(DOCS).slice(0, 0)
+    with caplog.at_level("WARNING", logger="arrowsmith.store"):
+        stats = write(tmp_path, empty, prune=True)
+    assert stats.docs_pruned == 0 and len(store_rows(tmp_path)) == 6
+    assert "input had no documents: not pruning the 3 stored" in caplog.text
+
+
 def test_prune_after_full_read_only(tmp_path):
     write(tmp_path, chunks_batch(DOCS))
 
