@@ -20,6 +20,7 @@ from arrowsmith.commands.errors import (
     EXIT_IO,
     EXIT_RUNTIME,
     EXIT_SIGINT,
+    EXIT_USAGE,
     ArrowsmithError,
 )
 
@@ -90,10 +91,13 @@ class ArrowsmithGroup(TyperGroup):
             _quiet_stdout()
             raise typer.Exit(0) from None
         except OSError as e:
-            if e.errno in DISK_ERRNOS:
-                _error(f"{e.filename or 'disk'}: {e.strerror}")
-                raise typer.Exit(EXIT_IO) from None
-            raise
+            # a path that is not there or not a file is the caller's mistake (2); anything else
+            # the system refused (permissions, disk, device) is an I/O error (74)
+            bad_path = isinstance(e, (FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                                      FileExistsError))
+            where = e.filename or ("disk" if e.errno in DISK_ERRNOS else "I/O")
+            _error(f"{where}: {e.strerror or e}")
+            raise typer.Exit(EXIT_USAGE if bad_path else EXIT_IO) from None
         except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
             if hasattr(e, "show") and hasattr(e, "exit_code"):
                 raise  # Click's own usage errors: it prints them and exits 2

@@ -108,10 +108,12 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
         raise UsageError(f"late chunking mean-pools token vectors, but {model.name} is {model.pooling}-"
                          "pooled: its token vectors were not trained to be averaged",
                          hint="--force, or --naive")
-    limit = int(getattr(model, "position_limit", model.max_tokens) or model.max_tokens)
-    window = window or min(model.max_tokens, limit)
+    # the model's own window (sentence-transformers max_seq_length), which encode_tokens enforces;
+    # positions past it exist (512 for all-MiniLM-L6-v2) but the model was not trained on them
+    limit = min(model.max_tokens, int(getattr(model, "position_limit", model.max_tokens) or model.max_tokens))
+    window = window or limit
     if window > limit:
-        raise UsageError(f"--window {window} exceeds the model's position limit ({limit})")
+        raise UsageError(f"--window {window} exceeds the model's window of {limit} tokens")
     content = _content_window(model, doc_prompt, window)
     # Default overlap window/4: with each token taken from the window where it is most
     # central, every token then has at least window/8 tokens of context on a cut side,

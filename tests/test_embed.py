@@ -23,6 +23,7 @@ from arrowsmith.commands.embed import (
     model_from_meta,
     span_tokens,
 )
+from arrowsmith.commands.errors import UsageError
 from arrowsmith.plugins.sentence_transformers import cpu_has_native_bf16, length_batches
 
 # Our own text in the style of the late-chunking paper's Berlin example: only the first
@@ -333,6 +334,9 @@ def test_late_default_window_and_overlap(fp32):
     meta = json.loads(pa.Table.from_batches(list(embed_batches([batch], fp32, late=True)))
                       .schema.metadata[b"arrowsmith.model"])
     assert (meta["window"], meta["window_overlap"]) == (256, 63)  # max length; quarter of 254
+    # positions up to 512 exist, but the model's window is 256: refused before any work
+    with pytest.raises(UsageError, match="--window 512 exceeds the model's window of 256 tokens"):
+        list(embed_batches([batch], fp32, late=True, window=512))
 
 
 def test_late_refuses_cls_pooled_model_unless_forced(tmp_path, fp32):
