@@ -293,23 +293,62 @@ def _rows_to_batch(rows: list[dict], schema: pa.Schema | None, name: str, lines:
             # would take the first row's and silently drop a field that appears later
             names = list(dict.fromkeys(k for row in rows for k in row))
             return pa.RecordBatch.from_pydict({n: [row.get(n) for row in rows] for n in names})
-        return pa.RecordBatch.from_pylist(rows, schema=schema)
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+        return _conform_rows(rows, schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError,
+            UnicodeEncodeError) as e:
         bad = _find_bad_row(rows, schema)
         where = f"line {lines[bad]}" if bad is not None else f"lines {lines[0]}-{lines[-1]}"
         raise DataError(f"{name}: {where}: values do not match the column types ({e})") from None
 
 
+def _conform_rows(rows: list[dict], schema: pa.Schema) -> pa.RecordBatch:
+    """Rows after the first batch, in the first batch's types — or an error, never a lossy cast.
+
+    ``from_pylist(rows, schema=…)`` would truncate 1.5 to 1 in an int column and drop an
+    unknown key of a nested object; here each column is inferred on its own, then cast safely.
+    """
+    own = pa.RecordBatch.from_pydict({n: [row.get(n) for row in rows] for n in schema.names})
+    arrays = []
+    for field, column in zip(schema, own.columns, strict=True):
+        if column.type != field.type:
+            dropped = _dropped_fields(column.type, field.type)
+            if dropped:
+                raise pa.ArrowInvalid(f"column {field.name!r}: field(s) {', '.join(dropped)} are not in "
+                                      f"the first rows' {field.type}")
+            column = column.cast(field.type, safe=True)
+        arrays.append(column)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _dropped_fields(have: pa.DataType, want: pa.DataType, path: str = "") -> list[str]:
+    """Nested struct fields a cast from ``have`` to ``want`` would silently drop."""
+    if pa.types.is_struct(have) and pa.types.is_struct(want):
+        names = {want.field(i).name: want.field(i).type for i in range(want.num_fields)}
+        out = []
+        for i in range(have.num_fields):
+            f = have.field(i)
+            if f.name not in names:
+                out.append(f"{path}{f.name}")
+            else:
+                out += _dropped_fields(f.type, names[f.name], f"{path}{f.name}.")
+        return out
+    if pa.types.is_list(have) and (pa.types.is_list(want) or pa.types.is_large_list(want)):
+        return _dropped_fields(have.value_type, want.value_type, path)
+    return []
+
+
 def _find_bad_row(rows: list[dict], schema: pa.Schema | None) -> int | None:
+    errors = (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OverflowError,
+              UnicodeEncodeError)
     if schema is None:
         try:  # the types the first row implies
             schema = pa.RecordBatch.from_pylist(rows[:1]).schema
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+        except errors:
             return 0
     for i, row in enumerate(rows):
         try:
-            pa.RecordBatch.from_pylist([row], schema=schema)
-        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            _conform_rows([row], schema)
+        except errors:
             return i
     return None
 

@@ -142,6 +142,27 @@ def test_jsonl_type_mismatch_names_the_line(tmp_path, monkeypatch, batch_rows):
         list(aio.read_batches(str(path)))
 
 
+def test_jsonl_later_batches_are_never_cast_with_loss(tmp_path, monkeypatch):
+    monkeypatch.setattr(aio, "BATCH_ROWS", 2)
+    path = tmp_path / "drift.jsonl"
+    # widening is fine: an int in a float column, a missing nested field, a null
+    path.write_text('{"id": "a", "x": 0.5, "m": {"k": 1}}\n{"id": "b", "x": 1.5, "m": {"k": 2}}\n'
+                    '{"id": "c", "x": 3, "m": {}}\n{"id": "d", "x": null, "m": null}\n')
+    assert [(r["x"], r["m"]) for r in rows(aio.read_batches(str(path)))] == \
+        [(0.5, {"k": 1}), (1.5, {"k": 2}), (3.0, {"k": None}), (None, None)]
+    # narrowing is an error naming the line, never a silent 1.5 -> 1 or a dropped key
+    path.write_text('{"id": "a", "n": 1}\n{"id": "b", "n": 2}\n{"id": "c", "n": 3}\n{"id": "d", "n": 1.5}\n')
+    with pytest.raises(DataError, match=r"line 4: .*1.500000 was truncated"):
+        list(aio.read_batches(str(path)))
+    path.write_text('{"id": "a", "m": {"k": 1}}\n{"id": "b", "m": {"k": 2}}\n'
+                    '{"id": "c", "m": {"k": 3, "lost": "x"}}\n')
+    with pytest.raises(DataError, match=r"line 3: .*column 'm': field\(s\) lost are not in"):
+        list(aio.read_batches(str(path)))
+    path.write_text('{"id": "a", "text": "\\ud83d"}\n')  # a lone surrogate cannot be UTF-8
+    with pytest.raises(DataError, match=r"drift.jsonl: line 1: "):
+        list(aio.read_batches(str(path)))
+
+
 def test_jsonl_fields_appearing_later_are_kept_or_named(tmp_path, monkeypatch):
     path = tmp_path / "later.jsonl"
     path.write_text('{"id": "a"}\n{"id": "b", "lang": "en"}\n')
