@@ -68,9 +68,11 @@ def index_command(
 
     keep_for = ix.parse_duration(keep, "--keep")
     grace_s = ix.parse_duration(grace, "--grace").total_seconds()
+    # look for input before locking: an idle open stdin must not hold other writers off
+    ingest = bool(inputs) or _stdin_has_data()
     # one lock from ingest to the last index: no other writer slips in between
     with table_lock(db, table, wait=wait):
-        if inputs or _stdin_has_data():
+        if ingest:
             from .io import read_many
             from .progress import track_rows
 

@@ -124,7 +124,7 @@ def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
     if sys.stdin.isatty():
         raise UsageError("no input: give a path, or pipe data into stdin")
     if fmt is None:
-        head = stdin.peek(8)[:8] if hasattr(stdin, "peek") else b""
+        head = stdin.peek(256)[:256] if hasattr(stdin, "peek") else b""
         if not head:
             raise DataError("<stdin>: empty input (expected an Arrow IPC stream, JSONL or CSV)")
         fmt = _sniff(head)
@@ -137,7 +137,7 @@ def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
 
 def read_bytes(data: bytes, fmt: str | None = None, source: str = "-") -> Iterator[pa.RecordBatch]:
     """Record batches of an input already in memory (e.g. stdin read whole), format sniffed."""
-    fmt = fmt or _sniff(data[:8])
+    fmt = fmt or _sniff(data[:256])
     if fmt in ("arrows", "jsonl", "csv", "tsv"):
         yield from _read_stream(io.BufferedReader(io.BytesIO(data)), fmt, source)
     else:
@@ -145,16 +145,19 @@ def read_bytes(data: bytes, fmt: str | None = None, source: str = "-") -> Iterat
 
 
 def _read_random_access(data: bytes, fmt: str) -> Iterator[pa.RecordBatch]:
-    if fmt == "arrow":
-        reader = pa.ipc.open_file(pa.BufferReader(data))
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
-    elif fmt == "parquet":
-        import pyarrow.parquet as pq
+    try:
+        if fmt == "arrow":
+            reader = pa.ipc.open_file(pa.BufferReader(data))
+            for i in range(reader.num_record_batches):
+                yield reader.get_batch(i)
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
 
-        yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(BATCH_ROWS)
-    else:
-        raise UsageError(f"unknown input format {fmt!r}")
+            yield from pq.ParquetFile(io.BytesIO(data)).iter_batches(BATCH_ROWS)
+        else:
+            raise UsageError(f"unknown input format {fmt!r}")
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"<stdin>: not a readable {fmt} file ({e})") from None
 
 
 def _sniff(head: bytes) -> str:

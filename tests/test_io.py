@@ -68,6 +68,14 @@ def test_stdin_is_sniffed(tmp_path, monkeypatch, fmt):
     assert rows(aio.read_batches("-")) == TABLE.to_pylist()
 
 
+def test_stdin_sniffing_past_blank_lines_and_corrupt_binary(monkeypatch):
+    monkeypatch.setattr(sys, "stdin", FakeStdin(b"\n" * 40 + b'{"id": "a", "text": "hi"}\n'))
+    assert rows(aio.read_batches("-")) == [{"id": "a", "text": "hi"}]
+    monkeypatch.setattr(sys, "stdin", FakeStdin(b"PAR1garbage"))
+    with pytest.raises(DataError, match="<stdin>: not a readable parquet file"):
+        list(aio.read_batches("-"))
+
+
 def test_stdin_csv_needs_the_format_named(monkeypatch):
     monkeypatch.setattr(sys, "stdin", FakeStdin(b"id,text\nx,hello\n"))
     with pytest.raises(DataError, match="--input-format csv"):
