@@ -213,3 +213,16 @@ def test_full_stdout_is_exit_74_not_silent_success():
         proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 74
     assert "No space left on device" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_explode_refuses_metadata_that_would_shadow_span_columns(tmp_path):
+    src = tmp_path / "talks.jsonl"
+    src.write_text('{"id": "a", "text": "Hello world. Bye.", "start": 5, "speaker": "ann"}\n')
+    exploded = run(["chunk", str(src), "--explode", "-f", "jsonl"])
+    assert exploded.exit_code == 2 and "input column(s) start clash" in exploded.stderr
+    assert exploded.stdout_bytes == b""
+    # as chunked documents the metadata is kept untouched beside the spans
+    docs = run(["chunk", str(src), "-f", "jsonl"])
+    assert docs.exit_code == 0, docs.stderr
+    row = json.loads(docs.stdout_bytes)
+    assert (row["start"], row["speaker"]) == (5, "ann") and row["chunks"][0]["start"] == 0

@@ -125,6 +125,12 @@ def chunked_schema(chunker: Chunker, metadata: pa.Schema | None = None, *, explo
                   pa.field("n_tokens", pa.int32())]
         if chunker.strategy == "markdown":
             fields.append(pa.field("heading", pa.string()))
+        clash = [f.name for f in meta_fields if f.name in {g.name for g in fields}]
+        if clash:
+            # a metadata "start" would shadow the span's: text[start:end] would lie
+            raise UsageError(f"input column(s) {', '.join(clash)} clash with the per-chunk columns of "
+                             "--explode (also the table view on a terminal): rename them, or write "
+                             "chunked documents (-f arrows|jsonl without --explode)")
     else:
         fields = [*schemas.CHUNKED_FIELDS, pa.field("chunks", pa.list_(chunker.span_type))]
     return pa.schema(fields + meta_fields, metadata=schemas.stage_metadata(
