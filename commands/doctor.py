@@ -137,7 +137,8 @@ class _Scan:
         self.bad: dict[str, list[str]] = {}  # problem → example ids
         self.counts: dict[str, int] = {}
         self.rows = 0
-        self.recompute: Any = None  # (doc_hash or None, text) → expected doc_key
+        self.recompute: Any = None  # (doc_hash or None, text, metadata) → expected doc_key
+        self.metadata: list[str] = []  # the carried metadata columns that are part of the key
 
     def flag(self, problem: str, ids: list[str], n: int | None = None) -> None:
         if not ids and not n:
@@ -163,7 +164,11 @@ def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
         report.notes.append(f"doc_keys checked for consistency only: {why_not}")
     wanted = ["id", "doc_id", "chunk_index", "doc_key", "vector"]
     if scan.recompute is not None:
+        from .embed import metadata_columns
+
         wanted += ["doc_hash"] if "doc_hash" in tbl.schema.names else ["text", "start", "end"]
+        scan.metadata = metadata_columns(tbl.schema.names)
+        wanted += scan.metadata
     columns = [c for c in wanted if c in tbl.schema.names]
     missing = {"id", "doc_id", "doc_key"} - set(columns)
     if missing:
@@ -234,7 +239,7 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
     if not {"prompt", "late", "dim"} <= set(model):
         return None, "the table's model metadata was not written by `arrowsmith embed`"
     try:
-        from .embed import _key_digest, doc_key
+        from .embed import _key_digest, doc_key, metadata_digest
     except ImportError as e:  # the embed module's digest moved: say so, do not guess
         return None, f"cannot import embed's doc_key ({e})"
     has_hash = "doc_hash" in tbl.schema.names
@@ -243,8 +248,9 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
                       "chunked documents cannot be recomputed")
     digest = _key_digest(model, meta.get(CHUNKER, "rows"))
 
-    def expected(doc_hash: str | None, text: str) -> str:
-        return doc_key(doc_hash or hashlib.sha256(text.encode()).hexdigest(), digest)
+    def expected(doc_hash: str | None, text: str, metadata: dict[str, Any]) -> str:
+        return doc_key(doc_hash or hashlib.sha256(text.encode()).hexdigest(), digest,
+                       metadata_digest(metadata))
 
     return expected, ""
 
@@ -257,8 +263,9 @@ def _check_keys(scan: _Scan, batch: pa.RecordBatch, doc_ids: list, keys: list) -
              for s, e, t in zip(batch.column("start").to_pylist() if "start" in names else [0] * len(texts),
                                 batch.column("end").to_pylist() if "end" in names else [0] * len(texts),
                                 texts, strict=True)]
-    wrong = [d for d, k, h, t, w in zip(doc_ids, keys, hashes, texts, whole, strict=True)
-             if k is not None and (not w or scan.recompute(h, t or "") != k)]
+    metadata = batch.select(scan.metadata).to_pylist() if scan.metadata else [{}] * batch.num_rows
+    wrong = [d for d, k, h, t, w, m in zip(doc_ids, keys, hashes, texts, whole, metadata, strict=True)
+             if k is not None and (not w or scan.recompute(h, t or "", m) != k)]
     scan.flag("doc_key:chunks whose doc_key does not match their document and the table's model "
               "parameters (embedded with other parameters than the table records?)", wrong)
 

@@ -182,8 +182,31 @@ def _key_digest(meta: dict[str, Any], chunker: Any) -> str:
     return json.dumps({"model": keyed, "chunker": chunker}, sort_keys=True)
 
 
-def doc_key(doc_hash: str, digest: str) -> str:
-    return hashlib.sha256(f"{doc_hash}\0{digest}".encode()).hexdigest()
+def doc_key(doc_hash: str, digest: str, metadata: str = "") -> str:
+    """What a stored document is checked against: text, model/chunker settings, metadata."""
+    key = f"{doc_hash}\0{digest}" + (f"\0{metadata}" if metadata else "")
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# informational only: a touched but unchanged file is not re-embedded (its stored mtime stays)
+VOLATILE_METADATA = ("mtime",)
+
+
+def metadata_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
+    """The carried metadata columns whose values are part of a document's doc_key.
+
+    A change of metadata alone (a new ``lang`` or ``url``) must reach the store, so it changes
+    the key and the document's rows are replaced.
+    """
+    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE, *VOLATILE_METADATA}
+    return sorted(n for n in names if n not in skip)
+
+
+def metadata_digest(values: dict[str, Any]) -> str:
+    if not values:
+        return ""
+    text = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ the stage
@@ -279,6 +302,8 @@ def _documents(batch: pa.RecordBatch, id_col: str, text_col: str, digest: str) -
     chunked = "chunks" in batch.schema.names
     spans = batch.column("chunks").to_pylist() if chunked else None
     hashes = batch.column("doc_hash").to_pylist() if "doc_hash" in batch.schema.names else None
+    carried = metadata_columns(batch.schema.names, id_col, text_col)
+    metadata = batch.select(carried).to_pylist() if carried else None
     for row, (doc_id, text) in enumerate(zip(ids, texts, strict=True)):
         if doc_id is None:
             raise DataError(f"row {row} of a batch: {id_col!r} is null")
@@ -290,7 +315,8 @@ def _documents(batch: pa.RecordBatch, id_col: str, text_col: str, digest: str) -
         else:
             doc_spans = [(0, len(text))]
         doc_hash = (hashes[row] if hashes else None) or hashlib.sha256(text.encode()).hexdigest()
-        yield _Doc(doc_id, text, doc_hash, doc_spans, batch, row, key=doc_key(doc_hash, digest))
+        key = doc_key(doc_hash, digest, metadata_digest(metadata[row]) if metadata else "")
+        yield _Doc(doc_id, text, doc_hash, doc_spans, batch, row, key=key)
 
 
 def _check_spans(doc_id: str, text: str, spans: list[dict]) -> list[tuple[int, int]]:

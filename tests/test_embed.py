@@ -403,6 +403,32 @@ def test_cli_store_incremental_and_late(tmp_path):
     assert table.count_rows() == rows
 
 
+def test_a_metadata_change_alone_reaches_the_store(tmp_path):
+    import lancedb
+
+    from arrowsmith.commands.doctor import diagnose
+
+    src, db = tmp_path / "docs.jsonl", str(tmp_path / "store")
+
+    def embed(lang: str, mtime: str) -> str:
+        src.write_text("".join(json.dumps({"id": d, "text": f"{d}: tides follow the moon.", "lang": lang,
+                                           "mtime": mtime}) + "\n" for d in ("a", "b")))
+        r = run(["embed", str(src), "--db", db])
+        assert r.exit_code == 0, r.stderr
+        return r.stderr
+
+    assert "0 unchanged, 2 embedded" in embed("en", "2026-01-01")
+    # mtime is informational: touching files re-embeds nothing
+    assert "2 unchanged, 0 embedded" in embed("en", "2026-02-02")
+    # any other carried column is part of the document: its rows are replaced
+    assert "0 unchanged, 2 embedded" in embed("fr", "2026-02-02")
+    table = lancedb.connect(db).open_table("chunks").to_arrow()
+    assert table.num_rows == 2 and set(table.column("lang").to_pylist()) == {"fr"}
+    report = diagnose(db)
+    assert report.healthy, report.findings  # doctor recomputes the same keys, metadata included
+    assert not any("consistency only" in note for note in report.notes)
+
+
 def test_checkpoint_rows_bounds_each_commit(tmp_path):
     import lancedb
 
