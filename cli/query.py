@@ -91,7 +91,10 @@ def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
         if sys.stdin.isatty():
             raise UsageError("--file -: stdin is a terminal; pipe queries in")
         data = sys.stdin.buffer.read()  # queries are small: read them whole, then sniff
-        if not _looks_tabular(data[:8]):
+        delimited = _delimited_header(data)
+        if delimited:
+            return _from_batches(read_bytes(data, delimited), "<stdin>", start)
+        if not _looks_tabular(data[:256]):
             return _lines(data, start)
         return _from_batches(read_bytes(data), "<stdin>", start)
     elif format_of(source) is None:  # .txt, .queries, no extension: one query per line
@@ -101,6 +104,16 @@ def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
         except FileNotFoundError:
             raise UsageError(f"{source}: no such file") from None
     return _from_batches(read_batches(source), source, start)
+
+
+def _delimited_header(data: bytes) -> str | None:
+    """"csv" or "tsv" when the first line is a header naming a ``text`` column, else None."""
+    first = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").strip()
+    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
+        columns = [c.strip().strip('"') for c in first.split(delimiter)]
+        if len(columns) > 1 and "text" in columns:
+            return fmt
+    return None
 
 
 def _looks_tabular(head: bytes) -> bool:

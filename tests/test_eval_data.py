@@ -78,6 +78,13 @@ def test_bad_qrels_lines(tmp_path, text, message):
         read_qrels(path)
 
 
+def test_qrels_invalid_utf8_names_its_line_deep_in_the_file(tmp_path):
+    path = tmp_path / "test.tsv"
+    path.write_bytes(b"query-id\tcorpus-id\tscore\n" + b"q1\td1\t1\n" * 3000 + b"q2\td\xe9\t1\n")
+    with pytest.raises(DataError, match=r"test\.tsv: line 3002: not valid UTF-8 \(byte 4 of the line\)"):
+        read_qrels(path)
+
+
 def test_trec_qrels_and_run_round_trip(tmp_path):
     qrels = tmp_path / "q.qrels"
     qrels.write_text("1 0 doc-a 2\n1 0 doc-b 0\n2 0 doc-c 1\n")

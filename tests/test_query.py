@@ -223,6 +223,9 @@ def test_queries_from_jsonl_and_arrow_keep_ids(store, tmp_path):
     ipc = to_ipc(pa.table({"id": ["x"], "text": ["sourdough"]}))
     rows = rows_of(query(store, "--file", "-", "--k", "1", input=ipc))
     assert [(r["query_id"], r["id"]) for r in rows] == [("x", "bread#0")]
+    # CSV with a header naming `text` (was: each line a query, the header too)
+    rows = rows_of(query(store, "--file", "-", "--k", "1", input=b"id,text\nc1,molten lava\n"))
+    assert [(r["query_id"], r["id"]) for r in rows] == [("c1", "volcano#0")]
     # Parquet needs random access: stdin is read whole, then read as Parquet (was: parsed as CSV)
     import pyarrow.parquet as pq
 

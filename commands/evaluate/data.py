@@ -96,6 +96,8 @@ def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
         f = open(path, "rb")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, expected a file") from None
     with f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
@@ -169,18 +171,22 @@ def _doc_batch(ids: list[str], texts: list[str]) -> pa.RecordBatch:
 # ---------------------------------------------------------------- qrels and runs
 
 
-def _lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
     try:
-        f = open(path, encoding="utf-8")
+        f = open(path, "rb")  # decoded line by line, so an error names its line
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory, expected a file") from None
     with f:
-        try:
-            for lineno, line in enumerate(f, start=1):
-                if line.strip() and not line.lstrip().startswith("#"):
-                    yield lineno, line.rstrip("\r\n")
-        except UnicodeDecodeError as e:
-            raise DataError(f"{path}: not valid UTF-8 (byte {e.start})") from None
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}: line {lineno}: not valid UTF-8 (byte {e.start} of the line)"
+                                ) from None
+            if line.strip() and not line.lstrip().startswith("#"):
+                yield lineno, line.rstrip("\r\n")
 
 
 def _relevance(value: str, path: Path, lineno: int) -> int:
