@@ -226,3 +226,15 @@ def test_explode_refuses_metadata_that_would_shadow_span_columns(tmp_path):
     assert docs.exit_code == 0, docs.stderr
     row = json.loads(docs.stdout_bytes)
     assert (row["start"], row["speaker"]) == (5, "ann") and row["chunks"][0]["start"] == 0
+
+
+def test_several_directories_keep_same_named_files_apart(tmp_path):
+    for d, text in (("d1", "First readme."), ("d2", "Second readme.")):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "README.md").write_text(text)
+    both = run(["chunk", str(tmp_path / "d1"), str(tmp_path / "d2"), "-f", "jsonl"])
+    assert both.exit_code == 0, both.stderr
+    ids = [json.loads(line)["id"] for line in both.stdout_bytes.decode().splitlines()]
+    assert ids == [f"{(tmp_path / 'd1').as_posix()}/README.md", f"{(tmp_path / 'd2').as_posix()}/README.md"]
+    one = run(["chunk", str(tmp_path / "d1"), "-f", "jsonl"])  # one root: ids relative to it
+    assert json.loads(one.stdout_bytes)["id"] == "README.md"

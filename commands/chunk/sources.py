@@ -53,9 +53,13 @@ def iter_files(paths: Iterable[str], globs: Iterable[str] | None = None) -> Iter
     Hidden files and directories (``.git``…) are not walked into.
     """
     patterns = tuple(globs) if globs else DEFAULT_GLOBS
+    paths = list(paths)
     for given in paths:
         if os.path.isdir(given):
-            yield from _walk(given, patterns)
+            # one directory: ids relative to it (stable however it is named); several: prefixed
+            # with the directory as given, so d1/README.md and d2/README.md stay two documents
+            prefix = Path(given).as_posix().rstrip("/") + "/" if len(paths) > 1 else ""
+            yield from ((path, prefix + rel) for path, rel in _walk(given, patterns))
         elif os.path.exists(given):
             yield given, Path(given).as_posix()
         else:
