@@ -91,14 +91,17 @@ def load_beir(root: str | Path, split: str = "test", *, title_join: bool = True,
                    corpus_path=corpus if corpus.exists() else None, title_join=title_join)
 
 
-def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+def _open_binary(path: Path):
     try:
-        f = open(path, "rb")
+        return open(path, "rb")
     except FileNotFoundError:
         raise UsageError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UsageError(f"{path}: is a directory, expected a file") from None
-    with f:
+
+
+def _jsonl_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    with _open_binary(path) as f:
         for lineno, raw in enumerate(f, start=1):
             if not raw.strip():
                 continue
@@ -172,13 +175,7 @@ def _doc_batch(ids: list[str], texts: list[str]) -> pa.RecordBatch:
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    try:
-        f = open(path, "rb")  # decoded line by line, so an error names its line
-    except FileNotFoundError:
-        raise UsageError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise UsageError(f"{path}: is a directory, expected a file") from None
-    with f:
+    with _open_binary(path) as f:  # decoded line by line, so an error names its line
         for lineno, raw in enumerate(f, start=1):
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")

@@ -73,25 +73,24 @@ def paired_test(baseline: np.ndarray, candidate: np.ndarray, *, metric: str = ""
 
 
 def _bootstrap_means(d: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    n = len(d)
-    if n == 0:
-        return np.zeros(n_resamples)
-    out = np.empty(n_resamples)
-    for start in range(0, n_resamples, BLOCK):
-        m = min(BLOCK, n_resamples - start)
-        out[start:start + m] = d[rng.integers(0, n, size=(m, n))].mean(axis=1)
-    return out
+    """Means of resamples of ``d`` drawn with replacement."""
+    return _resampled_means(d, n_resamples, lambda m, n: d[rng.integers(0, n, size=(m, n))])
 
 
 def _flip_means(d: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """Means of ``d`` with random signs (the sign-flip randomization test)."""
+    return _resampled_means(d, n_resamples, lambda m, n: (rng.integers(0, 2, size=(m, n)) * 2 - 1) * d)
+
+
+def _resampled_means(d: np.ndarray, n_resamples: int, draw) -> np.ndarray:
+    """``draw(m, n)`` gives m resampled rows of d; computed in blocks so memory stays bounded."""
     n = len(d)
     if n == 0:
         return np.zeros(n_resamples)
     out = np.empty(n_resamples)
     for start in range(0, n_resamples, BLOCK):
         m = min(BLOCK, n_resamples - start)
-        signs = rng.integers(0, 2, size=(m, n)) * 2 - 1
-        out[start:start + m] = (signs * d).mean(axis=1)
+        out[start:start + m] = draw(m, n).mean(axis=1)
     return out
 
 
