@@ -83,6 +83,8 @@ def read_batches(source: str, fmt: str | None = None) -> Iterator[pa.RecordBatch
 
 def read_many(sources: Iterable[str], fmt: str | None = None) -> Iterator[pa.RecordBatch]:
     """Batches of several inputs in turn; their schemas must agree (metadata aside)."""
+    from arrowsmith.commands.schemas import SOURCE
+
     first: pa.Schema | None = None
     first_name = ""
     for source in sources:
@@ -91,7 +93,9 @@ def read_many(sources: Iterable[str], fmt: str | None = None) -> Iterator[pa.Rec
                 first, first_name = batch.schema, source
             elif not batch.schema.equals(first, check_metadata=False):
                 batch = _conform(batch, first, source, first_name)
-            yield batch
+            # stages name the file in their row errors (several inputs: rows count per file)
+            yield batch.replace_schema_metadata({**(batch.schema.metadata or {}),
+                                                 SOURCE.encode(): _name(source).encode()})
 
 
 def _conform(batch: pa.RecordBatch, schema: pa.Schema, source: str, first: str) -> pa.RecordBatch:

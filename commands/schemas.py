@@ -19,6 +19,7 @@ STAGE = "arrowsmith.stage"
 VERSION = "arrowsmith.format_version"
 CHUNKER = "arrowsmith.chunker"  # JSON: strategy, tokenizer, max_tokens, overlap
 MODEL = "arrowsmith.model"  # JSON: plugin, name, revision, dim, pooling, dtype, prompt, late...
+SOURCE = "arrowsmith.source"  # in memory only: the input file a batch came from, for messages
 
 CHUNK_SPAN = pa.struct(
     [

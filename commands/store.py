@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from . import faults
 from .errors import DataError, LockedError, StorageError, UsageError
-from .schemas import EMBEDDED_CORE, MODEL, read_meta, require_columns
+from .schemas import EMBEDDED_CORE, MODEL, SOURCE, read_meta, require_columns
 from .signals import no_interrupt
 
 log = logging.getLogger("arrowsmith.store")
@@ -384,7 +384,7 @@ class StoreWriter:
         dim = self._model.get("dim") or _dim_of(schema)
         fields = [pa.field("vector", pa.list_(pa.float32(), int(dim))) if f.name == "vector" else f
                   for f in schema]
-        metadata = dict(schema.metadata or {})
+        metadata = {k: v for k, v in (schema.metadata or {}).items() if k != SOURCE.encode()}
         metadata[MODEL.encode()] = json.dumps(self._model, sort_keys=True).encode()
         self._schema = pa.schema(fields, metadata=metadata)
 

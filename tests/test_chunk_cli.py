@@ -238,3 +238,11 @@ def test_several_directories_keep_same_named_files_apart(tmp_path):
     assert ids == [f"{(tmp_path / 'd1').as_posix()}/README.md", f"{(tmp_path / 'd2').as_posix()}/README.md"]
     one = run(["chunk", str(tmp_path / "d1"), "-f", "jsonl"])  # one root: ids relative to it
     assert json.loads(one.stdout_bytes)["id"] == "README.md"
+
+
+def test_row_errors_name_the_file_and_count_rows_per_file(tmp_path):
+    (tmp_path / "a.jsonl").write_text('{"id": "x", "text": "one"}\n{"id": "y", "text": "two"}\n')
+    (tmp_path / "b.jsonl").write_text('{"id": "z", "text": "three"}\n{"id": "x", "text": "four"}\n')
+    r = run(["chunk", str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl"), "-f", "jsonl"])
+    assert r.exit_code == 65
+    assert f"{tmp_path / 'b.jsonl'}: row 2: duplicate id 'x'" in r.stderr  # not "row 4", not unnamed

@@ -244,10 +244,14 @@ class _Documents:
 
     def __init__(self, id_col: str, text_col: str, on_error: str, stats: ChunkStats):
         self.id_col, self.text_col, self.on_error, self.stats = id_col, text_col, on_error, stats
-        self.row = 0  # rows seen so far, for messages ("row 12")
+        self.row = 0  # rows seen so far in the current input, for messages ("row 12")
+        self.source = ""  # the input file those rows come from, when the reader tagged it
         self.seen: set[bytes] = set()  # 8-byte digests of ids: duplicates would collide in the store
 
     def prepare(self, batch: pa.RecordBatch) -> tuple[pa.Array, pa.Array, pa.RecordBatch]:
+        source = (batch.schema.metadata or {}).get(schemas.SOURCE.encode(), b"").decode()
+        if source != self.source:
+            self.source, self.row = source, 0
         names = batch.schema.names
         for col, flag in ((self.id_col, "--id-col"), (self.text_col, "--text-col")):
             if col not in names:
@@ -282,6 +286,10 @@ class _Documents:
             return pc.cast(column, pa.string())
         raise DataError(f"text column {self.text_col!r} is {column.type}, not text", hint="--text-col NAME")
 
+    def _where(self, i: int) -> str:
+        row = f"row {self.row + i + 1}"
+        return f"{self.source}: {row}" if self.source else row
+
     def _valid(self, ids: pa.Array, texts: pa.Array) -> pa.Array | None:
         bad_id = pc.is_null(ids).to_pylist()
         bad_text = pc.is_null(texts).to_pylist()
@@ -290,9 +298,9 @@ class _Documents:
         for i, doc_id in enumerate(ids.to_pylist()):
             problem = None
             if bad_id[i]:
-                problem = f"row {self.row + i + 1}: the id ({self.id_col!r}) is null"
+                problem = f"{self._where(i)}: the id ({self.id_col!r}) is null"
             elif bad_text[i]:
-                problem = f"row {self.row + i + 1} (id {doc_id!r}): the text ({self.text_col!r}) is null"
+                problem = f"{self._where(i)} (id {doc_id!r}): the text ({self.text_col!r}) is null"
             elif empty[i]:
                 self.stats.skipped_empty += 1
                 keep.append(False)
@@ -300,7 +308,7 @@ class _Documents:
             else:
                 digest = hashlib.blake2b(doc_id.encode("utf-8"), digest_size=8).digest()
                 if digest in self.seen:
-                    problem = f"row {self.row + i + 1}: duplicate id {doc_id!r}"
+                    problem = f"{self._where(i)}: duplicate id {doc_id!r}"
                 self.seen.add(digest)
             if problem is not None:
                 if self.on_error == "fail":
