@@ -369,18 +369,41 @@ def _read_csv(f: IO[bytes], source: str, delimiter: str) -> Iterator[pa.RecordBa
     head = f.peek(1 << 16) if hasattr(f, "peek") else b""
     header_line = head.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace")
     names = next(csv.reader([header_line], delimiter=delimiter), [])
+    bad_rows: list[str] = []
+
+    def invalid_row(row) -> str:
+        bad_rows.append(row.text)
+        return "error"
+
     try:
         reader = pacsv.open_csv(
             f,
             read_options=pacsv.ReadOptions(block_size=4 << 20),
-            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True,
+                                             invalid_row_handler=invalid_row),
             # ids like "007" must stay strings: no type inference for text tables
             convert_options=pacsv.ConvertOptions(
                 column_types={n: pa.string() for n in names}, strings_can_be_null=False),
         )
         yield from reader
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
-        raise DataError(f"{name}: {e}") from None
+        line = _line_of(source, bad_rows[-1]) if bad_rows else None
+        raise DataError(f"{name}: " + (f"line {line}: " if line else "") + str(e)) from None
+
+
+def _line_of(source: str, text: str) -> int | None:
+    """The first line of a file that is exactly ``text`` (pyarrow names a bad CSV row by its text
+    only, since rows may span lines); None for stdin, already consumed."""
+    if source == "-":
+        return None
+    try:
+        with open(source, "rb") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if raw.rstrip(b"\r\n").decode("utf-8", errors="replace") == text:
+                    return lineno
+    except OSError:
+        return None
+    return None
 
 
 # ---------------------------------------------------------------- writing

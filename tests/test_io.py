@@ -76,6 +76,13 @@ def test_stdin_sniffing_past_blank_lines_and_corrupt_binary(monkeypatch):
         list(aio.read_batches("-"))
 
 
+def test_csv_parse_error_names_the_line(tmp_path):
+    path = tmp_path / "bad.csv"
+    path.write_text('id,text\na,"a quoted\nvalue over two lines"\nb,fine\nc,x,extra\nd,ok\n')
+    with pytest.raises(DataError, match=r"bad\.csv: line 5: CSV parse error: Expected 2 columns, got 3"):
+        list(aio.read_batches(str(path)))
+
+
 def test_stdin_csv_needs_the_format_named(monkeypatch):
     monkeypatch.setattr(sys, "stdin", FakeStdin(b"id,text\nx,hello\n"))
     with pytest.raises(DataError, match="--input-format csv"):
