@@ -39,6 +39,9 @@ EXTENSIONS = {
 }
 BATCH_ROWS = 1024
 BATCH_BYTES = 16 << 20
+# JSONL: the first batch fixes the column types; while a column has no value yet, it grows
+# (up to this) so a field that first appears at row 5,000 still gets its type
+FIRST_BATCH_MAX_ROWS = 64 * BATCH_ROWS
 IPC_STREAM_MAGIC = b"\xff\xff\xff\xff"
 
 
@@ -274,6 +277,10 @@ def _read_jsonl(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
         lines.append(lineno)
         size += len(raw)
         if len(rows) >= BATCH_ROWS or size >= BATCH_BYTES:
+            growing = schema is None and len(rows) < FIRST_BATCH_MAX_ROWS and size < BATCH_BYTES
+            # (checked once per BATCH_ROWS rows: the check walks the rows)
+            if growing and (len(rows) % BATCH_ROWS or _has_valueless_field(rows)):
+                continue
             batch = _rows_to_batch(rows, schema, name, lines)
             schema = schema or batch.schema
             yield batch
@@ -282,6 +289,16 @@ def _read_jsonl(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
         yield _rows_to_batch(rows, schema, name, lines)
     elif schema is None:
         raise DataError(f"{name}: empty input (no JSON lines)")
+
+
+def _has_valueless_field(rows: list[dict]) -> bool:
+    """A field that is null or absent in every row so far: its type is still unknown."""
+    valued: set[str] = set()
+    names: set[str] = set()
+    for row in rows:
+        names.update(row)
+        valued.update(k for k, v in row.items() if v is not None)
+    return bool(names - valued)
 
 
 def _rows_to_batch(rows: list[dict], schema: pa.Schema | None, name: str, lines: list[int]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sys
 
 import pyarrow as pa
@@ -175,6 +176,24 @@ def test_jsonl_later_batches_are_never_cast_with_loss(tmp_path, monkeypatch):
         list(aio.read_batches(str(path)))
     path.write_text('{"id": "a", "text": "\\ud83d"}\n')  # a lone surrogate cannot be UTF-8
     with pytest.raises(DataError, match=r"drift.jsonl: line 1: "):
+        list(aio.read_batches(str(path)))
+
+
+def test_jsonl_first_batch_grows_until_every_field_has_a_type(tmp_path, monkeypatch):
+    monkeypatch.setattr(aio, "BATCH_ROWS", 4)
+    monkeypatch.setattr(aio, "FIRST_BATCH_MAX_ROWS", 16)
+    path = tmp_path / "sparse.jsonl"
+    lines = [{"id": f"d{i}", "url": None} for i in range(30)]
+    lines[9]["url"] = "http://a"  # row 10: past the first 4-row batch, within 16
+    lines[25]["url"] = "http://b"
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    batches = list(aio.read_batches(str(path)))
+    assert batches[0].num_rows == 12 and batches[0].schema.field("url").type == pa.string()
+    assert [r["url"] for r in rows(batches) if r["url"]] == ["http://a", "http://b"]
+    # past the cap the first batch is cut, and a value arriving later is a named error, not a loss
+    lines[9]["url"] = None
+    path.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    with pytest.raises(DataError, match=r"line 26: values do not match the column types"):
         list(aio.read_batches(str(path)))
 
 
