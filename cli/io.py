@@ -42,6 +42,7 @@ BATCH_BYTES = 16 << 20
 # JSONL: the first batch fixes the column types; while a column has no value yet, it grows
 # (up to this) so a field that first appears at row 5,000 still gets its type
 FIRST_BATCH_MAX_ROWS = 64 * BATCH_ROWS
+STREAM_FORMATS = ("arrows", "jsonl", "csv", "tsv")  # readable front to back; the rest need random access
 IPC_STREAM_MAGIC = b"\xff\xff\xff\xff"
 
 
@@ -67,7 +68,7 @@ def read_batches(source: str, fmt: str | None = None) -> Iterator[pa.RecordBatch
         raise UsageError(f"{source}: cannot tell the format from the extension",
                          hint="--input-format arrows|arrow|parquet|jsonl|csv|tsv")
     try:
-        if fmt in ("arrows", "jsonl", "csv", "tsv"):
+        if fmt in STREAM_FORMATS:
             with open(source, "rb") as f:
                 yield from _read_stream(f, fmt, source)
         elif fmt == "arrow":
@@ -135,7 +136,7 @@ def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
         if not head:
             raise DataError("<stdin>: empty input (expected an Arrow IPC stream, JSONL or CSV)")
         fmt = _sniff(head)
-    if fmt in ("arrows", "jsonl", "csv", "tsv"):
+    if fmt in STREAM_FORMATS:
         yield from _read_stream(stdin, fmt, "-")
     else:
         # IPC files and Parquet need random access: spool stdin to memory.
@@ -145,7 +146,7 @@ def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
 def read_bytes(data: bytes, fmt: str | None = None, source: str = "-") -> Iterator[pa.RecordBatch]:
     """Record batches of an input already in memory (e.g. stdin read whole), format sniffed."""
     fmt = fmt or _sniff(data[:256])
-    if fmt in ("arrows", "jsonl", "csv", "tsv"):
+    if fmt in STREAM_FORMATS:
         yield from _read_stream(io.BufferedReader(io.BytesIO(data)), fmt, source)
     else:
         yield from _read_random_access(data, fmt)
@@ -167,7 +168,8 @@ def _read_random_access(data: bytes, fmt: str) -> Iterator[pa.RecordBatch]:
         raise DataError(f"<stdin>: not a readable {fmt} file ({e})") from None
 
 
-def _sniff(head: bytes) -> str:
+def sniff(head: bytes) -> str | None:
+    """The format the first bytes of an input show (arrows, arrow, parquet, jsonl), or None."""
     if head.startswith(IPC_STREAM_MAGIC):
         return "arrows"
     if head.startswith(b"ARROW1"):
@@ -176,6 +178,13 @@ def _sniff(head: bytes) -> str:
         return "parquet"
     if head.lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"{"):
         return "jsonl"
+    return None
+
+
+def _sniff(head: bytes) -> str:
+    fmt = sniff(head)
+    if fmt is not None:
+        return fmt
     raise DataError(
         "<stdin>: not an Arrow IPC stream, Arrow file, Parquet or JSONL",
         hint="--input-format csv (or tsv) for delimited text",

@@ -85,7 +85,7 @@ def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
     """(id, text) pairs from a tabular file (id optional) or plain text, one query per line."""
     from arrowsmith.commands.errors import UsageError
 
-    from .io import format_of, read_batches, read_bytes
+    from .io import format_of, read_batches, read_bytes, sniff
 
     if source == "-":
         if sys.stdin.isatty():
@@ -94,9 +94,10 @@ def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
         delimited = _delimited_header(data)
         if delimited:
             return _from_batches(read_bytes(data, delimited), "<stdin>", start)
-        if not _looks_tabular(data[:256]):
+        fmt = sniff(data[:256])
+        if fmt is None:
             return _lines(data, start)
-        return _from_batches(read_bytes(data), "<stdin>", start)
+        return _from_batches(read_bytes(data, fmt), "<stdin>", start)
     elif format_of(source) is None:  # .txt, .queries, no extension: one query per line
         try:
             with open(source, "rb") as f:
@@ -114,10 +115,6 @@ def _delimited_header(data: bytes) -> str | None:
         if len(columns) > 1 and "text" in columns:
             return fmt
     return None
-
-
-def _looks_tabular(head: bytes) -> bool:
-    return head.startswith((b"\xff\xff\xff\xff", b"ARROW1", b"PAR1")) or head.lstrip().startswith(b"{")
 
 
 def _lines(data: bytes, start: int) -> list[tuple[str, str]]:

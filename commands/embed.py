@@ -192,14 +192,19 @@ def doc_key(doc_hash: str, digest: str, metadata: str = "") -> str:
 VOLATILE_METADATA = ("mtime",)
 
 
+def carried_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
+    """Input columns that embed carries into its output as metadata, in input order."""
+    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE}
+    return [n for n in names if n not in skip]
+
+
 def metadata_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
     """The carried metadata columns whose values are part of a document's doc_key.
 
     A change of metadata alone (a new ``lang`` or ``url``) must reach the store, so it changes
     the key and the document's rows are replaced.
     """
-    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE, *VOLATILE_METADATA}
-    return sorted(n for n in names if n not in skip)
+    return sorted(n for n in carried_columns(names, id_col, text_col) if n not in VOLATILE_METADATA)
 
 
 def metadata_digest(values: dict[str, Any]) -> str:
@@ -283,12 +288,12 @@ def _output_schema(schema: pa.Schema, dim: int, meta: dict[str, Any], id_col: st
     chunked = "chunks" in schema.names
     in_meta = read_meta(schema)
     chunker = in_meta.get(CHUNKER) if chunked else "rows"
-    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE}
     dropped = [n for n in schema.names if n in EMBEDDED_CORE and n not in (id_col, text_col)]
     if dropped:
         log.warning("input column(s) %s clash with embedded-chunk columns and are not carried",
                     ", ".join(dropped))
-    extra = [f for f in schema if f.name not in skip]
+    carried = set(carried_columns(schema.names, id_col, text_col))
+    extra = [f for f in schema if f.name in carried]
     entries: dict[str, Any] = {MODEL: meta}
     if chunked and chunker is not None:
         entries[CHUNKER] = chunker

@@ -136,38 +136,33 @@ class Codec(ABC):
         """Restore what :meth:`params` saved."""
 
 
-class Float32Codec(Codec):
+class _FloatCodec(Codec):
+    """Little-endian floats of ``dtype``, decoded to float32."""
+
+    dtype = "<f4"
+
+    def __init__(self, dim: int):
+        self.dim = dim
+
+    @property
+    def code_bytes(self) -> int:
+        return np.dtype(self.dtype).itemsize * self.dim
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=self.dtype).view(np.uint8)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(codes).view(self.dtype).astype(np.float32, copy=False)
+
+
+class Float32Codec(_FloatCodec):
     name = "float32"
-
-    def __init__(self, dim: int):
-        self.dim = dim
-
-    @property
-    def code_bytes(self) -> int:
-        return 4 * self.dim
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x, dtype="<f4").view(np.uint8)
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(codes).view("<f4")
+    dtype = "<f4"
 
 
-class Float16Codec(Codec):
+class Float16Codec(_FloatCodec):
     name = "float16"
-
-    def __init__(self, dim: int):
-        self.dim = dim
-
-    @property
-    def code_bytes(self) -> int:
-        return 2 * self.dim
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x, dtype="<f2").view(np.uint8)
-
-    def decode(self, codes: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(codes).view("<f2").astype(np.float32)
+    dtype = "<f2"
 
 
 class Int8Codec(Codec):
