@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from arrowsmith.plugins.base import EmbeddingModel, TooLongError
+from arrowsmith.plugins.vectors import l2_normalize
 
 from .errors import DataError, UsageError
 from .schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, stage_metadata
@@ -382,7 +383,7 @@ class _Embedder:
             return np.empty((0, self.model.dim), np.float32)
         out = np.concatenate(vectors).astype(np.float32, copy=False)
         if self.model.normalize:
-            _normalize(out)
+            l2_normalize(out, in_place=True)
         return out
 
 
@@ -409,13 +410,7 @@ def _truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
     if vectors.shape[1] == dim:
         return vectors
     out = np.ascontiguousarray(vectors[:, :dim])
-    return _normalize(out)  # Matryoshka: truncated vectors are re-normalised
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, np.maximum(norms, 1e-12), out=x)
-    return x
+    return l2_normalize(out, in_place=True)  # Matryoshka: truncated vectors are re-normalised
 
 
 def _build_batch(docs: list[_Doc], vectors: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:

@@ -200,30 +200,13 @@ def _query_vectors(texts: list[str], meta: dict, model, given) -> np.ndarray:
     if not isinstance(model_meta, dict):
         raise UsageError("the table has no 'arrowsmith.model' metadata, so its query model is unknown",
                          hint="build it with `arrowsmith embed --db`, or use --mode fts")
-    try:
-        from .embed import embed_queries, model_from_meta
-    except ImportError:  # embed stage absent: the plugin contract is enough
-        embed_queries, model_from_meta = _embed_queries, _model_from_meta
+    from .embed import embed_queries, model_from_meta
+
     key = json.dumps(model_meta, sort_keys=True, default=str)
     if model is None:
         # one process often searches the same table many times (eval, a notebook): load once
         model = _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
     return embed_queries(texts, model, prompt=_query_prompt(model_meta), dim=model_meta.get("dim"))
-
-
-def _model_from_meta(model_meta: dict):
-    from arrowsmith.plugins.registry import load_model
-
-    return load_model(f"{model_meta.get('plugin', 'sentence-transformers')}:{model_meta['name']}")
-
-
-def _embed_queries(texts: list[str], model, *, prompt: str | None = None,
-                   dim: int | None = None) -> np.ndarray:
-    vectors = np.asarray(model.encode(texts, kind="query", prompt=prompt), dtype=np.float32)
-    if dim and dim < vectors.shape[1]:  # a Matryoshka-truncated table: truncate and re-normalise
-        vectors = vectors[:, :dim]
-        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
-    return vectors
 
 
 def _query_prompt(model_meta: dict) -> str | None:
@@ -357,10 +340,8 @@ def _cosine(distance: np.ndarray, metric: str) -> np.ndarray:
 
 
 def _load_compressed(db, table: str):
-    try:
-        from .compress import load_compressed
-    except ImportError:
-        return None
+    from .compress import load_compressed
+
     return load_compressed(db, table)
 
 

@@ -26,6 +26,7 @@ from arrowsmith.commands.errors import UsageError
 
 from .base import EmbeddingModel, Kind, TextTokenizer, TooLongError
 from .registry import PACKAGED, hf_cached, packaged_path
+from .vectors import l2_normalize
 
 log = logging.getLogger("arrowsmith.plugins")
 
@@ -353,7 +354,7 @@ class SentenceTransformerModel(EmbeddingModel):
                 out[[first + i for i in idx]] = run([seqs[i] for i in idx])
                 self.tokens_seen += sum(len(seqs[i]) for i in idx)
         if self.normalize:
-            _normalize(out)
+            l2_normalize(out, in_place=True)
         return out
 
     def encode_tokens(self, input_ids: Sequence[Sequence[int]], batch_tokens: int | None = None
@@ -484,12 +485,6 @@ def _windows(texts: Sequence[str], tokenize, prefetch: bool = True) -> Iterator[
                 nxt = starts[k + 1]
                 pending = pool.submit(tokenize, texts[nxt:nxt + WINDOW_TEXTS], nxt)
             yield start, seqs
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    np.divide(x, np.maximum(norms, 1e-12), out=x)
-    return x
 
 
 def _matryoshka_dims(root: Path) -> tuple[int, ...]:

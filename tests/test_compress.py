@@ -21,6 +21,7 @@ from arrowsmith.commands.compress import (
 from arrowsmith.commands.compress import search as sx
 from arrowsmith.commands.compress.report import compress_report, parse_bytes, pick_for_budget
 from arrowsmith.commands.errors import UsageError
+from arrowsmith.plugins.vectors import l2_normalize
 
 N_DOCS = 60  # Cranfield documents in the test store (a few hundred chunks)
 
@@ -149,7 +150,7 @@ def test_pq_reconstructs_and_scores_asymmetrically(stored):
 
 def test_truncate_renormalises():
     rng = np.random.default_rng(1)
-    x = cx.normalize(rng.normal(size=(50, 64)))
+    x = l2_normalize(rng.normal(size=(50, 64)))
     t = cx.transform(parse_method("truncate:16"), x)
     assert t.shape == (50, 16)
     assert np.allclose(np.linalg.norm(t, axis=1), 1.0, atol=1e-6)
@@ -169,8 +170,8 @@ def test_hamming_matches_brute_force():
 
 def test_blocked_topk_equals_full_sort(monkeypatch):
     rng = np.random.default_rng(3)
-    x = cx.normalize(rng.normal(size=(5000, 64)))
-    q = cx.normalize(rng.normal(size=(9, 64)))
+    x = l2_normalize(rng.normal(size=(5000, 64)))
+    q = l2_normalize(rng.normal(size=(9, 64)))
     codec = cx.BinaryCodec(64)
     codes = codec.encode(x)
     monkeypatch.setattr(sx, "BLOCK_BYTES", 4096)  # many small blocks

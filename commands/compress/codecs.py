@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from arrowsmith.commands.errors import UsageError
+from arrowsmith.plugins.vectors import l2_normalize
 
 CODECS = ("float32", "float16", "int8", "binary", "pq")
 RESCORE_WITH = ("int8", "float")
@@ -42,12 +43,6 @@ def pack_array(a: np.ndarray) -> dict[str, Any]:
 def unpack_array(d: dict[str, Any]) -> np.ndarray:
     raw = base64.b64decode(d["b64"])
     return np.frombuffer(raw, dtype=np.dtype(d["dtype"])).reshape(d["shape"]).copy()
-
-
-def normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1.0)
 
 
 # ------------------------------------------------------------------ calibration
@@ -469,4 +464,4 @@ def default_pq_bytes(dim: int) -> int:
 
 def transform(spec: MethodSpec, x: np.ndarray) -> np.ndarray:
     """What the codec sees: truncated (Matryoshka) and re-normalised when asked."""
-    return normalize(x[:, :spec.truncate]) if spec.truncate else x
+    return l2_normalize(x[:, :spec.truncate]) if spec.truncate else x

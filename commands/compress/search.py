@@ -13,7 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from .codecs import Codec, Int8Codec, MethodSpec, normalize, transform
+from arrowsmith.plugins.vectors import l2_normalize
+
+from .codecs import Codec, Int8Codec, MethodSpec, transform
 
 BLOCK_BYTES = 32 << 20  # per block: queries × rows × bytes of the widest intermediate
 QUERY_BLOCK = 256  # queries searched together
@@ -130,7 +132,7 @@ class CompressedIndex:
 
     def search_positions(self, query_vectors: np.ndarray, k: int = 10,
                          where: str | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-        q = normalize(np.atleast_2d(np.asarray(query_vectors, dtype=np.float32)))
+        q = l2_normalize(np.atleast_2d(np.asarray(query_vectors, dtype=np.float32)))
         rows = self._rows(where)
         first_k = max(k, self.spec.rescore) if self.rescorer is not None else k
         positions: list[np.ndarray] = []
