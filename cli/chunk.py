@@ -54,11 +54,12 @@ def chunk_command(
     fmt: OutputFormat = None,
 ) -> None:
     """Split documents into chunks of at most --max-tokens tokens, keeping each whole text and its spans."""
-    from arrowsmith.cli.io import BatchSink, is_tabular, read_many
+    from arrowsmith.cli.io import BatchSink
     from arrowsmith.cli.progress import track_rows
     from arrowsmith.cli.settings import info
     from arrowsmith.commands.chunk import ChunkStats, chunk_documents, make_chunker, read_sources
     from arrowsmith.commands.errors import UsageError
+    from arrowsmith.commands.io import is_tabular, read_many
 
     paths = [p for p in (inputs or ["-"])]
     tables = [p for p in paths if p == "-" or (input_format and not os.path.isdir(p)) or is_tabular(p)]

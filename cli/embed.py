@@ -71,10 +71,11 @@ def embed_command(
         "Rows per store commit: a crash loses at most one checkpoint."))] = 10_000,
 ) -> None:
     """Embed chunks with a sentence-transformers (or plugin) model; write a stream or upsert into --db."""
-    from arrowsmith.cli.io import read_many
+    from arrowsmith.cli.io import BatchSink
     from arrowsmith.cli.progress import track_rows
     from arrowsmith.commands.embed import EmbedStats, embed_to_sink, embed_to_store
     from arrowsmith.commands.errors import UsageError
+    from arrowsmith.commands.io import read_many
     from arrowsmith.plugins.registry import load_model
 
     from .settings import info
@@ -89,7 +90,7 @@ def embed_command(
     stats = EmbedStats()
     batches = track_rows(read_many(inputs or ["-"], input_format), "embed", "docs")
     if db is None:
-        embed_to_sink(batches, model, output, fmt, stats=stats, **options)
+        embed_to_sink(batches, model, BatchSink(output, fmt), stats=stats, **options)
         info(stats.summary())
     else:
         written = embed_to_store(batches, model, db, table, replace=replace, prune=prune, wait=wait,

@@ -73,7 +73,8 @@ def index_command(
     # one lock from ingest to the last index: no other writer slips in between
     with table_lock(db, table, wait=wait):
         if ingest:
-            from .io import read_many
+            from arrowsmith.commands.io import read_many
+
             from .progress import track_rows
 
             with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,

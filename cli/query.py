@@ -84,8 +84,7 @@ def query_command(
 def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
     """(id, text) pairs from a tabular file (id optional) or plain text, one query per line."""
     from arrowsmith.commands.errors import UsageError
-
-    from .io import format_of, read_batches, read_bytes, sniff
+    from arrowsmith.commands.io import format_of, read_batches, read_bytes, sniff
 
     if source == "-":
         if sys.stdin.isatty():

@@ -29,6 +29,7 @@ from arrowsmith.plugins.base import EmbeddingModel, TooLongError
 from arrowsmith.plugins.vectors import l2_normalize
 
 from .errors import DataError, UsageError
+from .io import BatchSink
 from .schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, stage_metadata
 
 log = logging.getLogger("arrowsmith.embed")
@@ -594,12 +595,11 @@ def model_from_meta(meta: dict[str, Any], **options: Any) -> EmbeddingModel:
 # ------------------------------------------------------------------ sinks
 
 
-def embed_to_sink(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, dest: str = "-",
-                  fmt: str | None = None, *, stats: EmbedStats | None = None, **options: Any) -> int:
-    """Embed into a stream or file (cli.io.BatchSink; atomic for files). Returns the rows written."""
-    from arrowsmith.cli.io import BatchSink
-
-    with BatchSink(dest, fmt) as sink:
+def embed_to_sink(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, sink: BatchSink, *,
+                  stats: EmbedStats | None = None, **options: Any) -> int:
+    """Embed into a stream or file: ``sink`` is closed on success (a file renamed into place) and
+    discarded on error. Returns the rows written."""
+    with sink:
         return sink.write_all(embed_batches(batches, model, stats=stats, **options))
 
 

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from arrowsmith.commands.errors import DataError
+from .errors import DataError
 
 Kind = Literal["document", "query"]
 

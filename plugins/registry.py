@@ -16,7 +16,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from arrowsmith.commands.errors import UsageError
+from .errors import UsageError
 
 GROUP = "arrowsmith.models"
 DEFAULT_PLUGIN = "sentence-transformers"

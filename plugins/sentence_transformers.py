@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from arrowsmith.commands.errors import UsageError
-
 from .base import EmbeddingModel, Kind, TextTokenizer, TooLongError
+from .errors import UsageError
 from .registry import PACKAGED, hf_cached, packaged_path
 from .vectors import l2_normalize
 

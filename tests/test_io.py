@@ -1,4 +1,5 @@
-"""cli/io.py: every input format, concatenated IPC streams, error locations, atomic output."""
+"""commands/io.py (and the CLI's terminal table in cli/io.py): every input format, concatenated IPC
+streams, error locations, atomic output."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import read_ipc, run, to_ipc
 
-from arrowsmith.cli import io as aio
+from arrowsmith.cli import io as cli_io
+from arrowsmith.commands import io as aio
 from arrowsmith.commands.errors import DataError, UsageError
 
 TABLE = pa.table({"id": ["a", "007"], "text": ["First doc.", "Second, with a comma."], "n": [1, 2]})
@@ -267,6 +269,20 @@ def test_nested_columns_become_json_in_csv(tmp_path):
 
 def test_binary_is_never_written_to_a_terminal(monkeypatch):
     monkeypatch.setattr(sys.stdout, "isatty", lambda: True, raising=False)
-    assert aio.BatchSink("-").fmt == "table"
-    assert aio.BatchSink("-", "arrows").fmt == "table"
-    assert aio.BatchSink("-", "jsonl").fmt == "jsonl"
+    assert cli_io.BatchSink("-").fmt == "table"
+    assert cli_io.BatchSink("-", "arrows").fmt == "table"
+    assert cli_io.BatchSink("-", "jsonl").fmt == "jsonl"
+    # the library has no terminal table: a terminal gets JSON lines
+    assert aio.BatchSink("-").fmt == "jsonl"
+    assert aio.BatchSink("-", "parquet").fmt == "jsonl"
+    with pytest.raises(UsageError, match="table"):
+        aio.BatchSink("-", "table")
+
+
+def test_the_cli_table_renders_rows(tmp_path):
+    path = tmp_path / "out.txt"
+    with cli_io.BatchSink(str(path), "table") as sink:
+        sink.write_all(TABLE.to_batches())
+    lines = path.read_text().splitlines()
+    assert lines[0].split() == ["id", "text", "n"]
+    assert lines[2].split()[0] == "a" and lines[3].split()[0] == "007"
