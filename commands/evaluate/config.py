@@ -8,7 +8,8 @@ Spec grammar: comma-separated items, each a bare word or ``key=value``::
     name=mini-late,model=all-MiniLM-L6-v2,late
 
 Bare words: ``late``, ``naive``, ``none`` (no chunking: one chunk per document, truncated at the
-model's window as MTEB does), ``vector``/``fts``/``hybrid`` (the search mode), ``doc``/``chunk``
+model's window as MTEB does), ``auto``/``vector``/``fts``/``hybrid`` (the search mode; ``auto`` is
+query's default: hybrid RRF when the table has a full-text index, else vector), ``doc``/``chunk``
 (``by``). Keys are the field names of :class:`EvalConfig` (``chunk`` and ``chunker`` are one).
 A file holds ``[[config]]`` tables (TOML) or a list of objects (JSON) with the same keys.
 """
@@ -22,7 +23,7 @@ from typing import Any
 
 from arrowsmith.commands.errors import DataError, UsageError
 
-MODES = ("vector", "fts", "hybrid")
+MODES = ("auto", "vector", "fts", "hybrid")  # auto: as query, hybrid when the table has an FTS index
 FUSIONS = ("rrf", "mix")
 BYS = ("chunk", "doc")
 NO_CHUNKING = "none"
@@ -42,7 +43,7 @@ class EvalConfig:
     # search
     mode: str = "vector"
     fusion: str = "rrf"
-    rrf_k: int = 60
+    rrf_k: float = 60.0  # a float, as query's --rrf-k
     alpha: float = 0.5
     by: str = "chunk"
     exact: bool = True  # full-corpus exact search, as MTEB
@@ -111,7 +112,7 @@ def parse_spec(spec: str, base: EvalConfig = DEFAULT) -> EvalConfig:
             changes.update(_WORDS[item.lower()])
         else:
             raise UsageError(f"--compare {spec!r}: unknown word {item!r}",
-                             hint="late, naive, none, vector, fts, hybrid, doc, or key=value "
+                             hint="late, naive, none, auto, vector, fts, hybrid, doc, or key=value "
                                   f"with key in {', '.join(_FIELDS)}")
     return make_config(changes, base, where=f"--compare {spec!r}")
 
@@ -144,9 +145,9 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             if str(value).lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if key in ("max_tokens", "overlap", "rrf_k", "nprobes", "refine_factor", "ef"):
+        if key in ("max_tokens", "overlap", "nprobes", "refine_factor", "ef"):
             return int(value)
-        if key == "alpha":
+        if key in ("alpha", "rrf_k"):
             return float(value)
     except (TypeError, ValueError):
         kind = type(default).__name__ if default is not None else "int"

@@ -76,6 +76,8 @@ class _Built:
     counts: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     fts: bool = False  # the BM25 index exists
+    had_fts: bool = False  # ... before eval built one: what mode=auto looks at, as query does
+    dim: int | None = None  # of the stored vectors
 
 
 class Evaluator:
@@ -136,7 +138,8 @@ class Evaluator:
         self.progress(f"eval: {config.label()}")
         start = time.perf_counter()
         built = self._build(config)
-        run, timing = self._search(config, built)
+        mode = search_mode(config, built)
+        run, timing = self._search(config, built, mode)
         if self.options.save_runs:
             from .data import write_run
 
@@ -145,7 +148,10 @@ class Evaluator:
         scores = evaluate_run(self.dataset.qrels, run, self.options.ks)
         result = ConfigResult(config=config, scores=scores, timing={**built.timing, **timing},
                               counts=dict(built.counts), notes=list(built.notes),
-                              bytes_per_vector=_bytes_per_vector(built, config))
+                              bytes_per_vector=_bytes_per_vector(built, config, mode))
+        if config.mode == "auto":
+            why = "has a full-text index" if mode == "hybrid" else "has no full-text index"
+            result.notes.append(f"mode auto: {mode}, as query does (the table {why})")
         result.timing["total"] = sum(v for k, v in result.timing.items() if k != "total")
         result.timing["wall"] = time.perf_counter() - start
         return result
@@ -198,29 +204,34 @@ class Evaluator:
         model = None
         if config.mode != "fts" and MODEL in meta:
             model = model_from_meta(meta[MODEL], device=self.options.device, dtype=self.options.dtype)
+        from arrowsmith.commands.query import _has_fts
+
         rows = table.count_rows()
         docs = _count_docs(table)
         self.dataset.n_docs = self.dataset.n_docs or docs
+        vector = table.schema.field("vector").type if "vector" in table.schema.names else None
         return _Built(db=config.db, table=config.table, model=model, counts={"docs": docs, "chunks": rows},
-                      fts=True)  # an existing store is searched as it is: `arrowsmith index` makes FTS
+                      fts=True,  # an existing store is searched as it is: `arrowsmith index` makes FTS
+                      had_fts=_has_fts(table), dim=getattr(vector, "list_size", None))
 
     def _build_store(self, config: EvalConfig) -> _Built:
-        from arrowsmith.commands.embed import EmbedStats, embed_batches
-        from arrowsmith.commands.store import StoreWriter
+        # the very code of `chunk | embed --db` (issue 10: a private copy recorded model.describe()
+        # instead of embedding_meta(), so a kept store lacked its prompt and late-chunking settings)
+        from arrowsmith.commands.embed import EmbedStats, embed_to_store
 
         model = self.model(config.model)
         chunked = self._chunk(config, model)
         db = self.workdir / f"store-{len(self._built)}"
-        timer = _Timer()
         embed_stats = EmbedStats()
         self.progress(f"eval: embedding {chunked.chunks:,} chunks ({'late' if config.late else 'naive'})")
         start = time.perf_counter()
-        with StoreWriter(db, config.table, checkpoint_rows=1 << 30) as writer:
-            writer.check_meta(model.describe())
-            embedded = embed_batches(_read_spool(chunked.path), model, late=config.late, stats=embed_stats)
-            stats = writer.write(timer.wrap(embedded))
+        # one checkpoint: the commit comes after the embedding generator is exhausted, so
+        # embed_stats.seconds is the embedding and the rest is the store's
+        stats = embed_to_store(_read_spool(chunked.path), model, str(db), config.table,
+                               checkpoint_rows=1 << 30, late=config.late, stats=embed_stats)
         total = time.perf_counter() - start
-        timing = {"chunk": chunked.seconds, "embed": timer.seconds, "store": max(0.0, total - timer.seconds)}
+        embed_s = min(total, embed_stats.seconds)
+        timing = {"chunk": chunked.seconds, "embed": embed_s, "store": max(0.0, total - embed_s)}
         counts = {"docs": chunked.docs, "chunks": chunked.chunks, "rows": stats.rows_added,
                   "tokens_embedded": int(embed_stats.tokens)}
         notes = []
@@ -236,7 +247,8 @@ class Evaluator:
                 notes.append(f"{chunked.truncation_mismatch} truncated documents re-tokenize differently "
                              "at the cut (token-level vs character-level truncation)")
         self.dataset.n_docs = self.dataset.n_docs or chunked.corpus_docs
-        return _Built(db=str(db), table=config.table, model=model, timing=timing, counts=counts, notes=notes)
+        return _Built(db=str(db), table=config.table, model=model, timing=timing, counts=counts, notes=notes,
+                      dim=model.dim)
 
     def _fts_index(self, db: str, table: str) -> float:
         """The BM25 index fts/hybrid search needs, built by `arrowsmith index`'s code; no ANN index
@@ -276,22 +288,22 @@ class Evaluator:
         return result
 
     # ---------------------------------------------------------------- search
-    def _search(self, config: EvalConfig, built: _Built) -> tuple[Run, dict[str, float]]:
+    def _search(self, config: EvalConfig, built: _Built, mode: str) -> tuple[Run, dict[str, float]]:
         from arrowsmith.commands.query import search
 
         queries = list(self.dataset.queries.items())
         timing: dict[str, float] = {}
-        if config.mode in ("fts", "hybrid") and not built.fts:
+        if mode in ("fts", "hybrid") and not built.fts:
             timing["index"] = self._fts_index(built.db, built.table)
             built.fts = True
         vectors = None
-        if config.mode != "fts" and built.model is not None:
+        if mode != "fts" and built.model is not None:
             vectors, seconds = self.query_vectors(built.model)
             timing["query_embed"] = seconds
         depth = max(self.options.ks)
         n_docs = built.counts.get("docs") or self.dataset.n_docs or depth
         n_chunks = built.counts.get("chunks") or n_docs
-        options = dict(table=built.table, mode=config.mode, fusion=config.fusion, rrf_k=config.rrf_k,
+        options = dict(table=built.table, mode=mode, fusion=config.fusion, rrf_k=config.rrf_k,
                        alpha=config.alpha, by=config.by, nprobes=config.nprobes,
                        refine_factor=config.refine_factor, ef=config.ef, exact=config.exact,
                        use_compressed=config.use_compressed, model=built.model)
@@ -395,16 +407,14 @@ def whole_document_chunks(batches: Iterable[pa.RecordBatch], model: Any,
     chunk ends at the character end of the last kept token (WordPiece's greedy longest match
     re-tokenizes such a prefix to the same ids; a rare exception is counted in ``mismatch``).
     """
-    from arrowsmith.commands.schemas import CHUNK_SPAN, CHUNKER, stage_metadata
+    from arrowsmith.commands.chunk import Chunker, chunked_schema
+    from arrowsmith.commands.schemas import CHUNK_SPAN
 
     stats = stats if stats is not None else _Truncation()
     limit = int(model.max_tokens) - int(model.num_special_tokens)
     tokenizer = model.tokenizer
-    chunker_meta = {"strategy": NO_CHUNKING, "tokenizer": getattr(tokenizer, "name", ""),
-                    "max_tokens": limit, "overlap": 0, "version": 1, "truncate": "model window"}
-    schema = pa.schema([pa.field("id", pa.string()), pa.field("text", pa.string()),
-                        pa.field("doc_hash", pa.string()), pa.field("chunks", pa.list_(CHUNK_SPAN))],
-                       metadata=stage_metadata("chunk", **{CHUNKER: chunker_meta}))
+    # the chunker's own schema and metadata (issue 10: a hand-built copy wrote "version": 1, an int)
+    schema = chunked_schema(Chunker(NO_CHUNKING, tokenizer, limit, 0))
     for batch in batches:
         texts = batch.column("text").to_pylist()
         spans = []
@@ -426,25 +436,6 @@ def whole_document_chunks(batches: Iterable[pa.RecordBatch], model: Any,
 
 
 # -------------------------------------------------------------------- helpers
-
-
-class _Timer:
-    """Seconds spent inside a lazy iterator's ``next`` (the embedding, pulled by the writer)."""
-
-    def __init__(self) -> None:
-        self.seconds = 0.0
-
-    def wrap(self, it: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        iterator = iter(it)
-        while True:
-            start = time.perf_counter()
-            try:
-                item = next(iterator)
-            except StopIteration:
-                self.seconds += time.perf_counter() - start
-                return
-            self.seconds += time.perf_counter() - start
-            yield item
 
 
 class _ChunkCounter:
@@ -485,22 +476,26 @@ def _count_docs(table: Any) -> int:
     return len(set(data.column("doc_id").to_pylist()))
 
 
-def _bytes_per_vector(built: _Built, config: EvalConfig) -> float | None:
-    """Float32 bytes per vector, or the compressed index's, when search uses it."""
-    if config.mode == "fts":
-        return None
-    if config.use_compressed:
-        try:
-            from arrowsmith.commands.compress import load_compressed
+def search_mode(config: EvalConfig, built: _Built) -> str:
+    """The mode searched: ``auto`` is query's default, hybrid when the table has a full-text index
+    (before eval built one for another configuration, so the order of configurations is moot)."""
+    if config.mode != "auto":
+        return config.mode
+    return "hybrid" if built.had_fts else "vector"
 
-            index = load_compressed(built.db, built.table)
-        except ImportError:
-            index = None
-        size = getattr(index, "bytes_per_vector", None) if index is not None else None
-        if size:
-            return float(size)
-    dim = getattr(built.model, "dim", None)
-    return float(dim * 4) if dim else None
+
+def _bytes_per_vector(built: _Built, config: EvalConfig, mode: str) -> float | None:
+    """Bytes per vector the first stage reads: the compressed codes when search uses them (as
+    query does: not with exact search), else float32."""
+    if mode == "fts":
+        return None
+    if config.use_compressed and not config.exact:
+        from arrowsmith.commands.compress import load_compressed
+
+        index = load_compressed(built.db, built.table)
+        if index is not None:
+            return float(index.codec.code_bytes)
+    return float(built.dim * 4) if built.dim else None
 
 
 def _file_name(label: str) -> str:
