@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,10 @@ import pyarrow as pa
 from .errors import UsageError
 from .store import (
     DEFAULT_TABLE,
+    SCAN_ROWS,
     _model_of,
     open_table,
+    scan_batches,
     stale_files,
     table_exists,
     table_lock,
@@ -49,7 +50,6 @@ from .store import (
 
 log = logging.getLogger("arrowsmith.doctor")
 
-SCAN_ROWS = 8192  # rows per scanned batch: ~12 MiB of 384-dim vectors
 NORM_TOLERANCE = 1e-3  # float32 normalised vectors are within ~1e-6; 1e-3 catches real damage
 EXAMPLES = 5  # ids quoted per finding
 
@@ -174,7 +174,7 @@ def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
     if missing:
         report.add("table", f"missing column(s) {', '.join(sorted(missing))}")
         return
-    for batch in _batches(tbl, columns, batch_rows):
+    for batch in scan_batches(tbl, columns, batch_rows):
         _scan_batch(scan, batch)
     report.rows, report.documents = scan.rows, len(scan.docs)
     if scan.rows != tbl.count_rows():
@@ -185,11 +185,6 @@ def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
         check, what = problem.split(":", 1)
         examples = ", ".join(repr(i) for i in scan.bad.get(problem, []))
         report.add(check, f"{n} {what}" + (f" (e.g. {examples})" if examples else ""))
-
-
-def _batches(tbl, columns: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
-    reader = tbl.search().select(columns).limit(None).to_batches(batch_rows)
-    yield from reader
 
 
 def _scan_batch(scan: _Scan, batch: pa.RecordBatch) -> None:
@@ -308,7 +303,7 @@ def _report_duplicates(report: DoctorReport, scan: _Scan, tbl, batch_rows: int) 
     if not suspects:
         return
     seen: dict[str, int] = {}
-    for batch in _batches(tbl, ["id"], batch_rows):
+    for batch in scan_batches(tbl, ["id"], batch_rows):
         for i in batch.column("id").to_pylist():
             if hash(i) in suspects:
                 seen[i] = seen.get(i, 0) + 1
@@ -346,7 +341,7 @@ def _check_previous_version(report: DoctorReport, db, table: str, batch_rows: in
             return
         previous = older[-1]
         tbl.checkout(previous)
-        rows = sum(b.num_rows for b in _batches(tbl, tbl.schema.names, batch_rows))
+        rows = sum(b.num_rows for b in scan_batches(tbl, tbl.schema.names, batch_rows))
         if rows != tbl.count_rows():
             report.add("version", f"version {previous} reads {rows} rows but counts {tbl.count_rows()}")
     except Exception as e:  # noqa: BLE001 - whatever Lance raises, the finding is the same

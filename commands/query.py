@@ -277,16 +277,12 @@ class _Searcher:
 
     def rows_for(self, ids: list[str]) -> pa.Table:
         """The stored rows (minus vectors) of these ids, in no particular order."""
-        from .store import sql_list
+        from .store import id_filters
 
         if not ids:
             return pa.table({c: pa.array([], self.tbl.schema.field(c).type) for c in self.columns})
-        parts = []
-        for i in range(0, len(ids), 5000):  # keep each IN list a sane size for the SQL parser
-            chunk = ids[i:i + 5000]
-            parts.append(self.tbl.search().where(f"id IN ({sql_list(chunk)})").select(self.columns)
-                         .limit(len(chunk)).to_arrow())
-        return pa.concat_tables(parts)
+        return pa.concat_tables(self.tbl.search().where(where).select(self.columns).limit(len(part))
+                                .to_arrow() for part, where in id_filters(ids))
 
 
 def _tune(q, nprobes, refine_factor, ef):

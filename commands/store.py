@@ -29,7 +29,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,8 @@ DEFAULT_TABLE = "chunks"
 # chunking, dtype) is part of each document's doc_key, so changing it re-embeds documents
 IDENTITY_KEYS = ("plugin", "name", "revision", "dim")
 PRUNE_BATCH = 500  # doc ids per pruning DELETE: bounded SQL, several small commits
+IN_LIST_MAX = 2000  # values per `column IN (...)` filter: a bounded SQL text for LanceDB's parser
+SCAN_ROWS = 8192  # rows per scanned batch: ~12 MiB of 384-dim vectors
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
@@ -465,7 +467,7 @@ class StoreWriter:
         result = (self._table.merge_insert("id")
                   .when_matched_update_all()
                   .when_not_matched_insert_all()
-                  .when_not_matched_by_source_delete(f"doc_id IN ({sql_list(changed)})")
+                  .when_not_matched_by_source_delete(sql_in("doc_id", changed))
                   .execute(data))
         return int(result.num_deleted_rows)
 
@@ -479,11 +481,10 @@ class StoreWriter:
             log.warning("input had no documents: not pruning the %d stored in %r (delete the table "
                         "to empty it)", len(gone), self.table_name)
             return
-        for i in range(0, len(gone), PRUNE_BATCH):
-            part = gone[i:i + PRUNE_BATCH]
+        for part, where in id_filters(gone, "doc_id", PRUNE_BATCH):
             faults.hit("during_prune")
             with no_interrupt(), disk_errors(table_path(self.db, self.table_name)):
-                result = self._table.delete(f"doc_id IN ({sql_list(part)})")
+                result = self._table.delete(where)
                 for d in part:
                     del self._stored[d]
                 self.stats.docs_pruned += len(part)
@@ -513,9 +514,22 @@ def _changed_settings(stored: dict[str, Any], model: dict[str, Any]) -> list[str
             for k in keys if stored.get(k) != model.get(k)]
 
 
-def sql_list(values: Iterable[str]) -> str:
-    """A SQL list of string literals (quotes doubled: ids are data, never SQL)."""
-    return ", ".join("'" + v.replace("'", "''") + "'" for v in values)
+def sql_in(column: str, values: Iterable[str]) -> str:
+    """``column IN ('a', 'b')``, quotes doubled: ids are data, never SQL."""
+    return f"{column} IN (" + ", ".join("'" + v.replace("'", "''") + "'" for v in values) + ")"
+
+
+def id_filters(values: Sequence[str], column: str = "id", batch: int = IN_LIST_MAX
+               ) -> Iterator[tuple[Sequence[str], str]]:
+    """``(part, sql_in(column, part))`` for consecutive slices of at most ``batch`` values."""
+    for i in range(0, len(values), batch):
+        part = values[i:i + batch]
+        yield part, sql_in(column, part)
+
+
+def scan_batches(tbl: Any, columns: list[str], batch_rows: int = SCAN_ROWS) -> Iterator[pa.RecordBatch]:
+    """The table's ``columns`` as record batches of at most ``batch_rows`` rows: bounded memory."""
+    yield from tbl.search().select(columns).limit(None).to_batches(batch_rows)
 
 
 def _describe(model: dict[str, Any]) -> str:

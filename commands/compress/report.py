@@ -93,16 +93,14 @@ def default_methods(dim: int, k: int = 10) -> list[str]:
 
 
 def load_corpus(db: str | os.PathLike, table: str) -> Corpus:
-    from arrowsmith.commands.store import open_table
-
-    from .store import scan
+    from arrowsmith.commands.store import open_table, scan_batches
 
     tbl = open_table(db, table)
     dim = vector_dim(tbl, table)
     tbl.checkout(tbl.version)
     cols = ["id", "vector"] + (["doc_id"] if "doc_id" in tbl.schema.names else [])
     ids, docs, vecs = [], [], []
-    for batch in scan(tbl, cols):
+    for batch in scan_batches(tbl, cols):
         ids += batch.column("id").to_pylist()
         docs += batch.column("doc_id").to_pylist() if "doc_id" in cols else batch.column("id").to_pylist()
         vecs.append(vectors_of(batch, dim))

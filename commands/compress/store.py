@@ -15,7 +15,6 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -26,6 +25,7 @@ import pyarrow as pa
 from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
 from arrowsmith.commands.signals import no_interrupt
+from arrowsmith.commands.store import scan_batches
 from arrowsmith.commands.units import human_bytes
 
 from .codecs import Calibration, Codec, Int8Codec, MethodSpec, make_codec, parse_method, transform
@@ -35,9 +35,7 @@ log = logging.getLogger("arrowsmith.compress")
 
 SUFFIX = "__compressed"
 META_KEY = "arrowsmith.compress"
-SCAN_ROWS = 8192
 CHECKPOINT_ROWS = 262_144
-ID_CHUNK = 2000  # ids per `id IN (...)` when fetching float vectors for rescoring
 FORMAT = 1
 
 
@@ -59,11 +57,6 @@ def vector_dim(tbl, table: str) -> int:
     if not (pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type)):
         raise UsageError(f"table {table!r}: column 'vector' is {t}, not a fixed-size list of floats")
     return t.list_size
-
-
-def scan(tbl, columns: list[str], batch_rows: int = SCAN_ROWS) -> Iterator[pa.RecordBatch]:
-    reader = tbl.search().select(columns).limit(None).to_batches(batch_rows)
-    yield from reader
 
 
 def vectors_of(batch: pa.RecordBatch | pa.Table, dim: int) -> np.ndarray:
@@ -133,7 +126,7 @@ def calibrate(tbl, spec: MethodSpec, dim: int, *, full: bool) -> tuple[Calibrati
     """One pass: statistics of the codec's input, and of the full vectors for int8 rescoring."""
     calib = Calibration(spec.truncate or dim)
     calib_full = Calibration(dim) if full else None
-    for batch in scan(tbl, ["vector"]):
+    for batch in scan_batches(tbl, ["vector"]):
         x = vectors_of(batch, dim)
         calib.update(transform(spec, x))
         if calib_full is not None:
@@ -237,7 +230,7 @@ def _write_companion(db, table: str, tbl, spec: MethodSpec, codec: Codec,
         pending = []
 
     held = 0
-    for batch in scan(tbl, ["id", "vector"]):
+    for batch in scan_batches(tbl, ["id", "vector"]):
         x = vectors_of(batch, dim)
         cols = [batch.column("id"), _fixed_binary(codec.encode(transform(spec, x)))]
         if rescore_codec is not None:
@@ -368,14 +361,12 @@ class SourceRescorer(Rescorer):
     name: str = "float"
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
-        from arrowsmith.commands.store import sql_list
+        from arrowsmith.commands.store import id_filters
 
         wanted = self.ids[positions].tolist()
         found: dict[str, np.ndarray] = {}
-        for i in range(0, len(wanted), ID_CHUNK):
-            part = wanted[i:i + ID_CHUNK]
-            got = (self.tbl.search().where(f"id IN ({sql_list(part)})").select(["id", "vector"])
-                   .limit(None).to_arrow())
+        for _, where in id_filters(wanted):
+            got = self.tbl.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
             found.update(zip(got.column("id").to_pylist(), vectors_of(got, self.dim), strict=True))
         return np.stack([found[i] for i in wanted]).astype(np.float32)
 
