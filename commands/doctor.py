@@ -39,6 +39,7 @@ from .store import (
     DEFAULT_TABLE,
     SCAN_ROWS,
     _model_of,
+    lock_path,
     open_table,
     scan_batches,
     stale_files,
@@ -105,6 +106,12 @@ def diagnose(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, fix: bool = F
     report = DoctorReport(str(db), table)
     if not table_exists(db, table):
         if not table_path(db, table).is_dir():
+            if lock_path(db, table).exists():
+                # a first write stopped before its first commit (issue 10: was exit 2, "no store")
+                report.add("table", f"nothing committed yet: {lock_path(db, table)} is there but no table "
+                                    "(a first write stopped before its first commit); a re-run builds it")
+                report.seconds = time.perf_counter() - start
+                return report
             open_table(db, table)  # raises the usual UsageError (exit 2) naming the tables there
         # a writer killed during its very first commit: files, but no version to read
         report.add("table", f"{table_path(db, table)} holds no committed version (a first write was "

@@ -182,6 +182,21 @@ def test_missing_table_is_a_usage_error(tmp_path):
     assert "no table 'chunks'" in r.stderr
 
 
+def test_first_write_killed_before_its_first_commit(tmp_path):
+    """Only <table>.lock exists (issue 10: was exit 2, "holds no arrowsmith store")."""
+    db = tmp_path / "store"
+    with table_lock(db):
+        pass
+    assert sorted(p.name for p in db.iterdir()) == ["chunks.lock"]
+    r = doctor(db)
+    assert r.exit_code == 1, r.stderr
+    (line,) = findings(r)
+    assert line.startswith("table: ") and "nothing committed yet" in line and "re-run" in line
+    report = json.loads(doctor(db, "--json").stdout_bytes)
+    assert report["healthy"] is False and report["findings"][0]["check"] == "table"
+    assert doctor(db, "--table", "other").exit_code == 2  # no trace of that table: a usage error
+
+
 def test_table_dir_without_any_version(tmp_path):
     db = tmp_path / "store"
     (table_path(db) / "data").mkdir(parents=True)
