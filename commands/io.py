@@ -22,6 +22,7 @@ from typing import IO, Any
 import pyarrow as pa
 
 from .errors import DataError, StorageError, UsageError
+from .schemas import conform_batch
 
 INPUT_FORMATS = ("arrows", "arrow", "parquet", "jsonl", "csv", "tsv")
 OUTPUT_FORMATS = ("arrows", "arrow", "parquet", "jsonl", "csv", "tsv")
@@ -98,28 +99,10 @@ def read_many(sources: Iterable[str], fmt: str | None = None) -> Iterator[pa.Rec
             if first is None:
                 first, first_name = batch.schema, source
             elif not batch.schema.equals(first, check_metadata=False):
-                batch = _conform(batch, first, source, first_name)
+                batch = conform_batch(batch, first, _name(source), _name(first_name))
             # stages name the file in their row errors (several inputs: rows count per file)
             yield batch.replace_schema_metadata({**(batch.schema.metadata or {}),
                                                  SOURCE.encode(): _name(source).encode()})
-
-
-def _conform(batch: pa.RecordBatch, schema: pa.Schema, source: str, first: str) -> pa.RecordBatch:
-    if sorted(batch.schema.names) == sorted(schema.names):
-        try:
-            return batch.select(schema.names).cast(schema.remove_metadata()).replace_schema_metadata(
-                schema.metadata
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    raise DataError(
-        f"{_name(source)}: schema differs from {_name(first)}'s "
-        f"({_schema_brief(batch.schema)} vs {_schema_brief(schema)})"
-    )
-
-
-def _schema_brief(schema: pa.Schema) -> str:
-    return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
 def _name(source: str) -> str:
@@ -236,7 +219,8 @@ def _read_ipc_streams(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
                 ) from None
             row += batch.num_rows
             if not batch.schema.equals(schema, check_metadata=False):
-                batch = _conform(batch, schema, f"{_name(source)} stream {n_streams}", _name(source))
+                batch = conform_batch(batch, schema, f"{_name(source)} stream {n_streams}",
+                                      f"{_name(source)} stream 1")
             yield batch
     if n_streams == 0:
         raise DataError(f"{_name(source)}: empty input (expected an Arrow IPC stream)")

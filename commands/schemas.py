@@ -92,6 +92,30 @@ def require_meta(schema: pa.Schema, key: str, what: str) -> Any:
     return meta[key]
 
 
+def conform_batch(batch: pa.RecordBatch, schema: pa.Schema, what: str = "input",
+                  target: str = "the expected schema") -> pa.RecordBatch:
+    """``batch`` with ``schema``'s column order, types and metadata, or DataError saying why not.
+
+    Same columns in another order, or types that cast losslessly (int32 → int64, a list of floats
+    → a fixed-size list), conform; a missing or extra column, or a failed cast, is an error that
+    names ``what`` (the input) and ``target`` (what it had to match).
+    """
+    from .errors import DataError
+
+    if batch.schema.equals(schema, check_metadata=False):
+        return batch
+    have, want = set(batch.schema.names), set(schema.names)
+    if have != want:
+        raise DataError(f"{what}: schema differs from {target}: missing {sorted(want - have) or 'none'}, "
+                        f"extra {sorted(have - want) or 'none'}")
+    try:
+        return batch.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+        wrong = [f"{f.name}: {f.type} (expected {schema.field(f.name).type})"
+                 for f in batch.schema if f.type != schema.field(f.name).type]
+        raise DataError(f"{what}: schema differs from {target}: {'; '.join(wrong)}") from None
+
+
 def require_columns(schema: pa.Schema, columns: list[str] | tuple[str, ...], what: str) -> None:
     from .errors import DataError
 

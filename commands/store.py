@@ -38,7 +38,7 @@ import pyarrow as pa
 
 from . import faults
 from .errors import DataError, LockedError, StorageError, UsageError
-from .schemas import EMBEDDED_CORE, MODEL, SOURCE, read_meta, require_columns
+from .schemas import EMBEDDED_CORE, MODEL, SOURCE, conform_batch, read_meta, require_columns
 from .signals import no_interrupt
 
 log = logging.getLogger("arrowsmith.store")
@@ -359,7 +359,7 @@ class StoreWriter:
     def _add(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows == 0:
             return
-        batch = self._conform(batch)
+        batch = conform_batch(batch, self._schema, "input", f"table {self.table_name!r}")
         docs, keys, codes = _documents(batch)
         keep = [self._classify(d, k) for d, k in zip(docs, keys, strict=True)]
         if all(keep):
@@ -389,21 +389,6 @@ class StoreWriter:
         metadata = {k: v for k, v in (schema.metadata or {}).items() if k != SOURCE.encode()}
         metadata[MODEL.encode()] = json.dumps(self._model, sort_keys=True).encode()
         self._schema = pa.schema(fields, metadata=metadata)
-
-    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        schema = self._schema
-        if sorted(batch.schema.names) != sorted(schema.names):
-            missing = sorted(set(schema.names) - set(batch.schema.names))
-            extra = sorted(set(batch.schema.names) - set(schema.names))
-            raise DataError(f"input columns differ from table {self.table_name!r}'s: "
-                            f"missing {missing or 'none'}, extra {extra or 'none'}")
-        if batch.schema.equals(schema, check_metadata=False):
-            return batch
-        try:
-            return batch.select(schema.names).cast(schema.remove_metadata())
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as e:
-            raise DataError(f"input does not fit table {self.table_name!r}'s schema ({e}); "
-                            f"expected vector {schema.field('vector').type}") from None
 
     def _classify(self, doc_id: str, doc_key: str) -> bool:
         """Count the document; True when its rows must be written."""

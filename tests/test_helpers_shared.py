@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
+from arrowsmith.commands.errors import DataError
+from arrowsmith.commands.schemas import conform_batch
 from arrowsmith.commands.store import id_filters, scan_batches, sql_in
 from arrowsmith.plugins.vectors import l2_normalize
 
@@ -53,3 +56,32 @@ def test_id_filters_and_scan_batches_on_a_real_table(tmp_path):
     batches = list(scan_batches(tbl, ["n"], batch_rows=10))
     assert all(b.num_rows <= 10 for b in batches) and batches[0].schema.names == ["n"]
     assert sorted(v for b in batches for v in b.column("n").to_pylist()) == list(range(25))
+
+
+# ------------------------------------------------------------------ conform_batch
+
+
+SCHEMA = pa.schema([pa.field("id", pa.string()), pa.field("v", pa.list_(pa.float32(), 2))],
+                   metadata={b"k": b"1"})
+
+
+def test_conform_batch_reorders_and_casts_to_the_schema_with_its_metadata():
+    batch = pa.record_batch({"v": pa.array([[1.0, 2.0]], pa.list_(pa.float64())), "id": ["a"]})
+    out = conform_batch(batch, SCHEMA)
+    assert out.schema.equals(SCHEMA, check_metadata=True)
+    assert out.to_pylist() == [{"id": "a", "v": [1.0, 2.0]}]
+    same = pa.record_batch({"id": ["a"], "v": pa.array([[1.0, 2.0]], SCHEMA.field("v").type)})
+    assert conform_batch(same, SCHEMA) is same
+
+
+@pytest.mark.parametrize("batch, expected", [
+    (pa.record_batch({"id": ["a"], "w": [1]}), "b.arrows: schema differs from table 't': missing ['v'], "
+                                              "extra ['w']"),
+    (pa.record_batch({"id": ["a"], "v": pa.array([[1.0]], pa.list_(pa.float32(), 1))}),
+     "b.arrows: schema differs from table 't': v: fixed_size_list<item: float>[1] "
+     "(expected fixed_size_list<item: float>[2])"),
+])
+def test_conform_batch_names_the_input_and_what_it_had_to_match(batch, expected):
+    with pytest.raises(DataError) as e:
+        conform_batch(batch, SCHEMA, "b.arrows", "table 't'")
+    assert str(e.value) == expected

@@ -178,7 +178,8 @@ def test_wrong_dim_vectors_are_a_data_error(tmp_path):
     write(tmp_path, chunks_batch(DOCS))
     small = chunks_batch({"z": (1, "k")}, model={**MODEL, "dim": 8})
     plain = small.replace_schema_metadata({})
-    with pytest.raises(DataError, match="expected vector"), StoreWriter(tmp_path) as w:
+    with pytest.raises(DataError, match=r"vector: fixed_size_list<item: float>\[8\] \(expected "
+                       r"fixed_size_list<item: float>\[384\]\)"), StoreWriter(tmp_path) as w:
         w.write([plain])
 
 
