@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DB := demo-store
 
-.PHONY: demo test lint completions clean
+.PHONY: demo test lint completions docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 completions: $(STAMP)
 	$(BIN)/arrowsmith completions --write completions/
+
+# everything generated from the app: the command reference and the completion scripts
+# (tests/test_docs.py and tests/test_cli.py fail when either is stale)
+docs: completions
+	$(BIN)/python -m arrowsmith.cli.reference docs/cli.md
 
 clean:
 	rm -rf $(VENV) $(DEMO_DB) build *.egg-info

@@ -22,9 +22,10 @@ from arrowsmith.commands.errors import (
     EXIT_SIGINT,
     EXIT_USAGE,
     ArrowsmithError,
+    Interrupted,
 )
 
-from . import chunk, completion, compress, doctor, embed, evaluate, index, models, query
+from . import chunk, completion, compress, doctor, embed, evaluate, index, models, query, tune
 from .settings import SETTINGS, configure_logging
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
@@ -65,6 +66,32 @@ def hoist_global_flags(args: list[str]) -> list[str]:
     return moved + args[:command + 1] + rest
 
 
+def _is_click_usage_error(e: Exception) -> bool:
+    """Click's (Typer's vendored Click's) UsageError family, told apart without importing Click."""
+    return (getattr(e, "exit_code", None) == EXIT_USAGE and hasattr(e, "format_message")
+            and type(e).__name__ != "NoArgsIsHelpError")
+
+
+def _usage_message(e, ctx) -> str:
+    """One line, as for the library's errors: ``--mode: 'x' is not one of 'auto', 'vector', …``.
+
+    Click's own message names the option's env var even when the value came from the command line,
+    and Typer prefixes validation messages with "Value error, "; both are dropped.
+    """
+    param = getattr(e, "param", None)
+    opts = "/".join(getattr(param, "opts", None) or []) or getattr(param, "name", "") or ""
+    if opts and isinstance(getattr(e, "message", None), str):
+        message = e.message.removeprefix("Value error, ").rstrip(".")
+        envvar = getattr(param, "envvar", None)
+        if isinstance(envvar, str) and envvar in os.environ:
+            opts += f" (or ${envvar})"
+        text = f"{opts}: {message}" if message else f"missing {opts}"
+    else:
+        text = e.format_message().rstrip(".")
+    command = getattr(getattr(e, "ctx", None), "command_path", None) or ctx.command_path
+    return f"{text} (see {command} --help)"
+
+
 class ArrowsmithGroup(TyperGroup):
     """Maps every error raised by a command to one stderr line and its exit code.
 
@@ -80,7 +107,7 @@ class ArrowsmithGroup(TyperGroup):
             return super().invoke(ctx)
         except (typer.Exit, typer.Abort):
             raise
-        except ArrowsmithError as e:
+        except (ArrowsmithError, Interrupted) as e:  # Interrupted is no Exception: see its docstring
             _error(str(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
@@ -99,8 +126,11 @@ class ArrowsmithGroup(TyperGroup):
             _error(f"{where}: {e.strerror or e}")
             raise typer.Exit(EXIT_USAGE if bad_path else EXIT_IO) from None
         except Exception as e:  # noqa: BLE001 - last resort: one line, not a traceback
+            if _is_click_usage_error(e):
+                _error(_usage_message(e, ctx))
+                raise typer.Exit(EXIT_USAGE) from None
             if hasattr(e, "show") and hasattr(e, "exit_code"):
-                raise  # Click's own usage errors: it prints them and exits 2
+                raise  # Click's other exits (help for a command given no arguments)
             if "No space left on device" in str(e):
                 _error(f"disk full: {e}")
                 raise typer.Exit(EXIT_IO) from None
@@ -157,7 +187,7 @@ def main_options(
     signals.install()
 
 
-for stage in (chunk, embed, index, query, compress, evaluate, doctor, models, completion):
+for stage in (chunk, embed, index, query, compress, evaluate, tune, doctor, models, completion):
     app.add_typer(stage.app)
 
 

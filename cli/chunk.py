@@ -7,7 +7,21 @@ from typing import Annotated
 
 import typer
 
-from .options import InputFormat, Inputs, OnError, Output, OutputFormat
+from .options import (
+    ID_COL,
+    OVERLAP,
+    TEXT_COL,
+    IdCol,
+    InputFormat,
+    Inputs,
+    MaxTokens,
+    OnError,
+    Output,
+    OutputFormat,
+    Overlap,
+    StrategyName,
+    TextCol,
+)
 
 app = typer.Typer()
 
@@ -22,16 +36,12 @@ EPILOG = (
 @app.command("chunk", rich_help_panel="Build", epilog=EPILOG)
 def chunk_command(
     inputs: Inputs = None,
-    strategy: Annotated[str, typer.Option(
+    strategy: Annotated[StrategyName, typer.Option(
         "--strategy", "-s", envvar="ARROWSMITH_STRATEGY",
         help="tokens: fixed windows (with --overlap); sentences: whole sentences packed up to "
              "--max-tokens; markdown: headings, then paragraphs, then sentences.")] = "sentences",
-    max_tokens: Annotated[int | None, typer.Option(
-        "--max-tokens", envvar="ARROWSMITH_MAX_TOKENS", show_default=False,
-        help="Most tokens per chunk, guaranteed [default: the model's window minus its special "
-             "tokens (254 for all-MiniLM-L6-v2); 256 for a tiktoken encoding].")] = None,
-    overlap: Annotated[int, typer.Option(
-        "--overlap", envvar="ARROWSMITH_OVERLAP", help="Tokens shared by consecutive windows (tokens).")] = 0,
+    max_tokens: MaxTokens = None,
+    overlap: Overlap = OVERLAP,
     tokenizer: Annotated[str | None, typer.Option(
         "--tokenizer", envvar="ARROWSMITH_TOKENIZER", show_default=False,
         help="model:NAME (a model's own tokenizer; no weights are loaded) or a tiktoken encoding such as "
@@ -40,10 +50,8 @@ def chunk_command(
         "--glob", "-g", envvar="ARROWSMITH_GLOB", show_default=False,
         help="File pattern(s) to take from directories, repeatable or comma-separated "
              "[default: `*.txt,*.md,*.markdown,*.rst,*.html,*.htm`].")] = None,
-    id_col: Annotated[str, typer.Option(
-        "--id-col", envvar="ARROWSMITH_ID_COL", help="Id column of table inputs.")] = "id",
-    text_col: Annotated[str, typer.Option(
-        "--text-col", envvar="ARROWSMITH_TEXT_COL", help="Text column of table inputs.")] = "text",
+    id_col: IdCol = ID_COL,
+    text_col: TextCol = TEXT_COL,
     input_format: InputFormat = None,
     explode: Annotated[bool, typer.Option(
         "--explode", envvar="ARROWSMITH_EXPLODE",
@@ -72,7 +80,7 @@ def chunk_command(
     docs = read_many(paths, input_format) if tables else read_sources(paths, glob=globs, on_error=on_error,
                                                                        stats=stats)
     with BatchSink(output, fmt) as sink:
-        # a terminal shows one row per chunk (DESIGN.md: every human format does)
+        # a terminal shows one row per chunk (docs/design.md#schemas: every human format does)
         out = chunk_documents(track_rows(docs, "chunk", "docs"), strategy=strategy,
                               tokenizer=chunker.tokenizer, max_tokens=chunker.max_tokens, overlap=overlap,
                               id_col=id_col, text_col=text_col, on_error=on_error, stats=stats,

@@ -6,7 +6,31 @@ from typing import Annotated
 
 import typer
 
-from .options import Db, Device, InputFormat, Inputs, Model, Output, OutputFormat, Table, Wait
+from .options import (
+    CHECKPOINT_ROWS,
+    DEVICE,
+    DTYPE,
+    ID_COL,
+    TABLE,
+    TEXT_COL,
+    CheckpointRows,
+    Db,
+    Device,
+    Dtype,
+    IdCol,
+    InputFormat,
+    Inputs,
+    Late,
+    LateSpecialsName,
+    Model,
+    Output,
+    OutputFormat,
+    Prune,
+    Replace,
+    Table,
+    TextCol,
+    Wait,
+)
 
 app = typer.Typer()
 
@@ -26,15 +50,11 @@ def _opt(*names: str, env: str, help: str, **kw):
 def embed_command(
     inputs: Inputs = None,
     model_spec: Model = None,
-    late: Annotated[bool, _opt("--late/--naive", env="LATE", help=(
-        "Late chunking: embed whole documents (overlapping windows past the model's window) and "
-        "mean-pool each chunk's tokens, so chunks carry their context."))] = False,
+    late: Late = False,
     batch_tokens: Annotated[int | None, _opt("--batch-tokens", env="BATCH_TOKENS", show_default=False, help=(
         "Padded tokens per forward pass [default: 2048 on CPU, 65536 on GPU]."))] = None,
-    device: Device = "auto",
-    dtype: Annotated[str, _opt("--dtype", env="DTYPE", help=(
-        "auto|fp32|bf16|fp16. auto: bf16/fp16 on GPU; bf16 autocast on CPUs with native bf16 "
-        "(avx512_bf16/AMX), else fp32."))] = "auto",
+    device: Device = DEVICE,
+    dtype: Dtype = DTYPE,
     prompt: Annotated[str | None, _opt("--prompt", env="PROMPT", show_default=False, help=(
         "Document prompt prefix [default: the model's own 'document' prompt, if any]; '' for none."))] = None,
     query_prompt: Annotated[str | None, _opt("--query-prompt", env="QUERY_PROMPT", show_default=False, help=(
@@ -42,33 +62,30 @@ def embed_command(
     dim: Annotated[int | None, _opt("--dim", env="DIM", show_default=False, help=(
         "Truncate vectors to N dims and re-normalise (Matryoshka)."))] = None,
     window: Annotated[int | None, _opt("--window", env="WINDOW", show_default=False, help=(
-        "Late: tokens per model window, specials included [default: the model's max length]."))] = None,
+        "Late: tokens per model window, prompt and specials included; at most the model's window "
+        "(its max_seq_length: 256 for all-MiniLM-L6-v2) [default: the model's window]."))] = None,
     window_overlap: Annotated[int | None, _opt("--window-overlap", env="WINDOW_OVERLAP", show_default=False,
-                                               help="Late: tokens shared by consecutive windows "
-                                                    "[default: a quarter of the window].")] = None,
-    late_specials: Annotated[str, _opt("--late-specials", env="LATE_SPECIALS", help=(
-        "Late: exclude|include prompt and special tokens in chunk means."))] = "exclude",
+                                               help="Late: tokens shared by consecutive windows [default: "
+                                                    "a quarter of a window's text tokens].")] = None,
+    late_specials: Annotated[LateSpecialsName, _opt("--late-specials", env="LATE_SPECIALS", help=(
+        "Late: leave prompt and special tokens out of chunk means, or include them."))] = "exclude",
     force: Annotated[bool, _opt("--force", env="FORCE", help="Late-chunk a model that is not mean-pooled.")
                      ] = False,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=(
         "Run Python code shipped with the model (never on by default)."))] = False,
     allow_download: Annotated[bool, _opt("--allow-download", env="ALLOW_DOWNLOAD", help=(
         "Download a model that is not installed locally."))] = False,
-    id_col: Annotated[str, _opt("--id-col", env="ID_COL", help="Id column of table inputs.")] = "id",
-    text_col: Annotated[str, _opt("--text-col", env="TEXT_COL", help="Text column of table inputs.")
-                        ] = "text",
+    id_col: IdCol = ID_COL,
+    text_col: TextCol = TEXT_COL,
     input_format: InputFormat = None,
     output: Output = "-",
     fmt: OutputFormat = None,
     db: Db = None,
-    table: Table = "chunks",
-    replace: Annotated[bool, _opt("--replace", env="REPLACE", help=(
-        "Rebuild the table when it holds another model, dim, prompt or late-chunking setting."))] = False,
-    prune: Annotated[bool, _opt("--prune", env="PRUNE", help=(
-        "Delete stored documents absent from the input (only after reading all of it)."))] = False,
+    table: Table = TABLE,
+    replace: Replace = False,
+    prune: Prune = False,
     wait: Wait = False,
-    checkpoint_rows: Annotated[int, _opt("--checkpoint-rows", env="CHECKPOINT_ROWS", help=(
-        "Rows per store commit: a crash loses at most one checkpoint."))] = 10_000,
+    checkpoint_rows: CheckpointRows = CHECKPOINT_ROWS,
 ) -> None:
     """Embed chunks with a sentence-transformers (or plugin) model; write a stream or upsert into --db."""
     from arrowsmith.cli.io import BatchSink

@@ -7,7 +7,23 @@ from typing import Annotated
 
 import typer
 
-from .options import InputFormat, Inputs, RequiredDb, Table, Wait
+from .options import (
+    CHECKPOINT_ROWS,
+    GRACE,
+    TABLE,
+    AsJson,
+    CheckpointRows,
+    DistanceName,
+    Grace,
+    InputFormat,
+    Inputs,
+    Prune,
+    Replace,
+    RequiredDb,
+    Table,
+    VectorIndexName,
+    Wait,
+)
 
 app = typer.Typer()
 
@@ -17,17 +33,17 @@ app = typer.Typer()
 def index_command(
     inputs: Inputs = None,
     db: RequiredDb = ...,
-    table: Table = "chunks",
+    table: Table = TABLE,
     input_format: InputFormat = None,
-    vector_type: Annotated[str, typer.Option(
+    vector_type: Annotated[VectorIndexName, typer.Option(
         "--type", envvar="ARROWSMITH_INDEX_TYPE",
-        help="Vector index: auto (none below 100k rows, else ivf_pq)|ivf_pq|ivf_hnsw_sq|none "
-             "(none drops an existing one).")] = "auto",
+        help="Vector index. auto: none below 100k rows, else ivf_pq; none drops an existing one.")
+    ] = "auto",
     partitions: Annotated[int | None, typer.Option(help="IVF partitions [default: from table size].",
                                                    show_default=False)] = None,
     sub_vectors: Annotated[int | None, typer.Option(help="PQ sub-vectors [default: dim/8].",
                                                     show_default=False)] = None,
-    metric: Annotated[str, typer.Option(help="cosine|l2|dot.")] = "cosine",
+    metric: Annotated[DistanceName, typer.Option(help="Distance of the vector index.")] = "cosine",
     fts: Annotated[bool, typer.Option("--fts/--no-fts", help="BM25 full-text index on text.")] = True,
     scalar: Annotated[list[str] | None, typer.Option(
         "--scalar", help="Also a scalar (BTree) index on this column; repeatable (doc_id always).",
@@ -39,18 +55,12 @@ def index_command(
     keep: Annotated[str, typer.Option(envvar="ARROWSMITH_KEEP",
                                       help="Versions younger than this survive --optimize (1d, 12h, 0).")
                     ] = "1d",
-    grace: Annotated[str, typer.Option(help="Only temp/orphan files older than this are removed.")] = "1h",
+    grace: Grace = GRACE,
     stats: Annotated[bool, typer.Option("--stats", help="Only print the table's statistics.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="--stats as JSON.")] = False,
-    replace: Annotated[bool, typer.Option(
-        "--replace", envvar="ARROWSMITH_REPLACE",
-        help="Ingest: rebuild a table made with another model or settings.")
-    ] = False,
-    prune: Annotated[bool, typer.Option(
-        "--prune", envvar="ARROWSMITH_PRUNE", help="Ingest: delete documents absent from the full input.")
-    ] = False,
-    checkpoint_rows: Annotated[int, typer.Option(envvar="ARROWSMITH_CHECKPOINT_ROWS",
-                                                 help="Ingest: rows per commit.")] = 10_000,
+    as_json: AsJson = False,
+    replace: Replace = False,
+    prune: Prune = False,
+    checkpoint_rows: CheckpointRows = CHECKPOINT_ROWS,
     wait: Wait = False,
 ) -> None:
     """Ingest embedded chunks (stdin or files) into the store, then build or update its indexes.
@@ -61,13 +71,18 @@ def index_command(
 
     from .settings import info
 
+    if as_json and not stats:
+        from arrowsmith.commands.errors import UsageError
+
+        raise UsageError("--json applies to --stats only", hint="arrowsmith index --db STORE --stats --json")
     if stats:
         _print_stats(ix.table_stats(db, table), as_json)
         return
     from arrowsmith.commands.store import StoreWriter, table_lock
+    from arrowsmith.commands.units import parse_duration
 
-    keep_for = ix.parse_duration(keep, "--keep")
-    grace_s = ix.parse_duration(grace, "--grace").total_seconds()
+    keep_for = parse_duration(keep, "--keep")
+    grace_s = parse_duration(grace, "--grace").total_seconds()
     # look for input before locking: an idle open stdin must not hold other writers off
     ingest = bool(inputs) or _stdin_has_data()
     # one lock from ingest to the last index: no other writer slips in between

@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from .options import AsJson
+
 app = typer.Typer()
 
 EPILOG = ("Example: `arrowsmith models --json`\n\nPlugins register in the entry-point group "
@@ -14,7 +16,7 @@ EPILOG = ("Example: `arrowsmith models --json`\n\nPlugins register in the entry-
 
 @app.command("models", rich_help_panel="Maintain", epilog=EPILOG)
 def models_command(
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")] = False,
+    as_json: AsJson = False,
     check: Annotated[bool, typer.Option("--check", help=(
         "Import each plugin to check it loads (a broken one gets one warning line on stderr)."))] = False,
 ) -> None:

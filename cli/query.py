@@ -7,7 +7,25 @@ from typing import Annotated
 
 import typer
 
-from .options import Output, OutputFormat, RequiredDb, Table
+from .options import (
+    ALPHA,
+    BY,
+    EXACT,
+    FUSION,
+    MODE,
+    RRF_K,
+    TABLE,
+    Alpha,
+    By,
+    Exact,
+    Fusion,
+    Mode,
+    Output,
+    OutputFormat,
+    RequiredDb,
+    RrfK,
+    Table,
+)
 
 app = typer.Typer()
 
@@ -24,25 +42,18 @@ def query_command(
     queries: Annotated[list[str] | None, typer.Argument(help="Query texts (ids q1..qn).",
                                                         show_default=False)] = None,
     db: RequiredDb = ...,
-    table: Table = "chunks",
+    table: Table = TABLE,
     file: Annotated[str | None, typer.Option(
         "--file", "-F", help="Queries: one per line, or JSONL/Arrow/Parquet/CSV with id,text; '-' = stdin.",
         show_default=False)] = None,
     k: Annotated[int, typer.Option("--k", "-k", envvar="ARROWSMITH_K", help="Results per query.")] = 10,
-    mode: Annotated[str, typer.Option(envvar="ARROWSMITH_MODE", help=(
-        "auto|vector|fts|hybrid. auto: hybrid when the table has a full-text index, else vector."))
-    ] = "auto",
-    fusion: Annotated[str, typer.Option(
-        envvar="ARROWSMITH_FUSION", help="Hybrid fusion: rrf (reciprocal rank) | mix (z-scores).")] = "rrf",
-    rrf_k: Annotated[float, typer.Option(
-        envvar="ARROWSMITH_RRF_K", help="RRF constant k in 1/(k + rank).")] = 60.0,
-    alpha: Annotated[float, typer.Option(
-        envvar="ARROWSMITH_ALPHA", help="--fusion mix: weight of the dense list (0..1).")] = 0.5,
+    mode: Mode = MODE,
+    fusion: Fusion = FUSION,
+    rrf_k: RrfK = RRF_K,
+    alpha: Alpha = ALPHA,
     where: Annotated[str | None, typer.Option(
         help="SQL filter applied before ranking, e.g. \"doc_id LIKE 'a%'\".", show_default=False)] = None,
-    by: Annotated[str, typer.Option(
-        envvar="ARROWSMITH_BY",
-        help="chunk: k chunks; doc: the best chunk of each of k distinct documents.")] = "chunk",
+    by: By = BY,
     nprobes: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_NPROBES",
         help="IVF partitions to probe [default: a tenth of them (≥ 20) for IVF_PQ, else LanceDB's].",
@@ -54,7 +65,7 @@ def query_command(
     ef: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_EF", help="HNSW search breadth [default: 500 for IVF_HNSW_* indexes].",
         show_default=False)] = None,
-    exact: Annotated[bool, typer.Option("--exact", help="Flat scan: bypass the vector index.")] = False,
+    exact: Exact = EXACT,
     compressed: Annotated[bool, typer.Option(
         "--compressed/--no-compressed", help="Use the table's compressed index when there is one.")] = True,
     output: Output = "-",

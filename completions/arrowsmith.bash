@@ -5,6 +5,30 @@ _arrowsmith() {
         case "$w" in chunk|completions|compress|doctor|embed|eval|index|models|query) cmd="$w"; break;; esac
     done
     case "$cmd:$prev" in
+        chunk:--strategy|chunk:-s) COMPREPLY=($(compgen -W "tokens sentences markdown" -- "$cur")); return ;;
+        chunk:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
+        chunk:--on-error) COMPREPLY=($(compgen -W "fail skip" -- "$cur")); return ;;
+        chunk:--format|chunk:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
+        compress:--rescore-with) COMPREPLY=($(compgen -W "int8 float" -- "$cur")); return ;;
+        compress:--format|compress:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
+        embed:--dtype) COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
+        embed:--late-specials) COMPREPLY=($(compgen -W "exclude include" -- "$cur")); return ;;
+        embed:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
+        embed:--format|embed:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
+        eval:--chunker) COMPREPLY=($(compgen -W "tokens sentences markdown none" -- "$cur")); return ;;
+        eval:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid" -- "$cur")); return ;;
+        eval:--fusion) COMPREPLY=($(compgen -W "rrf mix" -- "$cur")); return ;;
+        eval:--by) COMPREPLY=($(compgen -W "chunk doc" -- "$cur")); return ;;
+        eval:--test) COMPREPLY=($(compgen -W "bootstrap permutation" -- "$cur")); return ;;
+        eval:--plot-kind) COMPREPLY=($(compgen -W "auto bars bytes" -- "$cur")); return ;;
+        eval:--dtype) COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
+        index:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
+        index:--type) COMPREPLY=($(compgen -W "auto ivf_pq ivf_hnsw_sq none" -- "$cur")); return ;;
+        index:--metric) COMPREPLY=($(compgen -W "cosine l2 dot" -- "$cur")); return ;;
+        query:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid" -- "$cur")); return ;;
+        query:--fusion) COMPREPLY=($(compgen -W "rrf mix" -- "$cur")); return ;;
+        query:--by) COMPREPLY=($(compgen -W "chunk doc" -- "$cur")); return ;;
+        query:--format|query:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
     esac
     local opts=""
     case "$cmd" in
@@ -17,7 +41,7 @@ _arrowsmith() {
         eval) opts="--split --k --metric --qrels --queries --run --db --table -t --model -m --chunker --max-tokens --overlap --late --naive --mode --fusion --rrf-k --alpha --by --exact --ann --compare -c --configs --baseline --test --resamples --seed --no-title --json --markdown --plot --plot-kind --device --dtype --workdir --save-runs" ;;
         index) opts="--db --table -t --input-format --type --partitions --sub-vectors --metric --fts --no-fts --scalar --force --no-force --optimize --keep --grace --stats --json --replace --prune --checkpoint-rows --wait" ;;
         models) opts="--json --check" ;;
-        query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --compressed --no-compressed --output -o --format -f" ;;
+        query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --ann --compressed --no-compressed --output -o --format -f" ;;
     esac
     if [[ "$cur" == -* || -z "$cmd" ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -134,11 +134,11 @@ def test_quiet_has_no_summary():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--strategy", "words"], "unknown strategy 'words'"),
+    (["--strategy", "words"], "--strategy/-s: 'words' is not one of 'tokens', 'sentences', 'markdown'"),
     (["--overlap", "10"], "--overlap applies to --strategy tokens only"),
     (["--max-tokens", "4"], "--max-tokens must be at least 8"),
     (["--strategy", "tokens", "--max-tokens", "16", "--overlap", "16"], "--overlap must be between 0 and"),
-    (["--on-error", "ignore"], "--on-error must be fail or skip"),
+    (["--on-error", "ignore"], "--on-error: 'ignore' is not one of 'fail', 'skip'"),
     (["--tokenizer", "tiktoken:nope"], "tiktoken encoding 'nope' is not available offline"),
 ])
 def test_usage_errors_exit_2(args, message):

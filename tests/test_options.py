@@ -1,0 +1,97 @@
+"""Shared options: one definition each, and fixed value sets that match what the library accepts."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import run
+
+from arrowsmith.cli import options as o
+
+
+def _library_choices():
+    from arrowsmith.commands import index, io, query
+    from arrowsmith.commands.chunk import STRATEGIES
+    from arrowsmith.commands.embed import LATE_SPECIALS
+    from arrowsmith.commands.evaluate.config import BYS, FUSIONS, NO_CHUNKING
+    from arrowsmith.plugins.sentence_transformers import DTYPES
+
+    return [
+        (o.InputFormatName, io.INPUT_FORMATS),
+        (o.OutputFormatName, (*io.OUTPUT_FORMATS, "table")),
+        (o.StrategyName, STRATEGIES),
+        (o.ChunkerName, (*STRATEGIES, NO_CHUNKING)),
+        (o.DtypeName, DTYPES),
+        (o.LateSpecialsName, LATE_SPECIALS),
+        (o.VectorIndexName, index.VECTOR_TYPES),
+        (o.DistanceName, index.METRICS),
+        (o.ModeName, query.MODES),
+        (o.FusionName, query.FUSIONS),
+        (o.FusionName, FUSIONS),
+        (o.ByName, query.BY),
+        (o.ByName, BYS),
+    ]
+
+
+def test_fixed_choices_match_the_library():
+    """The CLI spells the choices out (importing the library would slow --help); they must agree."""
+    for literal, library in _library_choices():
+        assert set(o.choices(literal)) == set(library), (literal, library)
+
+
+def _params(command: str) -> dict[str, object]:
+    from typer.main import get_command
+
+    from arrowsmith.cli.app import app
+
+    return {p.name: p for p in get_command(app).commands[command].params}
+
+
+SHARED = {
+    ("query", "eval"): ["mode", "fusion", "rrf_k", "alpha", "by", "exact"],
+    ("embed", "eval"): ["dtype", "late", "device"],
+    ("chunk", "eval"): ["max_tokens", "overlap"],
+    ("chunk", "embed"): ["id_col", "text_col", "input_format", "output", "fmt"],
+    ("embed", "index"): ["replace", "prune", "checkpoint_rows", "wait", "input_format"],
+    ("index", "doctor"): ["grace", "as_json", "wait", "table"],
+    ("doctor", "models"): ["as_json"],
+    ("eval", "models"): ["as_json"],
+}
+
+
+@pytest.mark.parametrize(("commands", "names"), SHARED.items(), ids=lambda v: "-".join(v))
+def test_shared_options_have_one_type_and_one_env_var(commands, names):
+    a, b = (_params(c) for c in commands)
+    for name in names:
+        pa, pb = a[name], b[name]
+        assert (pa.opts, pa.secondary_opts) == (pb.opts, pb.secondary_opts), name
+        assert pa.type_descriptor.annotation == pb.type_descriptor.annotation, name
+        assert pa.envvar == pb.envvar and pa.help == pb.help, name
+
+
+def test_shared_defaults_agree_except_evals_documented_protocol():
+    query, ev = _params("query"), _params("eval")
+    for name in ("fusion", "rrf_k", "alpha", "by"):
+        assert query[name].default == ev[name].default, name
+    # eval's default configuration is MTEB's (dense, exact); `--mode auto --ann` measures query's
+    assert (query["mode"].default, query["exact"].default) == ("auto", False)
+    assert (ev["mode"].default, ev["exact"].default) == ("vector", True)
+    assert isinstance(ev["rrf_k"].default, float)
+
+
+@pytest.mark.parametrize("args", [
+    ["query", "--db", "nowhere", "--mode", "dense", "q"],
+    ["chunk", "--strategy", "words"],
+    ["index", "--db", "nowhere", "--type", "hnsw"],
+    ["embed", "--dtype", "float32"],
+    ["eval", "--plot-kind", "lines"],
+])
+def test_a_value_outside_the_choices_is_a_usage_error_naming_them(args):
+    result = run(args)
+    assert result.exit_code == 2
+    assert "is not one of" in result.stderr, result.stderr
+
+
+def test_index_refuses_json_without_stats(tmp_path):
+    result = run(["index", "--db", str(tmp_path / "store"), "--json"])
+    assert result.exit_code == 2
+    assert "--json applies to --stats" in result.stderr
