@@ -78,7 +78,8 @@ def compress_command(
 
 
 def _report(cz, db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt) -> None:
-    from arrowsmith.commands.compress.report import compress_report, parse_bytes, plot_report
+    from arrowsmith.commands.compress.report import compress_report, plot_report
+    from arrowsmith.commands.units import parse_size
 
     from .io import BatchSink
     from .settings import info
@@ -86,7 +87,7 @@ def _report(cz, db, table, methods, queries, sample, qrels, k, budget, plot, out
     wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     q, judged = _read_queries(queries, qrels)
     result = compress_report(db, table, methods=wanted, queries=q, sample=sample, qrels=judged, k=k,
-                             budget=parse_bytes(budget) if budget else None)
+                             budget=parse_size(budget, "--budget") if budget else None)
     with BatchSink(output, fmt) as sink:
         for batch in result.to_arrow().to_batches():
             sink.write(batch)

@@ -36,7 +36,7 @@ def doctor_command(
     import json
 
     from arrowsmith.commands.doctor import check_grace, diagnose
-    from arrowsmith.commands.index import parse_duration
+    from arrowsmith.commands.units import parse_duration
 
     from .settings import info
 

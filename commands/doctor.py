@@ -48,6 +48,7 @@ from .store import (
     table_meta,
     table_path,
 )
+from .units import format_duration
 
 log = logging.getLogger("arrowsmith.doctor")
 
@@ -382,10 +383,11 @@ def _check_stale(report: DoctorReport, db, table: str, *, fix: bool, grace_s: fl
     old, young = _stale(db, table, grace_s)
     if old:
         shown = ", ".join(str(p.relative_to(db)) for p in old[:EXAMPLES])
-        report.add("stale", f"{len(old)} temporary or orphaned files older than {_human_s(grace_s)} "
+        report.add("stale", f"{len(old)} temporary or orphaned files older than {format_duration(grace_s)} "
                             f"({shown}); `arrowsmith doctor --fix` removes them")
     if young:
-        report.notes.append(f"{len(young)} temporary or orphaned files younger than {_human_s(grace_s)} "
+        report.notes.append(f"{len(young)} temporary or orphaned files younger than "
+                            f"{format_duration(grace_s)} "
                             "(a running writer may own them)")
 
 
@@ -397,14 +399,6 @@ def _fix_stale(report: DoctorReport, db, table: str, *, grace_s: float, wait: bo
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
                 report.fixed.append(str(p))
-
-
-def _human_s(seconds: float) -> str:
-    if seconds >= 3600 and seconds % 3600 == 0:
-        return f"{seconds / 3600:g}h"
-    if seconds >= 60 and seconds % 60 == 0:
-        return f"{seconds / 60:g}m"
-    return f"{seconds:g}s"
 
 
 def check_grace(grace_s: float) -> float:

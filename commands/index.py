@@ -39,7 +39,7 @@ from .store import (
     table_meta,
     table_path,
 )
-from .units import human_bytes
+from .units import format_size
 
 log = logging.getLogger("arrowsmith.index")
 
@@ -254,7 +254,7 @@ class OptimizeReport:
 
     def summary(self) -> str:
         return (f"optimized: versions {self.versions_before} → {self.versions_after}, "
-                f"{human_bytes(self.bytes_before)} → {human_bytes(self.bytes_after)} on disk, "
+                f"{format_size(self.bytes_before)} → {format_size(self.bytes_after)} on disk, "
                 f"{len(self.stale_files_removed)} stale temporary files removed, {self.seconds:.1f}s")
 
 
@@ -330,7 +330,7 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"rows      {stats['rows']:,}   documents {stats['documents']:,}",
         f"model     {stats['plugin']}:{stats['model']}"
         + (f"@{stats['revision']}" if stats.get("revision") else "") + f"   dim {stats['dim']}",
-        f"size      {human_bytes(stats['size_bytes'])}   version {stats['version']} "
+        f"size      {format_size(stats['size_bytes'])}   version {stats['version']} "
         f"({stats['versions']} kept, oldest {stats['oldest_version_at']})",
     ]
     if not stats["indexes"]:
@@ -342,17 +342,3 @@ def format_stats(stats: dict[str, Any]) -> str:
                      f"{','.join(entry['columns'])}, {entry['indexed_rows']} indexed, "
                      f"{entry['unindexed_rows']} unindexed" + (f" ({extra})" if extra else ""))
     return "\n".join(lines) + "\n"
-
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-def parse_duration(text: str, option: str = "duration") -> timedelta:
-    """'1d', '12h', '30m', '45s', '2w' or a number of seconds ('0')."""
-    raw = text.strip().lower()
-    try:
-        if raw and raw[-1] in _UNITS:
-            return timedelta(seconds=float(raw[:-1]) * _UNITS[raw[-1]])
-        return timedelta(seconds=float(raw))
-    except ValueError:
-        raise UsageError(f"{option}: cannot read {text!r} as a duration (e.g. 1d, 12h, 30m, 0)") from None

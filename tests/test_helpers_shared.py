@@ -6,9 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from arrowsmith.commands.errors import DataError
+from arrowsmith.commands.errors import DataError, UsageError
 from arrowsmith.commands.schemas import conform_batch
 from arrowsmith.commands.store import id_filters, scan_batches, sql_in
+from arrowsmith.commands.units import format_duration, format_size, parse_duration, parse_size
 from arrowsmith.plugins.vectors import l2_normalize
 
 # ------------------------------------------------------------------ l2_normalize
@@ -85,3 +86,41 @@ def test_conform_batch_names_the_input_and_what_it_had_to_match(batch, expected)
     with pytest.raises(DataError) as e:
         conform_batch(batch, SCHEMA, "b.arrows", "table 't'")
     assert str(e.value) == expected
+
+
+# ------------------------------------------------------------------ sizes and durations
+
+
+@pytest.mark.parametrize("text, size", [("500000", 500000), ("512KB", 512 << 10), ("64MB", 64 << 20),
+                                        ("2gib", 2 << 30), (" 1.5 k ", 1536), ("10b", 10)])
+def test_parse_size_reads_binary_units(text, size):
+    assert parse_size(text) == size
+
+
+def test_parse_size_error_names_the_option():
+    with pytest.raises(UsageError, match=r"--budget 'lots': expected a size such as 500000, 512KB"):
+        parse_size("lots", "--budget")
+
+
+@pytest.mark.parametrize("n, text", [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
+                                     (64 << 20, "64.0 MiB"), (3 << 40, "3072.0 GiB")])
+def test_format_size(n, text):
+    assert format_size(n) == text
+
+
+@pytest.mark.parametrize("text, seconds", [("1d", 86400), ("90m", 5400), ("12h", 43200), ("45s", 45),
+                                           ("2w", 1209600), ("0", 0), ("1.5", 1.5)])
+def test_parse_duration(text, seconds):
+    assert parse_duration(text).total_seconds() == seconds
+
+
+def test_parse_duration_error_names_the_option():
+    with pytest.raises(UsageError, match="--keep: cannot read 'soon' as a duration"):
+        parse_duration("soon", "--keep")
+
+
+@pytest.mark.parametrize("seconds, text", [(3600, "1h"), (5400, "90m"), (90, "90s"), (0, "0s"),
+                                           (86400, "1d"), (1.5, "1.5s")])
+def test_format_duration_round_trips(seconds, text):
+    assert format_duration(seconds) == text
+    assert parse_duration(text).total_seconds() == seconds

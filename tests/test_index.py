@@ -11,7 +11,7 @@ import pytest
 from conftest import run, run_subprocess, to_ipc
 from test_store_helpers import MODEL, chunks_batch, store_rows
 
-from arrowsmith.commands.index import build_indexes, choose_vector_index, parse_duration
+from arrowsmith.commands.index import build_indexes, choose_vector_index
 from arrowsmith.commands.store import StoreWriter, open_table, state_path, table_path
 
 DOCS = {"a": (3, "ka"), "b": (2, "kb"), "c": (1, "kc")}
@@ -166,14 +166,6 @@ def test_optimize_compacts_drops_old_versions_and_stale_files(tmp_path):
     assert len(tbl.list_versions()) == 1 < len(before)
     assert tbl.count_rows() == 8 and tbl.stats()["fragment_stats"]["num_fragments"] == 1
     assert run(["index", "--db", str(tmp_path), "--no-fts"]).stderr.startswith("indexes up to date")
-
-
-def test_parse_duration():
-    assert parse_duration("1d").total_seconds() == 86400
-    assert parse_duration("90m").total_seconds() == 5400
-    assert parse_duration("0").total_seconds() == 0
-    with pytest.raises(Exception, match="cannot read"):
-        parse_duration("soon", "--keep")
 
 
 @pytest.mark.parametrize("point", ["before_commit"])

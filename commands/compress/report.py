@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ import numpy as np
 
 from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta
-from arrowsmith.commands.units import human_bytes
+from arrowsmith.commands.units import format_size
 
 from .codecs import Calibration, Int8Codec, MethodSpec, make_codec, parse_method, transform
 from .search import ArrayRescorer, CompressedIndex
@@ -248,18 +247,6 @@ def _ndcg(corpus: Corpus, qids, positions, scores, qrels, k: int) -> float:
 # ------------------------------------------------------------------ budget
 
 
-_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10, "m": 1 << 20, "mb": 1 << 20,
-          "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30}
-
-
-def parse_bytes(text: str) -> int:
-    """``"64MB"`` → 67108864 (binary units: KB = 1024 B)."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(text))
-    if not m or m.group(2).lower() not in _UNITS:
-        raise UsageError(f"--budget {text!r}: expected a size such as 500000, 512KB, 64MB or 2GB")
-    return int(float(m.group(1)) * _UNITS[m.group(2).lower()])
-
-
 def pick_for_budget(report: Report, budget: int) -> tuple[str | None, str]:
     """The best-quality method whose first-stage memory fits ``budget``, and why."""
     key = report.quality_key
@@ -267,18 +254,18 @@ def pick_for_budget(report: Report, budget: int) -> tuple[str | None, str]:
     fits = [r for r in report.results if r.memory_bytes <= budget]
     if not fits:
         smallest = min(report.results, key=lambda r: r.memory_bytes)
-        return None, (f"nothing fits {human_bytes(budget)} for {report.rows} vectors: the smallest, "
-                      f"{smallest.method}, needs {human_bytes(smallest.memory_bytes)}")
+        return None, (f"nothing fits {format_size(budget)} for {report.rows} vectors: the smallest, "
+                      f"{smallest.method}, needs {format_size(smallest.memory_bytes)}")
     best = max(fits, key=lambda r: (round(getattr(r, key) or 0.0, 4), -r.memory_bytes))
     too_big = [r for r in report.results if r.memory_bytes > budget
                and (getattr(r, key) or 0) > (getattr(best, key) or 0)]
     why = (f"{best.method}: best {label} ({getattr(best, key):.4f}) among the "
-           f"{len(fits)} methods that fit {human_bytes(budget)} "
-           f"({human_bytes(best.memory_bytes)} for {report.rows} vectors, {best.bytes_per_vector} B/vector)")
+           f"{len(fits)} methods that fit {format_size(budget)} "
+           f"({format_size(best.memory_bytes)} for {report.rows} vectors, {best.bytes_per_vector} B/vector)")
     if too_big:
         better = max(too_big, key=lambda r: getattr(r, key) or 0)
         why += (f"; {better.method} scores {getattr(better, key):.4f} "
-                f"but needs {human_bytes(better.memory_bytes)}")
+                f"but needs {format_size(better.memory_bytes)}")
     return best.method, why
 
 

@@ -26,7 +26,7 @@ from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
 from arrowsmith.commands.signals import no_interrupt
 from arrowsmith.commands.store import scan_batches
-from arrowsmith.commands.units import human_bytes
+from arrowsmith.commands.units import format_size
 
 from .codecs import Calibration, Codec, Int8Codec, MethodSpec, make_codec, parse_method, transform
 from .search import CompressedIndex, Rescorer
@@ -118,7 +118,7 @@ class CompressStats:
     def summary(self) -> str:
         return (f"compressed {self.rows} vectors of {self.table!r} with {self.method}: "
                 f"{self.bytes_per_vector} B/vector ({self.ratio:.1f}x smaller than float32), "
-                f"{human_bytes(self.memory_bytes)} in memory, {human_bytes(self.disk_bytes)} on disk, "
+                f"{format_size(self.memory_bytes)} in memory, {format_size(self.disk_bytes)} on disk, "
                 f"{self.seconds:.1f}s")
 
 
