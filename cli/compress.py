@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import Output, OutputFormat, RequiredDb, Table, Wait
+from .options import TABLE, Output, OutputFormat, RequiredDb, RescoreWithName, Table, Wait
 
 app = typer.Typer()
 
@@ -15,8 +15,9 @@ app = typer.Typer()
     "Examples:  arrowsmith compress --db store/ --report --qrels qrels/test.tsv --queries queries.jsonl\n\n"
     "           arrowsmith compress --db store/ --method binary --rescore 100"))
 def compress_command(
+    ctx: typer.Context,
     db: RequiredDb = ...,
-    table: Table = "chunks",
+    table: Table = TABLE,
     method: Annotated[str | None, typer.Option(
         "--method", envvar="ARROWSMITH_COMPRESS_METHOD",
         help="float16|int8|binary|pq[:BYTES]|truncate:N, combined with '+' (truncate:256+binary); "
@@ -24,8 +25,9 @@ def compress_command(
     rescore: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_RESCORE", help="Re-rank this many first-stage candidates with finer vectors.",
         show_default=False)] = None,
-    rescore_with: Annotated[str, typer.Option(help="int8 (codes stored beside) | float (the stored vectors).")
-                            ] = "int8",
+    rescore_with: Annotated[RescoreWithName | None, typer.Option(
+        help="int8: codes stored beside; float: the stored vectors [default: int8].",
+        show_default=False)] = None,
     pq_bytes: Annotated[int | None, typer.Option(
         "--bytes", help="pq: bytes per vector (must divide the dimension) [default: dim/4].",
         show_default=False)] = None,
@@ -65,8 +67,9 @@ def compress_command(
     if sum(bool(x) for x in (method, report, drop)) != 1:
         raise UsageError("give exactly one of --method, --report or --drop",
                          hint="arrowsmith compress --db STORE --report")
+    _refuse_ignored(ctx, method=bool(method), drop=drop, queries=queries)
     if drop:
-        info(f"dropped {cz.companion_name(table)}" if cz.drop_compressed(db, table)
+        info(f"dropped {cz.companion_name(table)}" if cz.drop_compressed(db, table, wait=wait)
              else f"{table!r} has no compressed representation")
         return
     if method:
@@ -74,10 +77,28 @@ def compress_command(
                                   pq_bytes=pq_bytes, wait=wait)
         info(stats.summary())
         return
-    _report(cz, db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt)
+    _report(db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt,
+            rescore=rescore, rescore_with=rescore_with, pq_bytes=pq_bytes)
 
 
-def _report(cz, db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt) -> None:
+REPORT_ONLY = ("methods", "queries", "sample", "qrels", "k", "budget", "plot", "output", "fmt")
+
+
+def _refuse_ignored(ctx: typer.Context, *, method: bool, drop: bool, queries: str | None) -> None:
+    """Issue 10: every option either acts in the chosen mode or is refused (exit 2)."""
+    from .given import refuse
+
+    if drop:
+        refuse(ctx, (*REPORT_ONLY, "rescore", "rescore_with", "pq_bytes"), "with --drop")
+    elif method:
+        refuse(ctx, REPORT_ONLY, "with --method (they are --report's)")
+    else:
+        refuse(ctx, ("wait",), "with --report (it only reads the store, without the lock)")
+        if queries:
+            refuse(ctx, ("sample",), "with --queries (the queries are given, not sampled)")
+
+
+def _report(db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt, **options) -> None:
     from arrowsmith.commands.compress.report import compress_report, plot_report
     from arrowsmith.commands.units import parse_size
 
@@ -87,7 +108,7 @@ def _report(cz, db, table, methods, queries, sample, qrels, k, budget, plot, out
     wanted = [m.strip() for m in methods.split(",") if m.strip()] if methods else None
     q, judged = _read_queries(queries, qrels)
     result = compress_report(db, table, methods=wanted, queries=q, sample=sample, qrels=judged, k=k,
-                             budget=parse_size(budget, "--budget") if budget else None)
+                             budget=parse_size(budget, "--budget") if budget else None, **options)
     with BatchSink(output, fmt) as sink:
         for batch in result.to_arrow().to_batches():
             sink.write(batch)

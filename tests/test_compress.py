@@ -321,3 +321,51 @@ def test_drop(store_copy):
     r = run(["compress", "--db", str(store_copy), "--drop"])
     assert r.exit_code == 0 and "dropped chunks__compressed" in r.stderr
     assert load_compressed(store_copy, "chunks") is None
+
+
+# ------------------------------------------------------------------ options are applied or refused (issue 10)
+
+
+def _report_rows(db, *args) -> list[dict]:
+    r = run(["compress", "--db", str(db), "--report", "--sample", "40", "-f", "jsonl", *args])
+    assert r.exit_code == 0, r.stderr
+    return [json.loads(line) for line in r.stdout_bytes.decode().splitlines()]
+
+
+def test_report_applies_rescore_and_bytes(store_copy):
+    """`--report --methods binary --rescore N` measures binary+rescore:N (it used to measure binary)."""
+    plain = {x["method"]: x for x in _report_rows(store_copy, "--methods", "binary,pq")}
+    rows = _report_rows(store_copy, "--methods", "binary,pq", "--rescore", "50", "--rescore-with", "float",
+                        "--bytes", "48")
+    assert [x["method"] for x in rows] == ["float32", "binary+rescore:50:float", "pq:48+rescore:50:float"]
+    assert rows[1]["recall@10"] > plain["binary"]["recall@10"]
+    # the default spread: its rescored methods take --rescore, its PQ methods --bytes
+    spread = [x["method"] for x in _report_rows(store_copy, "--rescore", "30", "--bytes", "96")]
+    assert "binary" in spread and "binary+rescore:30" in spread and "pq:96+rescore:30" in spread
+    assert not any("rescore:100" in m for m in spread)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--report", "--methods", "binary+rescore:100", "--rescore", "50"], "rescore:100 and --rescore 50"),
+    (["--report", "--methods", "binary,int8", "--bytes", "48"], "--bytes only applies to pq"),
+    (["--method", "binary", "--rescore-with", "float"], "--rescore-with needs rescoring"),
+    (["--method", "pq:48", "--bytes", "96"], "pq:48 and --bytes 96"),
+    (["--method", "int8", "--sample", "10"], "--sample has no effect with --method"),
+    (["--method", "int8", "--methods", "binary", "--k", "5", "-o", "x.jsonl"], "have no effect with --method"),
+    (["--drop", "--rescore", "10"], "--rescore has no effect with --drop"),
+    (["--report", "--wait"], "--wait has no effect with --report"),
+    (["--report", "--queries", "q.jsonl", "--sample", "10"], "--sample has no effect with --queries"),
+])
+def test_ignored_options_are_refused(store_copy, args, message):
+    before = _versions(store_copy)
+    r = run(["compress", "--db", str(store_copy), *args])
+    assert r.exit_code == 2, r.stderr
+    assert message in r.stderr
+    assert _versions(store_copy) == before
+
+
+def test_method_keeps_its_own_rescore_representation(store_copy):
+    """`--method binary+rescore:20:float`: the --rescore-with default no longer overrides ':float'."""
+    r = run(["compress", "--db", str(store_copy), "--method", "binary+rescore:20:float"])
+    assert r.exit_code == 0, r.stderr
+    assert compressed_info(store_copy, "chunks")["spec"]["rescore_with"] == "float"

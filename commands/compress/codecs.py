@@ -382,8 +382,9 @@ class MethodSpec:
 
 def parse_method(spec: str, *, rescore: int | None = None, rescore_with: str | None = None,
                  pq_bytes: int | None = None) -> MethodSpec:
-    """Parse ``spec``; keyword options (``--rescore``, ``--bytes``) fill what it leaves out."""
-    truncate, codec, pq_arg, resc, resc_with = None, None, None, 0, "int8"
+    """Parse ``spec``; keyword options (``--rescore``, ``--rescore-with``, ``--bytes``) fill what it
+    leaves out. One that contradicts the spec, or has nothing to apply to, is refused (exit 2)."""
+    truncate, codec, pq_arg, resc, resc_with, how = None, None, None, 0, "int8", ""
     steps = [s.strip().lower() for s in spec.split("+") if s.strip()]
     if not steps:
         raise UsageError("empty --method", hint=_known())
@@ -413,13 +414,23 @@ def parse_method(spec: str, *, rescore: int | None = None, rescore_with: str | N
     codec = codec or ("float32" if truncate else None)
     if codec is None:
         raise UsageError(f"method {spec!r} names no codec", hint=_known())
+    # issue 10: an option that the spec contradicts used to win (or be dropped) silently
     if pq_bytes is not None:
         if codec != "pq":
             raise UsageError(f"--bytes only applies to pq, not {codec}")
+        if pq_arg is not None and pq_arg != pq_bytes:
+            raise UsageError(f"method {spec!r} says pq:{pq_arg} and --bytes {pq_bytes}: give one")
         pq_arg = pq_bytes
     if rescore:
+        if resc and resc != rescore:
+            raise UsageError(f"method {spec!r} says rescore:{resc} and --rescore {rescore}: give one")
         resc = rescore
     if rescore_with:
+        if not resc:
+            raise UsageError(f"--rescore-with needs rescoring: --rescore N, or {spec}+rescore:N")
+        if how and how != rescore_with:
+            raise UsageError(f"method {spec!r} rescores with {how} and --rescore-with {rescore_with}: "
+                             "give one")
         resc_with = rescore_with
     if resc_with not in RESCORE_WITH:
         raise UsageError(f"unknown rescoring representation {resc_with!r} (int8 or float)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -82,13 +82,35 @@ class Corpus:
     meta: dict[str, Any]
 
 
-def default_methods(dim: int, k: int = 10) -> list[str]:
+def default_methods(dim: int, k: int = 10, *, rescore: int | None = None, pq_bytes: int | None = None
+                    ) -> list[str]:
+    """A spread of every codec; ``rescore`` candidates for the rescored ones [10·k], ``pq_bytes``."""
     from .codecs import default_pq_bytes
 
-    half, rescore = max(1, dim // 2), 10 * k
-    return ["float16", "int8", "binary", f"binary+rescore:{rescore}", f"pq:{default_pq_bytes(dim)}",
-            f"pq:{default_pq_bytes(dim)}+rescore:{rescore}", f"truncate:{half}",
+    half, rescore = max(1, dim // 2), rescore or 10 * k
+    pq = pq_bytes or default_pq_bytes(dim)
+    return ["float16", "int8", "binary", f"binary+rescore:{rescore}", f"pq:{pq}",
+            f"pq:{pq}+rescore:{rescore}", f"truncate:{half}",
             f"truncate:{half}+binary+rescore:{rescore}"]
+
+
+def report_specs(methods: list[str] | None, dim: int, k: int = 10, *, rescore: int | None = None,
+                 rescore_with: str | None = None, pq_bytes: int | None = None) -> list[MethodSpec]:
+    """The methods a report compares, with ``--rescore``/``--rescore-with``/``--bytes`` applied as
+    ``compress --method`` applies them (issue 10: the report ignored them).
+
+    Listed methods all take ``rescore``; ``pq_bytes`` goes to the PQ ones (refused when there is
+    none). In the default spread, ``rescore`` and ``rescore_with`` set its rescored methods.
+    """
+    if methods is None:
+        specs = [parse_method(m) for m in default_methods(dim, k, rescore=rescore, pq_bytes=pq_bytes)]
+        return [replace(s, rescore_with=rescore_with) if s.rescore and rescore_with else s for s in specs]
+    codecs = [parse_method(m).codec for m in methods]
+    if pq_bytes is not None and "pq" not in codecs:
+        raise UsageError(f"--bytes only applies to pq, and --methods {','.join(methods)} names no pq method")
+    return [parse_method(m, rescore=rescore, rescore_with=rescore_with,
+                         pq_bytes=pq_bytes if codec == "pq" else None)
+            for m, codec in zip(methods, codecs, strict=True)]
 
 
 def load_corpus(db: str | os.PathLike, table: str) -> Corpus:
@@ -127,11 +149,15 @@ def compress_report(db: str | os.PathLike, table: str = "chunks", *, methods: li
                     queries: dict[str, str] | None = None, query_vectors: np.ndarray | None = None,
                     sample: int = DEFAULT_SAMPLE, qrels: dict[str, dict[str, int]] | None = None,
                     k: int = 10, budget: int | None = None, keep_hits: bool = False,
-                    seed: int = SEED) -> Report:
-    """Measure ``methods`` (default: :func:`default_methods`) on the table; the store is only read."""
+                    seed: int = SEED, rescore: int | None = None, rescore_with: str | None = None,
+                    pq_bytes: int | None = None) -> Report:
+    """Measure ``methods`` (default: :func:`default_methods`) on the table; the store is only read.
+
+    ``rescore``, ``rescore_with`` and ``pq_bytes`` are ``compress``'s options (:func:`report_specs`).
+    """
     corpus = load_corpus(db, table)
     dim = corpus.vectors.shape[1]
-    specs = [parse_method(m) for m in (methods or default_methods(dim, k))]
+    specs = report_specs(methods, dim, k, rescore=rescore, rescore_with=rescore_with, pq_bytes=pq_bytes)
     for spec in specs:
         make_codec(spec, dim)  # bad --bytes / truncate: refuse before the long part
     qids, q, self_pos, source = _queries(corpus, queries, query_vectors, sample, seed)

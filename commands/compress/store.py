@@ -387,12 +387,14 @@ def _row_filter(tbl, ids: np.ndarray):
     return rows
 
 
-def drop_compressed(db: str | os.PathLike, table: str = "chunks") -> bool:
-    """Remove the companion table; True when there was one."""
-    from arrowsmith.commands.store import connect, table_exists
+def drop_compressed(db: str | os.PathLike, table: str = "chunks", *, wait: bool = False) -> bool:
+    """Remove the companion table; True when there was one. Under compress's lock (exit 75, or
+    ``wait``), so it never drops a representation a running ``compress`` is writing."""
+    from arrowsmith.commands.store import connect, table_exists, table_lock
 
-    if not table_exists(db, companion_name(table)):
-        return False
-    connect(db).drop_table(companion_name(table))
+    with table_lock(db, companion_name(table), wait=wait):
+        if not table_exists(db, companion_name(table)):
+            return False
+        connect(db).drop_table(companion_name(table))
     return True
 
