@@ -203,3 +203,36 @@ def test_every_option_in_the_docs_exists_somewhere():
                 if flag not in everything:
                     problems.append(f"{_rel(md)}:{lineno}: {flag}")
     assert not problems, "\n".join(problems)
+
+
+def _envvars() -> dict[str, set[str]]:
+    """Environment variable → the options (any command) it sets."""
+    from typer.main import get_command
+
+    from arrowsmith.cli.app import app
+
+    group = get_command(app)
+    out: dict[str, set[str]] = {}
+    for command in [group, *group.commands.values()]:
+        for p in command.params:
+            if isinstance(getattr(p, "envvar", None), str):
+                out.setdefault(p.envvar, set()).update(getattr(p, "opts", []))
+    return out
+
+
+def test_environment_variables_in_the_docs_exist():
+    """Every ARROWSMITH_* the docs name is an option's variable or one the code reads, and a row
+    that pairs an option with a variable (`--window` | `ARROWSMITH_WINDOW`) pairs the right ones."""
+    options = _envvars()
+    code = "\n".join(p.read_text(encoding="utf-8") for p in SOURCES if "tests" not in p.parts)
+    problems = []
+    for md in MARKDOWN:
+        for lineno, line in enumerate(md.read_text(encoding="utf-8").splitlines(), 1):
+            for var in re.findall(r"\bARROWSMITH_[A-Z][A-Z0-9_]*\b", line):
+                if var not in options and f'"{var}"' not in code:
+                    problems.append(f"{_rel(md)}:{lineno}: {var} is read nowhere")
+            pair = re.match(r"\|\s*`(--[a-z][\w-]*)[^`]*`\s*\|\s*`(ARROWSMITH_[A-Z0-9_]+)`", line)
+            if pair and pair.group(2) in options and pair.group(1) not in options[pair.group(2)]:
+                flag, var = pair.groups()
+                problems.append(f"{_rel(md)}:{lineno}: {var} sets {sorted(options[var])}, not {flag}")
+    assert not problems, "\n".join(problems)
