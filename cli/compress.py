@@ -37,7 +37,8 @@ def compress_command(
         help="--report: comma-separated methods [default: a spread of all of them].",
         show_default=False)] = None,
     queries: Annotated[str | None, typer.Option(
-        help="--report: queries file (BEIR queries.jsonl: _id, text) [default: sample corpus chunks].",
+        help="--report: queries file, as query --file reads it (id or BEIR _id, text; one per line; "
+        "- = stdin) [default: sample corpus chunks].",
         show_default=False)] = None,
     sample: Annotated[int, typer.Option(help="--report: corpus chunks to use as queries.")] = 200,
     qrels: Annotated[str | None, typer.Option(
@@ -124,12 +125,13 @@ def _report(db, table, methods, queries, sample, qrels, k, budget, plot, output,
 
 def _read_queries(queries: str | None, qrels: str | None):
     from arrowsmith.commands.errors import UsageError
-    from arrowsmith.commands.evaluate.data import read_qrels, read_queries
+    from arrowsmith.commands.evaluate.data import read_qrels
+    from arrowsmith.commands.query import read_queries_file
 
     judged = read_qrels(qrels) if qrels else None
     if judged is not None and not queries:
         raise UsageError("--qrels needs --queries (the judged queries' texts)")
-    q = read_queries(queries) if queries else None
+    q = dict(read_queries_file(queries)) if queries else None
     if q is not None and judged is not None:
         q = {qid: text for qid, text in q.items() if qid in judged}
     return q, judged

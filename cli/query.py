@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
@@ -73,14 +72,14 @@ def query_command(
 ) -> None:
     """Search a store: top k chunks (or documents) per query, with scores."""
     from arrowsmith.commands.errors import UsageError
-    from arrowsmith.commands.query import QueryStats, search
+    from arrowsmith.commands.query import QueryStats, read_queries_file, search
 
     from .io import BatchSink
     from .settings import info
 
     items = [(f"q{i}", q) for i, q in enumerate(queries or [], start=1)]
     if file:
-        items += _read_queries(file, start=len(items) + 1)
+        items += read_queries_file(file, start=len(items) + 1)
     if not items:
         raise UsageError("no queries: give them as arguments or with --file (one per line, or - for stdin)")
     stats = QueryStats()
@@ -90,58 +89,3 @@ def query_command(
     with BatchSink(output, fmt) as sink:
         sink.write_all(result.to_batches(max_chunksize=1024), result.schema)
     info(stats.summary())
-
-
-def _read_queries(source: str, start: int = 1) -> list[tuple[str, str]]:
-    """(id, text) pairs from a tabular file (id optional) or plain text, one query per line."""
-    from arrowsmith.commands.errors import UsageError
-    from arrowsmith.commands.io import format_of, read_batches, read_bytes, sniff
-
-    if source == "-":
-        if sys.stdin.isatty():
-            raise UsageError("--file -: stdin is a terminal; pipe queries in")
-        data = sys.stdin.buffer.read()  # queries are small: read them whole, then sniff
-        delimited = _delimited_header(data)
-        if delimited:
-            return _from_batches(read_bytes(data, delimited), "<stdin>", start)
-        fmt = sniff(data[:256])
-        if fmt is None:
-            return _lines(data, start)
-        return _from_batches(read_bytes(data, fmt), "<stdin>", start)
-    elif format_of(source) is None:  # .txt, .queries, no extension: one query per line
-        try:
-            with open(source, "rb") as f:
-                return _lines(f.read(), start)
-        except FileNotFoundError:
-            raise UsageError(f"{source}: no such file") from None
-    return _from_batches(read_batches(source), source, start)
-
-
-def _delimited_header(data: bytes) -> str | None:
-    """"csv" or "tsv" when the first line is a header naming a ``text`` column, else None."""
-    first = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").strip()
-    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
-        columns = [c.strip().strip('"') for c in first.split(delimiter)]
-        if len(columns) > 1 and "text" in columns:
-            return fmt
-    return None
-
-
-def _lines(data: bytes, start: int) -> list[tuple[str, str]]:
-    texts = [line.strip() for line in data.decode("utf-8-sig").splitlines()]
-    return [(f"q{start + i}", t) for i, t in enumerate(t for t in texts if t)]
-
-
-def _from_batches(batches, source: str, start: int) -> list[tuple[str, str]]:
-    from arrowsmith.commands.errors import DataError
-
-    out: list[tuple[str, str]] = []
-    for batch in batches:
-        if "text" not in batch.schema.names:
-            has = ", ".join(batch.schema.names)
-            raise DataError(f"{source}: queries need a 'text' column (it has: {has})")
-        texts = batch.column("text").to_pylist()
-        ids = batch.column("id").to_pylist() if "id" in batch.schema.names else [None] * len(texts)
-        for qid, text in zip(ids, texts, strict=True):
-            out.append((str(qid) if qid is not None else f"q{start + len(out)}", text or ""))
-    return out

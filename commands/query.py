@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .schemas import MODEL, read_meta, stage_metadata
 
 log = logging.getLogger("arrowsmith.query")
@@ -123,6 +124,73 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
     stats.search_s = time.perf_counter() - t0
     stats.rows, stats.compressed = result.num_rows, searcher.compressed is not None
     return result
+
+
+def read_queries_file(source: str, start: int = 1) -> list[tuple[str, str]]:
+    """(id, text) pairs from a file or ``-`` (stdin): a table with a ``text`` column and an
+    optional ``id`` (or BEIR's ``_id``) column, in any format `arrowsmith` reads, or plain text,
+    one query per line. Queries without an id are numbered ``q<start>``, ``q<start + 1>``, …;
+    two queries with one id are a DataError."""
+    from .io import format_of, read_batches, read_bytes, sniff
+
+    if source == "-":
+        if sys.stdin.isatty():
+            raise UsageError("--file -: stdin is a terminal; pipe queries in")
+        data = sys.stdin.buffer.read()  # queries are small: read them whole, then sniff
+        fmt = _delimited_header(data) or sniff(data[:256])
+        pairs = _query_lines(data, "<stdin>", start) if fmt is None else \
+            _queries_of(read_bytes(data, fmt), "<stdin>", start)
+    elif format_of(source) is None:  # .txt, .queries, no extension: one query per line
+        try:
+            with open(source, "rb") as f:
+                pairs = _query_lines(f.read(), source, start)
+        except FileNotFoundError:
+            raise UsageError(f"{source}: no such file") from None
+    else:
+        pairs = _queries_of(read_batches(source), source, start)
+    seen: set[str] = set()
+    for qid, _ in pairs:
+        if qid in seen:
+            raise DataError(f"{'<stdin>' if source == '-' else source}: two queries have the id {qid!r}")
+        seen.add(qid)
+    return pairs
+
+
+def _delimited_header(data: bytes) -> str | None:
+    """"csv" or "tsv" when the first line is a header naming a ``text`` column, else None."""
+    first = data.split(b"\n", 1)[0].decode("utf-8-sig", errors="replace").strip()
+    for delimiter, fmt in (("\t", "tsv"), (",", "csv")):
+        columns = [c.strip().strip('"') for c in first.split(delimiter)]
+        if len(columns) > 1 and "text" in columns:
+            return fmt
+    return None
+
+
+def _query_lines(data: bytes, source: str, start: int) -> list[tuple[str, str]]:
+    texts = []
+    for lineno, raw in enumerate(data.splitlines(), start=1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
+        except UnicodeDecodeError as e:
+            raise DataError(f"{source}: line {lineno}: not valid UTF-8 (byte {e.start} of the line)"
+                            ) from None
+        if line:
+            texts.append(line)
+    return [(f"q{start + i}", t) for i, t in enumerate(texts)]
+
+
+def _queries_of(batches, source: str, start: int) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for batch in batches:
+        names = batch.schema.names
+        if "text" not in names:
+            raise DataError(f"{source}: queries need a 'text' column (it has: {', '.join(names)})")
+        texts = batch.column("text").to_pylist()
+        id_col = "id" if "id" in names else "_id" if "_id" in names else None
+        ids = batch.column(id_col).to_pylist() if id_col else [None] * len(texts)
+        for qid, text in zip(ids, texts, strict=True):
+            out.append((str(qid) if qid is not None else f"q{start + len(out)}", text or ""))
+    return out
 
 
 # ------------------------------------------------------------------ checks and inputs

@@ -37,7 +37,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l rescore-with
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l bytes -r -F -d 'pq: bytes per vector (must divide the dimension) (default: dim/4).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l report -d 'Compare methods; the store is not changed.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l methods -r -F -d '--report: comma-separated methods (default: a spread of all of them).'
-complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l queries -r -F -d '--report: queries file (BEIR queries.jsonl: _id, text) (default: sample corpus c'
+complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l queries -r -F -d '--report: queries file, as query --file reads it (id or BEIR _id, text; one per '
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l sample -r -F -d '--report: corpus chunks to use as queries.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l qrels -r -F -d '--report: relevance judgements (BEIR tsv or TREC) for nDCG.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l k -r -F -d '--report: cut-off for recall and nDCG.'

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pyarrow as pa
 import pytest
 
 from arrowsmith.commands.errors import DataError, UsageError
+from arrowsmith.commands.query import read_queries_file
 from arrowsmith.commands.schemas import conform_batch
 from arrowsmith.commands.store import id_filters, scan_batches, sql_in
 from arrowsmith.commands.units import format_duration, format_size, parse_duration, parse_size
@@ -124,3 +127,32 @@ def test_parse_duration_error_names_the_option():
 def test_format_duration_round_trips(seconds, text):
     assert format_duration(seconds) == text
     assert parse_duration(text).total_seconds() == seconds
+
+
+# ------------------------------------------------------------------ read_queries_file
+
+
+def test_read_queries_file_reads_lines_tables_and_beir_ids(tmp_path):
+    lines = tmp_path / "q.txt"
+    lines.write_bytes(b"molten lava\n\n  wild yeast  \n")
+    assert read_queries_file(str(lines), start=3) == [("q3", "molten lava"), ("q4", "wild yeast")]
+    beir = tmp_path / "queries.jsonl"
+    beir.write_text('{"_id": 7, "text": "lava", "metadata": {}}\n{"_id": 12, "text": "yeast"}\n')
+    assert read_queries_file(str(beir)) == [("7", "lava"), ("12", "yeast")]  # numeric BEIR ids
+    table = tmp_path / "q.csv"
+    table.write_text("text\nno ids here\n")
+    assert read_queries_file(str(table)) == [("q1", "no ids here")]
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("dup.jsonl", b'{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "two queries have the id 'a'"),
+    ("notext.jsonl", b'{"id": "a", "query": "x"}\n', "queries need a 'text' column (it has: id, query)"),
+    ("bad.txt", b"fine\n\xff\xfe\n", "line 2: not valid UTF-8"),
+])
+def test_read_queries_file_errors_name_the_file(tmp_path, name, data, message):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: .*{re.escape(message)}"):
+        read_queries_file(str(path))
+    with pytest.raises(UsageError, match="no such file"):
+        read_queries_file(str(tmp_path / "missing.txt"))
