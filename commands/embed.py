@@ -14,7 +14,6 @@ tokens, so a chunk's vector carries the context of its document.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import time
@@ -78,14 +77,16 @@ class EmbedParams:
 
 
 @dataclass
-class _Doc:
+class EmbedDoc:
+    """One input document as embed sees it: its chunks' spans and the key the store checks."""
+
     id: str
     text: str
     doc_hash: str
-    spans: list[tuple[int, int]]
-    source: pa.RecordBatch
+    spans: list[tuple[int, int]]  # character [start, end) of each chunk; one span for a text row
+    source: pa.RecordBatch  # the input batch, whose row ``row`` holds the carried metadata
     row: int
-    key: str = ""
+    key: str = ""  # doc_key: what decides whether a stored copy is current
 
 
 # ------------------------------------------------------------------ parameters
@@ -96,14 +97,14 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
                    window_overlap: int | None = None, late_specials: str = "exclude",
                    force: bool = False) -> EmbedParams:
     """Check options against the model and fill in its defaults."""
-    doc_prompt = _model_prompt(model, "document") if prompt is None else prompt
-    q_prompt = _model_prompt(model, "query") if query_prompt is None else query_prompt
+    doc_prompt = model.prompt_for("document") if prompt is None else prompt
+    q_prompt = model.prompt_for("query") if query_prompt is None else query_prompt
     dim = _check_dim(model, dim)
     if not late:
         return EmbedParams(doc_prompt, q_prompt, dim, False)
     if late_specials not in LATE_SPECIALS:
         raise UsageError(f"--late-specials {late_specials!r}: choose exclude or include")
-    if not getattr(model, "supports_token_embeddings", False):
+    if not model.supports_token_embeddings:
         raise UsageError(f"{model.plugin}:{model.name} does not expose token vectors, so it cannot "
                          "late-chunk", hint="--naive")
     if model.pooling != "mean" and not force:
@@ -112,7 +113,7 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
                          hint="--force, or --naive")
     # the model's own window (sentence-transformers max_seq_length), which encode_tokens enforces;
     # positions past it exist (512 for all-MiniLM-L6-v2) but the model was not trained on them
-    limit = min(model.max_tokens, int(getattr(model, "position_limit", model.max_tokens) or model.max_tokens))
+    limit = min(model.max_tokens, model.position_limit or model.max_tokens)
     window = window or limit
     if window > limit:
         raise UsageError(f"--window {window} exceeds the model's window of {limit} tokens")
@@ -127,18 +128,12 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
     return EmbedParams(doc_prompt, q_prompt, dim, True, window, overlap, late_specials)
 
 
-def _model_prompt(model: EmbeddingModel, kind: str) -> str:
-    if hasattr(model, "prompt_for"):
-        return model.prompt_for(kind)
-    return model.prompts.get(kind, "")
-
-
 def _check_dim(model: EmbeddingModel, dim: int | None) -> int:
     if dim is None or dim == model.dim:
         return model.dim
     if not 0 < dim < model.dim:
         raise UsageError(f"--dim {dim}: must be between 1 and the model's {model.dim}")
-    trained = tuple(getattr(model, "matryoshka_dims", ()) or ())
+    trained = tuple(model.matryoshka_dims)
     if dim not in trained:
         log.warning("%s is not known to be trained for --dim %d (Matryoshka dims: %s): truncated "
                     "vectors may lose much of their quality", model.name, dim,
@@ -172,9 +167,8 @@ def embedding_meta(model: EmbeddingModel, params: EmbedParams) -> dict[str, Any]
     if params.late:
         meta.update(window=params.window, window_overlap=params.window_overlap,
                     late_specials=params.late_specials)
-    precision = getattr(model, "dtype", None)
-    if isinstance(precision, str):
-        meta["precision"] = precision
+    if model.dtype:
+        meta["precision"] = model.dtype
     return meta
 
 
@@ -229,54 +223,73 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
                   stats: EmbedStats | None = None) -> Iterator[pa.RecordBatch]:
     """Embedded-chunks batches for chunked documents or text rows (see module docstring).
 
-    ``group_rows`` caps the chunks per emitted batch (a store's checkpoint size), so work that a
-    crash can lose is bounded by the checkpoint; a document's chunks always stay together.
+    The stage is :func:`document_groups` (which documents to embed, grouped) followed by
+    :meth:`GroupEmbedder.embed` on each group. ``group_rows`` caps the chunks per emitted batch (a
+    store's checkpoint size), so work that a crash can lose is bounded by the checkpoint.
     """
     stats = stats if stats is not None else EmbedStats()
     params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
                             window=window, window_overlap=window_overlap, late_specials=late_specials,
                             force=force)
-    meta = embedding_meta(model, params)
-    embedder = _Embedder(model, params, batch_tokens, stats)
-    # on an accelerator, larger groups let the model tokenize the next window while computing
-    scale = 1 if str(getattr(model, "device", "cpu")) == "cpu" else 4
-    limit = (GROUP_LATE_TOKENS if late else GROUP_CHUNKS) * scale
-    schema: pa.Schema | None = None
-    digest = ""
-    group: list[_Doc] = []
-    weight = rows = 0
-    emitted = False
+    embedder = GroupEmbedder(model, params, batch_tokens, stats)
     t0 = time.perf_counter()
     try:
-        for batch in batches:
-            if schema is None:
-                schema, chunker = _output_schema(batch.schema, params.dim, meta, id_col, text_col)
-                digest = _key_digest(meta, chunker)
-            for doc in _documents(batch, id_col, text_col, digest):
-                stats.documents_seen += 1
-                if not doc.text.strip() and "chunks" not in batch.schema.names:
-                    # "" and " " embed to one meaningless vector that would match any query
-                    stats.documents_empty += 1
-                    log.warning("document %s: empty text, skipped", doc.id)
-                    continue
-                if skip_doc is not None and skip_doc(doc.id, doc.key):
-                    stats.documents_skipped += 1
-                    continue
-                group.append(doc)
-                weight += _weight(doc, late)
-                rows += max(1, len(doc.spans))
-                if weight >= limit or (group_rows is not None and rows >= group_rows):
-                    yield embedder.run(group, schema)
-                    group, weight, rows, emitted = [], 0, 0, True
-        if schema is None:
-            raise DataError("empty input: no record batches to embed")
-        if group or not emitted:  # an empty batch still carries the schema (and model metadata)
-            yield embedder.run(group, schema)
+        for docs, schema in document_groups(batches, model, params, id_col=id_col, text_col=text_col,
+                                            skip_doc=skip_doc, group_rows=group_rows, stats=stats):
+            yield embedder.embed(docs, schema)
     finally:
         stats.seconds += time.perf_counter() - t0
 
 
-def _weight(doc: _Doc, late: bool) -> int:
+def document_groups(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, params: EmbedParams, *,
+                    id_col: str = "id", text_col: str = "text",
+                    skip_doc: Callable[[str, str], bool] | None = None, group_rows: int | None = None,
+                    stats: EmbedStats | None = None) -> Iterator[tuple[list[EmbedDoc], pa.Schema]]:
+    """The documents to embed, in input order and in bounded groups, with the output schema.
+
+    Decides per document: empty text rows are skipped (warned), and so is a document for which
+    ``skip_doc(id, doc_key)`` is true (the store: that key is already stored, so it is unchanged).
+    Each group holds whole documents (a document's chunks are never split) up to a token or chunk
+    budget, and at most ``group_rows`` chunks once it holds more than one document. An input with
+    nothing to embed still yields one empty group, so the output carries the schema and metadata.
+    """
+    stats = stats if stats is not None else EmbedStats()
+    meta = embedding_meta(model, params)
+    # on an accelerator, larger groups let the model tokenize the next window while computing
+    scale = 1 if model.device == "cpu" else 4
+    limit = (GROUP_LATE_TOKENS if params.late else GROUP_CHUNKS) * scale
+    schema: pa.Schema | None = None
+    digest = ""
+    group: list[EmbedDoc] = []
+    weight = rows = 0
+    emitted = False
+    for batch in batches:
+        if schema is None:
+            schema, chunker = _output_schema(batch.schema, params.dim, meta, id_col, text_col)
+            digest = _key_digest(meta, chunker)
+        for doc in keyed_documents(batch, digest, id_col, text_col):
+            stats.documents_seen += 1
+            if not doc.text.strip() and "chunks" not in batch.schema.names:
+                # "" and " " embed to one meaningless vector that would match any query
+                stats.documents_empty += 1
+                log.warning("document %s: empty text, skipped", doc.id)
+                continue
+            if skip_doc is not None and skip_doc(doc.id, doc.key):
+                stats.documents_skipped += 1
+                continue
+            group.append(doc)
+            weight += _weight(doc, params.late)
+            rows += max(1, len(doc.spans))
+            if weight >= limit or (group_rows is not None and rows >= group_rows):
+                yield group, schema
+                group, weight, rows, emitted = [], 0, 0, True
+    if schema is None:
+        raise DataError("empty input: no record batches to embed")
+    if group or not emitted:  # an empty batch still carries the schema (and model metadata)
+        yield group, schema
+
+
+def _weight(doc: EmbedDoc, late: bool) -> int:
     # late groups are bounded by their token vectors; ~4 chars per token is close enough here
     return max(1, len(doc.text) // 4) if late else max(1, len(doc.spans))
 
@@ -303,7 +316,13 @@ def _output_schema(schema: pa.Schema, dim: int, meta: dict[str, Any], id_col: st
     return out, chunker
 
 
-def _documents(batch: pa.RecordBatch, id_col: str, text_col: str, digest: str) -> Iterator[_Doc]:
+def keyed_documents(batch: pa.RecordBatch, digest: str, id_col: str = "id", text_col: str = "text"
+                    ) -> Iterator[EmbedDoc]:
+    """The documents of one input batch with their spans and doc_key.
+
+    ``digest`` is the model, chunker and embedding settings (``_key_digest``); the key adds the
+    text's hash and the carried metadata (``metadata_columns``), so changing any of them re-embeds.
+    """
     ids = batch.column(id_col).to_pylist()
     texts = batch.column(text_col).to_pylist()
     chunked = "chunks" in batch.schema.names
@@ -323,7 +342,7 @@ def _documents(batch: pa.RecordBatch, id_col: str, text_col: str, digest: str) -
             doc_spans = [(0, len(text))]
         doc_hash = (hashes[row] if hashes else None) or hashlib.sha256(text.encode()).hexdigest()
         key = doc_key(doc_hash, digest, metadata_digest(metadata[row]) if metadata else "")
-        yield _Doc(doc_id, text, doc_hash, doc_spans, batch, row, key=key)
+        yield EmbedDoc(doc_id, text, doc_hash, doc_spans, batch, row, key=key)
 
 
 def _check_spans(doc_id: str, text: str, spans: list[dict]) -> list[tuple[int, int]]:
@@ -340,40 +359,46 @@ def _check_spans(doc_id: str, text: str, spans: list[dict]) -> list[tuple[int, i
 # ------------------------------------------------------------------ embedding a group
 
 
-class _Embedder:
-    def __init__(self, model: EmbeddingModel, params: EmbedParams, batch_tokens: int | None,
-                 stats: EmbedStats):
-        self.model, self.params, self.batch_tokens, self.stats = model, params, batch_tokens, stats
+class GroupEmbedder:
+    """Embeds one group of documents into one batch of embedded chunks (what an engine's worker runs).
 
-    def run(self, docs: list[_Doc], schema: pa.Schema) -> pa.RecordBatch:
-        before = getattr(self.model, "tokens_seen", None)
-        load_before = getattr(self.model, "load_seconds", 0.0)
+    Holds the model and the resolved parameters; counts into ``stats`` (documents, chunks, tokens,
+    model load time). Vectors are those of ``embed_batches`` for the same model and parameters.
+    """
+
+    def __init__(self, model: EmbeddingModel, params: EmbedParams, batch_tokens: int | None = None,
+                 stats: EmbedStats | None = None):
+        self.model, self.params, self.batch_tokens = model, params, batch_tokens
+        self.stats = stats if stats is not None else EmbedStats()
+
+    def embed(self, docs: list[EmbedDoc], schema: pa.Schema) -> pa.RecordBatch:
+        """One row per chunk of ``docs``, in order, in ``schema`` (from :func:`document_groups`)."""
+        before, load_before = self.model.tokens_seen, self.model.load_seconds
         vectors = self._late(docs) if self.params.late else self._naive(docs)
-        self.stats.load_seconds += getattr(self.model, "load_seconds", 0.0) - load_before
-        after = getattr(self.model, "tokens_seen", None)
-        if before is not None and after is not None:
-            self.stats.tokens += after - before
-        vectors = _truncate(vectors, self.params.dim, self.model.normalize)
+        self.stats.load_seconds += self.model.load_seconds - load_before
+        if before is not None and self.model.tokens_seen is not None:
+            self.stats.tokens += self.model.tokens_seen - before
+        vectors = _truncate(vectors, self.params.dim)
         self.stats.documents_embedded += len(docs)
         self.stats.chunks += len(vectors)
         return _build_batch(docs, vectors, schema)
 
-    def _naive(self, docs: list[_Doc]) -> np.ndarray:
+    def _naive(self, docs: list[EmbedDoc]) -> np.ndarray:
         texts = [d.text[s:e] for d in docs for s, e in d.spans]
-        kw = {"batch_tokens": self.batch_tokens} if self.batch_tokens else {}
         try:
-            out = self.model.encode(texts, "document", prompt=self.params.prompt, **kw)
+            out = self.model.encode(texts, "document", prompt=self.params.prompt,
+                                    batch_tokens=self.batch_tokens)
         except TooLongError as e:
             raise _too_long(docs, e) from None
-        if getattr(self.model, "tokens_seen", None) is None:
+        if self.model.tokens_seen is None:  # the plugin does not count: count with its tokenizer
             self.stats.tokens += sum(self.model.tokenizer.count_tokens(texts))
         return np.asarray(out, dtype=np.float32)
 
-    def _late(self, docs: list[_Doc]) -> np.ndarray:
+    def _late(self, docs: list[EmbedDoc]) -> np.ndarray:
         plans = [plan_late(self.model, d.text, d.spans, self.params) for d in docs]
         seqs = [seq for p in plans for seq in p.sequences]
-        outs = _encode_tokens(self.model, seqs, self.batch_tokens)
-        if getattr(self.model, "tokens_seen", None) is None:
+        outs = self.model.encode_tokens(seqs, batch_tokens=self.batch_tokens)
+        if self.model.tokens_seen is None:
             self.stats.tokens += sum(len(s) for s in seqs)
         vectors, k = [], 0
         for plan in plans:
@@ -388,7 +413,7 @@ class _Embedder:
         return out
 
 
-def _too_long(docs: list[_Doc], e: TooLongError) -> DataError:
+def _too_long(docs: list[EmbedDoc], e: TooLongError) -> DataError:
     k = e.index
     for d in docs:
         if k < len(d.spans):
@@ -400,21 +425,14 @@ def _too_long(docs: list[_Doc], e: TooLongError) -> DataError:
     return DataError(str(e))
 
 
-def _encode_tokens(model: EmbeddingModel, seqs: list[list[int]], batch_tokens: int | None
-                   ) -> list[np.ndarray]:
-    if batch_tokens and "batch_tokens" in inspect.signature(model.encode_tokens).parameters:
-        return model.encode_tokens(seqs, batch_tokens=batch_tokens)
-    return model.encode_tokens(seqs)
-
-
-def _truncate(vectors: np.ndarray, dim: int, normalize: bool) -> np.ndarray:
+def _truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
     if vectors.shape[1] == dim:
         return vectors
     out = np.ascontiguousarray(vectors[:, :dim])
     return l2_normalize(out, in_place=True)  # Matryoshka: truncated vectors are re-normalised
 
 
-def _build_batch(docs: list[_Doc], vectors: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
+def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
     ids, doc_ids, idx, texts, starts, ends, keys = [], [], [], [], [], [], []
     for d in docs:
         for i, (s, e) in enumerate(d.spans):
@@ -439,7 +457,7 @@ def _build_batch(docs: list[_Doc], vectors: np.ndarray, schema: pa.Schema) -> pa
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _metadata_column(docs: list[_Doc], f: pa.Field) -> pa.Array:
+def _metadata_column(docs: list[EmbedDoc], f: pa.Field) -> pa.Array:
     """One value per chunk: each document's metadata repeated over its chunks."""
     if not docs:
         return pa.array([], f.type)
@@ -562,28 +580,24 @@ def span_tokens(offsets: np.ndarray, start: int, end: int) -> tuple[int, int]:
 def embed_queries(texts: list[str], model: EmbeddingModel, *, prompt: str | None = None,
                   dim: int | None = None) -> np.ndarray:
     """Query vectors, with the query prompt and dim the store was built with (``model_from_meta``)."""
-    stored = getattr(model, "embed_params", {}) or {}
     if prompt is None:
-        prompt = stored.get("query_prompt")
+        prompt = model.embed_params.get("query_prompt")
     if dim is None:
-        dim = stored.get("dim")
+        dim = model.embed_params.get("dim")
     vectors = np.asarray(model.encode(texts, "query", prompt=prompt), dtype=np.float32)
-    return _truncate(vectors, dim or model.dim, model.normalize)
+    return _truncate(vectors, dim or model.dim)
 
 
 def model_from_meta(meta: dict[str, Any], **options: Any) -> EmbeddingModel:
     """The model a stream or table names in its ``arrowsmith.model`` metadata."""
-    from arrowsmith.plugins.registry import load_factory
+    from arrowsmith.plugins.registry import DEFAULT_PLUGIN, load_plugin_model
 
     info = meta.get(MODEL, meta)
     if isinstance(info, str):
         info = json.loads(info)
     if not isinstance(info, dict) or "name" not in info:
         raise DataError(f"no '{MODEL}' metadata naming a model", hint="--model NAME")
-    plugin = info.get("plugin") or "sentence-transformers"
-    model = load_factory(plugin)(info["name"], **options)
-    if not getattr(model, "plugin", ""):
-        model.plugin = plugin
+    model = load_plugin_model(info.get("plugin") or DEFAULT_PLUGIN, info["name"], **options)
     if info.get("revision") and model.revision and info["revision"] != model.revision:
         log.warning("model %s differs from the one the table was built with (revision %s, stored %s): "
                     "query vectors may not match", info["name"], model.revision[:12], info["revision"][:12])

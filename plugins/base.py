@@ -12,8 +12,12 @@ pass (a plugin ignores what it does not support, and says so if it matters):
 ``allow_download`` (bool).
 
 The factory must be cheap: a model's tokenizer is usable before its weights are
-loaded (``chunk --tokenizer model:NAME`` never loads weights); weights load on
-the first ``encode``/``encode_tokens``.
+loaded or even read (``chunk --tokenizer model:NAME`` neither loads nor hashes
+weights); weights load on the first ``encode``/``encode_tokens``, and a revision
+that hashes them is computed when first read (``describe``).
+
+Everything a stage reads from a model is declared on :class:`EmbeddingModel`
+below, with its default. ``tests/plugin_pkg`` is a complete small plugin.
 """
 
 from __future__ import annotations
@@ -44,7 +48,7 @@ class TooLongError(DataError):
 class TextTokenizer(ABC):
     """A tokenizer that reports character offsets (what chunking and late chunking need)."""
 
-    name: str = ""
+    name: str = ""  # how it is recorded in a chunked stream's metadata (the model's: "model:NAME")
 
     @abstractmethod
     def token_offsets(self, text: str) -> np.ndarray:
@@ -53,25 +57,47 @@ class TextTokenizer(ABC):
         Offsets index into ``text`` (Python ``str`` indices, i.e. code points).
         """
 
+    def batch_offsets(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """``token_offsets`` of each text; a tokenizer that batches in parallel overrides it."""
+        return [self.token_offsets(t) for t in texts]
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         """Tokens in each text on its own (no special tokens)."""
         return [len(self.token_offsets(t)) for t in texts]
 
 
 class EmbeddingModel(ABC):
-    """What a plugin's factory returns. Capabilities are attributes, as in llm."""
+    """What a plugin's factory returns: everything a stage reads from a model is declared here.
 
-    plugin: str = ""
+    Capabilities are attributes with defaults, as in llm; a plugin sets the ones that differ
+    (as class attributes, in ``__init__``, or as properties). Stages never probe a model for
+    anything not declared here.
+    """
+
+    # identity: what goes into the stream/table metadata (``describe``)
+    plugin: str = ""  # the entry-point name; the registry fills it in when a factory leaves it empty
     name: str = ""  # as the user named it
-    revision: str = ""  # weights' identity (sha256 of the weights file, commit, version)
-    dim: int = 0
-    max_tokens: int = 512  # the model's window, special tokens included
-    num_special_tokens: int = 2  # added around one sequence (CLS + SEP for BERT-likes)
-    pooling: str = "mean"  # "mean", "cls", "lasttoken", …
+    revision: str = ""  # weights' identity (sha256 of the weights file, commit, version); may be lazy
+    # shape of the vectors
+    dim: int = 0  # width of ``encode``'s vectors
     normalize: bool = True  # vectors come out L2-normalised
-    prompts: dict[str, str] = {}  # kind -> prompt prefix (sentence-transformers `prompts`)
-    matryoshka_dims: tuple[int, ...] = ()  # dims the model was trained to be truncated to
-    supports_token_embeddings: bool = False  # encode_tokens available (late chunking)
+    pooling: str = "mean"  # "mean", "cls", "lasttoken", …: late chunking mean-pools, so needs "mean"
+    matryoshka_dims: tuple[int, ...] = ()  # dims the model was trained to be truncated to (``--dim``)
+    # the window
+    max_tokens: int = 512  # the model's window, special tokens and prompt included
+    position_limit: int = 0  # positions the architecture has (0: unknown); windows fit both limits
+    num_special_tokens: int = 2  # added around one sequence (CLS + SEP for BERT-likes)
+    # prompts
+    prompts: dict[str, str] = {}  # kind -> prompt prefix (sentence-transformers ``prompts``)
+    # capabilities and runtime
+    supports_token_embeddings: bool = False  # token_ids, wrap_ids and encode_tokens work (late chunking)
+    device: str = "cpu"  # where the forward pass runs ("cpu", "cuda", "cuda:N", "mps"); sizes groups
+    dtype: str = ""  # what the forward pass computes in ("fp32", "bf16", "fp16"); "" when unknown
+    # counters the stages read for their summary line
+    tokens_seen: int | None = None  # tokens run through the model so far (no padding); None: not counted
+    load_seconds: float = 0.0  # seconds spent so far loading the weights (part of the first encode)
+    # set by arrowsmith, never by a plugin: the settings of the store the model was loaded for
+    embed_params: dict[str, Any] = {}  # "prompt", "query_prompt", "dim" (``model_from_meta``)
 
     @property
     @abstractmethod
@@ -83,25 +109,31 @@ class EmbeddingModel(ABC):
                batch_tokens: int | None = None) -> np.ndarray:
         """``float32 [len(texts), dim]``, normalised when ``normalize``.
 
-        ``prompt`` None means the model's own prompt for ``kind``; "" means none.
-        A text longer than ``max_tokens`` must raise, never truncate silently.
+        ``prompt`` None means ``prompt_for(kind)``; "" means none. ``batch_tokens`` (None: the
+        plugin's choice) bounds the padded tokens per forward pass. A text longer than
+        ``max_tokens`` must raise :class:`TooLongError`, never truncate silently.
         """
 
-    def encode_tokens(self, input_ids: Sequence[Sequence[int]]) -> list[np.ndarray]:
+    def prompt_for(self, kind: Kind) -> str:
+        """The model's own prompt for ``kind``, "" when it has none."""
+        return self.prompts.get(kind, "")
+
+    def encode_tokens(self, input_ids: Sequence[Sequence[int]], *, batch_tokens: int | None = None
+                      ) -> list[np.ndarray]:
         """Token vectors ``float32 [len(ids), dim]`` per sequence, before pooling.
 
-        Sequences are complete model inputs (special tokens included, each at most
-        ``max_tokens``). Needed for late chunking; optional.
+        Sequences are complete model inputs (``wrap_ids``: special tokens included, each at most
+        ``max_tokens``). Needed for late chunking, with ``supports_token_embeddings``.
         """
         raise NotImplementedError(f"{self.plugin}:{self.name} does not expose token embeddings")
 
     def token_ids(self, text: str) -> tuple[list[int], np.ndarray]:
-        """Token ids of ``text`` without special tokens, and their character offsets."""
-        raise NotImplementedError
+        """Token ids of ``text`` without special tokens, and their character offsets (late chunking)."""
+        raise NotImplementedError(f"{self.plugin}:{self.name} does not expose token ids")
 
     def wrap_ids(self, ids: Sequence[int]) -> tuple[list[int], int]:
         """Add special tokens around a window of ids; returns (ids, index of the first content token)."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{self.plugin}:{self.name} does not expose token ids")
 
     def describe(self) -> dict[str, Any]:
         """What goes into the stream/table metadata under ``arrowsmith.model``."""

@@ -14,9 +14,12 @@ import os
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import UsageError
+
+if TYPE_CHECKING:  # listing plugins stays light: no numpy
+    from .base import EmbeddingModel
 
 GROUP = "arrowsmith.models"
 DEFAULT_PLUGIN = "sentence-transformers"
@@ -149,11 +152,14 @@ def load_factory(plugin: str) -> Any:
                          hint="ARROWSMITH_STRICT_PLUGINS=1 for the traceback") from None
 
 
-def load_model(spec: str | None = None, **options: Any):
-    """Resolve a model spec and call its plugin's factory."""
-    plugin, name = parse_spec(spec)
-    factory = load_factory(plugin)
-    model = factory(name, **options)
-    if not getattr(model, "plugin", ""):
+def load_model(spec: str | None = None, **options: Any) -> EmbeddingModel:
+    """Resolve a model spec (``NAME`` or ``PLUGIN:NAME``) and call its plugin's factory."""
+    return load_plugin_model(*parse_spec(spec), **options)
+
+
+def load_plugin_model(plugin: str, name: str, **options: Any) -> EmbeddingModel:
+    """``plugin``'s factory called for ``name``; the model's ``plugin`` is filled in if left empty."""
+    model = load_factory(plugin)(name, **options)
+    if not model.plugin:
         model.plugin = plugin
     return model

@@ -77,6 +77,13 @@ class HFTokenizer(TextTokenizer):
         enc = self._tok.encode(text, add_special_tokens=False)
         return np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2)
 
+    def batch_offsets(self, texts: Sequence[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        # the Rust tokenizer encodes a batch on all cores
+        return [np.asarray(e.offsets, dtype=np.int64).reshape(-1, 2)
+                for e in self._tok.encode_batch(list(texts), add_special_tokens=False)]
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         if not texts:
             return []
@@ -162,7 +169,6 @@ class SentenceTransformerModel(EmbeddingModel):
         self.prompts = {k: v for k, v in (cfg_st.get("prompts") or {}).items() if v}
         self.default_prompt_name = cfg_st.get("default_prompt_name")
         self.matryoshka_dims = _matryoshka_dims(root)
-        self.revision = _weights_sha256(root) if root.is_dir() else self.name
         self.has_custom_code = bool(hf_cfg.get("auto_map"))
         if self.has_custom_code and not self.trust_remote_code:
             raise UsageError(f"model {self.name!r} ships its own Python code; refusing to run it",
@@ -172,13 +178,20 @@ class SentenceTransformerModel(EmbeddingModel):
     def tokenizer(self) -> HFTokenizer:
         return HFTokenizer(self.path, self.name)
 
+    @cached_property
+    def revision(self) -> str:  # type: ignore[override]
+        """sha256 of the weights file, hashed when first read (metadata), never by the factory:
+        ``chunk --tokenizer model:NAME`` must not read gigabytes of weights."""
+        root = Path(self.path)
+        return _weights_sha256(root) if root.is_dir() else self.name
+
     # ------------------------------------------------------------ runtime choice
     @cached_property
-    def device(self) -> str:
+    def device(self) -> str:  # type: ignore[override]
         return resolve_device(self.device_request)
 
     @cached_property
-    def dtype(self) -> str:
+    def dtype(self) -> str:  # type: ignore[override]
         """fp32, bf16 or fp16: what the forward pass computes in."""
         return resolve_dtype(self.dtype_request, self.device)
 
@@ -356,7 +369,7 @@ class SentenceTransformerModel(EmbeddingModel):
             l2_normalize(out, in_place=True)
         return out
 
-    def encode_tokens(self, input_ids: Sequence[Sequence[int]], batch_tokens: int | None = None
+    def encode_tokens(self, input_ids: Sequence[Sequence[int]], *, batch_tokens: int | None = None
                       ) -> list[np.ndarray]:
         for i, s in enumerate(input_ids):
             if len(s) > self.max_tokens:

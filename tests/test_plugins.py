@@ -7,15 +7,17 @@ PYTHONPATH, not into the shared venv, so test runs in parallel never see it.
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import read_ipc, run, run_subprocess
+from conftest import ROOT, read_ipc, run, run_subprocess
 
 PKG = Path(__file__).parent / "plugin_pkg"
 
@@ -171,3 +173,96 @@ def test_dense_projection_sets_the_dim(tmp_path, model):
     # Normalize comes before the Dense here, so the output is not unit length: neither is ours
     assert not m.normalize
     np.testing.assert_allclose(out, projected.encode(texts), atol=1e-4)
+
+
+def test_plugin_tokenizer_chunks_and_late_chunking_matches_naive(plugin_path, tmp_path):
+    """The whole contract through a third-party plugin: its tokenizer chunks, its token vectors
+    late-chunk. Toy token vectors carry no context, so late vectors equal the naive ones."""
+    words = " ".join(f"w{i % 37}" for i in range(150))  # longer than one 64-word window
+    src = tmp_path / "docs.jsonl"
+    src.write_text(json.dumps({"id": "long", "text": words}) + "\n"
+                   + json.dumps({"id": "short", "text": "red green blue"}) + "\n")
+    chunks = run(["chunk", str(src), "--tokenizer", "model:toy:words-8", "--max-tokens", "20",
+                  "-f", "arrows"])
+    assert chunks.exit_code == 0, chunks.stderr
+    chunked = read_ipc(chunks.stdout_bytes)
+    assert max(c["n_tokens"] for doc in chunked.column("chunks").to_pylist() for c in doc) <= 20
+    out = {}
+    for mode in ("--naive", "--late"):
+        r = run(["embed", "--model", "toy:words-8", mode, "-f", "arrows"], input=chunks.stdout_bytes)
+        assert r.exit_code == 0, r.stderr
+        out[mode] = read_ipc(r.stdout_bytes)
+    naive, late = out["--naive"], out["--late"]
+    assert late.column("id").to_pylist() == naive.column("id").to_pylist()
+    assert len(late) > 8  # the long document spans several windows
+    got = np.array(late.column("vector").to_pylist(), dtype=np.float32)
+    want = np.array(naive.column("vector").to_pylist(), dtype=np.float32)
+    np.testing.assert_allclose(got, want, atol=2e-3)
+    meta = json.loads(late.schema.metadata[b"arrowsmith.model"])
+    assert (meta["late"], meta["window"], "precision" in meta) == (True, 64, False)
+
+
+def _model_params(tree: ast.AST) -> Iterator[tuple[ast.AST, str]]:
+    """(function or class, name) pairs whose ``name`` / ``self.name`` holds an EmbeddingModel."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for arg in [*node.args.args, *node.args.kwonlyargs]:
+                if isinstance(arg.annotation, ast.Name) and arg.annotation.id == "EmbeddingModel":
+                    yield node, arg.arg
+        elif isinstance(node, ast.ClassDef):
+            init = next((n for n in node.body if isinstance(n, ast.FunctionDef) and n.name == "__init__"),
+                        None)
+            if init and any(isinstance(a.annotation, ast.Name) and a.annotation.id == "EmbeddingModel"
+                            for a in init.args.args):
+                yield node, "self.model"
+
+
+def test_everything_a_stage_reads_from_a_model_is_in_the_contract():
+    """A plugin author reads plugins/base.py: each attribute the stages use is declared there,
+    and no stage probes a model with getattr/hasattr/inspect."""
+    from arrowsmith.plugins.base import EmbeddingModel
+
+    read: dict[str, str] = {}
+    probes = []
+    for path in sorted((ROOT / "commands").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for scope, name in _model_params(tree):
+            for node in ast.walk(scope):
+                if isinstance(node, ast.Attribute) and ast.unparse(node.value) == name:
+                    read.setdefault(node.attr, f"{path.relative_to(ROOT)}:{node.lineno}")
+                if isinstance(node, ast.Call) and ast.unparse(node.func) in (
+                        "getattr", "hasattr", "inspect.signature") and node.args \
+                        and ast.unparse(node.args[0]) in (name, f"{name}.encode_tokens", f"{name}.encode"):
+                    probes.append(f"{path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert {"encode", "encode_tokens", "prompt_for", "tokens_seen", "device"} <= set(read)  # the scan works
+    undeclared = {a: where for a, where in read.items() if not hasattr(EmbeddingModel, a)}
+    assert not undeclared, undeclared
+    assert not probes, probes
+
+
+def test_tokenizer_from_a_model_never_reads_its_weights(tmp_path, monkeypatch, model):
+    """`chunk --tokenizer model:DIR` must not hash (read) gigabytes of weights: the revision is lazy."""
+    from arrowsmith.commands.chunk.tokenizers import load_tokenizer
+    from arrowsmith.plugins import sentence_transformers as st_plugin
+    from arrowsmith.plugins.registry import load_model
+
+    copy = tmp_path / "minilm"
+    for f in Path(model.path).rglob("*"):
+        if f.is_file():
+            (copy / f.relative_to(model.path)).parent.mkdir(parents=True, exist_ok=True)
+            (copy / f.relative_to(model.path)).symlink_to(f)
+    want = model.revision
+    hashed = []
+    real = st_plugin._sha256_file
+    monkeypatch.setattr(st_plugin, "_sha256_file", lambda p: hashed.append(p) or real(p))
+    tok = load_tokenizer(f"model:{copy}")
+    assert tok.count_tokens(["tides follow the moon"]) == [4]
+    (copy / "docs").mkdir()
+    (copy / "docs" / "a.txt").write_text("The tide rises. The tide falls.")
+    r = run(["chunk", str(copy / "docs"), "--tokenizer", f"model:{copy}", "-f", "jsonl"])
+    assert r.exit_code == 0, r.stderr
+    assert hashed == []
+    m = load_model(str(copy), device="cpu", dtype="fp32")
+    assert hashed == []
+    assert m.describe()["revision"] == want  # metadata is where the weights get hashed
+    assert len(hashed) == 1 and hashed[0].endswith("model.safetensors")

@@ -23,15 +23,12 @@ PIECE_CHARS = 1 << 14
 
 
 class ChunkTokenizer(TextTokenizer):
-    """A :class:`TextTokenizer` plus what chunking needs: batches and a default limit."""
+    """A :class:`TextTokenizer` plus what chunking needs: a default limit and a spec to reload it."""
 
     name: str = ""  # the spec that loads it again, recorded in the stream metadata
     default_max_tokens: int = TIKTOKEN_DEFAULT_MAX
     # the model window (special tokens included), when the tokenizer belongs to a model
     model_max_tokens: int | None = None
-
-    def batch_offsets(self, texts: Sequence[str]) -> list[np.ndarray]:
-        return [self.token_offsets(t) for t in texts]
 
 
 class ModelTokenizer(ChunkTokenizer):
@@ -43,38 +40,30 @@ class ModelTokenizer(ChunkTokenizer):
         self.name = name
         self.default_max_tokens = default_max_tokens
         self.model_max_tokens = model_max_tokens
-        # Hugging Face fast tokenizers expose the Rust object: encode_batch runs in parallel
-        self._rust = getattr(inner, "rust", None)
 
     def token_offsets(self, text: str) -> np.ndarray:
         return self._inner.token_offsets(text)
 
     def batch_offsets(self, texts: Sequence[str]) -> list[np.ndarray]:
-        if self._rust is None:
-            return super().batch_offsets(texts)
         # One long text is encoded on one thread, and slower than linearly: cut long texts at
-        # whitespace into pieces encoded in parallel. The offsets only guide the planning
-        # (every chunk is re-counted on its own), so a piece boundary that changes how a
-        # non-whitespace-splitting tokenizer would have merged costs nothing but an estimate.
+        # whitespace into pieces that the model's tokenizer batches (in parallel, for a Hugging
+        # Face fast tokenizer). The offsets only guide the planning (every chunk is re-counted on
+        # its own), so a piece boundary that changes how a non-whitespace-splitting tokenizer
+        # would have merged costs nothing but an estimate.
         pieces, owners, shifts = [], [], []
         for d, text in enumerate(texts):
             for a, b in _pieces(text, PIECE_CHARS):
                 pieces.append(text[a:b] if (a, b) != (0, len(text)) else text)
                 owners.append(d)
                 shifts.append(a)
-        encs = self._rust.encode_batch(pieces, add_special_tokens=False)
         parts: list[list[np.ndarray]] = [[] for _ in texts]
-        for enc, d, shift in zip(encs, owners, shifts, strict=True):
-            parts[d].append(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + shift)
+        for offsets, d, shift in zip(self._inner.batch_offsets(pieces), owners, shifts, strict=True):
+            parts[d].append(np.asarray(offsets, dtype=np.int64).reshape(-1, 2) + shift)
         return [p[0] if len(p) == 1 else np.concatenate(p) if p else np.zeros((0, 2), np.int64)
                 for p in parts]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        if self._rust is None:
-            return self._inner.count_tokens(texts)
-        return [len(e.ids) for e in self._rust.encode_batch(list(texts), add_special_tokens=False)]
+        return self._inner.count_tokens(texts) if texts else []
 
 
 def _pieces(text: str, size: int) -> list[tuple[int, int]]:
@@ -182,7 +171,7 @@ def _load_model_tokenizer(spec: str) -> ModelTokenizer:
 
     # the plugin factory is cheap by contract: config and tokenizer, never the weights
     model = load_model(spec)
-    plugin = getattr(model, "plugin", DEFAULT_PLUGIN)
+    plugin = model.plugin or DEFAULT_PLUGIN
     name = "model:" + (model.name if plugin == DEFAULT_PLUGIN else f"{plugin}:{model.name}")
     window = int(model.max_tokens)
     return ModelTokenizer(model.tokenizer, name, window - int(model.num_special_tokens), window)
