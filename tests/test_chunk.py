@@ -261,6 +261,110 @@ def test_property_spans_are_exact_and_within_the_limit(text, strategy, max_token
         check_invariants(text, row["chunks"], tok, max_tokens, contiguous=True)
 
 
+# ---------------------------------------------------------------- exact counts without re-tokenizing
+# (issue 12) for a tokenizer that splits at whitespace, chunk derives every chunk's own count from
+# per-word tokens: these tests hold that derivation to the tokenizer itself
+
+
+# pieces where tokenizers differ at a cut or across whitespace: Unicode spaces str.split() knows but
+# the tokenizer may not, control and zero-width characters, combining marks, final sigma, ligatures,
+# CJK, emoji/ZWJ, special tokens and "##" written in the text, words over WordPiece's 100 characters
+TRICKY = ["\x0b", "\x0c", "\x1c", "\x85", "\xa0", "\u3000", "\u2028", "\u200b", "\x00", "\ufffd", "\x07",
+          "e\u0301", "\u0301", "ΣΑΣ ", "ς", "İ", "ß", "ﬁ", "日本語", "中文。", "한국어", "🙂",
+          "👨\u200d👩\u200d👧",
+          "[MASK]", "[CLS]", "[UNK]", "##", "##ing", "http://x.org/a?b=1", "don't", "1,234.5", "x" * 120,
+          "  ", "\t", "\n", "\r\n", "\r", " . ", "...", "?!"]
+WORDY = st.lists(st.one_of(st.text(st.characters(blacklist_categories=("Cs",)), max_size=8),
+                           st.text("abc XYZ.,'-", max_size=10), st.sampled_from(TRICKY)),
+                 min_size=1, max_size=40).map("".join)
+
+
+def test_other_spaces_are_what_str_split_adds_to_the_separators():
+    from arrowsmith.commands.chunk.counting import OTHER_SPACES, WORD, split_words
+
+    spaces = {chr(c) for c in range(0x110000) if chr(c).isspace()}
+    assert set(OTHER_SPACES) == spaces - {" ", "\t", "\n", "\r"}
+    text = "a\x0bb c\u3000d\te\n\nf"
+    assert split_words(text) == WORD.findall(text) == ["a\x0bb", "c\u3000d", "e", "f"]
+
+
+def test_only_the_model_tokenizer_counts_from_words(bert, cl100k):
+    from arrowsmith.commands.chunk.counting import RecountCounter, WordCounter, make_counter
+
+    assert bert.splits_at_whitespace and not cl100k.splits_at_whitespace
+    assert isinstance(make_counter(bert), WordCounter)
+    assert isinstance(make_counter(bert, fast=False), RecountCounter)
+    assert isinstance(make_counter(cl100k), RecountCounter)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(texts=st.lists(WORDY, min_size=1, max_size=4), data=st.data())
+def test_property_word_counts_are_the_tokenizers_own(texts, data):
+    """Offsets equal the whole text's encoding; every span's count equals its text encoded alone."""
+    from arrowsmith.commands.chunk.counting import WordCounter
+
+    bert = load_tokenizer(None)
+    counter = WordCounter(bert, cache_words=data.draw(st.sampled_from([4, 1 << 17])))
+    for _ in range(2):  # the second round meets a warm (or, with 4 words, a reset) cache
+        docs = counter.documents(texts)
+        for text, doc in zip(texts, docs, strict=True):
+            assert doc.offsets.tolist() == bert.token_offsets(text).tolist()
+        spans = []
+        for d, text in enumerate(texts):
+            for _ in range(6):
+                s = data.draw(st.integers(0, len(text)))
+                spans.append((d, s, data.draw(st.integers(s, len(text)))))
+        assert counter.span_counts(docs, spans) == bert.count_tokens([texts[d][s:e] for d, s, e in spans])
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.one_of(TEXT, WORDY), strategy=st.sampled_from(["tokens", "sentences", "markdown"]),
+       max_tokens=st.integers(8, 40), overlap=st.integers(0, 7))
+def test_property_counting_from_words_gives_the_chunks_of_recounting(text, strategy, max_tokens, overlap):
+    """Same spans and n_tokens as re-tokenizing every chunk (the implementation before issue 12)."""
+    from arrowsmith.commands.chunk.core import Chunker
+
+    bert = load_tokenizer(None)
+    overlap = overlap if strategy == "tokens" else 0
+    fast = Chunker(strategy, bert, max_tokens, overlap).chunk_texts([text])
+    assert fast == Chunker(strategy, bert, max_tokens, overlap, fast=False).chunk_texts([text])
+    chunks = [{"start": s, "end": e, "n_tokens": n} for s, e, n, _ in fast[0]]
+    if overlap:  # (an over-long overlapping window is split in place: starts need not be sorted)
+        pieces = [text[c["start"]:c["end"]] for c in chunks]
+        assert [c["n_tokens"] for c in chunks] == bert.count_tokens(pieces)
+        assert all(c["n_tokens"] <= max_tokens for c in chunks)
+    else:
+        check_invariants(text, chunks, bert, max_tokens)
+
+
+def test_long_documents_are_listed_in_segments_with_the_same_tokens(bert, monkeypatch):
+    from arrowsmith.commands.chunk import counting
+
+    text = " ".join(f"w{i % 97}ord{'é' * (i % 3)}." for i in range(3000))
+    monkeypatch.setattr(counting, "SEGMENT_CHARS", 500)
+    (doc,) = counting.WordCounter(bert).documents([text])
+    assert doc.offsets.tolist() == bert.token_offsets(text).tolist()
+
+
+def test_a_tokenizer_that_wrongly_claims_to_split_at_whitespace_falls_back_to_recounting(caplog):
+    import numpy as np
+
+    from arrowsmith.commands.chunk.tokenizers import ChunkTokenizer
+
+    class Trigrams(ChunkTokenizer):  # tokens of three characters, spaces included: not separable
+        name = "trigrams"
+        splits_at_whitespace = True
+
+        def token_offsets(self, text):
+            spans = [(i, min(i + 3, len(text))) for i in range(0, len(text), 3)]
+            return np.array(spans, np.int64).reshape(-1, 2)
+
+    text = "ab cd ef gh ij kl mn op qr st uv wx yz " * 20
+    rows = chunk_rows([text], strategy="sentences", tokenizer=Trigrams(), max_tokens=10)
+    assert "counting every chunk on its own" in caplog.text
+    check_invariants(text, rows[0]["chunks"], Trigrams(), 10)
+
+
 # ---------------------------------------------------------------- output schema
 
 

@@ -1,10 +1,11 @@
 """``chunk_documents``: documents in, chunked documents (whole text + spans) out.
 
-Each bounded sub-batch of documents is tokenized once (in parallel for Rust
-tokenizers), a strategy plans the spans from the token offsets, and then every
-chunk is re-tokenized on its own: one that holds more than ``max_tokens`` is
-split further. So ``n_tokens`` is always the chunk's own count and never above
-the limit, whatever the tokenizer does at a cut.
+Each bounded sub-batch of documents is tokenized once, a strategy plans the spans
+from the token offsets, and every planned chunk gets its own token count: the count
+of its text tokenized on its own, exact, whatever the tokenizer does at a cut. A
+chunk over ``max_tokens`` is split further. So ``n_tokens`` is always the chunk's
+own count and never above the limit. How the counts are had without tokenizing
+everything twice (when the tokenizer allows it) is :mod:`.counting`'s business.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -20,6 +21,7 @@ import pyarrow.compute as pc
 from arrowsmith.commands import schemas
 from arrowsmith.commands.errors import DataError, UsageError
 
+from .counting import NotSeparable, RecountCounter, make_counter
 from .stats import ChunkStats
 from .strategies import STRATEGIES, plan_chunks, strip_span
 from .tokenizers import MIN_MAX_TOKENS, ChunkTokenizer, load_tokenizer
@@ -40,6 +42,11 @@ class Chunker:
     tokenizer: ChunkTokenizer
     max_tokens: int
     overlap: int = 0
+    fast: bool = field(default=True, compare=False)  # False: re-tokenize every chunk (tests compare)
+
+    def __post_init__(self):
+        # per run: the word cache of a separable tokenizer lives as long as this chunker
+        object.__setattr__(self, "_counter", make_counter(self.tokenizer, fast=self.fast))
 
     def describe(self) -> dict:
         return {"strategy": self.strategy, "tokenizer": self.tokenizer.name, "max_tokens": self.max_tokens,
@@ -51,11 +58,20 @@ class Chunker:
 
     def chunk_texts(self, texts: list[str]) -> list[list[Chunk]]:
         """Verified chunks of each text."""
-        offsets = self.tokenizer.batch_offsets(texts)
-        plans = [plan_chunks(self.strategy, t, o, self.max_tokens, self.overlap)
-                 for t, o in zip(texts, offsets, strict=True)]
+        try:
+            return self._chunk_texts(texts)
+        except NotSeparable as e:  # a tokenizer that declared what it does not do: count the slow way
+            log.warning("%s; counting every chunk on its own from now on", e)
+            object.__setattr__(self, "_counter", RecountCounter(self.tokenizer))
+            return self._chunk_texts(texts)
+
+    def _chunk_texts(self, texts: list[str]) -> list[list[Chunk]]:
+        counter = self._counter
+        docs = counter.documents(texts)
+        plans = [plan_chunks(self.strategy, t, d.offsets, self.max_tokens, self.overlap)
+                 for t, d in zip(texts, docs, strict=True)]
         flat = [(d, s, e) for d, plan in enumerate(plans) for s, e, _ in plan]
-        counts = self.tokenizer.count_tokens([texts[d][s:e] for d, s, e in flat])
+        counts = counter.span_counts(docs, flat)
         out: list[list[Chunk]] = [[] for _ in texts]
         i = 0
         for d, plan in enumerate(plans):
