@@ -96,8 +96,9 @@ class EmbeddingModel(ABC):
     # counters the stages read for their summary line
     tokens_seen: int | None = None  # tokens run through the model so far (no padding); None: not counted
     load_seconds: float = 0.0  # seconds spent so far loading the weights (part of the first encode)
-    # set by arrowsmith, never by a plugin: the settings of the store the model was loaded for
-    embed_params: dict[str, Any] = {}  # "prompt", "query_prompt", "dim" (``model_from_meta``)
+    # set by arrowsmith, never by a plugin
+    factory_options: dict[str, Any] = {}  # what the factory was called with: rebuilds the model elsewhere
+    embed_params: dict[str, Any] = {}  # "prompt", "query_prompt", "dim" of a store (``model_from_meta``)
 
     @property
     @abstractmethod

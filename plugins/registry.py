@@ -158,8 +158,9 @@ def load_model(spec: str | None = None, **options: Any) -> EmbeddingModel:
 
 
 def load_plugin_model(plugin: str, name: str, **options: Any) -> EmbeddingModel:
-    """``plugin``'s factory called for ``name``; the model's ``plugin`` is filled in if left empty."""
+    """``plugin``'s factory called for ``name``; records ``factory_options`` and fills in ``plugin``."""
     model = load_factory(plugin)(name, **options)
     if not model.plugin:
         model.plugin = plugin
+    model.factory_options = dict(options)  # an engine's worker builds the same model from them
     return model

@@ -266,3 +266,12 @@ def test_tokenizer_from_a_model_never_reads_its_weights(tmp_path, monkeypatch, m
     assert hashed == []
     assert m.describe()["revision"] == want  # metadata is where the weights get hashed
     assert len(hashed) == 1 and hashed[0].endswith("model.safetensors")
+
+
+def test_registry_records_plugin_and_factory_options(plugin_path):
+    from arrowsmith.plugins.registry import load_model
+
+    m = load_model("toy:words-8", device="cpu", dtype="auto")
+    assert (m.plugin, m.name, m.dim) == ("toy", "words-8", 8)
+    assert m.factory_options == {"device": "cpu", "dtype": "auto"}  # what an engine's worker rebuilds from
+    assert (m.device, m.dtype, m.load_seconds, m.embed_params) == ("cpu", "", 0.0, {})  # the defaults
