@@ -235,16 +235,13 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
     recomputed only for tables of text rows (no chunker: each row is one whole document, so
     doc_hash = sha256(text)) or where a ``doc_hash`` column was carried along.
     """
+    from .embed import _key_digest, doc_key, metadata_digest
     from .schemas import CHUNKER
 
     meta = table_meta(tbl)
     model = _model_of(meta)
     if not {"prompt", "late", "dim"} <= set(model):
         return None, "the table's model metadata was not written by `arrowsmith embed`"
-    try:
-        from .embed import _key_digest, doc_key, metadata_digest
-    except ImportError as e:  # the embed module's digest moved: say so, do not guess
-        return None, f"cannot import embed's doc_key ({e})"
     has_hash = "doc_hash" in tbl.schema.names
     if CHUNKER in meta and not has_hash:
         return None, ("the table stores chunk texts but not the documents' doc_hash, so keys of "

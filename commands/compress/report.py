@@ -133,14 +133,9 @@ def load_corpus(db: str | os.PathLike, table: str) -> Corpus:
 
 def encode_queries(meta: dict[str, Any], texts: list[str]) -> np.ndarray:
     """Embed query texts with the model the table names (float32, normalised)."""
-    model_meta = meta.get(MODEL) or {}
-    try:
-        from arrowsmith.commands.embed import embed_queries, model_from_meta
-    except ImportError:  # embed stage not there: call the plugin directly
-        from arrowsmith.plugins.registry import load_model
+    from arrowsmith.commands.embed import embed_queries, model_from_meta
 
-        spec = f"{model_meta['plugin']}:{model_meta['name']}" if model_meta.get("plugin") else None
-        return load_model(spec or model_meta.get("name")).encode(texts, kind="query")
+    model_meta = meta.get(MODEL) or {}
     # as `query` does: the stored query prompt and dim come with the model (embed.model_from_meta)
     return embed_queries(texts, model_from_meta(model_meta), dim=model_meta.get("dim"))
 

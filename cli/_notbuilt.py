@@ -1,5 +1,0 @@
-from arrowsmith.commands.errors import UsageError
-
-
-def not_built(stage: str) -> None:
-    raise UsageError(f"'arrowsmith {stage}' is not built yet in this version")
