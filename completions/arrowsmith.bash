@@ -2,7 +2,7 @@
 _arrowsmith() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
-        case "$w" in chunk|completions|compress|doctor|embed|eval|index|models|query) cmd="$w"; break;; esac
+        case "$w" in chunk|completions|compress|doctor|embed|eval|index|models|query|tune) cmd="$w"; break;; esac
     done
     case "$cmd:$prev" in
         chunk:--strategy|chunk:-s) COMPREPLY=($(compgen -W "tokens sentences markdown" -- "$cur")); return ;;
@@ -15,6 +15,7 @@ _arrowsmith() {
         embed:--late-specials) COMPREPLY=($(compgen -W "exclude include" -- "$cur")); return ;;
         embed:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
         embed:--format|embed:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
+        embed:--engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
         eval:--chunker) COMPREPLY=($(compgen -W "tokens sentences markdown none" -- "$cur")); return ;;
         eval:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid" -- "$cur")); return ;;
         eval:--fusion) COMPREPLY=($(compgen -W "rrf mix" -- "$cur")); return ;;
@@ -29,19 +30,21 @@ _arrowsmith() {
         query:--fusion) COMPREPLY=($(compgen -W "rrf mix" -- "$cur")); return ;;
         query:--by) COMPREPLY=($(compgen -W "chunk doc" -- "$cur")); return ;;
         query:--format|query:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
+        tune:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
     esac
     local opts=""
     case "$cmd" in
-        "") opts="--quiet -q --verbose -v --progress --no-progress --version chunk completions compress doctor embed eval index models query" ;;
+        "") opts="--quiet -q --verbose -v --progress --no-progress --version chunk completions compress doctor embed eval index models query tune" ;;
         chunk) opts="--strategy -s --max-tokens --overlap --tokenizer --glob -g --id-col --text-col --input-format --explode --on-error --output -o --format -f" ;;
         completions) opts="--write" ;;
         compress) opts="--db --table -t --method --rescore --rescore-with --bytes --report --methods --queries --sample --qrels --k --budget --plot --drop --output -o --format -f --wait" ;;
         doctor) opts="--db --table -t --fix --grace --json --wait" ;;
-        embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows" ;;
+        embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows --engine --ray-address --workers --gpus-per-worker --cpus-per-worker" ;;
         eval) opts="--split --k --metric --qrels --queries --run --db --table -t --model -m --chunker --max-tokens --overlap --late --naive --mode --fusion --rrf-k --alpha --by --exact --ann --compare -c --configs --baseline --test --resamples --seed --no-title --json --markdown --plot --plot-kind --device --dtype --workdir --save-runs" ;;
         index) opts="--db --table -t --input-format --type --partitions --sub-vectors --metric --fts --no-fts --scalar --force --no-force --optimize --keep --grace --stats --json --replace --prune --checkpoint-rows --wait" ;;
         models) opts="--json --check" ;;
         query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --ann --compressed --no-compressed --output -o --format -f" ;;
+        tune) opts="--output -o --pairs --data --split --unsupervised --corpus --db --table -t --input-format --query-col --positive-col --negative-col --query-id-col --id-col --text-col --title-col --hard-negatives --matryoshka --lora --model -m --epochs --batch-size --lr --max-seq-tokens --device --seed --checkpoint-steps --resume --no-resume --overwrite --eval --eval-split --allow-overlap --resamples" ;;
     esac
     if [[ "$cur" == -* || -z "$cmd" ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

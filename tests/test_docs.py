@@ -236,3 +236,64 @@ def test_environment_variables_in_the_docs_exist():
                 flag, var = pair.groups()
                 problems.append(f"{_rel(md)}:{lineno}: {var} sets {sorted(options[var])}, not {flag}")
     assert not problems, "\n".join(problems)
+
+
+# the command a docs page is about (README: the `### arrowsmith CMD` section a line sits in)
+PAGE_COMMAND = {"chunk.md": "chunk", "embed.md": "embed", "query.md": "query", "store.md": "index",
+                "eval.md": "eval", "compress.md": "compress", "reliability.md": "doctor"}
+DEFAULT_CLAIM = re.compile(r"`(--[a-z][\w-]*)(?:[/ ][^`]*)?`\s*\(([^)]*)\)")
+TABLE_DEFAULT = re.compile(r"\|\s*`(--[a-z][\w-]*)[^`]*`\s*\|\s*(?:`ARROWSMITH_[A-Z0-9_]+`|—)\s*\|"
+                           r"\s*([^|]+?)\s*\|")
+LITERAL = re.compile(r"[\w.@-]+|\d+(,\d+)+")
+
+
+def _numeric(text: str) -> float | None:
+    try:
+        return float(text.replace(",", ""))
+    except ValueError:
+        return None
+
+
+def _same_default(claimed: str, actual: object) -> bool:
+    if isinstance(actual, bool):
+        return claimed in ("on", "off", "true", "false") and (claimed in ("on", "true")) == actual
+    if isinstance(actual, (int, float)) and _numeric(claimed) is not None:
+        return _numeric(claimed) == float(actual)
+    return claimed == str(actual)
+
+
+def test_defaults_named_in_the_docs_match_the_code():
+    """`--keep` (default `1d`), `--rrf-k` (60), …: a default the docs state is the command's."""
+    from typer.main import get_command
+
+    from arrowsmith.cli.app import app
+
+    commands = get_command(app).commands
+    problems, checked = [], 0
+    for md in MARKDOWN:
+        command = PAGE_COMMAND.get(md.name)
+        for lineno, line in enumerate(md.read_text(encoding="utf-8").splitlines(), 1):
+            section = re.match(r"###\s+`arrowsmith (\w+)`", line)
+            if section and md.name == "README.md":
+                command = section.group(1)
+            if command not in commands:
+                continue
+            params = {o: p for p in commands[command].params for o in getattr(p, "opts", [])}
+            # a table row `| --opt | ARROWSMITH_OPT | default | … |` (docs/embed.md) claims its default too
+            row = TABLE_DEFAULT.match(line)
+            for flag, content in DEFAULT_CLAIM.findall(line) + ([row.groups()] if row else []):
+                p = params.get(flag)
+                if p is None or p.default is None or isinstance(p.default, bool):
+                    continue
+                # "(default `1h`: only …)", "(`mix`, 0.5)", "(10,000)": the literal items
+                content = re.sub(r"^default:?\s*", "", content)
+                items = [i.strip(" `") for i in re.split(r",\s+|;\s*|:\s", content)]
+                claims = [i for i in items if LITERAL.fullmatch(i)]
+                if not claims:
+                    continue
+                checked += 1
+                if not any(_same_default(c, p.default) for c in claims):
+                    problems.append(f"{_rel(md)}:{lineno}: {command} {flag} default is {p.default!r}, "
+                                    f"the docs say ({content})")
+    assert not problems, "\n".join(problems)
+    assert checked >= 10  # the pattern still finds the claims it was written for

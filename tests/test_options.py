@@ -23,11 +23,11 @@ def _library_choices():
         (o.DtypeName, DTYPES),
         (o.LateSpecialsName, LATE_SPECIALS),
         (o.VectorIndexName, index.VECTOR_TYPES),
-        (o.DistanceName, index.METRICS),
+        (o.DistanceName, index.DISTANCE_METRICS),
         (o.ModeName, query.MODES),
         (o.FusionName, query.FUSIONS),
         (o.FusionName, FUSIONS),
-        (o.ByName, query.BY),
+        (o.ByName, query.BYS),
         (o.ByName, BYS),
     ]
 
@@ -95,3 +95,38 @@ def test_index_refuses_json_without_stats(tmp_path):
     result = run(["index", "--db", str(tmp_path / "store"), "--json"])
     assert result.exit_code == 2
     assert "--json applies to --stats" in result.stderr
+
+
+# the same flag on two commands is one option (one type, one env var) unless it means something
+# else there; these do, and say why
+HOMONYMS = {
+    ("compress", "--k"): "the report's cut-off, not query's results per query",
+    ("eval", "--k"): "a list of cut-offs",
+    ("eval", "--metric"): "the retrieval metric compared; index's is the vector distance",
+    ("index", "--force"): "rebuild every index; embed's late-chunks a model that is not mean-pooled",
+    ("tune", "--output"): "the model directory to write, not a data stream",
+    ("tune", "--split"): "the training split (default train); eval's is the judged one (test)",
+    ("tune", "--db"): "only a source of pairs or negatives: a pipeline's ARROWSMITH_DB must not pick it",
+    ("tune", "--id-col"): "--corpus columns, detected (id, else _id) when not given",
+    ("tune", "--text-col"): "--corpus columns, detected when not given",
+}
+
+
+def test_a_flag_means_one_option_on_every_command():
+    from typer.main import get_command
+
+    from arrowsmith.cli.app import app
+
+    uses: dict[str, list[tuple[str, object]]] = {}
+    for name, command in get_command(app).commands.items():
+        for p in command.params:
+            if p.param_type_name == "option" and (name, p.opts[0]) not in HOMONYMS:
+                uses.setdefault(p.opts[0], []).append((name, p))
+    problems = []
+    for flag, found in sorted(uses.items()):
+        kinds = {(p.envvar, str(p.type_descriptor.annotation)) for _, p in found}
+        if len(kinds) > 1:
+            problems.append(f"{flag}: " + "; ".join(f"{n}: {p.envvar} {p.type_descriptor.annotation}"
+                                                    for n, p in found))
+    assert not problems, ("define these once in cli/options.py (or list a homonym with its reason):\n"
+                          + "\n".join(problems))
