@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -33,6 +33,8 @@ from .options import (
 )
 
 app = typer.Typer()
+
+EngineName = Literal["local", "ray"]  # commands/engines.py
 
 EPILOG = (
     "Example: `arrowsmith chunk docs/ | arrowsmith embed --late --db store/`\n\n"
@@ -86,11 +88,28 @@ def embed_command(
     prune: Prune = False,
     wait: Wait = False,
     checkpoint_rows: CheckpointRows = CHECKPOINT_ROWS,
+    engine: Annotated[EngineName, _opt("--engine", env="ENGINE", rich_help_panel="Engine", help=(
+        "local: embed in this process. ray: on Ray actors, this process still the only writer "
+        "(pip install 'arrowsmith[ray]')."))] = "local",
+    ray_address: Annotated[str | None, typer.Option("--ray-address", rich_help_panel="Engine",
+                                                    show_default=False, help=(
+        "Ray cluster to use [default: $RAY_ADDRESS, else a local Ray started for this run]."))] = None,
+    workers: Annotated[int | None, typer.Option("--workers", rich_help_panel="Engine", show_default=False,
+                                                help="Ray actors, each holding the model [default: one "
+                                                     "per GPU, else cluster CPUs / --cpus-per-worker]."
+                                                )] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option("--gpus-per-worker", rich_help_panel="Engine",
+                                                          show_default=False, help=(
+        "GPUs per actor [default: 1 when the cluster has GPUs, else 0]."))] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", rich_help_panel="Engine",
+                                                          show_default=False, help=(
+        "CPUs per actor; fractions share cores [default: 1 with a GPU, else up to 4]."))] = None,
 ) -> None:
     """Embed chunks with a sentence-transformers (or plugin) model; write a stream or upsert into --db."""
     from arrowsmith.cli.io import BatchSink
     from arrowsmith.cli.progress import track_rows
     from arrowsmith.commands.embed import EmbedStats, embed_to_sink, embed_to_store
+    from arrowsmith.commands.engines import engine_options
     from arrowsmith.commands.errors import UsageError
     from arrowsmith.commands.io import read_many
     from arrowsmith.plugins.registry import load_model
@@ -99,11 +118,15 @@ def embed_command(
 
     if db is None and (replace or prune):
         raise UsageError("--replace and --prune need --db")
-    model = load_model(model_spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                       allow_download=allow_download)
+    load_options = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
+                        allow_download=allow_download)
+    engine, engine_opts = engine_options(engine, address=ray_address, workers=workers,
+                                         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
+                                         model_options=load_options)
+    model = load_model(model_spec, **load_options)
     options = dict(late=late, batch_tokens=batch_tokens, prompt=prompt, query_prompt=query_prompt, dim=dim,
                    window=window, window_overlap=window_overlap, late_specials=late_specials, force=force,
-                   id_col=id_col, text_col=text_col)
+                   id_col=id_col, text_col=text_col, engine=engine, engine_options=engine_opts)
     stats = EmbedStats()
     batches = track_rows(read_many(inputs or ["-"], input_format), "embed", "docs")
     if db is None:

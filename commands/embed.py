@@ -610,17 +610,22 @@ def model_from_meta(meta: dict[str, Any], **options: Any) -> EmbeddingModel:
 
 
 def embed_to_sink(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, sink: BatchSink, *,
-                  stats: EmbedStats | None = None, **options: Any) -> int:
+                  stats: EmbedStats | None = None, engine: str | None = "local", engine_options: Any = None,
+                  **options: Any) -> int:
     """Embed into a stream or file: ``sink`` is closed on success (a file renamed into place) and
-    discarded on error. Returns the rows written."""
-    with sink:
-        return sink.write_all(embed_batches(batches, model, stats=stats, **options))
+    discarded on error. Returns the rows written. ``engine``: commands/engines.py."""
+    from .engines import engine_batches
+
+    with sink, engine_batches(engine, engine_options) as embed:
+        return sink.write_all(embed(batches, model, stats=stats, **options))
 
 
 def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db: str,
                    table: str = "chunks", *, replace: bool = False, prune: bool = False, wait: bool = False,
-                   checkpoint_rows: int = 10_000, stats: EmbedStats | None = None, **options: Any):
+                   checkpoint_rows: int = 10_000, stats: EmbedStats | None = None,
+                   engine: str | None = "local", engine_options: Any = None, **options: Any):
     """Embed into a LanceDB table, skipping documents whose doc_key is stored. Returns WriteStats."""
+    from .engines import engine_batches
     from .store import StoreWriter
 
     late_keys = ("late", "prompt", "query_prompt", "dim", "window", "window_overlap", "late_specials",
@@ -630,8 +635,10 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
                      checkpoint_rows=checkpoint_rows) as writer:
         # a different model is refused before anything is read or embedded
         writer.check_meta(embedding_meta(model, params))
-        return writer.write(embed_batches(batches, model, skip_doc=writer.is_current, stats=stats,
-                                          group_rows=checkpoint_rows, **options))
+        # the engine starts inside the lock (a second writer exits 75 first) and ends before it
+        with engine_batches(engine, engine_options, ordered=False) as embed:
+            return writer.write(embed(batches, model, skip_doc=writer.is_current, stats=stats,
+                                      group_rows=checkpoint_rows, **options))
 
 
 def stats_dict(stats: EmbedStats) -> dict[str, Any]:

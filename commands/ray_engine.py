@@ -1,0 +1,677 @@
+"""``embed --engine ray``: one committer (this process), many embedders (Ray actors). Issue 11.
+
+The driver runs the local engine's own decision pass, :func:`~arrowsmith.commands.embed.document_groups`:
+it reads the input, keys every document and asks ``skip_doc`` (the store's ``is_current``), so
+doc_keys, empty-text handling, bad-row errors, group bounds and the output schema are the local
+engine's. Each group of documents to embed is packed into one Arrow batch (text, spans, doc_keys,
+carried metadata) and sent to one of a pool of long-lived actors, each holding the model once,
+which runs the local engine's :class:`~arrowsmith.commands.embed.GroupEmbedder` on it and returns
+one batch of embedded chunks. The driver checks each result (its documents, their doc_keys, its
+schema), drops one whose group already delivered, resubmits a lost one, and hands the batches to
+the sink the local engine would use: the one ``StoreWriter`` (lock, checkpoints, fault points), a
+stream or a file. Workers never open the store.
+
+Nothing here imports Ray at module import time; a run with nothing to embed never starts it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import resource
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import pyarrow as pa
+
+from . import faults
+from .embed import (
+    EmbedDoc,
+    EmbedParams,
+    EmbedStats,
+    GroupEmbedder,
+    document_groups,
+    embedding_meta,
+    resolve_params,
+)
+from .errors import ArrowsmithError, DataError, UsageError
+from .schemas import CHUNK_SPAN, EMBEDDED_CORE
+from .signals import no_interrupt
+
+log = logging.getLogger("arrowsmith.ray")
+
+INSTALL = "pip install 'arrowsmith[ray]'"
+ADDRESS_ENV = "RAY_ADDRESS"
+# test hooks inside a worker (ARROWSMITH_FAULT=ray_worker:N dies once at the N-th group it
+# finishes, ray_worker_hang blocks at its first group); markers live in ARROWSMITH_FAULT_DIR
+WORKER_FAULT = "ray_worker"
+WORKER_HANG = "ray_worker_hang"
+FAULT_DIR_ENV = "ARROWSMITH_FAULT_DIR"
+FORWARDED_ENV = (faults.ENV, FAULT_DIR_ENV, "ARROWSMITH_ALLOW_DOWNLOAD")
+SPAN = pa.struct([CHUNK_SPAN.field("start"), CHUNK_SPAN.field("end")])
+POLL_S = 0.25  # ray.wait slices: a signal is handled between two of them
+
+
+@dataclass
+class RayOptions:
+    """How to reach Ray and size the pool (``None``: decided from the cluster's resources)."""
+
+    address: str | None = None  # None: $RAY_ADDRESS, else a local Ray started (and stopped) here
+    workers: int | None = None  # None: one per GPU, else cluster CPUs // cpus_per_worker
+    gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
+    cpus_per_worker: float | None = None  # None: 1 with a GPU, else min(4, cluster CPUs)
+    model_options: dict[str, Any] | None = None  # the plugin factory's options (device, dtype, …)
+    max_in_flight: int | None = None  # groups submitted and not yet handed on [default: 2 per worker]
+    group_chunks: int | None = None  # chunks per group [default: the local engine's group size]
+    max_attempts: int = 3  # submissions of one group before the run fails
+    max_restarts: int = 3  # Ray restarts of a dead actor (its tasks are retried as often)
+
+    def check(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise UsageError(f"--workers {self.workers}: must be at least 1")
+        if self.gpus_per_worker is not None and self.gpus_per_worker < 0:
+            raise UsageError(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
+            raise UsageError(f"--cpus-per-worker {self.cpus_per_worker}: must be more than 0")
+        for name in ("max_in_flight", "group_chunks", "max_attempts"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise UsageError(f"{name} {value}: must be at least 1")
+
+
+def require_ray() -> None:
+    """UsageError (exit 2) naming the install command when Ray is not installed."""
+    mod = sys.modules.get("ray", False)
+    if mod is None or (mod is False and importlib.util.find_spec("ray") is None):
+        raise UsageError("--engine ray needs Ray, which is not installed", hint=INSTALL)
+
+
+def _ray():
+    require_ray()
+    import ray
+
+    return ray
+
+
+# ------------------------------------------------------------------ groups and their results
+
+
+@dataclass
+class Group:
+    """Documents shipped together: their input rows and what the result must hold."""
+
+    id: int
+    batch: pa.RecordBatch  # the documents (pack_group): text, spans, doc_keys, metadata
+    schema: pa.Schema  # of the embedded chunks (document_groups')
+    keys: dict[str, set[str]]  # doc_id → doc_key(s) computed by the driver
+    chunks: int  # rows the result must have
+    attempts: int = 0
+
+
+@dataclass
+class GroupResult:
+    group_id: int
+    batch: pa.RecordBatch
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+class LostGroup(Exception):
+    """A submission that will never deliver (its worker died past Ray's retries, its object is lost)."""
+
+
+class Backend(Protocol):
+    """Where groups run: Ray actors (:class:`RayBackend`), or a fake in tests."""
+
+    def submit(self, group: Group) -> Any: ...
+    def ready(self, handles: list[Any], timeout: float) -> list[Any]: ...
+    def result(self, handle: Any) -> GroupResult: ...
+
+
+def check_result(group: Group, result: GroupResult) -> pa.RecordBatch:
+    """The result in the group's schema, after checking it holds exactly the group's documents.
+
+    A worker whose model or code differs from the driver's would compute other doc_keys: that is
+    refused here, before anything reaches the store.
+    """
+    batch = result.batch
+    if batch.num_rows != group.chunks:
+        raise DataError(f"group {group.id}: a worker returned {batch.num_rows} chunks, "
+                        f"{group.chunks} expected")
+    docs = batch.column("doc_id").to_pylist()
+    keys = batch.column("doc_key").to_pylist()
+    for d, k in zip(docs, keys, strict=True):
+        if k not in group.keys.get(d, ()):
+            raise UsageError(f"group {group.id}: a worker's doc_key for document {d!r} differs from "
+                             "the driver's: the workers' model or arrowsmith version is not the driver's",
+                             hint="install the same arrowsmith and model on every node")
+    if set(docs) != set(group.keys):
+        raise DataError(f"group {group.id}: a worker returned other documents than it was sent")
+    if not batch.schema.equals(group.schema, check_metadata=True):
+        raise DataError(f"group {group.id}: a worker returned another schema than the driver's")
+    return batch
+
+
+class Dispatcher:
+    """Bounded, deduplicated, retried group submission over a :class:`Backend`.
+
+    At most ``max_in_flight`` groups are submitted or held and not yet handed on, so memory is
+    flat in the corpus size. A result whose group already delivered (a retry that raced its
+    original, a duplicated reply) is dropped, so no document reaches the sink twice; a lost
+    submission is resubmitted, up to ``max_attempts`` in all. ``ordered`` hands results on in
+    submission order (a stream); otherwise as they arrive (a store).
+    """
+
+    def __init__(self, backend: Backend, *, max_in_flight: int, ordered: bool, max_attempts: int = 3):
+        self.backend = backend
+        self.max_in_flight, self.ordered, self.max_attempts = max_in_flight, ordered, max_attempts
+        self._open: dict[int, Group] = {}  # submitted, no result yet
+        self._handles: dict[Any, int] = {}  # live submission → group id
+        self._done: dict[int, GroupResult] = {}  # results held back for order
+        self._next = 0  # ordered: the next group id to hand on
+        self._ids: list[int] = []  # ordered: submission order
+        self.duplicates = 0
+        self.resubmitted = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._open) + len(self._done)
+
+    def submit(self, group: Group) -> Iterator[GroupResult]:
+        """Submit ``group``; yields results that complete while waiting for room."""
+        while self.in_flight >= self.max_in_flight:
+            yield from self._collect(block=True)
+        self._open[group.id] = group
+        self._ids.append(group.id)
+        self._send(group)
+        yield from self._collect(block=False)
+
+    def drain(self) -> Iterator[GroupResult]:
+        """Every remaining result."""
+        while self.in_flight:
+            yield from self._collect(block=True)
+
+    def _send(self, group: Group) -> None:
+        if group.attempts >= self.max_attempts:
+            raise ArrowsmithError(f"group {group.id} ({len(group.keys)} documents) was lost "
+                                  f"{group.attempts} times; its workers keep dying")
+        group.attempts += 1
+        self._handles[self.backend.submit(group)] = group.id
+
+    def _collect(self, block: bool) -> Iterator[GroupResult]:
+        if self._handles:
+            ready = self.backend.ready(list(self._handles), POLL_S if block else 0.0)
+            for handle in ready:
+                self._take(handle)
+        elif block and self._open:  # cannot happen with a sane backend: fail, never spin
+            raise ArrowsmithError(f"groups {sorted(self._open)} have no submission in flight")
+        yield from self._release()
+
+    def _take(self, handle: Any) -> None:
+        gid = self._handles.pop(handle)
+        try:
+            result = self.backend.result(handle)
+        except LostGroup as e:
+            log.warning("group %d lost (%s): resubmitting it", gid, e)
+            result = None
+        if result is not None:
+            group = self._open.pop(result.group_id, None)
+            if group is None:
+                self.duplicates += 1  # this group already delivered: never hand on its rows twice
+            else:
+                result.batch = check_result(group, result)
+                self._done[result.group_id] = result
+        group = self._open.get(gid)
+        if group is not None and gid not in self._handles.values():
+            self.resubmitted += 1  # its submission ended without delivering it
+            self._send(group)
+
+    def _release(self) -> Iterator[GroupResult]:
+        if not self.ordered:
+            done, self._done = self._done, {}
+            yield from done.values()
+            return
+        while self._next < len(self._ids) and self._ids[self._next] in self._done:
+            yield self._done.pop(self._ids[self._next])
+            self._next += 1
+
+
+# ------------------------------------------------------------------ groups on the wire
+
+
+def pack_group(docs: list[EmbedDoc], schema: pa.Schema) -> pa.RecordBatch:
+    """The documents of a group as one batch: id, text, doc_hash, doc_key, spans, carried metadata.
+
+    The carried columns keep their output names (never one of the core names used here), so the
+    worker's ``GroupEmbedder`` finds each document's metadata in its row, as it does in the input.
+    """
+    arrays = [
+        pa.array([d.id for d in docs], pa.string()),
+        pa.array([d.text for d in docs], pa.string()),
+        pa.array([d.doc_hash for d in docs], pa.string()),
+        pa.array([d.key for d in docs], pa.string()),
+        pa.array([[{"start": s, "end": e} for s, e in d.spans] for d in docs], pa.list_(SPAN)),
+    ]
+    fields = [pa.field(n, a.type) for n, a in zip(("id", "text", "doc_hash", "doc_key", "chunks"), arrays,
+                                                   strict=True)]
+    for f in schema:
+        if f.name in EMBEDDED_CORE:
+            continue
+        values = [d.source.column(f.name).slice(d.row, 1) for d in docs]
+        arrays.append(pa.concat_arrays([v.cast(f.type) if v.type != f.type else v for v in values]))
+        fields.append(f)
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def unpack_group(batch: pa.RecordBatch) -> list[EmbedDoc]:
+    ids, texts, hashes, keys, spans = (batch.column(n).to_pylist()
+                                       for n in ("id", "text", "doc_hash", "doc_key", "chunks"))
+    return [EmbedDoc(ids[i], texts[i], hashes[i], [(s["start"], s["end"]) for s in spans[i]], batch, i,
+                     key=keys[i]) for i in range(batch.num_rows)]
+
+
+def make_group(group_id: int, docs: list[EmbedDoc], schema: pa.Schema) -> Group:
+    keys: dict[str, set[str]] = {}
+    for d in docs:
+        if d.spans:  # a document without chunks has no rows to check
+            keys.setdefault(d.id, set()).add(d.key)
+    return Group(group_id, pack_group(docs, schema), schema, keys, sum(len(d.spans) for d in docs))
+
+
+# ------------------------------------------------------------------ the engine
+
+
+class RayEngine:
+    """A context manager: ``embed_batches`` on Ray actors; leaving it stops what it started."""
+
+    def __init__(self, options: RayOptions | None = None, *, ordered: bool = True):
+        self.options = options or RayOptions()
+        self.options.check()
+        require_ray()  # exit 2 before any input is read
+        self.ordered = ordered
+        self.backend: RayBackend | None = None
+
+    def __enter__(self) -> RayEngine:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.backend is not None:
+            backend, self.backend = self.backend, None
+            backend.close()
+
+    def embed_batches(self, batches: Iterable[pa.RecordBatch], model, *, late: bool = False,
+                      batch_tokens: int | None = None, prompt: str | None = None,
+                      query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
+                      window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
+                      id_col: str = "id", text_col: str = "text", skip_doc=None,
+                      group_rows: int | None = None, stats: EmbedStats | None = None
+                      ) -> Iterator[pa.RecordBatch]:
+        """:func:`arrowsmith.commands.embed.embed_batches`, the groups embedded by Ray actors."""
+        stats = stats if stats is not None else EmbedStats()
+        params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
+                                window=window, window_overlap=window_overlap, late_specials=late_specials,
+                                force=force)
+        caps = [c for c in (group_rows, self.options.group_chunks) if c]
+        out_schema: pa.Schema | None = None
+        dispatcher: Dispatcher | None = None
+        emitted, next_id = False, 0
+        t0 = time.perf_counter()
+        try:
+            for docs, schema in document_groups(batches, model, params, id_col=id_col, text_col=text_col,
+                                                skip_doc=skip_doc, group_rows=min(caps) if caps else None,
+                                                stats=stats):
+                out_schema = schema
+                if not docs:
+                    continue
+                if dispatcher is None:  # the first document to embed: only now is Ray started
+                    dispatcher = self._start(model, params, batch_tokens, stats)
+                group = make_group(next_id, docs, schema)
+                next_id += 1
+                for result in dispatcher.submit(group):
+                    emitted = True
+                    yield self._count(result, stats)
+            for result in dispatcher.drain() if dispatcher is not None else ():
+                emitted = True
+                yield self._count(result, stats)
+            if not emitted:  # an empty batch still carries the schema (and model metadata)
+                yield pa.RecordBatch.from_pylist([], schema=out_schema)
+        finally:
+            stats.seconds += time.perf_counter() - t0
+
+    def _start(self, model, params: EmbedParams, batch_tokens: int | None, stats: EmbedStats) -> Dispatcher:
+        t0 = time.perf_counter()
+        self.backend = RayBackend(self.options, model, params, batch_tokens)
+        self.backend.start(embedding_meta(model, params))
+        stats.load_seconds += time.perf_counter() - t0  # start-up: Ray, the actors, their weights
+        workers = len(self.backend.actors)
+        return Dispatcher(self.backend, max_in_flight=self.options.max_in_flight or 2 * workers,
+                          ordered=self.ordered, max_attempts=self.options.max_attempts)
+
+    @staticmethod
+    def _count(result: GroupResult, stats: EmbedStats) -> pa.RecordBatch:
+        s = result.stats
+        stats.documents_embedded += int(s.get("documents", 0))
+        stats.chunks += int(s.get("chunks", result.batch.num_rows))
+        stats.tokens += int(s.get("tokens", 0))
+        return result.batch
+
+
+# ------------------------------------------------------------------ Ray: the cluster and the actors
+
+
+class RayBackend:
+    """Our actors on a Ray cluster: the user's (``--ray-address`` / ``$RAY_ADDRESS``), one this
+    process already joined (``ray.init`` in a notebook), or a local one started and stopped here."""
+
+    def __init__(self, options: RayOptions, model, params: EmbedParams, batch_tokens: int | None):
+        self.options, self.model, self.params, self.batch_tokens = options, model, params, batch_tokens
+        self.ray = _ray()
+        self.started_local = False  # we started the cluster: shut it down at the end
+        self.connected = False  # we connected this process: disconnect at the end
+        self.actors: list[Any] = []
+        self._load: dict[int, int] = {}  # actor index → tasks outstanding
+        self._where: dict[Any, int] = {}  # handle → actor index
+        self._spawn: Callable[[], Any] | None = None
+        self.replaced = 0
+
+    # -- start-up ---------------------------------------------------------------------------
+    def start(self, driver_meta: dict[str, Any]) -> None:
+        self._connect()
+        resources = self.ray.cluster_resources()
+        o = self.options
+        cluster_gpus = float(resources.get("GPU", 0))
+        cluster_cpus = float(resources.get("CPU", 1))
+        gpus = o.gpus_per_worker if o.gpus_per_worker is not None else (1.0 if cluster_gpus >= 1 else 0.0)
+        cpus = o.cpus_per_worker if o.cpus_per_worker is not None else (
+            1.0 if gpus else float(max(1, min(4, int(cluster_cpus)))))
+        if o.workers is not None:
+            workers = o.workers
+        elif gpus:
+            workers = max(1, int(cluster_gpus // gpus))
+        else:
+            workers = max(1, int(cluster_cpus // cpus))
+        self._check_fits(workers, cpus, gpus, cluster_cpus, cluster_gpus)
+        self.gpus, self.cpus = gpus, cpus
+        cls = self.ray.remote(EmbedWorker).options(
+            num_cpus=cpus, num_gpus=gpus, max_restarts=o.max_restarts, max_task_retries=o.max_restarts,
+            runtime_env=_runtime_env())
+        spec = f"{self.model.plugin}:{self.model.name}"
+        args = (spec, self._model_options(gpus), self.params, self.batch_tokens, os.getcwd(),
+                max(1, round(cpus)))
+        self._spawn = lambda: cls.remote(*args)
+        self.actors = [self._spawn() for _ in range(workers)]
+        self._load = dict.fromkeys(range(workers), 0)
+        infos = self._get([a.info.remote() for a in self.actors])
+        for info in infos:
+            _check_worker_meta(driver_meta, info)
+        log.info("ray: %d workers (%s CPUs, %s GPUs each) on %s", workers, cpus, gpus,
+                 "a local Ray" if self.started_local else "the cluster")
+
+    def _connect(self) -> None:
+        ray = self.ray
+        if ray.is_initialized():
+            return  # joined by the caller (a notebook, a test session): theirs to keep
+        address = self.options.address or os.environ.get(ADDRESS_ENV) or None
+        kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR,
+                                      include_dashboard=False)
+        if address is None:
+            kwargs.update(address="local")
+        else:
+            kwargs = dict(address=address, log_to_driver=False, logging_level=logging.ERROR)
+        saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            # ray.init spawns processes for seconds: a Ctrl-C inside would leave them behind, so
+            # it is deferred to right after, where close() shuts them down
+            with no_interrupt():
+                try:
+                    ray.init(**kwargs)
+                finally:
+                    self.started_local = address is None and ray.is_initialized()
+                    self.connected = ray.is_initialized()
+        except ArrowsmithError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a bad address, an unreachable or foreign cluster
+            where = address or "a local Ray"
+            raise UsageError(f"cannot start or join Ray ({where}): {type(e).__name__}: {_first_line(e)}",
+                             hint="--ray-address HOST:PORT of a running cluster, or unset RAY_ADDRESS"
+                             ) from None
+        finally:
+            # ray.init installs its own SIGTERM handler (sys.exit): ours turns it into exit 143
+            for s, h in saved.items():
+                if h is not None:
+                    signal.signal(s, h)
+
+    def _check_fits(self, workers: int, cpus: float, gpus: float, have_cpus: float, have_gpus: float) -> None:
+        need_c, need_g = workers * cpus, workers * gpus
+        if need_c <= have_cpus + 1e-9 and need_g <= have_gpus + 1e-9:
+            return
+        msg = (f"{workers} workers × {cpus:g} CPUs, {gpus:g} GPUs need {need_c:g} CPUs and {need_g:g} GPUs; "
+               f"the cluster has {have_cpus:g} CPUs and {have_gpus:g} GPUs")
+        if self.started_local:
+            raise UsageError(msg, hint="fewer --workers, or a smaller --cpus-per-worker / --gpus-per-worker")
+        log.warning("%s: waiting for the cluster to grow (an autoscaler) — Ctrl-C to stop", msg)
+
+    def _model_options(self, gpus: float) -> dict[str, Any]:
+        """The plugin factory's options on a worker: the driver's, on the worker's device.
+
+        ``--dtype auto`` becomes the driver's resolved precision: it is part of every doc_key the
+        driver computed, so the workers must embed in it (``--dtype bf16`` for half on GPUs).
+        """
+        opts = dict(self.options.model_options or _model_options_of(self.model))
+        device = str(opts.get("device") or "auto")
+        if device == "auto":
+            opts["device"] = "cuda" if gpus else "cpu"
+        resolved = getattr(self.model, "dtype", None)
+        if isinstance(resolved, str) and opts.get("dtype", "auto") == "auto":
+            opts["dtype"] = resolved
+        return opts
+
+    # -- the Backend protocol ----------------------------------------------------------------
+    def submit(self, group: Group) -> Any:
+        i = min(self._load, key=lambda k: self._load[k])
+        handle = self.actors[i].embed.remote(group.id, group.batch, group.schema)
+        self._load[i] += 1
+        self._where[handle] = i
+        return handle
+
+    def ready(self, handles: list[Any], timeout: float) -> list[Any]:
+        done, rest = self.ray.wait(handles, num_returns=1, timeout=timeout)
+        if done and rest:
+            more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
+            done += more
+        return done
+
+    def result(self, handle: Any) -> GroupResult:
+        ray = self.ray
+        i = self._where.pop(handle, None)
+        if i is not None:
+            self._load[i] -= 1
+        try:
+            gid, batch, stats = ray.get(handle)
+        except ray.exceptions.RayTaskError as e:
+            raise _worker_error(e) from None
+        except ray.exceptions.RayActorError as e:
+            if i is not None:
+                self._replace(i)
+            raise LostGroup(f"worker died: {type(e).__name__}") from None
+        except (ray.exceptions.ObjectLostError, ray.exceptions.WorkerCrashedError) as e:
+            raise LostGroup(type(e).__name__) from None
+        return GroupResult(gid, batch, stats)
+
+    def _replace(self, i: int) -> None:
+        """An actor dead past its restarts: a new one takes its place (its groups are resubmitted)."""
+        if self.replaced >= self.options.max_attempts * max(1, len(self.actors)):
+            raise ArrowsmithError("Ray workers keep dying; see the Ray logs (/tmp/ray/session_latest/logs)")
+        self.replaced += 1
+        try:
+            self.ray.kill(self.actors[i], no_restart=True)
+        except Exception:  # noqa: BLE001, S110 - already gone
+            pass
+        self.actors[i] = self._spawn()
+
+    def _get(self, refs: list[Any]) -> list[Any]:
+        """ray.get in slices, so SIGINT/SIGTERM are handled while actors start."""
+        ray = self.ray
+        pending = list(refs)
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        try:
+            return ray.get(refs)
+        except ray.exceptions.RayTaskError as e:
+            raise _worker_error(e) from None
+        except ray.exceptions.RayActorError as e:
+            cause = _arrowsmith_cause(e)
+            if cause is not None:
+                raise cause from None
+            raise ArrowsmithError(f"a Ray worker could not start: {_first_line(e)}") from None
+
+    # -- shutting down ------------------------------------------------------------------------
+    def close(self) -> None:
+        """Kill our actors; shut down a local Ray we started (its processes gone on return)."""
+        ray = self.ray
+        with no_interrupt():  # a second Ctrl-C must not leave half of it behind
+            for actor in self.actors:
+                try:
+                    ray.kill(actor, no_restart=True)
+                except Exception:  # noqa: BLE001, S110 - already dead, cluster gone
+                    pass
+            self.actors = []
+            if self.started_local:
+                ray.shutdown(wait_for_processes=True)
+            elif self.connected:
+                ray.shutdown()
+            self.started_local = self.connected = False
+
+
+def _model_options_of(model) -> dict[str, Any]:
+    """A library caller passed only a model object: rebuild it from what it says about itself."""
+    opts: dict[str, Any] = {}
+    for key, attr in (("device", "device_request"), ("dtype", "dtype_request"),
+                      ("trust_remote_code", "trust_remote_code"), ("allow_download", "allow_download")):
+        if hasattr(model, attr):
+            opts[key] = getattr(model, attr)
+    return opts
+
+
+def _runtime_env() -> dict[str, Any] | None:
+    env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
+    return {"env_vars": env} if env else None
+
+
+def _check_worker_meta(driver: dict[str, Any], info: dict[str, Any]) -> None:
+    worker = info["meta"]
+    ignore = {"precision"}
+    diff = sorted(k for k in set(driver) | set(worker) if k not in ignore and driver.get(k) != worker.get(k))
+    if diff:
+        shown = ", ".join(f"{k}={worker.get(k)!r} (driver: {driver.get(k)!r})" for k in diff)
+        raise UsageError(f"a Ray worker (pid {info.get('pid')}) embeds differently from the driver: {shown}",
+                         hint="the same model and arrowsmith on every node; --dtype to pin the precision")
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _arrowsmith_cause(e: BaseException) -> ArrowsmithError | None:
+    seen = 0
+    while e is not None and seen < 8:
+        if isinstance(e, ArrowsmithError):
+            return e
+        e = getattr(e, "cause", None) or getattr(e, "__cause__", None)
+        seen += 1
+    return None
+
+
+def _worker_error(e: BaseException) -> ArrowsmithError:
+    """A worker's exception as the driver's: a DataError there is exit 65 here, in one line."""
+    cause = _arrowsmith_cause(getattr(e, "cause", None))
+    if cause is not None:
+        return cause
+    inner = getattr(e, "cause", None) or e
+    return ArrowsmithError(f"a Ray worker failed: {type(inner).__name__}: {_first_line(inner)}")
+
+
+class EmbedWorker:
+    """A Ray actor: the model loaded once; the local engine's ``GroupEmbedder`` on each group."""
+
+    def __init__(self, spec: str, model_options: dict[str, Any], params: EmbedParams,
+                 batch_tokens: int | None, cwd: str, threads: int):
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)  # a relative --model path means what it meant to the driver
+        if model_options.get("device") == "cpu":
+            try:
+                import torch
+
+                torch.set_num_threads(threads)  # the CPUs Ray gave this actor, no more
+            except ImportError:
+                pass
+        from arrowsmith.plugins.registry import load_model
+
+        t0 = time.perf_counter()
+        self.model = load_model(spec, **model_options)
+        self.model.encode(["warm up"], "document", prompt="")  # the weights load here, once
+        self.load_seconds = time.perf_counter() - t0
+        self.params, self.batch_tokens = params, batch_tokens
+        self.groups = 0
+
+    def info(self) -> dict[str, Any]:
+        return {"meta": embedding_meta(self.model, self.params), "pid": os.getpid(),
+                "device": str(self.model.device), "load_seconds": self.load_seconds}
+
+    def embed(self, group_id: int, batch: pa.RecordBatch, schema: pa.Schema
+              ) -> tuple[int, pa.RecordBatch, dict[str, Any]]:
+        _worker_hang()
+        stats = EmbedStats()
+        t0 = time.perf_counter()
+        embedder = GroupEmbedder(self.model, self.params, self.batch_tokens, stats)
+        out = embedder.embed(unpack_group(batch), schema)
+        self.groups += 1
+        _worker_fault(self.groups)
+        return group_id, out, {
+            "documents": stats.documents_embedded, "chunks": stats.chunks, "tokens": stats.tokens,
+            "seconds": time.perf_counter() - t0, "pid": os.getpid(),
+            "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
+
+
+def _fault_spec() -> tuple[str, int] | None:
+    raw = os.environ.get(faults.ENV, "")
+    if not raw.startswith(WORKER_FAULT):
+        return None
+    point, _, nth = raw.partition(":")
+    return point, int(nth or 1)
+
+
+def _marker(name: str) -> str:
+    return os.path.join(os.environ.get(FAULT_DIR_ENV) or "/tmp", f"arrowsmith-{name}")
+
+
+def _worker_fault(groups_done: int) -> None:
+    """``ray_worker:N``: die like kill -9 after embedding the N-th group, once per marker dir."""
+    spec = _fault_spec()
+    if spec is None or spec[0] != WORKER_FAULT or groups_done < spec[1]:
+        return
+    try:
+        os.close(os.open(_marker("ray-worker-died"), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return  # the restarted worker: the fault happened once
+    os._exit(faults.EXIT)
+
+
+def _worker_hang() -> None:
+    """``ray_worker_hang``: say "busy" (a marker file) and never finish (SIGINT tests)."""
+    spec = _fault_spec()
+    if spec is None or spec[0] != WORKER_HANG:
+        return
+    with open(_marker(f"ray-worker-busy-{os.getpid()}"), "w"):
+        pass
+    while True:
+        time.sleep(3600)
+
