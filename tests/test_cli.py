@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import ROOT, run, run_subprocess
 
-HEAVY = ("torch", "sentence_transformers", "lancedb", "transformers")
+HEAVY = ("torch", "sentence_transformers", "lancedb", "transformers", "ray")
 
 PROBE = """
 import sys
@@ -32,7 +32,7 @@ def _commands() -> list[str]:
 
 @pytest.mark.parametrize("args", [["--help"], ["completions", "bash"]] +
                          [[c, "--help"] for c in ("chunk", "embed", "index", "query", "compress",
-                                                  "eval", "doctor", "models")])
+                                                  "eval", "tune", "doctor", "models")])
 def test_help_and_completion_do_not_import_heavy_modules(args):
     proc = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)],
                           capture_output=True, text=True, timeout=60)
