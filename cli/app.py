@@ -8,7 +8,6 @@ its library code inside the command body.
 
 from __future__ import annotations
 
-import errno
 import os
 import sys
 from typing import Annotated
@@ -17,6 +16,7 @@ import typer
 from typer.core import TyperGroup
 
 from arrowsmith.commands.errors import (
+    DISK_ERRNOS,
     EXIT_IO,
     EXIT_RUNTIME,
     EXIT_SIGINT,
@@ -27,8 +27,6 @@ from arrowsmith.commands.errors import (
 
 from . import chunk, completion, compress, doctor, embed, evaluate, index, models, query, tune
 from .settings import SETTINGS, configure_logging
-
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 def _error(message: str) -> None:

@@ -44,7 +44,7 @@ from .units import format_size
 log = logging.getLogger("arrowsmith.index")
 
 VECTOR_TYPES = ("auto", "ivf_pq", "ivf_hnsw_sq", "none")
-METRICS = ("cosine", "l2", "dot")
+DISTANCE_METRICS = ("cosine", "l2", "dot")
 AUTO_MIN_ROWS = 100_000  # below: exact search over <100k×384 floats takes a few ms, no index
 RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many times larger
 VECTOR_INDEX = "vector_idx"
@@ -69,8 +69,8 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
     """
     if kind not in VECTOR_TYPES:
         raise UsageError(f"unknown vector index type {kind!r} (use {'|'.join(VECTOR_TYPES)})")
-    if metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r} (use {'|'.join(METRICS)})")
+    if metric not in DISTANCE_METRICS:
+        raise UsageError(f"unknown metric {metric!r} (use {'|'.join(DISTANCE_METRICS)})")
     if kind == "none" or (kind == "auto" and rows < AUTO_MIN_ROWS):
         return None
     if rows < 256:

@@ -33,7 +33,7 @@ log = logging.getLogger("arrowsmith.query")
 
 MODES = ("auto", "vector", "fts", "hybrid")
 FUSIONS = ("rrf", "mix")
-BY = ("chunk", "doc")
+BYS = ("chunk", "doc")
 DEFAULT_FUSION = "rrf"  # see docs/query.md: measured on Cranfield
 HYBRID_DEPTH_MIN = 50  # candidates per list before fusion: max(4 k, 50)
 HYBRID_DEPTH_FACTOR = 4
@@ -201,8 +201,8 @@ def _check_options(mode: str, fusion: str, by: str, k: int, alpha: float, rrf_k:
         raise UsageError(f"unknown mode {mode!r} (use {'|'.join(MODES)})")
     if fusion not in FUSIONS:
         raise UsageError(f"unknown fusion {fusion!r} (use {'|'.join(FUSIONS)})")
-    if by not in BY:
-        raise UsageError(f"unknown --by {by!r} (use {'|'.join(BY)})")
+    if by not in BYS:
+        raise UsageError(f"unknown --by {by!r} (use {'|'.join(BYS)})")
     if k < 1:
         raise UsageError(f"--k must be at least 1 (got {k})")
     if not 0.0 <= alpha <= 1.0:
@@ -238,7 +238,7 @@ def _check_where(tbl, where: str) -> None:
         tbl.search().where(where).select(["id"]).limit(1).to_arrow()
     except Exception as e:  # noqa: BLE001 - LanceDB raises ValueError/RuntimeError/OSError variously
         hint = "an SQL expression over the table's columns, e.g. \"doc_id = 'a.md'\""
-        raise UsageError(f"bad --where filter {where!r}: {_first_line(e)}", hint=hint) from None
+        raise UsageError(f"bad --where filter {where!r}: {_error_line(e)}", hint=hint) from None
 
 
 def _has_statement_separator(where: str) -> bool:
@@ -254,7 +254,7 @@ def _has_statement_separator(where: str) -> bool:
     return False
 
 
-def _first_line(e: Exception) -> str:
+def _error_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 

@@ -22,7 +22,6 @@ Guarantees (DESIGN.md, "Incremental and safe writes"):
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import logging
@@ -37,7 +36,7 @@ from typing import Any
 import pyarrow as pa
 
 from . import faults
-from .errors import DataError, LockedError, StorageError, UsageError
+from .errors import DISK_ERRNOS, DataError, LockedError, StorageError, UsageError
 from .schemas import EMBEDDED_CORE, MODEL, SOURCE, conform_batch, read_meta, require_columns
 from .signals import no_interrupt
 
@@ -50,7 +49,6 @@ IDENTITY_KEYS = ("plugin", "name", "revision", "dim")
 PRUNE_BATCH = 500  # doc ids per pruning DELETE: bounded SQL, several small commits
 IN_LIST_MAX = 2000  # values per `column IN (...)` filter: a bounded SQL text for LanceDB's parser
 SCAN_ROWS = 8192  # rows per scanned batch: ~12 MiB of 384-dim vectors
-DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO}
 
 
 # ------------------------------------------------------------------ paths and locking
@@ -360,7 +358,7 @@ class StoreWriter:
         if batch.num_rows == 0:
             return
         batch = conform_batch(batch, self._schema, "input", f"table {self.table_name!r}")
-        docs, keys, codes = _documents(batch)
+        docs, keys, codes = _doc_groups(batch)
         keep = [self._classify(d, k) for d, k in zip(docs, keys, strict=True)]
         if all(keep):
             self._append(batch)
@@ -531,7 +529,7 @@ def _dim_of(schema: pa.Schema) -> int:
                     f"column is {t}, not a fixed-size list")
 
 
-def _documents(batch: pa.RecordBatch) -> tuple[list[str], list[str], Any]:
+def _doc_groups(batch: pa.RecordBatch) -> tuple[list[str], list[str], Any]:
     """The batch's distinct doc_ids, their doc_key, and each row's doc index (numpy)."""
     import numpy as np
     import pyarrow.compute as pc

@@ -8,7 +8,7 @@ import pytest
 from conftest import run
 
 from arrowsmith.commands.errors import UsageError
-from arrowsmith.commands.evaluate.config import EvalConfig, load_config_file, parse_spec
+from arrowsmith.commands.evaluate.config import EvalConfig, load_config_file, config_from_spec
 from arrowsmith.commands.evaluate.data import read_qrels, read_run
 from arrowsmith.commands.evaluate.metrics import evaluate_run
 
@@ -78,21 +78,21 @@ def test_bad_metric_and_k_are_usage_errors(runs):
 
 def test_spec_grammar():
     base = EvalConfig(model="m")
-    c = parse_spec("naive,chunk=tokens,max_tokens=128", base)
+    c = config_from_spec("naive,chunk=tokens,max_tokens=128", base)
     assert (c.late, c.chunker, c.max_tokens, c.model) == (False, "tokens", 128, "m")
-    c = parse_spec("late", base)
+    c = config_from_spec("late", base)
     assert c.late and c.label() == "late,model=m"
-    c = parse_spec("mode=hybrid,fusion=mix,alpha=0.25,name=h", base)
+    c = config_from_spec("mode=hybrid,fusion=mix,alpha=0.25,name=h", base)
     assert (c.mode, c.fusion, c.alpha, c.label()) == ("hybrid", "mix", 0.25, "h")
-    assert parse_spec("none").chunker == "none"
+    assert config_from_spec("none").chunker == "none"
     with pytest.raises(UsageError, match="unknown word 'lat'"):
-        parse_spec("lat")
+        config_from_spec("lat")
     with pytest.raises(UsageError, match="mode='bm25'"):
-        parse_spec("mode=bm25")
+        config_from_spec("mode=bm25")
     with pytest.raises(UsageError, match="max_tokens='big'"):
-        parse_spec("max_tokens=big")
+        config_from_spec("max_tokens=big")
     with pytest.raises(UsageError, match="late chunking needs chunks"):
-        parse_spec("none,late")
+        config_from_spec("none,late")
 
 
 def test_config_files(tmp_path):

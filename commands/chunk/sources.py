@@ -39,7 +39,7 @@ SOURCE_SCHEMA = pa.schema([
 
 
 @dataclass
-class _Doc:
+class _SourceFile:
     id: str
     text: str
     path: str
@@ -92,7 +92,7 @@ def read_sources(paths: Iterable[str], *, glob: Iterable[str] | str | None = Non
     if isinstance(glob, str):
         glob = [g for g in glob.split(",") if g.strip()]
     stats = stats if stats is not None else ChunkStats()
-    docs: list[_Doc] = []
+    docs: list[_SourceFile] = []
     size = 0
     for path, doc_id in iter_files(paths, glob):
         doc = _read_one(path, doc_id, on_error, stats)
@@ -107,7 +107,7 @@ def read_sources(paths: Iterable[str], *, glob: Iterable[str] | str | None = Non
         yield _to_batch(docs)
 
 
-def _read_one(path: str, doc_id: str, on_error: str, stats: ChunkStats) -> _Doc | None:
+def _read_one(path: str, doc_id: str, on_error: str, stats: ChunkStats) -> _SourceFile | None:
     try:
         with open(path, "rb") as f:
             st = os.fstat(f.fileno())
@@ -134,10 +134,10 @@ def _read_one(path: str, doc_id: str, on_error: str, stats: ChunkStats) -> _Doc 
     if not text.strip():
         stats.skipped_empty += 1
         return None
-    return _Doc(doc_id, text, path, st.st_size, int(st.st_mtime * 1000))
+    return _SourceFile(doc_id, text, path, st.st_size, int(st.st_mtime * 1000))
 
 
-def _to_batch(docs: list[_Doc]) -> pa.RecordBatch:
+def _to_batch(docs: list[_SourceFile]) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(
         [
             pa.array([d.id for d in docs], pa.string()),

@@ -390,7 +390,7 @@ def parse_method(spec: str, *, rescore: int | None = None, rescore_with: str | N
         raise UsageError("empty --method", hint=_known())
     for i, step in enumerate(steps):
         head, _, arg = step.partition(":")
-        head = _ALIASES.get(head, head)
+        head = _METHOD_ALIASES.get(head, head)
         if head == "truncate":
             if i != 0 or truncate is not None:
                 raise UsageError(f"method {spec!r}: truncate:N must come first", hint=_known())
@@ -437,8 +437,9 @@ def parse_method(spec: str, *, rescore: int | None = None, rescore_with: str | N
     return MethodSpec(codec, truncate, pq_arg, resc, resc_with)
 
 
-_ALIASES = {"f16": "float16", "fp16": "float16", "half": "float16", "f32": "float32", "float": "float32",
-            "fp32": "float32", "uint8": "int8", "sq8": "int8", "bin": "binary", "ubinary": "binary"}
+_METHOD_ALIASES = {"f16": "float16", "fp16": "float16", "half": "float16", "f32": "float32",
+                   "float": "float32", "fp32": "float32", "uint8": "int8", "sq8": "int8", "bin": "binary",
+                   "ubinary": "binary"}
 
 
 def _known() -> str:

@@ -24,12 +24,11 @@ from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta
 from arrowsmith.commands.units import format_size
 
-from .codecs import Calibration, Int8Codec, MethodSpec, make_codec, parse_method, transform
+from .codecs import SEED, Calibration, Int8Codec, MethodSpec, make_codec, parse_method, transform
 from .search import ArrayRescorer, CompressedIndex
 from .store import vector_dim, vectors_of
 
 DEFAULT_SAMPLE = 200
-SEED = 0
 
 
 @dataclass
@@ -238,7 +237,7 @@ def _evaluate(corpus: Corpus, spec: MethodSpec, q: np.ndarray, qids: list[str], 
                             for a, b in zip(positions, ref, strict=True)])) if len(q) else 0.0
     top1 = float(np.mean([a[:1].tolist() == b[:1].tolist() for a, b in zip(positions, ref, strict=True)]))
     per = index.codec.code_bytes
-    rescore_b = dim_bytes(spec, corpus.vectors.shape[1])
+    rescore_b = rescore_bytes_per_vector(spec, corpus.vectors.shape[1])
     n = len(corpus.ids)
     base = exact.ndcg if exact else ndcg
     result = MethodResult(spec.label, per, round(4 * corpus.vectors.shape[1] / per, 2), n * per,
@@ -247,7 +246,7 @@ def _evaluate(corpus: Corpus, spec: MethodSpec, q: np.ndarray, qids: list[str], 
     return _Run(result, positions, ndcg)
 
 
-def dim_bytes(spec: MethodSpec, dim: int) -> int:
+def rescore_bytes_per_vector(spec: MethodSpec, dim: int) -> int:
     """Bytes per vector the rescoring step keeps on disk beside the codes (floats are already stored)."""
     return dim if spec.rescore and spec.rescore_with == "int8" else 0
 

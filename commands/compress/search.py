@@ -22,7 +22,7 @@ QUERY_BLOCK = 256  # queries searched together
 
 log = logging.getLogger("arrowsmith.compress")
 
-Hits = list[tuple[list[str], np.ndarray]]
+HitLists = list[tuple[list[str], np.ndarray]]  # per query: (ids, scores), best first
 
 
 def block_rows(n_queries: int, code_bytes: int, work_bytes_per_pair: int = 8) -> int:
@@ -126,7 +126,7 @@ class CompressedIndex:
         """What the first stage holds: the codes (ids and rescoring vectors are not counted)."""
         return int(self.codes.nbytes)
 
-    def search(self, query_vectors: np.ndarray, k: int = 10, where: str | None = None) -> Hits:
+    def search(self, query_vectors: np.ndarray, k: int = 10, where: str | None = None) -> HitLists:
         positions, scores = self.search_positions(query_vectors, k, where)
         return [(self.ids[p].tolist(), s) for p, s in zip(positions, scores, strict=True)]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arrowsmith.commands.errors import UsageError
 
-from .config import EvalConfig, load_config_file, make_config, parse_spec
+from .config import EvalConfig, load_config_file, make_config, config_from_spec
 from .data import Dataset, load_beir, read_qrels, read_run
 from .metrics import METRICS
 from .report import EvalReport, render_json, render_markdown, render_text
@@ -55,7 +55,7 @@ def configurations(base: EvalConfig, compare: list[str] | None, configs_file: st
     out: list[EvalConfig] = []
     if configs_file:
         out += load_config_file(configs_file, base)
-    out += [parse_spec(spec, base) for spec in compare or []]
+    out += [config_from_spec(spec, base) for spec in compare or []]
     return out or [base]
 
 

@@ -22,10 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from arrowsmith.commands.errors import DataError, UsageError
+from arrowsmith.commands.query import BYS, FUSIONS, MODES  # eval measures what query does
 
-MODES = ("auto", "vector", "fts", "hybrid")  # auto: as query, hybrid when the table has an FTS index
-FUSIONS = ("rrf", "mix")
-BYS = ("chunk", "doc")
 NO_CHUNKING = "none"
 
 
@@ -73,8 +71,8 @@ class EvalConfig:
 
 
 DEFAULT = EvalConfig()
-_ALIASES = {"chunk": "chunker", "strategy": "chunker", "max-tokens": "max_tokens", "rrf-k": "rrf_k",
-            "refine-factor": "refine_factor", "use-compressed": "use_compressed"}
+_KEY_ALIASES = {"chunk": "chunker", "strategy": "chunker", "max-tokens": "max_tokens", "rrf-k": "rrf_k",
+                "refine-factor": "refine_factor", "use-compressed": "use_compressed"}
 _WORDS: dict[str, dict[str, Any]] = {
     "late": {"late": True}, "naive": {"late": False}, NO_CHUNKING: {"chunker": NO_CHUNKING},
     **{m: {"mode": m} for m in MODES}, "doc": {"by": "doc"}, "chunk": {"by": "chunk"},
@@ -98,7 +96,7 @@ def describe(config: EvalConfig, base: EvalConfig = DEFAULT) -> str:
     return ",".join(parts)
 
 
-def parse_spec(spec: str, base: EvalConfig = DEFAULT) -> EvalConfig:
+def config_from_spec(spec: str, base: EvalConfig = DEFAULT) -> EvalConfig:
     """A configuration from a ``--compare`` spec, on top of ``base`` (the command's options)."""
     changes: dict[str, Any] = {}
     for item in (s.strip() for s in spec.split(",")):
@@ -106,7 +104,7 @@ def parse_spec(spec: str, base: EvalConfig = DEFAULT) -> EvalConfig:
             continue
         if "=" in item:
             key, value = (s.strip() for s in item.split("=", 1))
-            key = _ALIASES.get(key, key).replace("-", "_")
+            key = _KEY_ALIASES.get(key, key).replace("-", "_")
             changes[key] = value
         elif item.lower() in _WORDS:
             changes.update(_WORDS[item.lower()])
@@ -121,7 +119,7 @@ def make_config(values: dict[str, Any], base: EvalConfig = DEFAULT, where: str =
     """Validate and coerce ``values`` (strings from a spec, or typed values from a file)."""
     coerced: dict[str, Any] = {}
     for key, value in values.items():
-        key = _ALIASES.get(key, key).replace("-", "_")
+        key = _KEY_ALIASES.get(key, key).replace("-", "_")
         if key not in _FIELDS:
             raise UsageError(f"{where}: unknown setting {key!r} (known: {', '.join(_FIELDS)})")
         coerced[key] = _coerce(key, value, where)

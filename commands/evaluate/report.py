@@ -202,10 +202,10 @@ def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def render_json(report: EvalReport, per_query: bool = True) -> str:
-    return json.dumps(report.to_dict(per_query), indent=2, default=_json_default, allow_nan=False) + "\n"
+    return json.dumps(report.to_dict(per_query), indent=2, default=_jsonable, allow_nan=False) + "\n"
 
 
-def _json_default(value: Any) -> Any:
+def _jsonable(value: Any) -> Any:
     if hasattr(value, "tolist"):
         return value.tolist()
     return str(value)
