@@ -8,7 +8,7 @@ import pytest
 from conftest import run
 
 from arrowsmith.commands.errors import UsageError
-from arrowsmith.commands.evaluate.config import EvalConfig, load_config_file, config_from_spec
+from arrowsmith.commands.evaluate.config import EvalConfig, config_from_spec, load_config_file
 from arrowsmith.commands.evaluate.data import read_qrels, read_run
 from arrowsmith.commands.evaluate.metrics import evaluate_run
 

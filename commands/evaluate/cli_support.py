@@ -8,7 +8,7 @@ from pathlib import Path
 
 from arrowsmith.commands.errors import UsageError
 
-from .config import EvalConfig, load_config_file, make_config, config_from_spec
+from .config import EvalConfig, config_from_spec, load_config_file, make_config
 from .data import Dataset, load_beir, read_qrels, read_run
 from .metrics import METRICS
 from .report import EvalReport, render_json, render_markdown, render_text
