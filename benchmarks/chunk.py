@@ -1,25 +1,42 @@
 """Chunking throughput: chunks/s and MB/s per strategy and tokenizer, on a generated corpus.
 
-    .venv/bin/python benchmarks/chunk.py            # 20 MB, seed 0
-    .venv/bin/python benchmarks/chunk.py --mb 5     # quicker
+    .venv/bin/python benchmarks/chunk.py                       # 20 MB, seed 0
+    .venv/bin/python benchmarks/chunk.py --mb 5                # quicker
+    .venv/bin/python benchmarks/chunk.py --baseline bf41d4c    # old vs new, side by side
+    .venv/bin/python benchmarks/chunk.py --corpus zipf         # a large vocabulary (many distinct words)
+    .venv/bin/python benchmarks/chunk.py --jsonl ../shared/data/cranfield/corpus.jsonl --text-col text
 
-Side by side in one run, for each tokenizer: tokenizing the corpus alone (the
-floor: chunking tokenizes every document once and every chunk once more to
-verify it), then the ``tokens`` and ``sentences`` strategies end to end through
-``chunk_documents`` (batching, planning, verification, Arrow output).
+Side by side in one run, for each tokenizer: tokenizing the corpus alone (one encoding
+of every document, the old floor), then each strategy end to end through
+``chunk_documents`` (batching, planning, counting, Arrow output). With ``--baseline REV``
+the ``commands/chunk`` package of git revision REV is imported as a second package and
+every row runs old then new on the same batches, in alternation, ``--rounds`` times (the
+best round counts); both must give the same chunks. Wall seconds are what the targets
+are about; CPU seconds (``getrusage``, all threads of the process) and the token totals
+are printed too because they are far less sensitive to a loaded machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import io
+import json
+import os
 import platform
 import random
+import resource
+import subprocess
+import sys
+import tarfile
+import tempfile
 import time
 
 import pyarrow as pa
 
-from arrowsmith.commands.chunk import ChunkStats, chunk_documents, load_tokenizer
+from arrowsmith.commands import chunk as new_chunk
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at which but "
          "have an they you were her she there been one all we their has would when if so no will what "
          "light scattering atmosphere molecule wavelength tide moon gravity magma pressure starter dough "
@@ -27,8 +44,8 @@ WORDS = ("the of and to in is that for it as was with be by on not he this are o
 CJK = "大気中の分子は青い光をより強く散乱するので空は青く見えます。"
 
 
-def sentence(rng: random.Random) -> str:
-    words = [rng.choice(WORDS) for _ in range(rng.randint(6, 28))]
+def sentence(rng: random.Random, pick) -> str:
+    words = [pick() for _ in range(rng.randint(6, 28))]
     if rng.random() < 0.05:
         words.insert(rng.randrange(len(words)), f"https://example.org/{rng.randrange(10**6)}/page?id={rng.randrange(999)}")
     if rng.random() < 0.05:
@@ -36,64 +53,153 @@ def sentence(rng: random.Random) -> str:
     return " ".join(words).capitalize() + rng.choice([".", ".", ".", "?", "!"])
 
 
-def document(rng: random.Random, size: int) -> str:
+def document(rng: random.Random, size: int, pick) -> str:
     parts: list[str] = []
     n = 0
     markdown = rng.random() < 0.4
     while n < size:
         if markdown and rng.random() < 0.15:
-            block = "#" * rng.randint(1, 3) + " " + sentence(rng).rstrip(".?!")
+            block = "#" * rng.randint(1, 3) + " " + sentence(rng, pick).rstrip(".?!")
         elif rng.random() < 0.03:
             block = CJK * rng.randint(1, 5)
         else:
-            block = " ".join(sentence(rng) for _ in range(rng.randint(2, 8)))
+            block = " ".join(sentence(rng, pick) for _ in range(rng.randint(2, 8)))
         parts.append(block)
         n += len(block) + 2
     return "\n\n".join(parts)
 
 
-def corpus(mb: float, seed: int) -> list[pa.RecordBatch]:
+def zipf_picker(rng: random.Random, n_words: int = 200_000):
+    """Words of a made-up language drawn with Zipf frequencies (s = 1): a natural text's vocabulary
+    growth (tens of thousands of distinct words per MB), unlike the 70-word ``mixed`` corpus."""
+    letters = "etaoinshrdlcumwfgypbvkjxqz"
+    vocab = ["".join(rng.choices(letters, k=rng.randint(2, 12))) for _ in range(n_words)]
+    weights = [1 / (r + 1) for r in range(n_words)]
+    cum = list(__import__("itertools").accumulate(weights))
+    buffer: list[str] = []
+
+    def pick() -> str:
+        if not buffer:
+            buffer.extend(rng.choices(vocab, cum_weights=cum, k=4096))
+        return buffer.pop()
+    return pick
+
+
+def corpus(mb: float, seed: int, kind: str = "mixed") -> list[pa.RecordBatch]:
     rng = random.Random(seed)
+    pick = (lambda: rng.choice(WORDS)) if kind == "mixed" else zipf_picker(rng)
     ids, texts, total = [], [], 0
     while total < mb * 1e6:
         # mostly small documents, a few long ones (log-uniform 500 B .. 200 kB)
-        text = document(rng, int(10 ** rng.uniform(2.7, 5.3)))
+        text = document(rng, int(10 ** rng.uniform(2.7, 5.3)), pick)
         ids.append(f"doc{len(ids):06d}")
         texts.append(text)
         total += len(text.encode())
+    return batches_of(ids, texts)
+
+
+def batches_of(ids: list[str], texts: list[str]) -> list[pa.RecordBatch]:
     return [pa.RecordBatch.from_pydict({"id": ids[i:i + 256], "text": texts[i:i + 256]})
             for i in range(0, len(ids), 256)]
+
+
+def read_jsonl(path: str, id_col: str, text_col: str) -> list[pa.RecordBatch]:
+    ids, texts = [], []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            row = json.loads(line)
+            if (row.get(text_col) or "").strip():
+                ids.append(str(row[id_col]))
+                texts.append(row[text_col])
+    return batches_of(ids, texts)
+
+
+def load_baseline(rev: str):
+    """``commands/chunk`` as of git revision ``rev``, imported as the package ``chunk_<rev>``."""
+    tar = subprocess.run(["git", "-C", ROOT, "archive", rev, "commands/chunk"], check=True,
+                         capture_output=True).stdout
+    root = tempfile.mkdtemp(prefix="chunk-baseline-")
+    tarfile.open(fileobj=io.BytesIO(tar)).extractall(root, filter="data")
+    init = os.path.join(root, "commands", "chunk", "__init__.py")
+    name = f"chunk_{rev}"
+    spec = importlib.util.spec_from_file_location(name, init,
+                                                  submodule_search_locations=[os.path.dirname(init)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)  # every thread of this process (Rust's included)
+    return r.ru_utime + r.ru_stime
+
+
+def run(pkg, batches, spec: str, strategy: str) -> dict:
+    tok = pkg.load_tokenizer(spec)
+    stats = pkg.ChunkStats()
+    spans = []
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    for batch in pkg.chunk_documents(batches, strategy=strategy, tokenizer=tok, stats=stats):
+        spans.append(batch.column("chunks"))
+    return {"wall": time.perf_counter() - wall, "cpu": cpu_seconds() - cpu, "chunks": stats.chunks,
+            "tokens": stats.tokens, "spans": spans, "name": tok.name, "max": tok.default_max_tokens}
+
+
+def best(pkg, batches, spec, strategy, results):
+    r = run(pkg, batches, spec, strategy)
+    prev = results.get(id(pkg))
+    if prev is None or r["wall"] < prev["wall"]:
+        results[id(pkg)] = r
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mb", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--corpus", choices=["mixed", "zipf"], default="mixed")
+    ap.add_argument("--jsonl", help="chunk this JSONL file instead of a generated corpus")
+    ap.add_argument("--id-col", default="_id")
+    ap.add_argument("--text-col", default="text")
     ap.add_argument("--tokenizers", default="model:all-MiniLM-L6-v2,cl100k_base")
+    ap.add_argument("--strategies", default="tokens,sentences,markdown")
+    ap.add_argument("--baseline", help="git revision whose commands/chunk runs side by side (old vs new)")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
-    batches = corpus(args.mb, args.seed)
+    if args.jsonl:
+        batches, label = read_jsonl(args.jsonl, args.id_col, args.text_col), os.path.basename(args.jsonl)
+    else:
+        batches, label = corpus(args.mb, args.seed, args.corpus), f"{args.corpus}, seed {args.seed}"
     texts = [t for b in batches for t in b.column("text").to_pylist()]
     mb = sum(len(t.encode()) for t in texts) / 1e6
-    print(f"corpus: {len(texts):,} documents, {mb:.1f} MB (seed {args.seed}); "
-          f"python {platform.python_version()}")
-    print(f"{'tokenizer':26} {'strategy':10} {'max':>4} {'seconds':>8} {'chunks':>8} {'chunks/s':>9} "
-          f"{'MB/s':>6} {'x tokenize':>10}")
+    old = load_baseline(args.baseline) if args.baseline else None
+    print(f"corpus: {len(texts):,} documents, {mb:.1f} MB ({label}); python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    head = (f"{'tokenizer':24} {'strategy':10} {'code':>8} {'wall s':>7} {'cpu s':>7} {'MB/s':>6} "
+            f"{'chunks':>7} {'tokens':>10}")
+    print(head + (f" {'x old wall':>10} {'x old cpu':>9} same" if old else ""))
     for spec in args.tokenizers.split(","):
-        tok = load_tokenizer(spec)
-        start = time.perf_counter()
+        tok = new_chunk.load_tokenizer(spec)
+        wall, cpu = time.perf_counter(), cpu_seconds()
         for i in range(0, len(texts), 256):
             tok.batch_offsets(texts[i:i + 256])
-        floor = time.perf_counter() - start
-        print(f"{tok.name:26} {'(tokenize)':10} {'':>4} {floor:8.2f} {'':>8} {'':>9} {mb / floor:6.2f} "
-              f"{1.0:10.2f}")
-        for strategy in ("tokens", "sentences"):
-            stats = ChunkStats()
-            start = time.perf_counter()
-            for _ in chunk_documents(batches, strategy=strategy, tokenizer=tok, stats=stats):
-                pass
-            secs = time.perf_counter() - start
-            print(f"{tok.name:26} {strategy:10} {tok.default_max_tokens:4d} {secs:8.2f} {stats.chunks:8,d} "
-                  f"{stats.chunks / secs:9,.0f} {mb / secs:6.2f} {secs / floor:10.2f}")
+        wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
+        print(f"{tok.name:24} {'(tokenize)':10} {'':>8} {wall:7.2f} {cpu:7.2f} {mb / wall:6.2f}")
+        for strategy in args.strategies.split(","):
+            results: dict = {}
+            for _ in range(args.rounds):
+                for pkg in ([old] if old else []) + [new_chunk]:
+                    best(pkg, batches, spec, strategy, results)
+            rows = ([("old", results[id(old)])] if old else []) + [("new", results[id(new_chunk)])]
+            for code, r in rows:
+                line = (f"{r['name']:24} {strategy:10} {code:>8} {r['wall']:7.2f} {r['cpu']:7.2f} "
+                        f"{mb / r['wall']:6.2f} {r['chunks']:7,d} {r['tokens']:10,d}")
+                if old and code == "new":
+                    o = results[id(old)]
+                    same = [s.to_pylist() for s in o["spans"]] == [s.to_pylist() for s in r["spans"]]
+                    line += (f" {o['wall'] / r['wall']:10.2f} {o['cpu'] / r['cpu']:9.2f} "
+                             f"{'yes' if same else 'NO'}")
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -50,14 +50,23 @@ class NotSeparable(ValueError):
     """The tokenizer put a token across a separator: it does not split at whitespace after all."""
 
 
-class DocWords:
-    """One document's words (character spans), their tokens, and exact counts of its spans."""
+class Doc:
+    """One document of a batch: its text and its tokens' character offsets (what planning needs)."""
 
-    __slots__ = ("text", "starts", "ends", "ids", "ntok", "cum", "offsets")
+    __slots__ = ("text", "offsets", "base", "words")
 
-    def __init__(self, text: str, starts: np.ndarray, ends: np.ndarray, ids: np.ndarray):
-        self.text, self.starts, self.ends, self.ids = text, starts, ends, ids
-        self.ntok = self.cum = self.offsets = None
+    def __init__(self, text: str, offsets: np.ndarray, base: int = 0, words: _Words | None = None):
+        self.text, self.offsets = text, offsets
+        self.base, self.words = base, words  # where it sits in its batch's joined text
+
+
+class _Words:
+    """The words of a batch of documents joined by newlines (a separator, so no word spans two)."""
+
+    __slots__ = ("text", "starts", "ends", "ntok", "cum")
+
+    def __init__(self, text: str, starts: np.ndarray, ends: np.ndarray, ntok: np.ndarray, cum: np.ndarray):
+        self.text, self.starts, self.ends, self.ntok, self.cum = text, starts, ends, ntok, cum
 
 
 class WordCounter:
@@ -146,85 +155,80 @@ class WordCounter:
 
     # ------------------------------------------------------------ documents
 
-    def documents(self, texts: Sequence[str]) -> list[DocWords]:
-        """Each text's token offsets (``.offsets``), equal to the text's own encoding."""
+    def documents(self, texts: Sequence[str]) -> list[Doc]:
+        """Each text's token offsets (``.offsets``), equal to the text's own encoding.
+
+        The batch is handled as one text (joined by newlines): per-document numpy calls would
+        cost more than the work for small documents.
+        """
         if len(self._vocab) > self._cache_words:
             self._reset()  # between batches only: ids handed out in a batch stay valid in it
-        docs = [self._words(t) for t in texts]
-        self._tokenize_new()
-        for d in docs:
-            self._expand(d)
-        return docs
-
-    def _words(self, text: str) -> DocWords:
-        starts, ends = word_spans(text)
-        if len(text) <= SEGMENT_CHARS:
-            ids = self._lookup(split_words(text))
-        else:  # list a long document's words a segment at a time (bounded memory), cut at word starts
-            cuts = starts[::max(1, int(len(starts) * SEGMENT_CHARS / len(text)))].tolist()[1:]
-            bounds = [0, *cuts, len(text)]
-            ids = np.concatenate([self._lookup(split_words(text[a:b])) for a, b in pairwise(bounds)])
+        joined = "\n".join(texts)
+        starts, ends = word_spans(joined)
+        if len(joined) <= SEGMENT_CHARS:
+            ids = self._lookup(split_words(joined))
+        else:  # list the words a segment at a time (bounded memory), cut at word starts
+            cuts = starts[::max(1, int(len(starts) * SEGMENT_CHARS / len(joined)))].tolist()[1:]
+            bounds = [0, *cuts, len(joined)]
+            ids = np.concatenate([self._lookup(split_words(joined[a:b])) for a, b in pairwise(bounds)])
         if len(ids) != len(starts):  # cannot happen: both list the runs of non-separators
             raise AssertionError("word split mismatch")
-        return DocWords(text, starts, ends, ids)
-
-    def _expand(self, d: DocWords) -> None:
-        n = self._ntok[d.ids]
-        cum = np.zeros(len(n) + 1, np.int64)
-        np.cumsum(n, out=cum[1:])
-        owner = np.repeat(np.arange(len(n)), n)
-        idx = np.arange(int(cum[-1])) + np.repeat(self._ptr[d.ids] - cum[:-1], n)
-        offsets = self._rel[idx]
-        offsets += d.starts[owner][:, None]
-        d.ntok, d.cum, d.offsets = n, cum, offsets
+        self._tokenize_new()
+        ntok = self._ntok[ids]
+        cum = np.zeros(len(ids) + 1, np.int64)
+        np.cumsum(ntok, out=cum[1:])
+        offsets = self._rel[np.arange(int(cum[-1])) + np.repeat(self._ptr[ids] - cum[:-1], ntok)]
+        offsets += np.repeat(starts, ntok)[:, None]
+        words = _Words(joined, starts, ends, ntok, cum)
+        bases = np.zeros(len(texts) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, texts), np.int64, len(texts)) + 1, out=bases[1:])
+        cuts = cum[np.searchsorted(starts, bases)].tolist()  # each document's first token
+        base = bases.tolist()
+        return [Doc(t, offsets[cuts[i]:cuts[i + 1]] - base[i], base[i], words) for i, t in enumerate(texts)]
 
     # ------------------------------------------------------------ exact span counts
 
-    def span_counts(self, docs: Sequence[DocWords], spans: Sequence[tuple[int, int, int]]) -> list[int]:
+    def span_counts(self, docs: Sequence[Doc], spans: Sequence[tuple[int, int, int]]) -> list[int]:
         """Tokens of ``docs[d].text[s:e]`` tokenized on its own, for each ``(d, s, e)``."""
         if not spans:
             return []
+        w = docs[0].words
         arr = np.asarray(spans, dtype=np.int64).reshape(-1, 3)
-        out = np.zeros(len(arr), np.int64)
-        parts: list[str] = []  # pieces of words cut by a span, counted on their own
-        sign: list[tuple[int, int]] = []  # (row in out, index in parts)
-        order = np.argsort(arr[:, 0], kind="stable")
-        bounds = np.searchsorted(arr[order, 0], np.arange(len(docs) + 1))
-        for d, doc in enumerate(docs):
-            rows = order[bounds[d]:bounds[d + 1]]
-            if not len(rows) or not len(doc.starts):
-                continue  # (no word: every count is 0)
-            s, e = arr[rows, 1], arr[rows, 2]
-            w0 = np.searchsorted(doc.ends, s, side="right")  # first word ending after s
-            w1 = np.searchsorted(doc.starts, e, side="left")  # words starting before e: [.., w1)
-            some = w1 > w0
-            out[rows] = np.where(some, doc.cum[w1] - doc.cum[np.minimum(w0, w1)], 0)
-            last = np.maximum(w1 - 1, 0)
-            head = some & (doc.starts[np.minimum(w0, len(doc.starts) - 1)] < s)
-            tail = some & (doc.ends[last] > e)
-            for r, a, b, i, j, h, t in zip(rows.tolist(), s.tolist(), e.tolist(), w0.tolist(),
-                                           last.tolist(), head.tolist(), tail.tolist(), strict=True):
-                if not (h or t):
-                    continue
-                if h and t and i == j:  # inside one word
-                    out[r] -= int(doc.ntok[i])
-                    sign.append((r, len(parts)))
-                    parts.append(doc.text[a:b])
-                    continue
-                if h:
-                    out[r] -= int(doc.ntok[i])
-                    sign.append((r, len(parts)))
-                    parts.append(doc.text[a:int(doc.ends[i])])
-                if t:
-                    out[r] -= int(doc.ntok[j])
-                    sign.append((r, len(parts)))
-                    parts.append(doc.text[int(doc.starts[j]):b])
-        if parts:
-            ids = self._lookup(parts)
-            self._tokenize_new()
-            n = self._ntok[ids]
-            for r, k in sign:
-                out[r] += int(n[k])
+        shift = np.fromiter((doc.base for doc in docs), np.int64, len(docs))[arr[:, 0]]
+        s, e = arr[:, 1] + shift, arr[:, 2] + shift  # in the joined text
+        if not len(w.starts):
+            return [0] * len(arr)
+        w0 = np.searchsorted(w.ends, s, side="right")  # first word ending after s
+        w1 = np.searchsorted(w.starts, e, side="left")  # words starting before e: [.., w1)
+        some = w1 > w0
+        out = np.where(some, w.cum[w1] - w.cum[np.minimum(w0, w1)], 0)
+        first, last = np.minimum(w0, len(w.starts) - 1), np.maximum(w1 - 1, 0)
+        head = some & (w.starts[first] < s)  # the span starts inside a word
+        tail = some & (w.ends[last] > e)  # it ends inside one
+        cut = np.flatnonzero(head | tail)
+        if not len(cut):
+            return out.tolist()
+        parts: list[str] = []  # the pieces of cut words inside their spans, counted on their own
+        rows: list[int] = []
+        text = w.text
+        columns = (cut, s[cut], e[cut], first[cut], last[cut], head[cut], tail[cut])
+        for r, a, b, i, j, h, t in zip(*(c.tolist() for c in columns), strict=True):
+            if h and t and i == j:  # inside one word
+                out[r] -= w.ntok[i]
+                rows.append(r)
+                parts.append(text[a:b])
+                continue
+            if h:
+                out[r] -= w.ntok[i]
+                rows.append(r)
+                parts.append(text[a:int(w.ends[i])])
+            if t:
+                out[r] -= w.ntok[j]
+                rows.append(r)
+                parts.append(text[int(w.starts[j]):b])
+        ids = self._lookup(parts)
+        self._tokenize_new()
+        np.add.at(out, np.asarray(rows, np.int64), self._ntok[ids])
         return out.tolist()
 
 
@@ -236,18 +240,11 @@ class RecountCounter:
     def __init__(self, tokenizer: ChunkTokenizer):
         self._tok = tokenizer
 
-    def documents(self, texts: Sequence[str]) -> list[_Offsets]:
-        return [_Offsets(t, o) for t, o in zip(texts, self._tok.batch_offsets(texts), strict=True)]
+    def documents(self, texts: Sequence[str]) -> list[Doc]:
+        return [Doc(t, o) for t, o in zip(texts, self._tok.batch_offsets(texts), strict=True)]
 
-    def span_counts(self, docs: Sequence[_Offsets], spans: Sequence[tuple[int, int, int]]) -> list[int]:
+    def span_counts(self, docs: Sequence[Doc], spans: Sequence[tuple[int, int, int]]) -> list[int]:
         return self._tok.count_tokens([docs[d].text[s:e] for d, s, e in spans])
-
-
-class _Offsets:
-    __slots__ = ("text", "offsets")
-
-    def __init__(self, text: str, offsets: np.ndarray):
-        self.text, self.offsets = text, offsets
 
 
 def split_words(text: str) -> list[str]:
@@ -268,6 +265,6 @@ def word_spans(text: str) -> tuple[np.ndarray, np.ndarray]:
 
 def make_counter(tokenizer: ChunkTokenizer, *, fast: bool = True) -> WordCounter | RecountCounter:
     """The fastest exact way to count for ``tokenizer``; ``fast=False`` always re-counts (tests)."""
-    if fast and tokenizer.splits_at_whitespace:
+    if fast and getattr(tokenizer, "splits_at_whitespace", False):  # (declared on TextTokenizer)
         return WordCounter(tokenizer)
     return RecountCounter(tokenizer)
