@@ -104,7 +104,8 @@ def test_paths_named_in_code_exist():
         why = _broken(ROOT / ref, anchor)
         if why:
             problems.append(f"{where}: {ref}{'#' + anchor if anchor else ''}: {why}")
-    assert not problems, "\n".join(problems)
+    assert not problems, ("write repository paths from its root, sections as anchors "
+                          "(docs/design.md#schemas, benchmarks/RESULTS.md):\n" + "\n".join(problems))
 
 
 def test_markdown_links_resolve():
