@@ -26,10 +26,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check cli commands plugins tests benchmarks
+	$(BIN)/vulture  # dead code: paths and known false positives in pyproject.toml [tool.vulture]
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check cli commands plugins tests benchmarks
+	$(BIN)/vulture  # dead code: paths and known false positives in pyproject.toml [tool.vulture]
 
 completions: $(STAMP)
 	$(BIN)/arrowsmith completions --write completions/

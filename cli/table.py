@@ -9,7 +9,7 @@ import pyarrow as pa
 MAX_CELL = 60
 
 
-def _cell(value, type_: pa.DataType) -> str:
+def _cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, float):
@@ -27,8 +27,7 @@ def render_table(batch: pa.RecordBatch, widths: list[int] | None) -> tuple[str, 
     """Render a batch; the first call fixes the column widths and prints a header."""
     names = batch.schema.names
     rows = [
-        [_cell(v, f.type) for v, f in zip(row.values(), batch.schema, strict=True)]
-        for row in batch.to_pylist()
+        [_cell(v) for v in row.values()] for row in batch.to_pylist()
     ]
     header = widths is None
     if widths is None:

@@ -18,7 +18,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -639,7 +639,3 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
         with engine_batches(engine, engine_options, ordered=False) as embed:
             return writer.write(embed(batches, model, skip_doc=writer.is_current, stats=stats,
                                       group_rows=checkpoint_rows, **options))
-
-
-def stats_dict(stats: EmbedStats) -> dict[str, Any]:
-    return {**asdict(stats), "tokens_per_second": stats.tokens_per_second}

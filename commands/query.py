@@ -49,7 +49,6 @@ MIN_NPROBES = 20  # LanceDB's own default
 # reached recall@10 0.46 on the generated 100k table; ef 300: 0.91, 500: 0.94, 1000: 0.96.
 DEFAULT_HNSW_EF = 500
 HIDDEN_COLUMNS = ("vector", "doc_key")  # stored, but not what a reader of results wants
-LEAD_COLUMNS = ("query_id", "rank", "score", "id", "doc_id", "text")
 _MODELS: dict[str, Any] = {}  # model metadata (JSON) -> loaded model
 
 

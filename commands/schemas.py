@@ -1,8 +1,8 @@
 """The wire contract between stages (DESIGN.md, "Schemas").
 
 Columns may be added, never silently renamed. Every stream carries schema
-metadata under ``arrowsmith.*``; a stage checks what it needs with
-:func:`require_meta` and refuses a stream it cannot interpret.
+metadata under ``arrowsmith.*``; a stage reads it with :func:`read_meta`, checks
+what it needs and refuses a stream it cannot interpret, naming the missing key.
 """
 
 from __future__ import annotations
@@ -30,8 +30,6 @@ CHUNK_SPAN = pa.struct(
 )
 # markdown chunks also carry the heading path they sit under
 CHUNK_SPAN_WITH_HEADING = pa.struct(list(CHUNK_SPAN) + [pa.field("heading", pa.string())])
-
-DOCUMENT_FIELDS = [pa.field("id", pa.string()), pa.field("text", pa.string())]
 
 CHUNKED_FIELDS = [
     pa.field("id", pa.string()),
@@ -77,19 +75,6 @@ def read_meta(schema: pa.Schema) -> dict[str, Any]:
         except json.JSONDecodeError:
             out[key] = text
     return out
-
-
-def require_meta(schema: pa.Schema, key: str, what: str) -> Any:
-    """Return metadata ``key`` or raise DataError naming it."""
-    from .errors import DataError
-
-    meta = read_meta(schema)
-    if key not in meta:
-        raise DataError(
-            f"input stream has no '{key}' schema metadata, so {what} cannot be interpreted",
-            hint="pipe the output of the previous arrowsmith stage, not a hand-made table",
-        )
-    return meta[key]
 
 
 def conform_batch(batch: pa.RecordBatch, schema: pa.Schema, what: str = "input",

@@ -15,7 +15,7 @@ import numpy as np
 
 from arrowsmith.plugins.vectors import l2_normalize
 
-from .codecs import Codec, Int8Codec, MethodSpec, transform
+from .codecs import Codec, MethodSpec, transform
 
 BLOCK_BYTES = 32 << 20  # per block: queries × rows × bytes of the widest intermediate
 QUERY_BLOCK = 256  # queries searched together
@@ -162,9 +162,3 @@ class CompressedIndex:
         k = min(k, cand.shape[1])
         order = np.lexsort((cand, -exact), axis=1)[:, :k]
         return np.take_along_axis(cand, order, 1), np.take_along_axis(exact, order, 1).astype(np.float32)
-
-
-def int8_rescorer_codec(calib_full) -> Int8Codec:
-    codec = Int8Codec(calib_full.dim)
-    codec.fit(calib_full)
-    return codec
