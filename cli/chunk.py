@@ -35,6 +35,7 @@ EPILOG = (
 
 @app.command("chunk", rich_help_panel="Build", epilog=EPILOG)
 def chunk_command(
+    ctx: typer.Context,
     inputs: Inputs = None,
     strategy: Annotated[StrategyName, typer.Option(
         "--strategy", "-s", envvar="ARROWSMITH_STRATEGY",
@@ -74,6 +75,7 @@ def chunk_command(
     if tables and len(tables) < len(paths):
         raise UsageError("give either tables (JSONL/CSV/Parquet/Arrow/stdin) or text files and directories, "
                          "not both in one run")
+    _refuse_ignored(ctx, tables=bool(tables))
     globs = [g.strip() for value in (glob or []) for g in value.split(",") if g.strip()]
     stats = ChunkStats()
     chunker = make_chunker(strategy, tokenizer, max_tokens, overlap)  # bad options fail before reading
@@ -87,3 +89,14 @@ def chunk_command(
                               explode=explode or sink.fmt == "table")
         sink.write_all(out)
     info(stats.summary())
+
+
+def _refuse_ignored(ctx: typer.Context, *, tables: bool) -> None:
+    """Issue 10: an option that these inputs would ignore is refused (exit 2)."""
+    from .given import refuse
+
+    if tables:
+        refuse(ctx, ("glob",), "with table inputs (it picks files from directories)")
+    else:
+        refuse(ctx, ("id_col", "text_col", "input_format"),
+               "with text files and directories (the id is the path, the text the file's)")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import RequiredDb, Table, Wait
+from .options import GRACE, TABLE, AsJson, Grace, RequiredDb, Table, Wait
 
 app = typer.Typer()
 
@@ -18,17 +18,15 @@ EPILOG = (
 
 @app.command("doctor", rich_help_panel="Maintain", epilog=EPILOG)
 def doctor_command(
+    ctx: typer.Context,
     db: RequiredDb = ...,
-    table: Table = "chunks",
+    table: Table = TABLE,
     fix: Annotated[bool, typer.Option(
         "--fix", envvar="ARROWSMITH_FIX",
         help="Remove temporary/orphaned files killed writers left (older than --grace), under the lock.")
     ] = False,
-    grace: Annotated[str, typer.Option(
-        "--grace", envvar="ARROWSMITH_GRACE",
-        help="Files younger than this may belong to a running writer: noted, never removed (1h, 30m, 0).")
-    ] = "1h",
-    as_json: Annotated[bool, typer.Option("--json", help="The report as one JSON object on stdout.")] = False,
+    grace: Grace = GRACE,
+    as_json: AsJson = False,
     wait: Wait = False,
 ) -> None:
     """Check that a table is whole: one row per chunk id, sound vectors, consistent doc_keys,
@@ -38,8 +36,11 @@ def doctor_command(
     from arrowsmith.commands.doctor import check_grace, diagnose
     from arrowsmith.commands.units import parse_duration
 
+    from .given import refuse
     from .settings import info
 
+    if not fix:  # only --fix takes the lock (issue 10: --wait alone was ignored)
+        refuse(ctx, ("wait",), "without --fix (only --fix takes the table's lock)")
     grace_s = check_grace(parse_duration(grace, "--grace").total_seconds())
     report = diagnose(db, table, fix=fix, grace_s=grace_s, wait=wait)
     if as_json:

@@ -50,6 +50,7 @@ def _opt(*names: str, env: str, help: str, **kw):
 
 @app.command("embed", rich_help_panel="Build", epilog=EPILOG)
 def embed_command(
+    ctx: typer.Context,
     inputs: Inputs = None,
     model_spec: Model = None,
     late: Late = False,
@@ -118,6 +119,7 @@ def embed_command(
 
     if db is None and (replace or prune):
         raise UsageError("--replace and --prune need --db")
+    _refuse_ignored(ctx, late=late, db=db)
     load_options = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                         allow_download=allow_download)
     engine, engine_opts = engine_options(engine, address=ray_address, workers=workers,
@@ -137,3 +139,16 @@ def embed_command(
                                  checkpoint_rows=checkpoint_rows, stats=stats, **options)
         info(stats.summary(pruned=written.docs_pruned) + f"; {db}/{table}: {written.rows_added} rows "
              f"written, {written.rows_deleted} deleted in {written.checkpoints} commits")
+
+
+def _refuse_ignored(ctx: typer.Context, *, late: bool, db: str | None) -> None:
+    """Issue 10: an option that this combination would ignore is refused (exit 2)."""
+    from .given import refuse
+
+    if not late:
+        refuse(ctx, ("window", "window_overlap", "late_specials", "force"),
+               "with --naive (they shape late chunking)", hint="--late")
+    if db is None:
+        refuse(ctx, ("table", "wait", "checkpoint_rows"), "without --db (they shape the store write)")
+    else:
+        refuse(ctx, ("output", "fmt"), "with --db (the chunks go into the store)")

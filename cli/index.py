@@ -31,6 +31,7 @@ app = typer.Typer()
 @app.command("index", rich_help_panel="Build", epilog=(
     "Example:  arrowsmith embed docs.arrows | arrowsmith index --db store/ --scalar lang"))
 def index_command(
+    ctx: typer.Context,
     inputs: Inputs = None,
     db: RequiredDb = ...,
     table: Table = TABLE,
@@ -75,6 +76,7 @@ def index_command(
         from arrowsmith.commands.errors import UsageError
 
         raise UsageError("--json applies to --stats only", hint="arrowsmith index --db STORE --stats --json")
+    _refuse_ignored(ctx, stats=stats, optimize=optimize, vector_type=vector_type)
     if stats:
         _print_stats(ix.table_stats(db, table), as_json)
         return
@@ -85,6 +87,11 @@ def index_command(
     grace_s = parse_duration(grace, "--grace").total_seconds()
     # look for input before locking: an idle open stdin must not hold other writers off
     ingest = bool(inputs) or _stdin_has_data()
+    if not ingest:
+        from .given import refuse
+
+        refuse(ctx, ("input_format", "replace", "prune", "checkpoint_rows"),
+               "without input (nothing is piped in or named): they shape the ingest")
     # one lock from ingest to the last index: no other writer slips in between
     with table_lock(db, table, wait=wait):
         if ingest:
@@ -102,6 +109,22 @@ def index_command(
         info(report.summary())
         if optimize:
             info(ix.optimize_table(db, table, keep=keep_for, wait=wait, grace_s=grace_s).summary())
+
+
+def _refuse_ignored(ctx: typer.Context, *, stats: bool, optimize: bool, vector_type: str) -> None:
+    """Issue 10: an option that this combination would ignore is refused (exit 2)."""
+    from .given import refuse
+
+    if stats:
+        refuse(ctx, ("inputs", "input_format", "vector_type", "partitions", "sub_vectors", "metric", "fts",
+                     "scalar", "force", "optimize", "keep", "grace", "replace", "prune", "checkpoint_rows",
+                     "wait"), "with --stats (it only reads the table)")
+    if not optimize:
+        refuse(ctx, ("grace",), "without --optimize (it protects young files from --optimize's cleanup)")
+    if vector_type == "none":
+        refuse(ctx, ("partitions", "sub_vectors", "metric"), "with --type none (no vector index)")
+    elif vector_type == "ivf_hnsw_sq":
+        refuse(ctx, ("sub_vectors",), "with --type ivf_hnsw_sq (it has no PQ codes)")
 
 
 def _stdin_has_data() -> bool:

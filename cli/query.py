@@ -38,6 +38,7 @@ hybrid mix = alpha·z(dense) + (1−alpha)·z(bm25)."""
 
 @app.command("query", rich_help_panel="Use", epilog=EPILOG)
 def query_command(
+    ctx: typer.Context,
     queries: Annotated[list[str] | None, typer.Argument(help="Query texts (ids q1..qn).",
                                                         show_default=False)] = None,
     db: RequiredDb = ...,
@@ -82,6 +83,7 @@ def query_command(
         items += read_queries_file(file, start=len(items) + 1)
     if not items:
         raise UsageError("no queries: give them as arguments or with --file (one per line, or - for stdin)")
+    _refuse_ignored(ctx, db, table, mode=mode, fusion=fusion, exact=exact)
     stats = QueryStats()
     result = search(db, items, table=table, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha,
                     where=where, by=by, nprobes=nprobes, refine_factor=refine_factor, ef=ef, exact=exact,
@@ -89,3 +91,29 @@ def query_command(
     with BatchSink(output, fmt) as sink:
         sink.write_all(result.to_batches(max_chunksize=1024), result.schema)
     info(stats.summary())
+
+
+def _refuse_ignored(ctx: typer.Context, db: str, table: str, *, mode: str, fusion: str, exact: bool) -> None:
+    """Issue 10: a search option that this mode/fusion/--exact would ignore is refused (exit 2)."""
+    from .given import given, refuse
+
+    if mode == "auto" and given(ctx, "fusion", "rrf_k", "alpha"):
+        from arrowsmith.commands.query import _has_fts
+        from arrowsmith.commands.store import open_table
+
+        has_fts = _has_fts(open_table(db, table))
+        mode = "hybrid" if has_fts else "vector"
+        if not has_fts:
+            refuse(ctx, ("fusion", "rrf_k", "alpha"), "with --mode auto on a table without a full-text "
+                   "index (auto is vector search there)", hint=f"arrowsmith index --db {db} --table {table}")
+    if mode != "hybrid":
+        refuse(ctx, ("fusion", "rrf_k", "alpha"), f"with --mode {mode} (they fuse hybrid results)")
+    elif fusion == "rrf":
+        refuse(ctx, ("alpha",), "with --fusion rrf (it weighs --fusion mix)")
+    else:
+        refuse(ctx, ("rrf_k",), "with --fusion mix (it is the RRF constant)")
+    ann = ("nprobes", "refine_factor", "ef", "compressed")
+    if mode == "fts":
+        refuse(ctx, (*ann, "exact"), "with --mode fts (no vector search)")
+    elif exact:
+        refuse(ctx, ann, "with --exact (a flat scan uses no index)")

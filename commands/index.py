@@ -30,8 +30,8 @@ from .errors import UsageError
 from .signals import no_interrupt
 from .store import (
     DEFAULT_TABLE,
-    _model_of,
     disk_errors,
+    model_of,
     open_table,
     remove_stale_files,
     state_path,
@@ -72,6 +72,11 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
     if metric not in DISTANCE_METRICS:
         raise UsageError(f"unknown metric {metric!r} (use {'|'.join(DISTANCE_METRICS)})")
     if kind == "none" or (kind == "auto" and rows < AUTO_MIN_ROWS):
+        if partitions is not None or sub_vectors is not None:  # issue 10: they were ignored
+            why = ("--type none" if kind == "none" else
+                   f"--type auto on {rows:,} rows (no vector index below {AUTO_MIN_ROWS:,})")
+            raise UsageError(f"--partitions/--sub-vectors have no effect with {why}",
+                             hint="--type ivf_pq or ivf_hnsw_sq to build one")
         return None
     if rows < 256:
         raise UsageError(f"a vector index needs at least 256 rows to train (table has {rows})",
@@ -290,7 +295,7 @@ def table_stats(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> dict[str, 
     """Rows, documents, model, dim, indexes with their parameters, size on disk, versions."""
     tbl = open_table(db, table)
     meta = table_meta(tbl)
-    model = _model_of(meta)
+    model = model_of(meta)
     docs = tbl.search().select(["doc_id"]).limit(None).to_arrow().column("doc_id")
     import pyarrow.compute as pc
 

@@ -14,8 +14,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import run
-from test_store_helpers import DIM, chunks_batch
+from conftest import DIM, chunks_batch, run
 
 from arrowsmith.commands.doctor import diagnose
 from arrowsmith.commands.errors import UsageError
@@ -195,6 +194,12 @@ def test_first_write_killed_before_its_first_commit(tmp_path):
     report = json.loads(doctor(db, "--json").stdout_bytes)
     assert report["healthy"] is False and report["findings"][0]["check"] == "table"
     assert doctor(db, "--table", "other").exit_code == 2  # no trace of that table: a usage error
+
+
+def test_wait_without_fix_is_refused(store):
+    r = doctor(store, "--wait")
+    assert r.exit_code == 2 and "--wait has no effect without --fix" in r.stderr
+    assert doctor(store, "--fix", "--wait").exit_code == 0
 
 
 def test_table_dir_without_any_version(tmp_path):

@@ -1,0 +1,94 @@
+"""No option may be silently ignored: each command refuses one its combination would ignore (exit 2,
+naming the option and why), before any work (issue 10). eval and compress: their own test files."""
+
+from __future__ import annotations
+
+import pytest
+from conftest import chunks_batch, run
+
+from arrowsmith.commands.store import StoreWriter
+
+
+@pytest.fixture
+def store(tmp_path):
+    """A 3-document table without any index (seeded vectors)."""
+    db = tmp_path / "store"
+    with StoreWriter(db) as w:
+        w.write([chunks_batch({"a": (2, "ka"), "b": (1, "kb"), "c": (1, "kc")})])
+    return db
+
+
+@pytest.fixture
+def textdir(tmp_path):
+    root = tmp_path / "docs"
+    root.mkdir()
+    (root / "a.txt").write_text("One sentence. Another one.")
+    return root
+
+
+def _refused(args, message, input=None):
+    r = run(args, input=input)
+    assert r.exit_code == 2, (r.exit_code, r.stderr)
+    assert message in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--id-col", "path"], "--id-col has no effect with text files and directories"),
+    (["--text-col", "body", "--input-format", "jsonl"], "--text-col, --input-format have no effect"),
+])
+def test_chunk_directory_refuses_table_options(textdir, args, message):
+    _refused(["chunk", str(textdir), *args], message)
+
+
+def test_chunk_table_refuses_glob():
+    _refused(["chunk", "-", "--glob", "*.md"], "--glob has no effect with table inputs",
+             input=b'{"id": "a", "text": "x"}\n')
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--window", "128"], "--window has no effect with --naive"),
+    (["--late-specials", "include", "--force"], "--late-specials, --force have no effect with --naive"),
+    (["--table", "late"], "--table has no effect without --db"),
+    (["--checkpoint-rows", "5", "--wait"], "--wait, --checkpoint-rows have no effect without --db"),
+    (["--db", "s", "-o", "x.arrows"], "--output has no effect with --db"),
+])
+def test_embed_refuses(args, message):
+    _refused(["embed", "-", *args], message, input=b'{"id": "a", "text": "x"}\n')
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--stats", "--type", "ivf_pq"], "--type has no effect with --stats"),
+    (["--grace", "1h"], "--grace has no effect without --optimize"),
+    (["--type", "none", "--partitions", "4"], "--partitions has no effect with --type none"),
+    (["--type", "ivf_hnsw_sq", "--sub-vectors", "8"], "--sub-vectors has no effect with --type ivf_hnsw_sq"),
+    (["--replace"], "--replace has no effect without input"),
+    (["--partitions", "4"], "have no effect with --type auto on 4 rows"),
+])
+def test_index_refuses(store, args, message):
+    before = sorted(p.name for p in store.iterdir())
+    _refused(["index", "--db", str(store), *args], message)
+    assert sorted(p.name for p in store.iterdir()) == before
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "vector", "--fusion", "mix"], "--fusion has no effect with --mode vector"),
+    (["--mode", "fts", "--rrf-k", "10"], "--rrf-k has no effect with --mode fts"),
+    (["--mode", "hybrid", "--alpha", "0.3"], "--alpha has no effect with --fusion rrf"),
+    (["--mode", "hybrid", "--fusion", "mix", "--rrf-k", "5"], "--rrf-k has no effect with --fusion mix"),
+    (["--exact", "--nprobes", "20"], "--nprobes has no effect with --exact"),
+    (["--mode", "fts", "--no-compressed"], "--compressed/--no-compressed has no effect with --mode fts"),
+    (["--mode", "fts", "--ann"], "--exact/--ann has no effect with --mode fts"),
+    (["--fusion", "mix"], "with --mode auto on a table without a full-text index"),
+])
+def test_query_refuses(store, args, message):
+    _refused(["query", "--db", str(store), "chunk", *args], message)
+
+
+@pytest.mark.slow
+def test_query_auto_takes_fusion_options_when_the_table_is_hybrid(store):
+    from arrowsmith.commands.index import build_indexes
+
+    build_indexes(str(store), "chunks", vector_type="none", fts=True)
+    r = run(["query", "--db", str(store), "chunk", "--fusion", "mix", "--alpha", "0.3", "-f", "jsonl"])
+    assert r.exit_code == 0, r.stderr
+    assert b'"a#0"' in r.stdout_bytes or b'"b#0"' in r.stdout_bytes
