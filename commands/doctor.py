@@ -38,8 +38,8 @@ from .errors import UsageError
 from .store import (
     DEFAULT_TABLE,
     SCAN_ROWS,
-    _model_of,
     lock_path,
+    model_of,
     open_table,
     scan_batches,
     stale_files,
@@ -158,7 +158,7 @@ class _Scan:
 
 def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
     vtype = tbl.schema.field("vector").type if "vector" in tbl.schema.names else None
-    model = _model_of(table_meta(tbl))
+    model = model_of(table_meta(tbl))
     if vtype is None or not pa.types.is_fixed_size_list(vtype):
         report.add("vector", f"the vector column is {vtype}, not a fixed-size list of float32")
         return
@@ -239,7 +239,7 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
     from .schemas import CHUNKER
 
     meta = table_meta(tbl)
-    model = _model_of(meta)
+    model = model_of(meta)
     if not {"prompt", "late", "dim"} <= set(model):
         return None, "the table's model metadata was not written by `arrowsmith embed`"
     has_hash = "doc_hash" in tbl.schema.names

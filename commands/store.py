@@ -160,13 +160,10 @@ def model_identity(model_meta: dict[str, Any] | None) -> dict[str, Any]:
     return {k: (model_meta or {}).get(k) for k in IDENTITY_KEYS}
 
 
-def _model_of(meta: dict[str, Any]) -> dict[str, Any]:
+def model_of(meta: dict[str, Any]) -> dict[str, Any]:
     """Accept either the decoded ``arrowsmith.model`` dict or a whole ``arrowsmith.*`` dict."""
     inner = meta.get(MODEL)
     return inner if isinstance(inner, dict) else meta
-
-
-model_of = _model_of  # public name (doctor, query, index use it)
 
 
 def load_doc_keys(table) -> dict[str, str | None]:
@@ -299,10 +296,10 @@ class StoreWriter:
         With ``replace``, the first checkpoint overwrites the table (new schema, no indexes);
         the old rows stay in Lance's version history until ``index --optimize`` cleans it.
         """
-        model = _model_of(model_meta)
+        model = model_of(model_meta)
         if self._model is not None and model_identity(model) == model_identity(self._model):
             return
-        stored = None if self._table is None else _model_of(table_meta(self._table))
+        stored = None if self._table is None else model_of(table_meta(self._table))
         if stored is None or self._overwrite:
             self._model = model
             return
@@ -374,7 +371,7 @@ class StoreWriter:
         if MODEL in meta:
             self.check_meta(meta[MODEL])
         elif self._model is None and self._table is not None:
-            self._model = _model_of(table_meta(self._table))  # the vector cast checks the dim
+            self._model = model_of(table_meta(self._table))  # the vector cast checks the dim
         elif self._model is None:
             raise DataError(f"input stream has no '{MODEL}' schema metadata, so the table "
                             "cannot record which model made its vectors",
