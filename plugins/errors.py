@@ -58,13 +58,22 @@ class LockedError(ArrowsmithError):
     exit_code = EXIT_LOCKED
 
 
-class Interrupted(ArrowsmithError):
-    """SIGINT or SIGTERM arrived; raised at a point where nothing is half-committed."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM arrived; raised at a point where nothing is half-committed.
+
+    A BaseException, as KeyboardInterrupt is, so that no ``except Exception`` on the way
+    swallows it: logging's ``emit`` is one, and a signal that landed inside a log write was
+    printed as "--- Logging error ---" while the run went on to commit (issue 10). The CLI
+    maps it like an ArrowsmithError: its message, exit 128 + the signal number.
+    """
+
+    hint = None
 
     def __init__(self, signum: int):
         import signal
 
         name = signal.Signals(signum).name
         super().__init__(f"interrupted by {name}")
+        self.message = f"interrupted by {name}"
         self.signum = signum
         self.exit_code = 128 + signum

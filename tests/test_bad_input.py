@@ -1,4 +1,4 @@
-"""The bad-input corpus (tests/badinput.py) through the real `chunk` command.
+"""The bad-input corpus (the `bad_input` fixture, tests/conftest.py) through the real `chunk` command.
 
 Every case: a message naming file/line/row and exit 65 under `--on-error fail`; skipped and
 counted under `skip` where the option applies; never silently mangled.
@@ -6,7 +6,6 @@ counted under `skip` where the option applies; never silently mangled.
 
 from __future__ import annotations
 
-import badinput as bi
 import pyarrow as pa
 import pytest
 from conftest import read_ipc, run, to_ipc
@@ -24,16 +23,16 @@ def spans(table: pa.Table) -> dict[str, list[tuple[int, int, int]]]:
 # ------------------------------------------------------------------ text files
 
 
-def test_invalid_utf8_file_fails_naming_file_and_line(tmp_path):
-    corpus = bi.write_text_corpus(tmp_path / "docs")
+def test_invalid_utf8_file_fails_naming_file_and_line(tmp_path, bad_input):
+    corpus = bad_input.write_text_corpus(tmp_path / "docs")
     r = chunk(corpus)
     assert r.exit_code == 65
     assert "invalid_utf8.txt: line 2: not valid UTF-8 (byte 24: b'\\xff')" in r.stderr
     assert r.stdout_bytes == b""  # nothing half-written on stdout before the error... or a whole stream
 
 
-def test_skip_counts_bad_encoding_and_empty_documents(tmp_path):
-    corpus = bi.write_text_corpus(tmp_path / "docs")
+def test_skip_counts_bad_encoding_and_empty_documents(tmp_path, bad_input):
+    corpus = bad_input.write_text_corpus(tmp_path / "docs")
     r = chunk("--on-error", "skip", corpus)
     assert r.exit_code == 0, r.stderr
     assert "skipped" in r.stderr and "invalid_utf8.txt: line 2" in r.stderr
@@ -42,23 +41,23 @@ def test_skip_counts_bad_encoding_and_empty_documents(tmp_path):
     assert sorted(out.column("id").to_pylist()) == ["bom.txt", "crlf.txt", "good.txt", "nul.txt"]
 
 
-def test_bom_crlf_and_nul_are_kept_exactly(tmp_path):
-    corpus = bi.write_text_corpus(tmp_path / "docs", ["bom.txt", "crlf.txt", "nul.txt"])
+def test_bom_crlf_and_nul_are_kept_exactly(tmp_path, bad_input):
+    corpus = bad_input.write_text_corpus(tmp_path / "docs", ["bom.txt", "crlf.txt", "nul.txt"])
     r = chunk(corpus)
     assert r.exit_code == 0, r.stderr
     out = read_ipc(r.stdout_bytes)
     texts = dict(zip(out.column("id").to_pylist(), out.column("text").to_pylist(), strict=True))
     # the BOM is an encoding marker, not text; CRLF and NUL are text and stay as they are
     assert texts["bom.txt"] == "Byte order mark first. Then a sentence."
-    assert texts["crlf.txt"] == bi.TEXT_FILES["crlf.txt"].decode()
-    assert texts["nul.txt"] == bi.TEXT_FILES["nul.txt"].decode()
+    assert texts["crlf.txt"] == bad_input.TEXT_FILES["crlf.txt"].decode()
+    assert texts["nul.txt"] == bad_input.TEXT_FILES["nul.txt"].decode()
     for doc, chunks in spans(out).items():
         assert chunks[0][0] == 0 and chunks[-1][1] <= len(texts[doc])
         assert all(n > 0 for _, _, n in chunks)
 
 
-def test_empty_and_whitespace_documents_are_skipped_in_both_modes(tmp_path):
-    corpus = bi.write_text_corpus(tmp_path / "docs", ["empty.txt", "whitespace.txt", "good.txt"])
+def test_empty_and_whitespace_documents_are_skipped_in_both_modes(tmp_path, bad_input):
+    corpus = bad_input.write_text_corpus(tmp_path / "docs", ["empty.txt", "whitespace.txt", "good.txt"])
     for mode in ("fail", "skip"):
         r = chunk("--on-error", mode, corpus)
         assert r.exit_code == 0, r.stderr
@@ -66,8 +65,8 @@ def test_empty_and_whitespace_documents_are_skipped_in_both_modes(tmp_path):
         assert read_ipc(r.stdout_bytes).column("id").to_pylist() == ["good.txt"]
 
 
-def test_one_100k_character_word_is_split_within_max_tokens(tmp_path):
-    path = bi.one_word(tmp_path / "word.txt")
+def test_one_100k_character_word_is_split_within_max_tokens(tmp_path, bad_input):
+    path = bad_input.one_word(tmp_path / "word.txt")
     r = chunk("--tokenizer", "cl100k_base", "--max-tokens", "128", path)
     assert r.exit_code == 0, r.stderr
     chunks = spans(read_ipc(r.stdout_bytes))[str(path)]  # a lone file keeps the path it was given
@@ -76,10 +75,10 @@ def test_one_100k_character_word_is_split_within_max_tokens(tmp_path):
     assert all(a[1] == b[0] for a, b in zip(chunks[:-1], chunks[1:], strict=True))
 
 
-def test_one_100k_character_word_with_the_model_tokenizer(tmp_path):
+def test_one_100k_character_word_with_the_model_tokenizer(tmp_path, bad_input):
     # WordPiece maps a word longer than 100 characters to one [UNK]: the chunk is "1 token".
     # Recorded (docs/reliability.md) rather than hidden: its vector carries no content.
-    path = bi.one_word(tmp_path / "word.txt")
+    path = bad_input.one_word(tmp_path / "word.txt")
     r = chunk(path)
     assert r.exit_code == 0, r.stderr
     chunks = spans(read_ipc(r.stdout_bytes))[str(path)]  # a lone file keeps the path it was given
@@ -88,8 +87,8 @@ def test_one_100k_character_word_with_the_model_tokenizer(tmp_path):
 
 
 @pytest.mark.slow
-def test_10mb_document_chunks_within_max_tokens(tmp_path):
-    path = bi.big_document(tmp_path / "big.txt", 10)
+def test_10mb_document_chunks_within_max_tokens(tmp_path, bad_input):
+    path = bad_input.big_document(tmp_path / "big.txt", 10)
     text = path.read_text()
     r = chunk("--strategy", "tokens", "--tokenizer", "cl100k_base", "--max-tokens", "512", path)
     assert r.exit_code == 0, r.stderr
@@ -102,26 +101,26 @@ def test_10mb_document_chunks_within_max_tokens(tmp_path):
 # ------------------------------------------------------------------ table inputs
 
 
-def test_truncated_jsonl_line_names_the_line(tmp_path):
-    r = chunk(bi.truncated_jsonl(tmp_path / "docs.jsonl"))
+def test_truncated_jsonl_line_names_the_line(tmp_path, bad_input):
+    r = chunk(bad_input.truncated_jsonl(tmp_path / "docs.jsonl"))
     assert r.exit_code == 65
     assert "docs.jsonl: line 3: truncated JSON" in r.stderr
 
 
-def test_invalid_utf8_in_jsonl_names_the_line(tmp_path):
-    r = chunk(bi.invalid_utf8_jsonl(tmp_path / "docs.jsonl"))
+def test_invalid_utf8_in_jsonl_names_the_line(tmp_path, bad_input):
+    r = chunk(bad_input.invalid_utf8_jsonl(tmp_path / "docs.jsonl"))
     assert r.exit_code == 65
     assert "docs.jsonl: line 2: not valid UTF-8 (byte 25)" in r.stderr
 
 
-def test_type_drift_in_jsonl_is_a_data_error(tmp_path):
-    r = chunk(bi.drift_jsonl(tmp_path / "docs.jsonl"))
+def test_type_drift_in_jsonl_is_a_data_error(tmp_path, bad_input):
+    r = chunk(bad_input.drift_jsonl(tmp_path / "docs.jsonl"))
     assert r.exit_code == 65
     assert "docs.jsonl: " in r.stderr and "line" in r.stderr
 
 
-def test_duplicate_ids_in_one_input(tmp_path):
-    path = bi.duplicate_ids_jsonl(tmp_path / "docs.jsonl")
+def test_duplicate_ids_in_one_input(tmp_path, bad_input):
+    path = bad_input.duplicate_ids_jsonl(tmp_path / "docs.jsonl")
     r = chunk(path)
     assert r.exit_code == 65
     assert "row 3: duplicate id 'a'" in r.stderr
@@ -130,26 +129,26 @@ def test_duplicate_ids_in_one_input(tmp_path):
     assert "1 invalid" in r.stderr
     out = read_ipc(r.stdout_bytes)
     assert out.column("id").to_pylist() == ["a", "b"]
-    assert out.column("text").to_pylist()[0] == bi.GOOD  # the first 'a' wins, the second is dropped
+    assert out.column("text").to_pylist()[0] == bad_input.GOOD  # the first 'a' wins, the second is dropped
 
 
-def test_empty_texts_in_a_table_are_skipped_and_counted(tmp_path):
-    r = chunk(bi.empty_docs_jsonl(tmp_path / "docs.jsonl"))
+def test_empty_texts_in_a_table_are_skipped_and_counted(tmp_path, bad_input):
+    r = chunk(bad_input.empty_docs_jsonl(tmp_path / "docs.jsonl"))
     assert r.exit_code == 0, r.stderr
     assert "3 documents read, 1 chunked, 2 skipped (2 empty" in r.stderr
     assert read_ipc(r.stdout_bytes).column("id").to_pylist() == ["g"]
 
 
-def test_truncated_ipc_stream_on_stdin(tmp_path):
+def test_truncated_ipc_stream_on_stdin(tmp_path, bad_input):
     docs = pa.table({"id": [f"d{i}" for i in range(6)], "text": [f"Document number {i}." for i in range(6)]})
-    r = chunk(input=bi.truncated_ipc(bi.ipc_bytes(docs)))
+    r = chunk(input=bad_input.truncated_ipc(bad_input.ipc_bytes(docs)))
     assert r.exit_code == 65
     assert "<stdin>: truncated or corrupt Arrow IPC stream after row 4 of stream 1" in r.stderr
 
 
-def test_type_drift_between_ipc_streams(tmp_path):
+def test_type_drift_between_ipc_streams(tmp_path, bad_input):
     first = pa.table({"id": ["a"], "text": ["fine text"]})
-    r = chunk(input=bi.drift_ipc(first))
+    r = chunk(input=bad_input.drift_ipc(first))
     assert r.exit_code == 65
     assert "schema differs" in r.stderr and "text: list<item: string>" in r.stderr
 

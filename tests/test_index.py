@@ -9,8 +9,8 @@ import time
 import pyarrow as pa
 import pytest
 from conftest import run, run_subprocess, to_ipc
-from test_store_helpers import MODEL, chunks_batch, store_rows
 
+from arrowsmith.commands import faults
 from arrowsmith.commands.index import build_indexes, choose_vector_index
 from arrowsmith.commands.store import StoreWriter, open_table, state_path, table_path
 
@@ -41,8 +41,8 @@ def test_choose_vector_index_auto_and_overrides():
     assert choose_vector_index(5_000_000, 768, kind="none") is None
 
 
-def test_ingest_then_auto_builds_fts_and_scalar_only(tmp_path):
-    res = ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS))
+def test_ingest_then_auto_builds_fts_and_scalar_only(tmp_path, fake_chunks):
+    res = ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS))
     assert res.exit_code == 0, res.stderr
     assert "3 documents written" in res.stderr and "built fts text, scalar doc_id" in res.stderr
     assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree"}
@@ -51,22 +51,22 @@ def test_ingest_then_auto_builds_fts_and_scalar_only(tmp_path):
         "b#0", "b#1"}
 
 
-def test_rerun_on_unchanged_table_does_nothing(tmp_path):
-    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+def test_rerun_on_unchanged_table_does_nothing(tmp_path, fake_chunks):
+    assert ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS)).exit_code == 0
     version = open_table(tmp_path).version
     res = run(["index", "--db", str(tmp_path)])
     assert res.exit_code == 0 and "indexes up to date" in res.stderr
     assert open_table(tmp_path).version == version
     # the same stream again: 0 written, version unchanged, indexes untouched
-    res = ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS))
+    res = ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS))
     assert "0 documents written (0 replaced), 3 unchanged" in res.stderr
     assert open_table(tmp_path).version == version
 
 
-def test_new_rows_are_folded_into_indexes(tmp_path):
-    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+def test_new_rows_are_folded_into_indexes(tmp_path, fake_chunks):
+    assert ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS)).exit_code == 0
     new = {"d": ["Supersonic inlet design for ramjets."]}
-    res = ingest(tmp_path, chunks_batch({"d": (1, "kd")}, texts=new))
+    res = ingest(tmp_path, fake_chunks.batch({"d": (1, "kd")}, texts=new))
     assert res.exit_code == 0 and "folded new rows" in res.stderr
     tbl = open_table(tmp_path)
     assert tbl.index_stats("text_fts").num_unindexed_rows == 0
@@ -76,10 +76,10 @@ def test_new_rows_are_folded_into_indexes(tmp_path):
     assert json.loads(state_path(tmp_path).read_text())["version"] == tbl.version
 
 
-def test_ivf_pq_explicit_then_none_drops(tmp_path):
-    small = {**MODEL, "dim": 32}
+def test_ivf_pq_explicit_then_none_drops(tmp_path, fake_chunks):
+    small = {**fake_chunks.model, "dim": 32}
     with StoreWriter(tmp_path) as w:
-        w.write([chunks_batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
+        w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
     report = build_indexes(tmp_path, vector_type="ivf_pq", partitions=4, fts=False)
     assert report.built == ["vector IVF_PQ", "scalar doc_id"]
     res = run(["index", "--db", str(tmp_path), "--stats", "--json"])
@@ -92,14 +92,14 @@ def test_ivf_pq_explicit_then_none_drops(tmp_path):
     assert "vector_idx" not in index_names(tmp_path) and report.built == ["no vector index (dropped)"]
 
 
-def test_derived_partitions_drift_updates_instead_of_retraining(tmp_path):
-    small = {**MODEL, "dim": 32}
+def test_derived_partitions_drift_updates_instead_of_retraining(tmp_path, fake_chunks):
+    small = {**fake_chunks.model, "dim": 32}
     with StoreWriter(tmp_path) as w:
-        w.write([chunks_batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
+        w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
     first = build_indexes(tmp_path, vector_type="ivf_pq", fts=False)  # √400 = 20 partitions
     assert first.built == ["vector IVF_PQ", "scalar doc_id"]
     with StoreWriter(tmp_path) as w:  # 441 rows: √ would now be 21
-        w.write([chunks_batch({f"e{i}": (1, "k") for i in range(41)}, model=small)])
+        w.write([fake_chunks.batch({f"e{i}": (1, "k") for i in range(41)}, model=small)])
     again = build_indexes(tmp_path, vector_type="ivf_pq", fts=False)
     assert again.built == [] and again.updated  # folded in by optimize, not retrained
     assert open_table(tmp_path).index_stats("vector_idx").num_unindexed_rows == 0
@@ -107,8 +107,8 @@ def test_derived_partitions_drift_updates_instead_of_retraining(tmp_path):
     assert build_indexes(tmp_path, vector_type="ivf_pq", partitions=8, fts=False).built == ["vector IVF_PQ"]
 
 
-def test_scalar_index_on_text_keeps_the_fts_index(tmp_path):
-    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+def test_scalar_index_on_text_keeps_the_fts_index(tmp_path, fake_chunks):
+    assert ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS)).exit_code == 0
     res = run(["index", "--db", str(tmp_path), "--scalar", "text"])
     assert res.exit_code == 0, res.stderr
     assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "text_idx": "BTree"}
@@ -117,16 +117,16 @@ def test_scalar_index_on_text_keeps_the_fts_index(tmp_path):
     assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "text_idx": "BTree"}
 
 
-def test_scalar_option_and_unknown_column(tmp_path):
-    batch = chunks_batch(DOCS, extra={"lang": ["en", "en", "en", "de", "de", "fr"]})
+def test_scalar_option_and_unknown_column(tmp_path, fake_chunks):
+    batch = fake_chunks.batch(DOCS, extra={"lang": ["en", "en", "en", "de", "de", "fr"]})
     assert ingest(tmp_path, batch, "--scalar", "lang", "--no-fts").exit_code == 0
     assert index_names(tmp_path) == {"doc_id_idx": "BTree", "lang_idx": "BTree"}
     res = run(["index", "--db", str(tmp_path), "--scalar", "nope"])
     assert res.exit_code == 2 and "no column(s) nope" in res.stderr
 
 
-def test_stats_values(tmp_path):
-    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+def test_stats_values(tmp_path, fake_chunks):
+    assert ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS)).exit_code == 0
     res = run(["index", "--db", str(tmp_path), "--stats", "--json"])
     assert res.exit_code == 0, res.stderr
     s = json.loads(res.stdout_bytes)
@@ -143,18 +143,18 @@ def test_missing_table_is_a_usage_error(tmp_path):
     assert res.exit_code == 2 and "no table 'chunks'" in res.stderr
 
 
-def test_model_mismatch_via_cli_exit_2_table_unchanged(tmp_path):
-    assert ingest(tmp_path, chunks_batch(DOCS, texts=TEXTS)).exit_code == 0
+def test_model_mismatch_via_cli_exit_2_table_unchanged(tmp_path, fake_chunks, stored):
+    assert ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS)).exit_code == 0
     version = open_table(tmp_path).version
-    other = chunks_batch({"x": (1, "k")}, model={**MODEL, "name": "e5-small", "dim": 16})
+    other = fake_chunks.batch({"x": (1, "k")}, model={**fake_chunks.model, "name": "e5-small", "dim": 16})
     res = ingest(tmp_path, other)
     assert res.exit_code == 2 and "e5-small" in res.stderr and "--replace" in res.stderr
-    assert open_table(tmp_path).version == version and len(store_rows(tmp_path)) == 6
+    assert open_table(tmp_path).version == version and len(stored.rows(tmp_path)) == 6
 
 
-def test_optimize_compacts_drops_old_versions_and_stale_files(tmp_path):
+def test_optimize_compacts_drops_old_versions_and_stale_files(tmp_path, fake_chunks):
     for i in range(4):
-        assert ingest(tmp_path, chunks_batch({f"d{i}": (2, "k")}), "--no-fts").exit_code == 0
+        assert ingest(tmp_path, fake_chunks.batch({f"d{i}": (2, "k")}), "--no-fts").exit_code == 0
     before = open_table(tmp_path).list_versions()
     stale = table_path(tmp_path) / "data" / ".tmpkilled"
     stale.write_bytes(b"half a file")
@@ -168,16 +168,16 @@ def test_optimize_compacts_drops_old_versions_and_stale_files(tmp_path):
     assert run(["index", "--db", str(tmp_path), "--no-fts"]).stderr.startswith("indexes up to date")
 
 
-@pytest.mark.parametrize("point", ["before_commit"])
-def test_killed_writer_converges_on_rerun(tmp_path, point):
-    batches = [chunks_batch({f"d{i}": (2, "k")}) for i in range(4)]
+@pytest.mark.parametrize("point", ["before_commit", "after_commit"])
+def test_killed_writer_converges_on_rerun(tmp_path, point, fake_chunks, stored):
+    batches = [fake_chunks.batch({f"d{i}": (2, "k")}) for i in range(4)]
     payload = to_ipc(pa.Table.from_batches(batches))
     args = ["index", "--db", str(tmp_path), "--checkpoint-rows", "2", "--no-fts"]
-    res = run_subprocess(args, input=payload, env={"ARROWSMITH_FAULT": f"{point}:2"}, timeout=120)
+    res = run_subprocess(args, input=payload, env={faults.ENV: f"{point}:2"}, timeout=120)
     assert res.returncode == 137, res.stderr
     committed = 2 if point == "after_commit" else 1
-    assert len(store_rows(tmp_path)) == 2 * committed
+    assert len(stored.rows(tmp_path)) == 2 * committed
     res = run_subprocess(args, input=payload, timeout=120)
     assert res.returncode == 0, res.stderr
     assert f"{4 - committed} documents written (0 replaced), {committed} unchanged" in res.stderr.decode()
-    assert sorted(store_rows(tmp_path)) == sorted(f"d{i}#{j}" for i in range(4) for j in range(2))
+    assert sorted(stored.rows(tmp_path)) == sorted(f"d{i}#{j}" for i in range(4) for j in range(2))

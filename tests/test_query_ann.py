@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-import sys
-
 import pytest
-from conftest import ROOT, run
+from conftest import run
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from query import build, clustered_vectors, query_vectors, recall_at_10  # noqa: E402
-
-from arrowsmith.commands.store import open_table  # noqa: E402
+from arrowsmith.commands.index import build_indexes
+from arrowsmith.commands.store import connect, open_table
+from arrowsmith.commands.synthetic import clustered_vectors, generated_table, query_vectors, recall_at_k
 
 
 @pytest.mark.slow
 def test_ivf_pq_default_recall_at_10(tmp_path):
-    base = clustered_vectors(200_000)
+    base = clustered_vectors(200_000)  # the table benchmarks/query.py measures
     queries = query_vectors(base, 100)
-    build(str(tmp_path), base, "auto")  # `arrowsmith index` at its defaults: IVF_PQ above 100k rows
+    connect(tmp_path).create_table("chunks", generated_table(base))
+    build_indexes(tmp_path, fts=False)  # `arrowsmith index` at its defaults: IVF_PQ above 100k rows
     assert "IvfPq" in {ix.index_type for ix in open_table(tmp_path).list_indices()}
-    recall = recall_at_10(str(tmp_path), queries)  # defaults: nprobes partitions/10 (45), refine 10
+    recall = recall_at_k(str(tmp_path), queries)  # defaults: nprobes partitions/10 (45), refine 10
     assert recall >= 0.9, f"recall@10 {recall:.3f} at default settings"
 
 
 def test_nprobes_refine_factor_and_ef_reach_lancedb(tmp_path):
     """A small IVF_PQ table: probing 1 of 8 partitions without re-ranking loses neighbours."""
-    from query import generated_table
-
-    from arrowsmith.commands.index import build_indexes
-    from arrowsmith.commands.store import connect
-
     base = clustered_vectors(5_000, fields=8)
     queries = query_vectors(base, 50)
     connect(tmp_path).create_table("chunks", generated_table(base))
     build_indexes(tmp_path, vector_type="ivf_pq", partitions=8, fts=False)
-    full = recall_at_10(str(tmp_path), queries, nprobes=8, refine_factor=10)
-    starved = recall_at_10(str(tmp_path), queries, nprobes=1, refine_factor=1)
+    full = recall_at_k(str(tmp_path), queries, nprobes=8, refine_factor=10)
+    starved = recall_at_k(str(tmp_path), queries, nprobes=1, refine_factor=1)
     assert full >= 0.95 and starved < full - 0.1, (full, starved)
     res = run(["query", "--db", str(tmp_path), "wing", "--nprobes", "1", "--refine-factor", "1", "--ef", "10",
                "--k", "3", "--format", "jsonl"])

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
-import sys
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
-from conftest import ROOT, run
+from conftest import run
 
-sys.path.insert(0, str(ROOT / "benchmarks"))
-from query_fusion import build_store, load_beir  # noqa: E402
+from arrowsmith.commands.chunk import chunk_documents
+from arrowsmith.commands.embed import embed_to_store
+from arrowsmith.commands.evaluate.data import load_beir
+from arrowsmith.commands.index import build_indexes
 
 QUERIES = ["1", "2", "3", "4", "8"]
 DISTRACTORS = 120  # the first N documents of the corpus beside the judged ones (~180 docs in all)
@@ -17,16 +20,17 @@ DISTRACTORS = 120  # the first N documents of the corpus beside the judged ones 
 
 @pytest.fixture(scope="session")
 def cranfield_store(tmp_path_factory, cranfield, model):
-    """The store, built once per session with the real pipeline on a slice of the corpus."""
-    _, queries, qrels = load_beir(cranfield)
+    """The store, built once per session with the library `chunk | embed --db | index` runs."""
+    data = load_beir(cranfield)
     keep = {str(i) for i in range(1, DISTRACTORS + 1)}
     for q in QUERIES:
-        keep |= set(qrels[q])
-    docs, _, _ = load_beir(cranfield, keep)
+        keep |= set(data.qrels[q])
+    wanted = pa.array(sorted(keep))
+    docs = (b.filter(pc.is_in(b.column("id"), wanted)) for b in data.corpus_batches())
     db = tmp_path_factory.mktemp("cranfield")
-    build_store(str(db), docs, model)
-    texts = dict(queries)
-    return db, [(q, texts[q]) for q in QUERIES], qrels
+    embed_to_store(chunk_documents(docs), model, str(db))
+    build_indexes(db)
+    return db, [(q, data.queries[q]) for q in QUERIES], data.qrels
 
 
 @pytest.mark.parametrize("mode", ["vector", "fts", "hybrid"])

@@ -8,6 +8,7 @@ writers) are in tests/test_reliability_store.py, which runs without loading the 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import signal
@@ -16,9 +17,9 @@ import time
 import pyarrow as pa
 import pytest
 from conftest import SAMPLES, read_ipc, run, run_subprocess, to_ipc
-from test_reliability_helpers import FAULT, assert_same_table, files_under, popen, snapshot, version
 
 from arrowsmith.commands.doctor import diagnose
+from arrowsmith.commands.faults import ENV as FAULT
 
 pytestmark = pytest.mark.slow
 
@@ -26,13 +27,17 @@ EMBED = ["embed", "--dtype", "fp32", "--device", "cpu"]
 
 
 def embed(db, data: bytes, *extra, env=None):
-    return run_subprocess([*EMBED, "--db", str(db), *extra], input=data, env=env, timeout=180)
+    return run_subprocess([*EMBED, "--db", str(db), *extra], input=data, env=env, timeout=300)
 
 
 def embedded(stderr: bytes) -> int:
     m = re.search(r"(\d+) embedded", stderr.decode())
     assert m, stderr.decode()
     return int(m.group(1))
+
+
+def files_under(root) -> set[str]:
+    return {os.path.relpath(os.path.join(d, f), root) for d, _, fs in os.walk(root) for f in fs}
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +57,13 @@ def half_store(chunked, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(half_store, chunked, tmp_path_factory):
+def reference(half_store, chunked, tmp_path_factory, stored):
     db = tmp_path_factory.mktemp("ref") / "store"
     shutil.copytree(half_store, db)
     r = embed(db, to_ipc(chunked))
     assert r.returncode == 0, r.stderr.decode()
     assert embedded(r.stderr) == chunked.num_rows - chunked.num_rows // 2
-    return db, snapshot(db)
+    return db, stored.snapshot(db)
 
 
 @pytest.mark.parametrize("fault, committed", [
@@ -66,64 +71,81 @@ def reference(half_store, chunked, tmp_path_factory):
     ("before_commit:1", False),  # all embedding done, nothing committed
     ("after_commit:1", True),  # embed commits one checkpoint for this small corpus
 ])
-def test_embed_killed_at_fault_point_converges(fault, committed, chunked, half_store, reference, tmp_path):
+def test_embed_killed_at_fault_point_converges(fault, committed, chunked, half_store, reference, stored,
+                                               tmp_path):
     db = tmp_path / "store"
     shutil.copytree(half_store, db)
-    before = snapshot(db)
+    before = stored.snapshot(db)
     r = embed(db, to_ipc(chunked), env={FAULT: fault})
     assert r.returncode == 137, r.stderr.decode()
     report = diagnose(db, fix=True, grace_s=0)
     assert report.healthy, report.findings
     if not committed:
-        assert_same_table(snapshot(db), before)  # what the earlier run stored is all there
+        stored.assert_same(stored.snapshot(db), before)  # what the earlier run stored is all there
     r = embed(db, to_ipc(chunked))
     assert r.returncode == 0, r.stderr.decode()
     new = chunked.num_rows - chunked.num_rows // 2
     assert embedded(r.stderr) == (0 if committed else new)  # only what was not committed
-    assert_same_table(snapshot(db), reference[1])
+    stored.assert_same(stored.snapshot(db), reference[1])
     assert run(["doctor", "--db", str(db)]).exit_code == 0
 
 
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_while_embedding_exits_fast_and_commits_nothing(sig, code, chunked, half_store, tmp_path):
+def test_signal_while_embedding_keeps_earlier_checkpoints_and_commits_nothing_more(
+        sig, code, chunked, half_store, reference, cli_process, stored, tmp_path):
+    """With a checkpoint per document, the signal comes as the 3rd new document is about to be
+    committed: the process announces that point (a fault that pauses) instead of the test
+    guessing it with a sleep, which on a fast machine let every checkpoint in (issue 10)."""
     db = tmp_path / "store"
     shutil.copytree(half_store, db)
-    before, v = snapshot(db), version(db)
-    p = popen([*EMBED, "--db", str(db), "--checkpoint-rows", "1"])
-    stream = to_ipc(chunked)
-    p.stdin.write(stream[:-8])  # the input stays open: the run is mid-way through it
-    p.stdin.flush()
-    time.sleep(4)  # model loaded, input read up to here
+    before, v = stored.snapshot(db), stored.version(db)
+    new_docs = chunked.column("id").to_pylist()[chunked.num_rows // 2:]
+    assert len(new_docs) >= 3
+    data = tmp_path / "chunked.arrows"  # a file, not a pipe: a paused reader never blocks the test
+    data.write_bytes(to_ipc(chunked))
+    p = cli_process([*EMBED, "--db", str(db), "--checkpoint-rows", "1", str(data)],
+                    env={FAULT: "before_commit:3:pause"})
+    p.wait_for_stderr("paused at before_commit (hit 3)")
     sent = time.monotonic()
-    p.send_signal(sig)
-    _, err = p.communicate(timeout=15)
-    assert time.monotonic() - sent < 5
-    assert p.returncode == code, err.decode()
-    assert "Traceback" not in err.decode()
-    assert version(db) == v
-    assert_same_table(snapshot(db), before)
+    p.signal(sig)
+    returncode, err = p.finish(timeout=60)
+    assert time.monotonic() - sent < 5  # README: exit 130 / 143 within 5 s
+    assert returncode == code, err
+    assert f"interrupted by {sig.name}" in err and "Traceback" not in err
+    # the two checkpoints committed before the signal are intact, the third is not in
+    assert stored.version(db) == v + 2
+    rows = stored.snapshot(db)
+    kept = {i: r for i, r in reference[1].items() if r[0] in new_docs[:2]}
+    stored.assert_same(rows, {**before, **kept})
+    assert not {r[0] for r in rows.values()} & set(new_docs[2:])
+    doctor = run(["doctor", "--db", str(db), "--grace", "0"])
+    assert doctor.exit_code == 0, doctor.stdout_bytes.decode() + doctor.stderr
+    # a re-run embeds only the documents that were not committed and ends with the fault-free table
+    r = embed(db, to_ipc(chunked))
+    assert r.returncode == 0, r.stderr.decode()
+    assert embedded(r.stderr) == len(new_docs) - 2
+    stored.assert_same(stored.snapshot(db), reference[1])
 
 
 # ------------------------------------------------------------------ bad input into a store
 
 
-def test_bad_input_into_a_store_loses_nothing(chunked, half_store, tmp_path):
-    import badinput as bi
-
+def test_bad_input_into_a_store_loses_nothing(chunked, half_store, bad_input, stored, tmp_path):
     db = tmp_path / "store"
     shutil.copytree(half_store, db)
-    before, v = snapshot(db), version(db)
+    before, v = stored.snapshot(db), stored.version(db)
     # each case costs a model load: the two that reach the store; the rest are in test_bad_input.py
     cases = {
-        "truncated stream": (bi.truncated_ipc(to_ipc(chunked)), "<stdin>: truncated or corrupt Arrow IPC"),
-        "type drift": (bi.drift_ipc(pa.table({"id": ["a"], "text": ["fine text"]})), "<stdin>"),
+        "truncated stream": (bad_input.truncated_ipc(to_ipc(chunked)),
+                             "<stdin>: truncated or corrupt Arrow IPC"),
+        "type drift": (bad_input.drift_ipc(pa.table({"id": ["a"], "text": ["fine text"]})), "<stdin>"),
     }
     for what, (data, message) in cases.items():
         r = embed(db, data, "--prune")  # --prune: a partial read must never delete
         assert r.returncode == 65, (what, r.stderr.decode())
         assert message in r.stderr.decode(), (what, r.stderr.decode())
-        assert version(db) == v, what
-        assert_same_table(snapshot(db), before)
+        assert stored.version(db) == v, what
+        stored.assert_same(stored.snapshot(db), before)
 
 
 # ------------------------------------------------------------------ security
@@ -171,7 +193,7 @@ def test_where_filters_cannot_inject_sql(reference, tmp_path):
     assert open_table(db).count_rows() == n and diagnose(db).healthy
 
 
-def test_path_ids_stay_in_the_store_and_duplicate_ids_across_runs_replace(tmp_path):
+def test_path_ids_stay_in_the_store_and_duplicate_ids_across_runs_replace(stored, tmp_path):
     db = tmp_path / "area" / "store"
     db.parent.mkdir()
     outside = files_under(tmp_path)
@@ -182,12 +204,12 @@ def test_path_ids_stay_in_the_store_and_duplicate_ids_across_runs_replace(tmp_pa
     assert r.returncode == 0, r.stderr.decode()
     new = files_under(tmp_path) - outside
     assert all(f.startswith("area/store/") for f in new), sorted(new)
-    assert {v[0] for v in snapshot(db).values()} == set(ids)
+    assert {v[0] for v in stored.snapshot(db).values()} == set(ids)
     # a second run: the same ids, "dup" with another text; --prune deletes through SQL id lists
     texts[-1] = "Second, changed version of dup."
     r = embed(db, to_ipc(pa.table({"id": ids, "text": texts})), "--prune")
     assert r.returncode == 0, r.stderr.decode()
     assert embedded(r.stderr) == 1  # only the changed document
-    rows = snapshot(db)
+    rows = stored.snapshot(db)
     assert [i for i, v in rows.items() if v[0] == "dup"] == ["dup#0"] and len(rows) == len(ids)
     assert diagnose(db).healthy

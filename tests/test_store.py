@@ -9,8 +9,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import run_subprocess, to_ipc
-from test_store_helpers import DIM, MODEL, chunks_batch, store_rows
+from conftest import DIM, MODEL, chunks_batch, run_subprocess, store_rows, to_ipc
 
 from arrowsmith.commands import signals
 from arrowsmith.commands.errors import DataError, Interrupted, LockedError, UsageError
@@ -261,20 +260,15 @@ def test_cli_ingest_and_lock_exit_75(tmp_path):
     assert not table_path(tmp_path).exists()
 
 
-def test_cli_wait_waits_for_the_lock(tmp_path):
-    import subprocess
-    import sys
-
+def test_cli_wait_waits_for_the_lock(tmp_path, cli_process):
     payload = to_ipc(pa.Table.from_batches([chunks_batch(DOCS)]))
     with table_lock(tmp_path):
-        proc = subprocess.Popen([sys.executable, "-m", "arrowsmith.cli", "index", "--db", str(tmp_path),
-                                 "--wait", "--no-fts"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        proc.stdin.write(payload)
-        proc.stdin.close()
-        time.sleep(3)
-        assert proc.poll() is None  # still waiting
-    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+        proc = cli_process(["-v", "index", "--db", str(tmp_path), "--wait", "--no-fts"])
+        proc.write(payload, close=True)
+        proc.wait_for_stderr("waiting for the lock on")  # it found the lock held (not a sleep: issue 10)
+        assert proc.poll() is None and not table_path(tmp_path).exists()
+    returncode, err = proc.finish()
+    assert returncode == 0, err
     assert open_table(tmp_path).count_rows() == 6
 
 
