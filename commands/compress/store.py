@@ -35,7 +35,7 @@ log = logging.getLogger("arrowsmith.compress")
 
 SUFFIX = "__compressed"
 META_KEY = "arrowsmith.compress"
-CHECKPOINT_ROWS = 262_144
+COMPANION_COMMIT_ROWS = 262_144  # codes per commit of the companion table (not --checkpoint-rows)
 FORMAT = 1
 
 
@@ -237,7 +237,7 @@ def _write_companion(db, table: str, tbl, spec: MethodSpec, codec: Codec,
             cols.append(_fixed_binary(rescore_codec.encode(x)))
         pending.append(pa.RecordBatch.from_arrays(cols, schema=schema))
         held += batch.num_rows
-        if held >= CHECKPOINT_ROWS:
+        if held >= COMPANION_COMMIT_ROWS:
             commit()
             held = 0
     if pending or not created:
