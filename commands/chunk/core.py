@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 from arrowsmith.commands import schemas
 from arrowsmith.commands.errors import DataError, UsageError
 
-from .counting import NotSeparable, RecountCounter, make_counter
+from .counting import NotSeparable, RecountCounter, WordCounter, make_counter
 from .stats import ChunkStats
 from .strategies import STRATEGIES, plan_chunks, strip_span
 from .tokenizers import MIN_MAX_TOKENS, ChunkTokenizer, load_tokenizer
@@ -44,9 +44,14 @@ class Chunker:
     overlap: int = 0
     fast: bool = field(default=True, compare=False)  # False: re-tokenize every chunk (tests compare)
 
-    def __post_init__(self):
-        # per run: the word cache of a separable tokenizer lives as long as this chunker
-        object.__setattr__(self, "_counter", make_counter(self.tokenizer, fast=self.fast))
+    @property
+    def counter(self) -> WordCounter | RecountCounter:
+        """How chunk counts tokens (made on first use; a word cache lives as long as its chunker)."""
+        counter = self.__dict__.get("_counter")
+        if counter is None:
+            counter = make_counter(self.tokenizer, fast=self.fast)
+            object.__setattr__(self, "_counter", counter)
+        return counter
 
     def describe(self) -> dict:
         return {"strategy": self.strategy, "tokenizer": self.tokenizer.name, "max_tokens": self.max_tokens,
@@ -66,7 +71,7 @@ class Chunker:
             return self._chunk_texts(texts)
 
     def _chunk_texts(self, texts: list[str]) -> list[list[Chunk]]:
-        counter = self._counter
+        counter = self.counter
         docs = counter.documents(texts)
         plans = [plan_chunks(self.strategy, t, d.offsets, self.max_tokens, self.overlap)
                  for t, d in zip(texts, docs, strict=True)]

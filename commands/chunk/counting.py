@@ -93,16 +93,16 @@ class WordCounter:
     # ------------------------------------------------------------ words -> ids -> tokens
 
     def _lookup(self, words: Sequence[str]) -> np.ndarray:
-        vocab, new = self._vocab, self._new
+        """Word ids; words not seen before get new ids (and wait in ``_new`` to be tokenized)."""
+        vocab = self._vocab
         ids = np.fromiter(map(vocab.get, words, repeat(-1, len(words))), np.int64, len(words))
         missing = np.flatnonzero(ids < 0)
-        for i in missing.tolist():
-            w = words[i]
-            wid = vocab.get(w)
-            if wid is None:
-                wid = vocab[w] = len(vocab)
-                new.append(w)
-            ids[i] = wid
+        if len(missing):  # (C-level loops only: a cold cache misses on every word of a batch)
+            unseen = list(map(words.__getitem__, missing.tolist()))
+            fresh = list(dict.fromkeys(unseen))
+            vocab.update(zip(fresh, range(len(vocab), len(vocab) + len(fresh)), strict=True))
+            self._new.extend(fresh)
+            ids[missing] = np.fromiter(map(vocab.__getitem__, unseen), np.int64, len(unseen))
         return ids
 
     def _tokenize_new(self) -> None:
