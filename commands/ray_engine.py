@@ -16,13 +16,16 @@ Nothing here imports Ray at module import time; a run with nothing to embed neve
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import logging
 import os
 import resource
 import signal
+import socket
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -39,7 +42,7 @@ from .embed import (
     embedding_meta,
     resolve_params,
 )
-from .errors import ArrowsmithError, DataError, UsageError
+from .errors import ArrowsmithError, DataError, Interrupted, UsageError
 from .schemas import CHUNK_SPAN, EMBEDDED_CORE
 from .signals import no_interrupt
 
@@ -54,7 +57,8 @@ WORKER_HANG = "ray_worker_hang"
 FAULT_DIR_ENV = "ARROWSMITH_FAULT_DIR"
 FORWARDED_ENV = (faults.ENV, FAULT_DIR_ENV, "ARROWSMITH_ALLOW_DOWNLOAD")
 SPAN = pa.struct([CHUNK_SPAN.field("start"), CHUNK_SPAN.field("end")])
-POLL_S = 0.25  # ray.wait slices: a signal is handled between two of them
+CONNECT_TIMEOUT_S = 5.0
+POLL_S = 0.25  # ray.wait slices: a signal that arrived during one is raised right after it
 
 
 @dataclass
@@ -419,25 +423,36 @@ class RayBackend:
         if ray.is_initialized():
             return  # joined by the caller (a notebook, a test session): theirs to keep
         address = self.options.address or os.environ.get(ADDRESS_ENV) or None
-        kwargs: dict[str, Any] = dict(log_to_driver=False, logging_level=logging.ERROR,
-                                      include_dashboard=False)
+        kwargs: dict[str, Any] = dict(address=address or "local", log_to_driver=False,
+                                      logging_level=logging.ERROR)
         if address is None:
-            kwargs.update(address="local")
+            kwargs.update(include_dashboard=False)
         else:
-            kwargs = dict(address=address, log_to_driver=False, logging_level=logging.ERROR)
+            _check_reachable(address)  # ray.init retries an unreachable address for minutes
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            # ray.init spawns processes for seconds: a Ctrl-C inside would leave them behind, so
-            # it is deferred to right after, where close() shuts them down
-            with no_interrupt():
+            # starting a local Ray spawns processes for seconds: a signal then would leave them
+            # behind, so it waits until init returns and close() can shut them down
+            with no_interrupt() if address is None else contextlib.nullcontext():
                 try:
-                    ray.init(**kwargs)
+                    with warnings.catch_warnings():
+                        # Ray forks only to exec its own processes at once: no lancedb state runs there
+                        warnings.filterwarnings("ignore", "lancedb fork support", RuntimeWarning)
+                        ray.init(**kwargs)
+                except SystemExit as e:  # Ray's own SIGTERM handler, set during init
+                    if e.code == signal.SIGTERM:
+                        raise Interrupted(signal.SIGTERM) from None
+                    raise
+                except SystemError as e:  # our handler raised inside Ray's C code
+                    if isinstance(e.__cause__, Interrupted):
+                        raise e.__cause__ from None
+                    raise
                 finally:
                     self.started_local = address is None and ray.is_initialized()
                     self.connected = ray.is_initialized()
         except ArrowsmithError:
             raise
-        except Exception as e:  # noqa: BLE001 - a bad address, an unreachable or foreign cluster
+        except Exception as e:  # noqa: BLE001 - a bad address, a foreign cluster, no room to start
             where = address or "a local Ray"
             raise UsageError(f"cannot start or join Ray ({where}): {type(e).__name__}: {_first_line(e)}",
                              hint="--ray-address HOST:PORT of a running cluster, or unset RAY_ADDRESS"
@@ -482,10 +497,11 @@ class RayBackend:
         return handle
 
     def ready(self, handles: list[Any], timeout: float) -> list[Any]:
-        done, rest = self.ray.wait(handles, num_returns=1, timeout=timeout)
-        if done and rest:
-            more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
-            done += more
+        with no_interrupt():  # as in _get: Ray's wait must not see our handler raise
+            done, rest = self.ray.wait(handles, num_returns=1, timeout=timeout)
+            if done and rest:
+                more, _ = self.ray.wait(rest, num_returns=len(rest), timeout=0)
+                done += more
         return done
 
     def result(self, handle: Any) -> GroupResult:
@@ -494,7 +510,8 @@ class RayBackend:
         if i is not None:
             self._load[i] -= 1
         try:
-            gid, batch, stats = ray.get(handle)
+            with no_interrupt():  # ready: returns at once
+                gid, batch, stats = ray.get(handle)
         except ray.exceptions.RayTaskError as e:
             raise _worker_error(e) from None
         except ray.exceptions.RayActorError as e:
@@ -521,9 +538,14 @@ class RayBackend:
         ray = self.ray
         pending = list(refs)
         while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+            # Ray's wait checks for signals itself: an exception raised by our handler inside it
+            # comes out as a SystemError, so the handler only notes the signal here and
+            # no_interrupt raises it (Interrupted: exit 130/143) once wait has returned
+            with no_interrupt():
+                _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
         try:
-            return ray.get(refs)
+            with no_interrupt():
+                return ray.get(refs)
         except ray.exceptions.RayTaskError as e:
             raise _worker_error(e) from None
         except ray.exceptions.RayActorError as e:
@@ -558,6 +580,21 @@ def _model_options_of(model) -> dict[str, Any]:
         if hasattr(model, attr):
             opts[key] = getattr(model, attr)
     return opts
+
+
+def _check_reachable(address: str) -> None:
+    """A HOST:PORT (or ray://HOST:PORT) nobody answers on is exit 2 within seconds."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--ray-address {address!r}: expected HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise UsageError(f"cannot reach Ray at {address}: {e.strerror or e}",
+                         hint="is the cluster up? (`ray status` on its head node)") from None
 
 
 def _runtime_env() -> dict[str, Any] | None:
