@@ -142,7 +142,12 @@ class SentenceTransformerModel(EmbeddingModel):
         pool_cfg = _read_json(root / "1_Pooling" / "config.json")
         cfg_st = _read_json(root / "config_sentence_transformers.json")
         modules = _read_json(root / "modules.json") if (root / "modules.json").exists() else []
-        self.max_tokens = int(st_cfg.get("max_seq_length") or hf_cfg.get("max_position_embeddings") or 512)
+        window = st_cfg.get("max_seq_length")
+        if not window and st_cfg:  # sentence-transformers >= 6 saves it as the tokenizer's model_max_length
+            tok_max = _read_json(root / "tokenizer_config.json").get("model_max_length")
+            if isinstance(tok_max, int) and 0 < tok_max <= (hf_cfg.get("max_position_embeddings") or 1 << 20):
+                window = tok_max
+        self.max_tokens = int(window or hf_cfg.get("max_position_embeddings") or 512)
         self.position_limit = int(hf_cfg.get("max_position_embeddings") or self.max_tokens)
         self.dim = int(pool_cfg.get("word_embedding_dimension") or hf_cfg.get("hidden_size") or 0)
         if pool_cfg.get("pooling_mode_mean_tokens") or pool_cfg.get("pooling_mode") == "mean":

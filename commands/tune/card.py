@@ -1,0 +1,63 @@
+"""The tuned model's card (README.md): where it came from and what it bought.
+
+The JSON block at the end is machine-readable; its ``matryoshka_dims`` is what the model plugin
+reads so that ``embed --dim`` knows the model was trained for those dims.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+
+def model_card(info: dict[str, Any], before_after: str | None) -> str:
+    t = info["training"]
+    loss = "MultipleNegativesRankingLoss (in-batch negatives"
+    loss += f" + {t['negatives_per_pair']} negative(s) per pair)" if t["negatives_per_pair"] else ")"
+    if t.get("matryoshka_dims"):
+        loss = f"MatryoshkaLoss(dims {', '.join(map(str, t['matryoshka_dims']))}) over {loss}"
+    rows = [
+        ("base model", f"{info['base_model']['name']} (revision {info['base_model']['revision']})"),
+        ("data", f"{info['data']['source']} (sha256 {info['data']['sha256']})"),
+        ("pairs", f"{info['data']['pairs']:,}"),
+        ("loss", loss),
+        ("weights trained", f"LoRA rank {t['lora']} adapters, merged" if t.get("lora") else "all"),
+        ("epochs", f"{t['epochs']:g}"),
+        ("batch size", str(t["batch_size"])),
+        ("learning rate", f"{t['lr']:g} (linear warm-up over {t['warmup']:.0%} of the steps, then decay)"),
+        ("max sequence tokens (training)", str(t["max_seq_tokens"])),
+        ("seed", str(t["seed"])),
+        ("steps", f"{t['steps']:,}"),
+        ("device", t["device"]),
+    ]
+    if info["data"].get("note"):
+        rows.append(("note", info["data"]["note"]))
+    lines = [
+        "---",
+        "library_name: sentence-transformers",
+        "pipeline_tag: sentence-similarity",
+        "tags: [sentence-transformers, arrowsmith-tune]",
+        "---",
+        "",
+        f"# {info['name']}",
+        "",
+        f"Tuned from {info['base_model']['name']} with `arrowsmith tune`. It is an ordinary "
+        "sentence-transformers model directory (`--model DIR` in embed, eval, compress); its vectors "
+        "are a new embedding space, so a table built with the base model refuses them without `--replace`.",
+        "",
+        "| | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in rows],
+        "",
+        "## Before / after",
+        "",
+        before_after.rstrip() if before_after else "Not evaluated (run `arrowsmith tune … --eval DIR`).",
+        "",
+        "## Training record",
+        "",
+        "```json",
+        json.dumps(info, indent=1, sort_keys=True, default=str),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
