@@ -1,9 +1,10 @@
-"""Glue between ``arrowsmith eval``'s options and the library (keeps the Typer command thin)."""
+"""Glue between ``arrowsmith eval``'s options and the library (keeps the Typer command thin).
+
+Nothing here writes to stdout: :func:`render` returns the text, and the CLI prints it.
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 from arrowsmith.commands.errors import UsageError
@@ -15,8 +16,8 @@ from .report import EvalReport, render_json, render_markdown, render_text
 from .report import plot as draw_plot
 from .runner import RunOptions, evaluate, run_files_report
 
-__all__ = ["base_config", "configurations", "emit", "evaluate", "load_dataset", "parse_ks", "run_options",
-           "score_runs"]
+__all__ = ["base_config", "check_output", "configurations", "evaluate", "load_dataset", "parse_ks", "plot",
+           "render", "run_options", "score_runs"]
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -48,7 +49,7 @@ def run_options(k: str, metric: str, device: str, dtype: str, test: str, resampl
 def base_config(**values) -> EvalConfig:
     """The command's own options as a configuration (``--compare`` specs start from it)."""
     values = {k: v for k, v in values.items() if v is not None}
-    return make_config(values, where="options")
+    return make_config(values, where="options", explicit=False)  # the command checks its own options
 
 
 def configurations(base: EvalConfig, compare: list[str] | None, configs_file: str | None) -> list[EvalConfig]:
@@ -86,15 +87,21 @@ def score_runs(dataset: str | None, split: str, qrels: str | None, runs: list[st
     return run_files_report(label, split, judged, named, options)
 
 
-def emit(report: EvalReport, *, as_json: bool, markdown: bool, plot: str | None, plot_kind: str,
-         info: Callable[[str], None]) -> None:
+def check_output(*, as_json: bool, markdown: bool, plot_kind: str) -> None:
+    """Refuse a bad output choice before any work (not after the evaluation)."""
     if as_json and markdown:
         raise UsageError("--json and --markdown are exclusive (stdout carries one format)")
     if plot_kind not in ("auto", "bars", "bytes"):
         raise UsageError(f"--plot-kind {plot_kind!r}: auto, bars or bytes")
-    text = render_json(report) if as_json else render_markdown(report) if markdown else render_text(report)
-    sys.stdout.write(text)
-    sys.stdout.flush()
-    if plot:
-        kind = draw_plot(report, plot, plot_kind)
-        info(f"eval: wrote {plot} ({kind})")
+
+
+def render(report: EvalReport, *, as_json: bool = False, markdown: bool = False) -> str:
+    """The report as the text the CLI prints: a table, JSON (with per-query scores) or Markdown."""
+    check_output(as_json=as_json, markdown=markdown, plot_kind="auto")
+    return render_json(report) if as_json else render_markdown(report) if markdown else render_text(report)
+
+
+def plot(report: EvalReport, path: str, kind: str = "auto") -> str:
+    """Draw the report's PNG to ``path``; returns the kind drawn (bars or bytes)."""
+    check_output(as_json=False, markdown=False, plot_kind=kind)
+    return draw_plot(report, path, kind)

@@ -115,8 +115,12 @@ def config_from_spec(spec: str, base: EvalConfig = DEFAULT) -> EvalConfig:
     return make_config(changes, base, where=f"--compare {spec!r}")
 
 
-def make_config(values: dict[str, Any], base: EvalConfig = DEFAULT, where: str = "") -> EvalConfig:
-    """Validate and coerce ``values`` (strings from a spec, or typed values from a file)."""
+def make_config(values: dict[str, Any], base: EvalConfig = DEFAULT, where: str = "", *,
+                explicit: bool = True) -> EvalConfig:
+    """Validate and coerce ``values`` (strings from a spec, or typed values from a file).
+
+    With ``explicit`` (a spec or a file), a setting the configuration would ignore is refused.
+    """
     coerced: dict[str, Any] = {}
     for key, value in values.items():
         key = _KEY_ALIASES.get(key, key).replace("-", "_")
@@ -127,7 +131,40 @@ def make_config(values: dict[str, Any], base: EvalConfig = DEFAULT, where: str =
     if "name" not in coerced:
         config = replace(config, name="")
     validate(config, where)
+    if explicit:
+        refuse_unused(config, set(coerced), where)
     return config
+
+
+BUILD_KEYS = ("model", "chunker", "max_tokens", "overlap", "late")
+HYBRID_MODES = ("hybrid", "auto")  # auto is hybrid on a table with a full-text index
+
+
+def unused_settings(config: EvalConfig, keys: set[str]) -> list[tuple[str, str]]:
+    """(key, why) for each of ``keys`` that ``config`` would not use (issue 10: none is ignored)."""
+    out = []
+    if config.db:
+        out += [(k, "on an existing store (db=): it is searched as it is") for k in BUILD_KEYS if k in keys]
+    if config.mode not in HYBRID_MODES:
+        out += [(k, f"with mode={config.mode}: it is a hybrid setting") for k in ("fusion", "rrf_k", "alpha")
+                if k in keys]
+    else:
+        if "alpha" in keys and config.fusion != "mix":
+            out.append(("alpha", "with fusion=rrf: it weighs fusion=mix"))
+        if "rrf_k" in keys and config.fusion != "rrf":
+            out.append(("rrf_k", "with fusion=mix: it is the RRF constant"))
+    if config.exact or config.mode == "fts":
+        why = ("with mode=fts" if config.mode == "fts"
+               else "with exact search (the ANN index is bypassed): add ann")
+        out += [(k, why) for k in ("nprobes", "refine_factor", "ef", "use_compressed") if k in keys]
+    return out
+
+
+def refuse_unused(config: EvalConfig, keys: set[str], where: str = "") -> None:
+    unused = unused_settings(config, keys)
+    if unused:
+        prefix = f"{where}: " if where else ""
+        raise UsageError(prefix + "; ".join(f"{k}= has no effect {why}" for k, why in unused))
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:

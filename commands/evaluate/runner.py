@@ -372,6 +372,8 @@ def compare_results(results: list[ConfigResult], metric: str, *, baseline: str |
                     method: str = "bootstrap", n_resamples: int = 10_000, seed: int = 0) -> list:
     """Every configuration against the baseline (the first, unless named), paired by query."""
     if len(results) < 2:
+        if baseline is not None:  # issue 10: it used to be ignored
+            raise UsageError("--baseline needs two or more configurations to compare")
         return []
     labels = [r.label for r in results]
     if baseline is not None and baseline not in labels:
