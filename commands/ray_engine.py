@@ -58,6 +58,10 @@ FAULT_DIR_ENV = "ARROWSMITH_FAULT_DIR"
 FORWARDED_ENV = (faults.ENV, FAULT_DIR_ENV, "ARROWSMITH_ALLOW_DOWNLOAD")
 SPAN = pa.struct([CHUNK_SPAN.field("start"), CHUNK_SPAN.field("end")])
 CONNECT_TIMEOUT_S = 5.0
+# chunks per group by default: small enough that a few thousand chunks keep several workers busy
+# and a retry redoes little, large enough that a task's overhead (~ms) and the length sort's
+# window do not matter (the local engine's groups are 2048 chunks)
+GROUP_CHUNKS = 512
 POLL_S = 0.25  # ray.wait slices: a signal that arrived during one is raised right after it
 
 
@@ -71,7 +75,7 @@ class RayOptions:
     cpus_per_worker: float | None = None  # None: 1 with a GPU, else min(4, cluster CPUs)
     model_options: dict[str, Any] | None = None  # the plugin factory's options (device, dtype, …)
     max_in_flight: int | None = None  # groups submitted and not yet handed on [default: 2 per worker]
-    group_chunks: int | None = None  # chunks per group [default: the local engine's group size]
+    group_chunks: int | None = GROUP_CHUNKS  # at most this many chunks per group (a document is never split)
     max_attempts: int = 3  # submissions of one group before the run fails
     max_restarts: int = 3  # Ray restarts of a dead actor (its tasks are retried as often)
 
@@ -298,6 +302,7 @@ class RayEngine:
         require_ray()  # exit 2 before any input is read
         self.ordered = ordered
         self.backend: RayBackend | None = None
+        self.worker_peak_rss_kb = 0  # the largest peak RSS an actor reported (benchmarks/ray.py)
 
     def __enter__(self) -> RayEngine:
         return self
@@ -358,9 +363,9 @@ class RayEngine:
         return Dispatcher(self.backend, max_in_flight=self.options.max_in_flight or 2 * workers,
                           ordered=self.ordered, max_attempts=self.options.max_attempts)
 
-    @staticmethod
-    def _count(result: GroupResult, stats: EmbedStats) -> pa.RecordBatch:
+    def _count(self, result: GroupResult, stats: EmbedStats) -> pa.RecordBatch:
         s = result.stats
+        self.worker_peak_rss_kb = max(self.worker_peak_rss_kb, int(s.get("max_rss_kb", 0)))
         stats.documents_embedded += int(s.get("documents", 0))
         stats.chunks += int(s.get("chunks", result.batch.num_rows))
         stats.tokens += int(s.get("tokens", 0))

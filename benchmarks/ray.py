@@ -1,0 +1,148 @@
+"""The ray engine's cost (issue 11): local engine vs ray with 1 and 2 workers, on the same chunks.
+
+    .venv/bin/python benchmarks/ray.py [--docs 1000] [--rounds 2] [--dtype fp32] [--late]
+                                       [--device cpu] [--gpus-per-worker 0]
+
+The corpus is benchmarks/embed.py's (seeded words → sentences → documents, a sentence a chunk).
+Each configuration runs in a fresh process, so "driver peak RSS" is that process's own
+(ru_maxrss: for the local engine that is everything, model included); "worker peak RSS" is the
+largest an actor reported. The ray configurations start a local Ray sized to the machine and shut
+it down, as `arrowsmith embed --engine ray` does without RAY_ADDRESS. tokens/s counts the chunks'
+content tokens (one numerator for all), over the wall time of the embed stage excluding start-up
+(Ray, actors, weights: what the summary line calls "model load") and including it. Rounds are
+interleaved and each configuration's best round is kept, so a busy machine slows all alike.
+On 2 CPUs, 1 worker gets both CPUs (2 torch threads) and 2 workers 1 CPU each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+# this file is ray.py: with its folder on sys.path (python puts it first), `import ray` would be it
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+
+def _embed_benchmark():
+    """benchmarks/embed.py, for its corpus (the same chunks)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("_embed_benchmark", HERE / "embed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def child(args: argparse.Namespace) -> None:
+    """One configuration, in this process: prints one JSON line."""
+    import pyarrow as pa
+
+    bench = _embed_benchmark()
+    from arrowsmith.commands.embed import EmbedStats, embed_batches
+    from arrowsmith.plugins.registry import load_model
+
+    docs = bench.corpus(args.docs)
+    batches = [bench.to_batch(docs[i:i + 64]) for i in range(0, len(docs), 64)]
+    t_start = time.perf_counter()
+    model = load_model(None, device=args.device, dtype=args.dtype)
+    texts = [t[s:e] for _, t, sp in docs for s, e in sp]
+    content_tokens = sum(model.tokenizer.count_tokens(texts))
+    stats = EmbedStats()
+    worker_rss = 0
+    if args.child == "local":
+        model.encode(["warm up"])  # the weights: start-up, as the actors' are
+        startup = time.perf_counter() - t_start
+        t0 = time.perf_counter()
+        out = list(embed_batches(batches, model, late=args.late, stats=stats))
+        busy = time.perf_counter() - t0
+    else:
+        from arrowsmith.commands.ray_engine import RayEngine, RayOptions
+
+        workers = int(args.child.split("-")[1])
+        cpus = max(1, (os.cpu_count() or 1) // workers) if not args.gpus_per_worker else 1
+        options = RayOptions(workers=workers, cpus_per_worker=cpus, gpus_per_worker=args.gpus_per_worker,
+                             model_options=dict(device=args.device, dtype=args.dtype))
+        with RayEngine(options, ordered=False) as engine:
+            out = list(engine.embed_batches(batches, model, late=args.late, stats=stats))
+            worker_rss = engine.worker_peak_rss_kb
+        startup, busy = stats.load_seconds, stats.seconds - stats.load_seconds
+    wall = time.perf_counter() - t_start  # model config, Ray, actors, weights, embedding
+    table = pa.Table.from_batches(out).sort_by("id")
+    vectors = np.asarray(table.column("vector").combine_chunks().flatten()).reshape(table.num_rows, -1)
+    np.save(args.vectors, vectors)
+    print(json.dumps({
+        "config": args.child, "chunks": table.num_rows, "tokens": content_tokens,
+        "busy_s": busy, "startup_s": startup, "wall_s": wall,
+        "driver_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "worker_rss_mib": worker_rss / 1024,
+    }))
+
+
+def run_child(config: str, args: argparse.Namespace, vectors: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", config, "--docs", str(args.docs), "--dtype", args.dtype,
+           "--device", args.device, "--gpus-per-worker", str(args.gpus_per_worker), "--vectors", str(vectors)]
+    if args.late:
+        cmd.append("--late")
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}  # a local Ray of its own
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        raise SystemExit(f"{config} failed (exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--dtype", default="fp32")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--late", action="store_true")
+    ap.add_argument("--gpus-per-worker", type=float, default=0.0)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--vectors", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        return child(args)
+
+    import tempfile
+
+    configs = ["local", "ray-1", "ray-2"]
+    best: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.rounds):
+            for config in configs:
+                res = run_child(config, args, Path(tmp) / f"{config}.npy")
+                print(f"round {r + 1} {config}: {res['tokens'] / res['busy_s']:,.0f} tokens/s, "
+                      f"start-up {res['startup_s']:.1f}s", file=sys.stderr)
+                if config not in best or res["busy_s"] < best[config]["busy_s"]:
+                    best[config] = res
+        vecs = {c: np.load(Path(tmp) / f"{c}.npy") for c in configs}
+    first = best["local"]
+    print(f"corpus: {args.docs} docs, {first['chunks']} chunks, {first['tokens']} content tokens; "
+          f"{os.cpu_count()} CPUs; dtype {args.dtype}, device {args.device}, "
+          f"{'late' if args.late else 'naive'}; best of {args.rounds} rounds")
+    base = first["tokens"] / first["busy_s"]
+    print("\n| engine | tokens/s excl. start-up | × local | tokens/s incl. start-up | start-up s "
+          "| driver peak RSS MiB | worker peak RSS MiB | max abs diff vs local |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for c in configs:
+        b = best[c]
+        excl = b["tokens"] / b["busy_s"]
+        incl = b["tokens"] / (b["busy_s"] + b["startup_s"])
+        diff = float(np.abs(vecs[c] - vecs["local"]).max())
+        worker = f"{b['worker_rss_mib']:,.0f}" if b["worker_rss_mib"] else "–"
+        print(f"| {c} | {excl:,.0f} | {excl / base:.2f} | {incl:,.0f} | {b['startup_s']:.1f} | "
+              f"{b['driver_rss_mib']:,.0f} | {worker} | {diff:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
