@@ -2,7 +2,7 @@
 overlap refusal, bad input, LoRA, Matryoshka, and the store refusing a tuned model.
 
 A few training steps of 16-token texts are enough for plumbing; quality claims live in
-benchmarks/tune.py (RESULTS.md).
+benchmarks/tune.py (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations

@@ -102,11 +102,17 @@ def before_after(eval_dir: str | Path, split: str, base: Any, tuned: Any, workdi
     data = load_beir(eval_dir, split)
     if data.corpus_path is None:
         raise UsageError(f"--eval {eval_dir}: no corpus.jsonl to search")
+    from arrowsmith.commands.store import open_table, table_exists
+
     stores = {}
     for label, model in (("base", base), ("tuned", tuned)):
+        # one store per model and dataset: a caller passing the same workdir reuses the base model's
+        stores[label] = str(workdir / f"eval-{data.name}-{model.revision[:16]}")
+        if table_exists(stores[label], "chunks"):
+            n_docs = open_table(stores[label], "chunks").count_rows()
+            continue
         if progress:
             progress(f"tune: embedding {data.name} with the {label} model")
-        stores[label] = str(workdir / f"eval-{label}")
         n_docs = _build_store(data, model, stores[label])
     configs = [EvalConfig(name=label, db=db) for label, db in stores.items()]
     options = RunOptions(ks=KS, primary=PRIMARY, device=device, seed=seed, n_resamples=n_resamples)
