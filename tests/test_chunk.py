@@ -433,6 +433,20 @@ def test_output_batches_are_bounded(bert):
     assert [b.num_rows for b in out] == [16, 16, 16, 2]
 
 
+def test_each_batch_is_yielded_before_the_next_is_read(bert):
+    """Streaming (issue 12's pipeline target): embed gets chunks while chunk still reads."""
+    pulled = []
+
+    def source():
+        for i in range(3):
+            pulled.append(i)
+            yield docs(f"Batch {i} has one document.", ids=[f"b{i}"])[0]
+
+    out = chunk_documents(source(), tokenizer=bert)
+    assert next(out).column("id").to_pylist() == ["b0"] and pulled == [0]
+    assert [b.column("id").to_pylist() for b in out] == [["b1"], ["b2"]] and pulled == [0, 1, 2]
+
+
 # ---------------------------------------------------------------- sources
 
 

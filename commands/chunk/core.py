@@ -95,11 +95,10 @@ class Chunker:
         out: list[tuple[int, int, int]] = []
         s, e = strip_span(text, s, e)
         while s < e:
-            n = tok.count_tokens([text[s:e]])[0]
-            if n <= limit:
-                out.append((s, e, n))
+            offs = tok.token_offsets(text[s:e])  # (one row per token: its length is the count)
+            if len(offs) <= limit:
+                out.append((s, e, len(offs)))
                 break
-            offs = tok.token_offsets(text[s:e])
             k = min(limit, len(offs) - 1)
             while True:
                 cut = s + int(offs[k, 0]) if k > 0 else s
