@@ -16,6 +16,7 @@ Nothing here imports Ray at module import time; a run with nothing to embed neve
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib.util
 import logging
@@ -180,8 +181,7 @@ class Dispatcher:
         self._open: dict[int, Group] = {}  # submitted, no result yet
         self._handles: dict[Any, int] = {}  # live submission → group id
         self._done: dict[int, GroupResult] = {}  # results held back for order
-        self._next = 0  # ordered: the next group id to hand on
-        self._ids: list[int] = []  # ordered: submission order
+        self._order: collections.deque[int] = collections.deque()  # ordered: ids not yet handed on
         self.duplicates = 0
         self.resubmitted = 0
 
@@ -194,7 +194,8 @@ class Dispatcher:
         while self.in_flight >= self.max_in_flight:
             yield from self._collect(block=True)
         self._open[group.id] = group
-        self._ids.append(group.id)
+        if self.ordered:
+            self._order.append(group.id)
         self._send(group)
         yield from self._collect(block=False)
 
@@ -243,9 +244,8 @@ class Dispatcher:
             done, self._done = self._done, {}
             yield from done.values()
             return
-        while self._next < len(self._ids) and self._ids[self._next] in self._done:
-            yield self._done.pop(self._ids[self._next])
-            self._next += 1
+        while self._order and self._order[0] in self._done:
+            yield self._done.pop(self._order.popleft())
 
 
 # ------------------------------------------------------------------ groups on the wire
@@ -327,7 +327,9 @@ class RayEngine:
         params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
                                 window=window, window_overlap=window_overlap, late_specials=late_specials,
                                 force=force)
-        caps = [c for c in (group_rows, self.options.group_chunks) if c]
+        # on accelerators, larger groups (as the local engine's): a forward pass takes more tokens
+        scale = 4 if self.options.gpus_per_worker or str(model.device) != "cpu" else 1
+        caps = [c for c in (group_rows, (self.options.group_chunks or 0) * scale) if c]
         out_schema: pa.Schema | None = None
         dispatcher: Dispatcher | None = None
         emitted, next_id = False, 0
@@ -407,7 +409,6 @@ class RayBackend:
         else:
             workers = max(1, int(cluster_cpus // cpus))
         self._check_fits(workers, cpus, gpus, cluster_cpus, cluster_gpus)
-        self.gpus, self.cpus = gpus, cpus
         cls = self.ray.remote(EmbedWorker).options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=o.max_restarts, max_task_retries=o.max_restarts,
             runtime_env=_runtime_env())

@@ -40,7 +40,7 @@ EMBED = ["embed", "--dtype", "fp32", "--device", "cpu"]
 @pytest.fixture(autouse=True)
 def deadline(request):
     """Fail a test that runs past DEADLINE_S instead of hanging CI (pytest-timeout is not used)."""
-    def expired(signum, frame):  # noqa: ARG001
+    def expired(*_):
         pytest.fail(f"{request.node.name} ran past {DEADLINE_S}s", pytrace=False)
 
     previous = signal.signal(signal.SIGALRM, expired)
@@ -113,7 +113,7 @@ def local_naive(chunked, tmp_path_factory):
 
 
 def no_ray_start(monkeypatch):
-    def refuse(self, meta):  # noqa: ARG001
+    def refuse(*_):
         raise AssertionError("Ray was started although nothing needed embedding")
 
     monkeypatch.setattr(ray_engine.RayBackend, "start", refuse)
@@ -274,6 +274,24 @@ def test_second_driver_on_a_locked_table_exits_75_before_starting_ray(chunked, t
         assert not os.listdir(root), "Ray was started by a driver that could not lock the table"
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_second_driver_with_wait_waits_for_the_lock_then_embeds(ray_address, chunked, local_naive, tmp_path):
+    db = tmp_path / "store"
+    with table_lock(db):  # the first driver
+        proc = subprocess.Popen([sys.executable, "-m", "arrowsmith.cli", *EMBED, "--db", str(db), "--wait",
+                                 *RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env={**os.environ, "RAY_ADDRESS": ray_address})
+        proc.stdin.write(to_ipc(chunked))
+        proc.stdin.close()
+        # the kernel lists a process blocked in flock as "-> FLOCK ... <pid>" in /proc/locks
+        blocked = lambda: any("->" in ln and f" {proc.pid} " in ln  # noqa: E731
+                              for ln in Path("/proc/locks").read_text().splitlines())
+        _wait_for(lambda: blocked() or proc.poll() is not None, DEADLINE_S - 90, "the driver to wait")
+        assert proc.poll() is None, proc.stderr.read().decode()
+    proc.wait(timeout=DEADLINE_S - 60)
+    assert proc.returncode == 0, proc.stderr.read().decode()
+    assert_same(snapshot(db), snapshot(local_naive))
 
 
 # ------------------------------------------------------------------ options and packaging
