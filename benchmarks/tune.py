@@ -27,11 +27,14 @@ ROOT = Path(__file__).resolve().parent.parent
 CRANFIELD = ROOT.parent / "shared" / "data" / "cranfield"
 CONFIGS = {
     "supervised": ["--data", "{split}", "--split", "train"],
-    "unsupervised": ["--unsupervised", "--corpus", "{split}/corpus.jsonl"],
+    "unsupervised": ["--unsupervised", "--corpus", "{split}/corpus.jsonl", "--max-pairs", "{max_pairs}"],
     "matryoshka": ["--data", "{split}", "--split", "train", "--matryoshka", "384,256,128,64"],
     "hard-negatives": ["--data", "{split}", "--split", "train", "--hard-negatives", "1"],
     "lora": ["--data", "{split}", "--split", "train", "--lora", "16", "--lr", "1e-4"],
 }
+
+
+MAX_PAIRS = 1000  # unsupervised: Cranfield's corpus makes ~3,000 pairs; a sample as large as the rest
 
 
 def parity_split(src: Path, dest: Path) -> tuple[int, int]:
@@ -49,8 +52,8 @@ def parity_split(src: Path, dest: Path) -> tuple[int, int]:
     return counts[0], counts[1]
 
 
-def train(name: str, split: Path, out: Path, common: list[str]) -> dict:
-    args = [a.format(split=split) for a in CONFIGS[name]]
+def train(name: str, split: Path, out: Path, common: list[str], max_pairs: int = MAX_PAIRS) -> dict:
+    args = [a.format(split=split, max_pairs=max_pairs) for a in CONFIGS[name]]
     cmd = [sys.executable, "-m", "arrowsmith.cli", "tune", *args, "-o", str(out), *common]
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -112,6 +115,7 @@ def main() -> None:
     ap.add_argument("--batch-size", default="32")
     ap.add_argument("--max-seq-tokens", default=None)
     ap.add_argument("--resamples", type=int, default=10_000)
+    ap.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help="unsupervised: pairs sampled")
     ap.add_argument("--seed", default="0")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
@@ -126,7 +130,7 @@ def main() -> None:
         for name in a.configs.split(","):
             print(f"tune benchmark: {name}", file=sys.stderr, flush=True)
             out = Path(tmp) / f"model-{name}"
-            result = train(name, split, out, common)
+            result = train(name, split, out, common, a.max_pairs)
             dims = (256, 128, 64) if name == "matryoshka" else ()
             evaluate(result, split, out, Path(tmp) / "eval", dims, a.resamples)
             print(json.dumps({k: v for k, v in result.items() if k != "table"}), file=sys.stderr, flush=True)

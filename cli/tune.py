@@ -72,6 +72,8 @@ def tune_command(
                                           "present; '' for none].", show_default=False)] = None,
     hard_negatives: Annotated[int, _opt("--hard-negatives", help="Mine N negatives per query with the base "
                                         "model (in --db, or a temporary store).")] = 0,
+    max_pairs: Annotated[int | None, _opt("--max-pairs", help="Train on a seeded sample of at most N pairs.",
+                                          show_default=False)] = None,
     matryoshka: Annotated[str | None, _opt("--matryoshka", help="Train for these dims too (MatryoshkaLoss), "
                                            "e.g. 384,256,128,64; the full dim is always included.",
                                            show_default=False)] = None,
@@ -126,6 +128,7 @@ def tune_command(
                          seed=seed, device=device, matryoshka=_dims(matryoshka), lora=lora,
                          checkpoint_steps=checkpoint_steps)
     options = TuneOptions(output=output, model=model, train=train, hard_negatives=hard_negatives,
+                          max_pairs=max_pairs,
                           eval_dir=eval_dir, eval_split=eval_split or "test", allow_overlap=allow_overlap,
                           overwrite=overwrite, resume=resume, n_resamples=resamples)
     base = load_base(model, device)

@@ -180,6 +180,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l id-col -r -F -d 
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l text-col -r -F -d '--corpus: text column (default: text).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l title-col -r -F -d '--corpus: title column (default: title, if present;  for none).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l hard-negatives -r -F -d 'Mine N negatives per query with the base model (in --db, or a temporary store).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l max-pairs -r -F -d 'Train on a seeded sample of at most N pairs.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l matryoshka -r -F -d 'Train for these dims too (MatryoshkaLoss), e.g. 384,256,128,64; the full dim is '
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l lora -r -F -d 'Train rank-R LoRA adapters (merged into the saved model) instead of all weights;'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l model -s m -r -F -d 'Model spec NAME or PLUGIN:NAME (default: all-MiniLM-L6-v2).'

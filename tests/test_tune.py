@@ -276,13 +276,17 @@ def test_bad_pairs_are_exit_65_naming_file_and_line(tmp_path, name, content, exp
     assert expected in result.stderr and "Traceback" not in result.stderr
 
 
-def test_qrels_naming_an_unknown_document_is_exit_65_naming_the_line(tmp_path):
+@pytest.mark.parametrize("line, expected", [
+    ("3\tnowhere\t1", "qrels/train.tsv: line 6: document 'nowhere' (query '3') is not in"),
+    ("99\tbees\t1", "qrels/train.tsv: line 6: query '99' is not in"),
+])
+def test_qrels_naming_an_unknown_id_is_exit_65_naming_the_line(tmp_path, line, expected):
     data = write_beir(tmp_path / "tiny")
     with open(data / "qrels" / "train.tsv", "a") as f:
-        f.write("3\tnowhere\t1\n")
+        f.write(line + "\n")
     result = run(["tune", "--data", str(data), "-o", str(tmp_path / "m"), *TINY])
     assert result.exit_code == 65, result.stderr
-    assert "qrels/train.tsv: line 6: document 'nowhere' (query '3') is not in" in result.stderr
+    assert expected in result.stderr
 
 
 @pytest.mark.parametrize("args, expected", [
@@ -297,6 +301,23 @@ def test_qrels_naming_an_unknown_document_is_exit_65_naming_the_line(tmp_path):
 def test_options_that_would_be_ignored_are_refused(tmp_path, args, expected):
     result = run(["tune", *args, "-o", str(tmp_path / "m")])
     assert result.exit_code == 2 and expected in result.stderr, result.stderr
+
+
+def test_max_pairs_samples_under_the_seed(pairs_file, tmp_path):
+    from arrowsmith.commands.tune.core import _sample
+    from arrowsmith.commands.tune.sources import SourceOptions, load_pair_set
+
+    def sample(seed):
+        ps = load_pair_set(SourceOptions(pairs=str(pairs_file)), model=None, max_seq_tokens=16, seed=seed)
+        _sample(ps, 3, seed)
+        return [p.query for p in ps.pairs], ps.notes
+
+    (first, notes), (again, _), (other, _) = sample(0), sample(0), sample(1)
+    assert len(first) == 3 and first == again != other
+    assert first == [q for q, _ in PAIRS if q in first]  # the sample keeps the input order
+    assert notes == ["trained on a sample of 3 of the 8 pairs (--max-pairs, --seed 0)"]
+    result = run(["tune", "--pairs", str(pairs_file), "--max-pairs", "0", "-o", str(tmp_path / "m"), *TINY])
+    assert result.exit_code == 2 and "--max-pairs must be positive" in result.stderr
 
 
 # ---------------------------------------------------------------- LoRA

@@ -32,6 +32,7 @@ class TuneOptions:
     model: str | None = None  # base model spec (default: all-MiniLM-L6-v2)
     train: TrainOptions = field(default_factory=TrainOptions)
     hard_negatives: int = 0
+    max_pairs: int | None = None  # train on a seeded sample of at most this many pairs
     eval_dir: str | None = None
     eval_split: str = "test"
     allow_overlap: bool = False
@@ -89,6 +90,7 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
         topts.matryoshka = matryoshka_dims(topts.matryoshka, base.dim)
     topts.max_seq_tokens = min(topts.max_seq_tokens or base.max_tokens, base.max_tokens)
     _check_shapes(pair_set, options)
+    _sample(pair_set, options.max_pairs, topts.seed)
     overlap = None
     if options.eval_dir:
         overlap = check_overlap(pair_set, options.eval_dir, options.eval_split, allow=options.allow_overlap)
@@ -148,6 +150,23 @@ def _check_shapes(pair_set: PairSet, options: TuneOptions) -> None:
         raise UsageError("--checkpoint-steps must be positive")
     if t.max_seq_tokens is not None and t.max_seq_tokens < 8:
         raise UsageError("--max-seq-tokens must be at least 8")
+
+
+def _sample(pair_set: PairSet, max_pairs: int | None, seed: int) -> None:
+    """Keep a seeded sample of ``max_pairs`` pairs, in their original order (noted on the card)."""
+    if max_pairs is None:
+        return
+    if max_pairs < 1:
+        raise UsageError("--max-pairs must be positive")
+    n = len(pair_set.pairs)
+    if n <= max_pairs:
+        return
+    import random
+
+    keep = sorted(random.Random(seed).sample(range(n), max_pairs))
+    pair_set.pairs = [pair_set.pairs[i] for i in keep]
+    pair_set.notes.append(f"trained on a sample of {max_pairs:,} of the {n:,} pairs "
+                          f"(--max-pairs, --seed {seed})")
 
 
 def _truncation_notes(pair_set: PairSet, model: Any, max_seq_tokens: int) -> list[str]:

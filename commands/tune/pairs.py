@@ -227,7 +227,10 @@ def pairs_from_beir(root: str | Path, split: str = "train", *, title_join: bool 
     """
     from arrowsmith.commands.evaluate.data import load_beir, read_corpus
 
-    data = load_beir(root, split, title_join=title_join)
+    try:
+        data = load_beir(root, split, title_join=title_join)
+    except DataError as e:
+        raise _with_line(e, Path(root), split) from None
     if data.corpus_path is None:
         raise UsageError(f"{data.root}: no corpus.jsonl, so the judged documents have no text")
     wanted = {d for judged in data.qrels.values() for d, g in judged.items() if g >= 1}
@@ -257,6 +260,24 @@ def pairs_from_beir(root: str | Path, split: str = "train", *, title_join: bool 
     return PairSet(pairs, f"BEIR {data.root} split {split}", sha, "beir",
                    queries_file=(data.root / "queries.jsonl").resolve(),
                    candidates=Candidates(batches=lambda: read_corpus(corpus, title_join=title_join)))
+
+
+def _with_line(error: DataError, root: Path, split: str) -> DataError:
+    """eval's loader names the first judged query missing from queries.jsonl; add its qrels line."""
+    from arrowsmith.commands.evaluate.data import read_queries
+
+    qrels_path = root / "qrels" / f"{split}.tsv"
+    if "judged query id" not in error.message or not qrels_path.exists():
+        return error
+    known = read_queries(root / "queries.jsonl")
+    with open(qrels_path, encoding="utf-8-sig", errors="replace") as f:
+        for lineno, line in enumerate(f, start=1):
+            cols = line.split("\t") if "\t" in line else line.split()
+            if lineno > 1 or (len(cols) >= 3 and cols[-1].strip().lstrip("-").isdigit()):
+                if len(cols) in (3, 4) and cols[0].strip() and cols[0].strip() not in known:
+                    return DataError(f"{qrels_path}: line {lineno}: query {cols[0].strip()!r} is not in "
+                                     f"{root / 'queries.jsonl'}")
+    return error
 
 
 def _qrels_line(path: Path, qid: str, doc_id: str) -> int | None:
