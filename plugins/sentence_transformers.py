@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from .base import EmbeddingModel, Kind, TextTokenizer, TooLongError
+from .bert import LeanBert, lean_config
 from .errors import UsageError
 from .registry import PACKAGED, hf_cached, packaged_path
 from .vectors import l2_normalize
@@ -171,6 +172,8 @@ class SentenceTransformerModel(EmbeddingModel):
         self.module_types = [t.rsplit(".", 1)[-1] for t in types]
         extra = [t for t in self.module_types if t not in ("Transformer", "Pooling", "Normalize")]
         self.supports_token_embeddings = not extra
+        # a plain BERT → mean/CLS pooling → Normalize runs on plugins/bert.py (no sentence-transformers)
+        self.lean_config = lean_config(root, self.module_types, hf_cfg, self.pooling, pool_cfg)
         self.prompts = {k: v for k, v in (cfg_st.get("prompts") or {}).items() if v}
         self.default_prompt_name = cfg_st.get("default_prompt_name")
         self.matryoshka_dims = _matryoshka_dims(root)
@@ -286,6 +289,12 @@ class SentenceTransformerModel(EmbeddingModel):
             self.load_seconds += time.perf_counter() - t0
 
     def _load_weights(self) -> Any:
+        if self.lean_config is not None:
+            key = (self.path, self.device, self.dtype, "lean")
+            if key not in _LOADED:
+                _LOADED[key] = LeanBert(Path(self.path), self.lean_config, self.device, self.dtype)
+            self._st = _LOADED[key]
+            return self._st
         import torch
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -328,19 +337,46 @@ class SentenceTransformerModel(EmbeddingModel):
         return contextlib.nullcontext()
 
     def _features(self, seqs: Sequence[Sequence[int]]) -> dict[str, Any]:
+        """Padded ids and mask on the device: built in numpy, copied from pinned memory without
+        waiting on an accelerator (the copy queues behind the previous batch's compute)."""
         import torch
 
         width = max(len(s) for s in seqs)
         ids = np.full((len(seqs), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(seqs), width), dtype=np.int64)
+        mask = np.zeros((len(seqs), width), dtype=np.bool_)
         for row, s in enumerate(seqs):
             ids[row, :len(s)] = s
-            mask[row, :len(s)] = 1
+            mask[row, :len(s)] = True
         dev = self.device
-        feats = {"input_ids": torch.from_numpy(ids).to(dev), "attention_mask": torch.from_numpy(mask).to(dev)}
+
+        def put(a: np.ndarray):
+            t = torch.from_numpy(a)
+            return t if dev == "cpu" else t.pin_memory().to(dev, non_blocking=True)
+
+        if self.lean_config is not None:  # None: no row is padded, attention needs no mask
+            return {"input_ids": put(ids), "mask": None if mask.all() else put(mask), "width": width}
+        feats = {"input_ids": put(ids), "attention_mask": put(mask.astype(np.int64))}
         if self._takes_token_types:
             feats["token_type_ids"] = torch.zeros_like(feats["input_ids"])
         return feats
+
+    def _lean_pooled(self, feats: dict[str, Any], skip: int):
+        """Pooled (not yet normalised) vectors of one batch, on the device; ``skip`` leading tokens
+        (prompt) are left out of the mean, as sentence-transformers' ``include_prompt=False``."""
+        import torch
+
+        x = self._st.token_embeddings(feats["input_ids"], feats["mask"])
+        if self.pooling == "cls":
+            return x[:, 0]
+        if feats["mask"] is None and not skip:
+            return x.mean(1)
+        keep = (feats["mask"] if feats["mask"] is not None
+                else torch.ones(x.shape[:2], dtype=torch.bool, device=x.device))
+        if skip:
+            keep = keep.clone()
+            keep[:, :skip] = False
+        w = keep.unsqueeze(-1).to(x.dtype)
+        return (x * w).sum(1) / w.sum(1).clamp(min=1e-9)
 
     # ------------------------------------------------------------ encoding
     def encode(self, texts: Sequence[str], kind: Kind = "document", *, prompt: str | None = None,
@@ -352,6 +388,9 @@ class SentenceTransformerModel(EmbeddingModel):
         if not texts:
             return out
         st = self._load()
+        skip = n_prompt + len(self._specials[0]) if n_prompt and not self.pool_include_prompt else 0
+        if self.lean_config is not None:
+            return self._encode_lean(texts, prompt, skip, budget, out)
 
         def run(seqs: list[list[int]]) -> np.ndarray:
             import torch
@@ -374,6 +413,25 @@ class SentenceTransformerModel(EmbeddingModel):
             l2_normalize(out, in_place=True)
         return out
 
+    def _encode_lean(self, texts: Sequence[str], prompt: str, skip: int, budget: int,
+                     out: np.ndarray) -> np.ndarray:
+        """encode on plugins/bert.py: one device→host copy per window of texts, no other sync."""
+        import torch
+
+        tokenize = lambda w, f: self._tokenize(w, prompt, f)  # noqa: E731
+        with torch.inference_mode():
+            for first, seqs in _windows(texts, tokenize, prefetch=self.device != "cpu"):
+                rows, pooled = [], []
+                for idx in length_batches([len(s) for s in seqs], budget):
+                    batch = [seqs[i] for i in idx]
+                    pooled.append(self._lean_pooled(self._features(batch), skip))
+                    rows += [first + i for i in idx]
+                    self.tokens_seen += sum(len(s) for s in batch)
+                out[rows] = torch.cat(pooled).float().cpu().numpy()
+        if self.normalize:
+            l2_normalize(out, in_place=True)
+        return out
+
     def encode_tokens(self, input_ids: Sequence[Sequence[int]], *, batch_tokens: int | None = None
                       ) -> list[np.ndarray]:
         for i, s in enumerate(input_ids):
@@ -385,6 +443,8 @@ class SentenceTransformerModel(EmbeddingModel):
             return out
         import torch
 
+        if self.lean_config is not None:
+            return self._encode_tokens_lean(input_ids, budget, out)
         transformer = self._load()[0]
         for idx in length_batches([len(s) for s in input_ids], budget):
             feats = self._features([input_ids[i] for i in idx])
@@ -394,6 +454,29 @@ class SentenceTransformerModel(EmbeddingModel):
             for row, i in enumerate(idx):
                 out[i] = tokens[row, :len(input_ids[i])]
             self.tokens_seen += sum(len(input_ids[i]) for i in idx)
+        return out
+
+    def _encode_tokens_lean(self, input_ids: Sequence[Sequence[int]], budget: int,
+                            out: list[np.ndarray]) -> list[np.ndarray]:
+        """Token vectors on plugins/bert.py: the real tokens of every batch gathered on the device,
+        one device→host copy for the call."""
+        import torch
+
+        lean = self._load()
+        order, parts = [], []
+        with torch.inference_mode():
+            for idx in length_batches([len(s) for s in input_ids], budget):
+                feats = self._features([input_ids[i] for i in idx])
+                x = lean.token_embeddings(feats["input_ids"], feats["mask"])
+                parts.append(x.reshape(-1, x.shape[-1]) if feats["mask"] is None else x[feats["mask"]])
+                order += idx
+                self.tokens_seen += sum(len(input_ids[i]) for i in idx)
+            flat = torch.cat(parts).float().cpu().numpy()
+        pos = 0
+        for i in order:  # x[mask] keeps row-major order: each row's real tokens, in batch order
+            n = len(input_ids[i])
+            out[i] = flat[pos:pos + n]
+            pos += n
         return out
 
 
@@ -525,20 +608,59 @@ def _weights_sha256(root: Path) -> str:
     return ""
 
 
-_SHA_CACHE: dict[tuple[str, float, int], str] = {}
+_SHA_CACHE: dict[tuple, str] = {}
 
 
 def _sha256_file(path: str) -> str:
+    """sha256 of a weights file, remembered per process and across processes.
+
+    `query` compares the store's revision with the model's on every run, and hashing ~90 MB
+    cost 0.2-0.4 s of a start-up that should take under 2 s (issue 12). The persistent cache
+    (``revisions.json`` under $XDG_CACHE_HOME/arrowsmith) is keyed, as git's index is, by the
+    file's path, size, inode, mtime and ctime: a file whose content changed has a new ctime
+    (no tool can set it back), so a different model is still detected.
+    """
     path = os.path.realpath(path)  # a directory of symlinks to known weights hits the cache
     st = os.stat(path)
-    key = (path, st.st_mtime, st.st_size)
+    key = (path, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        _SHA_CACHE[key] = h.hexdigest()
+        stored = _load_sha_cache()
+        known = stored.get(path) or {}
+        sha = known.get("sha256") if known.get("stat") == list(key[1:]) else None
+        if sha is None:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+            sha = h.hexdigest()
+            # entries of deleted files go (tests and `tune` make many short-lived models)
+            stored = {p: v for p, v in stored.items() if os.path.exists(p)}
+            stored[path] = {"stat": list(key[1:]), "sha256": sha}
+            _save_sha_cache(stored)
+        _SHA_CACHE[key] = sha
     return _SHA_CACHE[key]
+
+
+def _sha_cache_file() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "arrowsmith" / "revisions.json"
+
+
+def _load_sha_cache() -> dict[str, Any]:
+    data = _read_json(_sha_cache_file())
+    return data if isinstance(data, dict) else {}
+
+
+def _save_sha_cache(data: dict[str, Any]) -> None:
+    """Best effort (a read-only home only means hashing again next time); atomic via rename."""
+    file = _sha_cache_file()
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = file.with_name(f".{file.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, file)
+    except OSError:
+        pass
 
 
 def load_model(name: str, **options: Any) -> SentenceTransformerModel:

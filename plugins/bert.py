@@ -1,0 +1,107 @@
+"""A lean BERT encoder in plain torch, for the sentence-transformers models that are only
+``Transformer`` (a BERT) → ``Pooling`` (mean or CLS) → optionally ``Normalize`` (issue 12).
+
+Why not ``SentenceTransformer``: importing sentence-transformers (and with it transformers,
+scikit-learn and scipy) costs several seconds of CPU per process, more than `query` with one
+text should take in all; this module needs only torch and safetensors. It also computes in the
+precision we choose layer by layer: with ``dtype`` bf16/fp16 the matrix products (linear layers
+and attention) run in half precision from weights cast once at load, while embeddings, the
+residual stream and layer norms stay float32. That is what CPU autocast does, without casting
+every weight again on every forward pass, and more accurate than casting the whole model
+(docs/embed.md: min cosine 0.998 for half weights everywhere).
+
+The arithmetic is BertModel's (absolute positions, post-layer-norm, token type 0), checked
+against sentence-transformers in tests/test_embed.py. Anything else falls back to
+sentence-transformers: see :func:`lean_config`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": None}
+HALF = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def lean_config(root: Path, module_types: list[str], hf_cfg: dict[str, Any], pooling: str,
+                pool_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """``config.json`` when this module can run the model exactly, else None (use sentence-transformers)."""
+    if module_types not in (["Transformer", "Pooling", "Normalize"], ["Transformer", "Pooling"]):
+        return None
+    other_modes = ("max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens")
+    if pooling not in ("mean", "cls") or any(pool_cfg.get(f"pooling_mode_{m}") for m in other_modes):
+        return None
+    if hf_cfg.get("model_type") != "bert" or hf_cfg.get("auto_map"):
+        return None
+    if hf_cfg.get("position_embedding_type", "absolute") != "absolute":
+        return None
+    if hf_cfg.get("hidden_act", "gelu") not in ACTIVATIONS or hf_cfg.get("is_decoder"):
+        return None
+    if not (root / "model.safetensors").is_file():
+        return None
+    return hf_cfg
+
+
+class LeanBert:
+    """BERT's encoder as a handful of tensors; ``token_embeddings`` is its forward pass."""
+
+    def __init__(self, root: Path, cfg: dict[str, Any], device: str, dtype: str):
+        import torch
+        from safetensors.torch import load_file
+
+        tensors = load_file(str(root / "model.safetensors"), device="cpu")
+        prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+        self.device = device
+        self.eps = float(cfg.get("layer_norm_eps", 1e-12))
+        self.heads = int(cfg["num_attention_heads"])
+        self.act = ACTIVATIONS[cfg.get("hidden_act", "gelu")]
+        self.half = getattr(torch, HALF[dtype]) if dtype in HALF else None
+        # weights saved as float16/bf16 (a re-saved model) compute from float32 like any other
+        fp32 = lambda k: tensors[prefix + k].to(device=device, dtype=torch.float32)  # noqa: E731
+        mm_dtype = self.half or torch.float32  # matrix product operands
+        mm = lambda k: fp32(k).to(mm_dtype)  # noqa: E731
+        e = "embeddings."
+        self.word, self.pos = fp32(e + "word_embeddings.weight"), fp32(e + "position_embeddings.weight")
+        self.type0 = fp32(e + "token_type_embeddings.weight")[0]
+        self.ln0 = (fp32(e + "LayerNorm.weight"), fp32(e + "LayerNorm.bias"))
+        self.layers = []
+        for i in range(int(cfg["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+            qkv = [p + f"attention.self.{n}." for n in ("query", "key", "value")]
+            self.layers.append({
+                # query, key and value in one matrix product
+                "qkv": tuple(torch.cat([tensors[prefix + k + part] for k in qkv]).to(device, mm_dtype)
+                             for part in ("weight", "bias")),
+                "out": (mm(p + "attention.output.dense.weight"), mm(p + "attention.output.dense.bias")),
+                "ln1": (fp32(p + "attention.output.LayerNorm.weight"),
+                        fp32(p + "attention.output.LayerNorm.bias")),
+                "up": (mm(p + "intermediate.dense.weight"), mm(p + "intermediate.dense.bias")),
+                "down": (mm(p + "output.dense.weight"), mm(p + "output.dense.bias")),
+                "ln2": (fp32(p + "output.LayerNorm.weight"), fp32(p + "output.LayerNorm.bias")),
+            })
+        self.hidden = self.word.shape[1]
+
+    def token_embeddings(self, ids, mask):
+        """float32 ``[rows, length, hidden]`` for int64 ``ids``; ``mask`` bool (True: a real token)
+        or None when no row is padded."""
+        import torch.nn.functional as F
+
+        rows, length = ids.shape
+        h, heads = self.hidden, self.heads
+        x = F.embedding(ids, self.word) + self.pos[:length] + self.type0
+        x = F.layer_norm(x, (h,), *self.ln0, self.eps)
+        attn_mask = None if mask is None else mask[:, None, None, :]
+        half = self.half
+        for layer in self.layers:
+            xin = x if half is None else x.to(half)
+            qkv = F.linear(xin, *layer["qkv"]).view(rows, length, 3, heads, h // heads)
+            q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+            ctx = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            ctx = ctx.transpose(1, 2).reshape(rows, length, h)
+            x = F.layer_norm(F.linear(ctx, *layer["out"]).float() + x, (h,), *layer["ln1"], self.eps)
+            xin = x if half is None else x.to(half)
+            up = F.linear(xin, *layer["up"])
+            up = F.relu(up) if self.act is None else F.gelu(up, approximate=self.act)
+            x = F.layer_norm(F.linear(up, *layer["down"]).float() + x, (h,), *layer["ln2"], self.eps)
+        return x
