@@ -70,12 +70,10 @@ class _Words:
 
 
 class WordCounter:
-    """Offsets and exact span counts for a separable Hugging Face tokenizer (see the module doc).
+    """Offsets and exact span counts for a tokenizer that splits at whitespace (see the module doc).
 
     Not thread-safe: one per chunking run (``Chunker`` makes its own).
     """
-
-    exact = True
 
     def __init__(self, tokenizer: ChunkTokenizer, cache_words: int = CACHE_WORDS):
         self._tok = tokenizer
@@ -234,8 +232,6 @@ class WordCounter:
 
 class RecountCounter:
     """Any tokenizer: offsets from one encoding per document, counts from encoding each span again."""
-
-    exact = False
 
     def __init__(self, tokenizer: ChunkTokenizer):
         self._tok = tokenizer
