@@ -49,6 +49,9 @@ class TextTokenizer(ABC):
     """A tokenizer that reports character offsets (what chunking and late chunking need)."""
 
     name: str = ""  # how it is recorded in a chunked stream's metadata (the model's: "model:NAME")
+    # True only if ``x + " " + y`` (or \t \n \r) always tokenizes as x's tokens then y's: chunk
+    # then counts any span from per-word tokens instead of tokenizing every chunk again
+    splits_at_whitespace: bool = False
 
     @abstractmethod
     def token_offsets(self, text: str) -> np.ndarray:

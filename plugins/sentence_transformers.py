@@ -98,6 +98,40 @@ class HFTokenizer(TextTokenizer):
     def rust(self):
         return self._tok
 
+    @cached_property
+    def splits_at_whitespace(self) -> bool:  # type: ignore[override]
+        return _splits_at_whitespace(json.loads(self._tok.to_str()))
+
+
+# pipelines that tokenize whitespace-separated words independently (TextTokenizer.splits_at_whitespace):
+# a normalizer that maps character by character, a pre-tokenizer that splits at (and drops) whitespace,
+# a model that runs on each piece alone, and added tokens that neither hold nor strip whitespace
+_CHAR_NORMALIZERS = {"BertNormalizer", "Lowercase", "StripAccents", "NFD", "NFKD"}
+_WHITESPACE_SPLITTERS = {"BertPreTokenizer", "Whitespace", "WhitespaceSplit"}
+_PIECE_MODELS = {"WordPiece", "WordLevel", "BPE", "Unigram"}
+
+
+def _splits_at_whitespace(config: dict[str, Any]) -> bool:
+    def parts(node: Any, key: str) -> list[dict]:
+        if not node:
+            return []
+        return [p for sub in node[key] for p in parts(sub, key)] if node.get("type") == "Sequence" else [node]
+
+    try:
+        norms = parts(config.get("normalizer"), "normalizers")
+        pres = parts(config.get("pre_tokenizer"), "pretokenizers")
+        model = config.get("model") or {}
+        added = config.get("added_tokens") or []
+        return (all(n.get("type") in _CHAR_NORMALIZERS for n in norms)
+                and bool(pres) and all(p.get("type") in _WHITESPACE_SPLITTERS | {"Punctuation", "Digits"}
+                                       for p in pres)
+                and any(p.get("type") in _WHITESPACE_SPLITTERS for p in pres)
+                and model.get("type") in _PIECE_MODELS and not model.get("dropout")
+                and not any(t.get("lstrip") or t.get("rstrip") or not t.get("content")
+                            or any(c.isspace() for c in t["content"]) for t in added))
+    except (KeyError, TypeError, AttributeError):
+        return False
+
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:

@@ -7,7 +7,9 @@ chunk's text on its own (to verify the ``max_tokens`` guarantee).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 
 import numpy as np
@@ -43,6 +45,10 @@ class ModelTokenizer(ChunkTokenizer):
 
     def token_offsets(self, text: str) -> np.ndarray:
         return self._inner.token_offsets(text)
+
+    @property
+    def splits_at_whitespace(self) -> bool:  # type: ignore[override]
+        return bool(self._inner.splits_at_whitespace)
 
     def batch_offsets(self, texts: Sequence[str]) -> list[np.ndarray]:
         # One long text is encoded on one thread, and slower than linearly: cut long texts at
@@ -102,13 +108,22 @@ class TiktokenTokenizer(ChunkTokenizer):
         return self._offsets(text, self._ids(text))
 
     def batch_offsets(self, texts: Sequence[str]) -> list[np.ndarray]:
-        ids = self._enc.encode_ordinary_batch(list(texts), num_threads=4)
+        ids = self._batch_ids(texts)
         return [self._offsets(t, i) for t, i in zip(texts, ids, strict=True)]
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
-        if not texts:
-            return []
-        return [len(i) for i in self._enc.encode_ordinary_batch(list(texts), num_threads=4)]
+        return [len(i) for i in self._batch_ids(texts)]
+
+    def _batch_ids(self, texts: Sequence[str]) -> list[list[int]]:
+        # tiktoken's encode_ordinary_batch starts a thread pool per call, which cost chunking more
+        # than the encoding (issue 12): one pool per process, a few groups of texts per call
+        texts = list(texts)
+        encode = self._enc.encode_ordinary  # (releases the GIL)
+        if len(texts) < 2 or sum(map(len, texts)) < 1 << 15:
+            return [encode(t) for t in texts]
+        step = -(-len(texts) // (2 * _POOL_THREADS))
+        groups = [texts[i:i + step] for i in range(0, len(texts), step)]
+        return [ids for part in _pool().map(lambda g: [encode(t) for t in g], groups) for ids in part]
 
     def _offsets(self, text: str, ids: list[int]) -> np.ndarray:
         lens = self._lens[np.asarray(ids, dtype=np.int64)]
@@ -118,6 +133,14 @@ class TiktokenTokenizer(ChunkTokenizer):
             char_at = _char_index_of_bytes(text)
             byte_start, byte_end = char_at[byte_start], char_at[byte_end]
         return np.stack([byte_start, byte_end], axis=1).astype(np.int64, copy=False)
+
+
+_POOL_THREADS = min(4, os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(_POOL_THREADS, thread_name_prefix="arrowsmith-tiktoken")
 
 
 def _char_index_of_bytes(text: str) -> np.ndarray:
