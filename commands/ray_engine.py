@@ -59,6 +59,7 @@ FAULT_DIR_ENV = "ARROWSMITH_FAULT_DIR"
 FORWARDED_ENV = (faults.ENV, FAULT_DIR_ENV, "ARROWSMITH_ALLOW_DOWNLOAD")
 SPAN = pa.struct([CHUNK_SPAN.field("start"), CHUNK_SPAN.field("end")])
 CONNECT_TIMEOUT_S = 5.0
+LOCAL_OBJECT_STORE = 512 << 20  # bytes, for a local Ray started here
 # chunks per group by default: small enough that a few thousand chunks keep several workers busy
 # and a retry redoes little, large enough that a task's overhead (~ms) and the length sort's
 # window do not matter (the local engine's groups are 2048 chunks)
@@ -432,7 +433,8 @@ class RayBackend:
         kwargs: dict[str, Any] = dict(address=address or "local", log_to_driver=False,
                                       logging_level=logging.ERROR)
         if address is None:
-            kwargs.update(include_dashboard=False)
+            # a few groups in flight need megabytes, not Ray's default of 30% of memory in /dev/shm
+            kwargs.update(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE)
         else:
             _check_reachable(address)  # ray.init retries an unreachable address for minutes
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
