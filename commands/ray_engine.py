@@ -447,6 +447,7 @@ class RayBackend:
                         # Ray forks only to exec its own processes at once: no lancedb state runs there
                         warnings.filterwarnings("ignore", "lancedb fork support", RuntimeWarning)
                         ray.init(**kwargs)
+                    _errors_to_stderr(ray)
                 except SystemExit as e:  # Ray's own SIGTERM handler, set during init
                     if e.code == signal.SIGTERM:
                         raise Interrupted(signal.SIGTERM) from None
@@ -567,7 +568,9 @@ class RayBackend:
         """Kill our actors; shut down a local Ray we started (its processes gone on return)."""
         ray = self.ray
         with no_interrupt():  # a second Ctrl-C must not leave half of it behind
-            for actor in self.actors:
+            # a local Ray we started goes whole, actors included (killing them one by one first
+            # only makes Ray report their unfinished tasks as failures)
+            for actor in self.actors if not self.started_local else ():
                 try:
                     ray.kill(actor, no_restart=True)
                 except Exception:  # noqa: BLE001, S110 - already dead, cluster gone
@@ -588,6 +591,24 @@ def _model_options_of(model) -> dict[str, Any]:
         if hasattr(model, attr):
             opts[key] = getattr(model, attr)
     return opts
+
+
+def _errors_to_stderr(ray) -> None:
+    """Ray's driver prints the errors it is sent (a task retried after its worker died, our actors
+    killed at the end) to sys.stdout, which carries the embedded-chunks stream: send them to stderr.
+
+    Ray 2.60's ``print_to_stdstream`` (the pinned range); only in a process whose Ray we joined.
+    """
+    worker = getattr(getattr(ray, "_private", None), "worker", None)
+    original = getattr(worker, "print_to_stdstream", None)
+    if original is None or getattr(original, "_arrowsmith", False):
+        return
+
+    def to_stderr(data, ignore_prefix: bool):
+        return original({**data, "is_err": True}, ignore_prefix)
+
+    to_stderr._arrowsmith = True
+    worker.print_to_stdstream = to_stderr
 
 
 def _check_reachable(address: str) -> None:

@@ -197,6 +197,24 @@ def test_worker_killed_mid_group_is_retried_without_duplicates(ray_address, chun
     assert_same(snapshot(db), snapshot(local_naive))
 
 
+def test_a_retried_group_keeps_stdout_a_clean_stream_in_input_order(ray_address, chunked, tmp_path):
+    # a driver that joins the cluster itself: Ray's own messages about the retry (which it prints
+    # to stdout) must go to stderr, and the stream must be the local engine's, row for row
+    env = {"RAY_ADDRESS": ray_address, "ARROWSMITH_FAULT": "ray_worker:1",
+           "ARROWSMITH_FAULT_DIR": str(tmp_path)}
+    r = run_subprocess([*EMBED, *RAY], input=to_ipc(chunked), env=env, timeout=DEADLINE_S - 30)
+    assert r.returncode == 0, r.stderr.decode()
+    assert (tmp_path / "arrowsmith-ray-worker-died").exists(), "the fault point was never hit"
+    local = run(EMBED, input=to_ipc(chunked))
+    assert local.exit_code == 0, local.stderr
+    got, want = read_ipc(r.stdout), read_ipc(local.stdout_bytes)
+    assert got.column("id").to_pylist() == want.column("id").to_pylist()
+    assert got.column("doc_key").to_pylist() == want.column("doc_key").to_pylist()
+    a, b = (np.asarray(t.column("vector").combine_chunks().flatten()).reshape(t.num_rows, -1)
+            for t in (got, want))
+    assert np.abs(a - b).max() <= 1e-5
+
+
 def test_driver_killed_after_first_commit_then_local_rerun_converges(ray_address, chunked, local_naive,
                                                                      tmp_path):
     db = tmp_path / "store"
