@@ -381,12 +381,7 @@ class SentenceTransformerModel(EmbeddingModel):
         for row, s in enumerate(seqs):
             ids[row, :len(s)] = s
             mask[row, :len(s)] = True
-        dev = self.device
-
-        def put(a: np.ndarray):
-            t = torch.from_numpy(a)
-            return t if dev == "cpu" else t.pin_memory().to(dev, non_blocking=True)
-
+        put = lambda a: _to_device(a, self.device)  # noqa: E731
         if self.lean_config is not None:  # None: no row is padded, attention needs no mask
             return {"input_ids": put(ids), "mask": None if mask.all() else put(mask), "width": width}
         feats = {"input_ids": put(ids), "attention_mask": put(mask.astype(np.int64))}
@@ -501,8 +496,14 @@ class SentenceTransformerModel(EmbeddingModel):
         with torch.inference_mode():
             for idx in length_batches([len(s) for s in input_ids], budget):
                 feats = self._features([input_ids[i] for i in idx])
-                x = lean.token_embeddings(feats["input_ids"], feats["mask"])
-                parts.append(x.reshape(-1, x.shape[-1]) if feats["mask"] is None else x[feats["mask"]])
+                x = lean.token_embeddings(feats["input_ids"], feats["mask"]).reshape(-1, self._st.hidden)
+                if feats["mask"] is not None:  # the real tokens, by an index built on the host
+                    # (x[mask] would wait for the device to count them)
+                    width = feats["width"]
+                    keep = np.concatenate([row * width + np.arange(len(input_ids[i]))
+                                           for row, i in enumerate(idx)])
+                    x = x.index_select(0, _to_device(keep, self.device))
+                parts.append(x)
                 order += idx
                 self.tokens_seen += sum(len(input_ids[i]) for i in idx)
             flat = torch.cat(parts).float().cpu().numpy()
@@ -519,6 +520,17 @@ DTYPES = ("auto", "fp32", "bf16", "fp16")
 # for the same weights (in-process CLI calls, query after embed) loads them once.
 _LOADED: dict[tuple, Any] = {}
 WINDOW_TEXTS = 2048  # texts tokenized and length-sorted together: bounds memory and sort reach
+
+
+def _to_device(a: np.ndarray, device: str):
+    """A host array on ``device``; to CUDA from pinned memory without waiting for the device
+    (a copy from pageable memory would wait for the batches queued before it)."""
+    import torch
+
+    t = torch.from_numpy(a)
+    if device.startswith("cuda"):
+        return t.pin_memory().to(device, non_blocking=True)
+    return t if device == "cpu" else t.to(device)
 
 
 def default_batch_tokens(device: str) -> int:
