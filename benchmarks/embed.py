@@ -1,6 +1,6 @@
 """Embedding throughput, whole processes: `arrowsmith embed` vs a plain sentence-transformers script.
 
-    .venv/bin/python benchmarks/embed.py [--docs 600] [--rounds 2] [--corpus CORPUS.jsonl]
+    .venv/bin/python benchmarks/embed.py [--docs 600] [--rounds 2] [--corpus FILE] [--batch-tokens 4096]
 
 Two inputs made from real abstracts (default: the first 600 Cranfield documents, ../shared/data):
 ``abstracts`` = `arrowsmith chunk --max-tokens 128` (the real chunker), ``sentences`` = one chunk
@@ -102,7 +102,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
 
 
-def bench(name: str, chunked: Path, model_path: str, tmp: Path, rounds: int) -> None:
+def bench(name: str, chunked: Path, model_path: str, tmp: Path, rounds: int, budgets: list[int]) -> None:
     from arrowsmith.plugins.registry import load_model
 
     texts = chunk_texts(chunked)
@@ -119,6 +119,10 @@ def bench(name: str, chunked: Path, model_path: str, tmp: Path, rounds: int) -> 
         shown = flags if "--dtype" in flags else (*flags, "(auto)")
         label = "arrowsmith embed " + " ".join(shown)
         configs[label] = (cli("embed", str(chunked), *flags, "-o", str(out[k])), out[k])
+    for b in budgets:  # candidates for the CPU default (2048)
+        configs[f"arrowsmith embed --batch-tokens {b} (auto)"] = (
+            cli("embed", str(chunked), "--batch-tokens", str(b), "-o", str(tmp / f"{name}-{b}.arrows")),
+            tmp / f"{name}-{b}.arrows")
     best = {k: (float("inf"), float("inf")) for k in configs}
     for _ in range(rounds):
         for label, (cmd, _) in configs.items():
@@ -150,7 +154,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--corpus", type=Path, default=CORPUS)
     ap.add_argument("--only", choices=("abstracts", "sentences"), help="one input instead of both")
+    ap.add_argument("--batch-tokens", default="", help="extra --batch-tokens to compare, e.g. 1024,4096")
     args = ap.parse_args()
+    budgets = [int(b) for b in args.batch_tokens.split(",") if b]
 
     from arrowsmith.plugins.registry import load_model
     from arrowsmith.plugins.sentence_transformers import cpu_has_native_bf16
@@ -166,11 +172,11 @@ def main() -> None:
             subprocess.run(cli("chunk", str(tmp / "docs.jsonl"), "--max-tokens", "128", "-o",
                                str(tmp / "abstracts.arrows")), check=True, capture_output=True)
             bench("abstracts (chunk --max-tokens 128)", tmp / "abstracts.arrows", model_path, tmp,
-                  args.rounds)
+                  args.rounds, budgets)
         if args.only in (None, "sentences"):
             sentence_input(docs, tmp / "sentences.arrows")
             bench("sentences (one chunk per sentence)", tmp / "sentences.arrows", model_path, tmp,
-                  args.rounds)
+                  args.rounds, budgets)
 
 
 if __name__ == "__main__":
