@@ -169,3 +169,5 @@ def _refuse_with_configurations(ctx: typer.Context, *, n: int, configurations=()
         refuse(ctx, ("rrf_k",), "without fusion=rrf (it is the RRF constant)")
     if all(c.mode == "fts" for c in configurations):
         refuse(ctx, ("exact",), "with mode fts only (no vector search)")
+        if all(c.db for c in configurations):
+            refuse(ctx, ("device", "dtype"), "with mode fts on an existing store (no model is loaded)")

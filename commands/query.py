@@ -300,6 +300,7 @@ class _Searcher:
         elif (self.index_type or "").startswith("IVF_HNSW"):
             self.ef = ef or DEFAULT_HNSW_EF
         self.compressed = None if (exact or not use_compressed) else _load_compressed(db, table)
+        _refuse_unused_tuning(self, nprobes, refine_factor, ef)
         self.rows = tbl.count_rows()
         self.doc_of: dict[str, str] = {}  # chunk id -> doc_id, learnt from every search (for --by doc)
 
@@ -350,6 +351,20 @@ class _Searcher:
             return pa.table({c: pa.array([], self.tbl.schema.field(c).type) for c in self.columns})
         return pa.concat_tables(self.tbl.search().where(where).select(self.columns).limit(len(part))
                                 .to_arrow() for part, where in id_filters(ids))
+
+
+def _refuse_unused_tuning(searcher: _Searcher, nprobes, refine_factor, ef) -> None:
+    """ANN settings that this table's search would ignore are exit 2 (issue 10)."""
+    given = [f for f, v in (("--nprobes", nprobes), ("--refine-factor", refine_factor), ("--ef", ef))
+             if v is not None]
+    if not given or searcher.exact:
+        return
+    if searcher.compressed is not None:
+        raise UsageError(f"{', '.join(given)}: no effect, the table's compressed representation "
+                         f"({searcher.compressed.method}) is searched", hint="--no-compressed")
+    if searcher.index_type is None:
+        raise UsageError(f"{', '.join(given)}: no effect, the table has no vector index (a flat scan)",
+                         hint="arrowsmith index --type ivf_pq, or leave them out")
 
 
 def _tune(q, nprobes, refine_factor, ef):

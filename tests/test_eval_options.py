@@ -27,6 +27,7 @@ from arrowsmith.commands.evaluate.runner import compare_results
     (["--compare", "hybrid,alpha=0.2"], "alpha= has no effect with fusion=rrf"),
     (["--compare", "nprobes=20"], "nprobes= has no effect with exact search"),
     (["--json", "--markdown"], "--json and --markdown are exclusive"),
+    (["--db", "s", "--mode", "fts", "--dtype", "fp32"], "--dtype has no effect with mode fts on an existing"),
 ])
 def test_ignored_option_is_refused_before_any_work(tmp_path, args, message):
     r = run(["eval", str(tmp_path / "no-such-dataset"), *args])

@@ -84,6 +84,16 @@ def test_query_refuses(store, args, message):
     _refused(["query", "--db", str(store), "chunk", *args], message)
 
 
+def test_query_refuses_ann_settings_the_table_cannot_use(store):
+    _refused(["query", "--db", str(store), "chunk", "--mode", "vector", "--nprobes", "5"],
+             "--nprobes: no effect, the table has no vector index")
+    from arrowsmith.commands.compress import compress_table
+
+    compress_table(str(store), "chunks", "binary")
+    _refused(["query", "--db", str(store), "chunk", "--mode", "vector", "--refine-factor", "2"],
+             "--refine-factor: no effect, the table's compressed representation (binary) is searched")
+
+
 @pytest.mark.slow
 def test_query_auto_takes_fusion_options_when_the_table_is_hybrid(store):
     from arrowsmith.commands.index import build_indexes
