@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 
 import pyarrow as pa
 import pytest
@@ -211,12 +210,10 @@ def test_a_100k_character_word_is_one_unknown_token_for_bert_but_many_for_tiktok
     assert "".join(pieces) == word and len(pieces) > 40
 
 
-def test_a_10_mb_document_is_chunked_in_reasonable_time(cl100k):
+def test_a_10_mb_document_is_chunked_whole(cl100k):
     sentence = "The quick brown fox jumps over the lazy dog near 42 galaxies. "
     text = sentence * (10_000_000 // len(sentence))
-    start = time.perf_counter()
     (batch,) = list(chunk_documents(docs(text), strategy="sentences", tokenizer=cl100k, max_tokens=256))
-    elapsed = time.perf_counter() - start
     spans = batch.column("chunks")[0].values
     s = spans.field("start").to_numpy()
     e = spans.field("end").to_numpy()
@@ -226,7 +223,6 @@ def test_a_10_mb_document_is_chunked_in_reasonable_time(cl100k):
     assert len(s) == -(-sentences // per_chunk)
     assert (n <= 256).all() and (s[1:] > e[:-1]).all() and e[-1] == len(text) - 1
     assert text[s[0]:e[0]] == (sentence * per_chunk).strip()
-    assert elapsed < 120, f"10 MB took {elapsed:.1f}s"
 
 
 def test_a_2_mb_document_with_the_model_tokenizer(bert):
