@@ -3,7 +3,7 @@
 Input is either the chunked-documents schema (one row per document with its
 ``chunks`` spans; each span ``text[start:end]`` is embedded) or any table with a
 text column (each row is one chunk). Output is the embedded-chunks schema
-(DESIGN.md), one row per chunk, all chunks of a document in the same batch.
+(docs/design.md#schemas), one row per chunk, all chunks of a document in the same batch.
 
 Naive mode embeds each chunk on its own. Late chunking (``late=True``, Günther
 et al. 2024) runs the whole document through the model once (in overlapping

@@ -1,4 +1,4 @@
-"""The wire contract between stages (DESIGN.md, "Schemas").
+"""The wire contract between stages (docs/design.md#schemas).
 
 Columns may be added, never silently renamed. Every stream carries schema
 metadata under ``arrowsmith.*``; a stage reads it with :func:`read_meta`, checks

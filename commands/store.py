@@ -6,7 +6,7 @@ Layout of a store directory (``--db``)::
     <db>/<table>.lock             flock of the one writer, holds its pid (beside, never inside, the table)
     <db>/<table>.arrowsmith.json  what `arrowsmith index` built, and at which table version
 
-Guarantees (DESIGN.md, "Incremental and safe writes"):
+Guarantees (docs/design.md#incremental-and-safe-writes):
 
 * Rows are keyed by chunk ``id`` and grouped by ``doc_id``; a document whose ``doc_key`` is
   already stored is skipped; a changed document has *all* its chunks replaced in the same

@@ -1,4 +1,4 @@
-"""The model plugin contract (DESIGN.md, "Models: the plugin contract").
+"""The model plugin contract (docs/design.md#models-the-plugin-contract).
 
 A plugin is an entry point in the group ``arrowsmith.models``::
 
