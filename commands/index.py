@@ -73,10 +73,14 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
         raise UsageError(f"unknown metric {metric!r} (use {'|'.join(DISTANCE_METRICS)})")
     if kind == "none" or (kind == "auto" and rows < AUTO_MIN_ROWS):
         if partitions is not None or sub_vectors is not None:  # issue 10: they were ignored
-            why = ("--type none" if kind == "none" else
-                   f"--type auto on {rows:,} rows (no vector index below {AUTO_MIN_ROWS:,})")
-            raise UsageError(f"--partitions/--sub-vectors have no effect with {why}",
-                             hint="--type ivf_pq or ivf_hnsw_sq to build one")
+            if kind == "none":
+                raise UsageError("--partitions/--sub-vectors have no effect with --type none",
+                                 hint="--type ivf_pq or ivf_hnsw_sq to build one")
+            # auto: they apply once the table grows past the threshold, so a cron job that sets
+            # them must keep working on a small table; say so instead of refusing
+            log.warning("--partitions/--sub-vectors are not used yet: --type auto builds no vector "
+                        "index on %s rows (below %s); --type ivf_pq or ivf_hnsw_sq builds one now",
+                        f"{rows:,}", f"{AUTO_MIN_ROWS:,}")
         return None
     if rows < 256:
         raise UsageError(f"a vector index needs at least 256 rows to train (table has {rows})",
