@@ -82,6 +82,25 @@ def cranfield() -> Path:
     return CRANFIELD
 
 
+def cranfield_subset(cranfield: Path, root: Path, n_docs: int) -> Path:
+    """root/: Cranfield's first ``n_docs`` documents, the qrels on them and the queries judged on them
+    (a real, tiny BEIR set)."""
+    import json
+
+    (root / "qrels").mkdir()
+    docs = (cranfield / "corpus.jsonl").read_text().splitlines()[:n_docs]
+    ids = {json.loads(d)["_id"] for d in docs}
+    header, *rows = (cranfield / "qrels" / "test.tsv").read_text().splitlines()
+    rows = [r for r in rows if r.split("\t")[1] in ids]
+    judged = {r.split("\t")[0] for r in rows}
+    queries = [q for q in (cranfield / "queries.jsonl").read_text().splitlines()
+               if json.loads(q)["_id"] in judged]
+    (root / "corpus.jsonl").write_text("\n".join(docs) + "\n")
+    (root / "qrels" / "test.tsv").write_text("\n".join([header, *rows]) + "\n")
+    (root / "queries.jsonl").write_text("\n".join(queries) + "\n")
+    return root
+
+
 # ------------------------------------------------------------------ embedded chunks without a model
 
 DIM = 384

@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 import pytest
-from conftest import read_ipc, run, to_ipc
+from conftest import cranfield_subset, read_ipc, run, to_ipc
 
 from arrowsmith.commands.evaluate.data import load_beir
 from arrowsmith.commands.schemas import CHUNKER, MODEL, read_meta
@@ -19,19 +19,7 @@ QUERIES = ["flow over a flat plate", "heat transfer at hypersonic speed"]
 @pytest.fixture(scope="module")
 def tiny(cranfield, tmp_path_factory):
     """The first 30 Cranfield documents and the queries judged on them."""
-    root = tmp_path_factory.mktemp("cran30")
-    (root / "qrels").mkdir()
-    docs = (cranfield / "corpus.jsonl").read_text().splitlines()[:N_DOCS]
-    ids = {json.loads(d)["_id"] for d in docs}
-    header, *rows = (cranfield / "qrels" / "test.tsv").read_text().splitlines()
-    rows = [r for r in rows if r.split("\t")[1] in ids]
-    judged = {r.split("\t")[0] for r in rows}
-    queries = [q for q in (cranfield / "queries.jsonl").read_text().splitlines()
-               if json.loads(q)["_id"] in judged]
-    (root / "corpus.jsonl").write_text("\n".join(docs) + "\n")
-    (root / "qrels" / "test.tsv").write_text("\n".join([header, *rows]) + "\n")
-    (root / "queries.jsonl").write_text("\n".join(queries) + "\n")
-    return root
+    return cranfield_subset(cranfield, tmp_path_factory.mktemp("cran30"), N_DOCS)
 
 
 def _documents(root) -> bytes:
