@@ -3,7 +3,8 @@
 Python runs signal handlers in the main thread between bytecodes, but not while
 a Rust call (a LanceDB commit) is in progress, and LanceDB consumes Python
 generators on its own thread where a KeyboardInterrupt is swallowed and the
-add commits anyway (docs/design.md#incremental-and-safe-writes). So writers never hand LanceDB a generator, and
+add commits anyway (docs/design.md#incremental-and-safe-writes). So writers
+never hand LanceDB a generator, and
 wrap each commit in :func:`no_interrupt`: a signal arriving inside is deferred
 and raised as :class:`Interrupted` right after the commit returns; a signal
 arriving anywhere else raises at once, so no uncommitted work is kept.
