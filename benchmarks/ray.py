@@ -32,26 +32,46 @@ HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
 
 
-def _embed_benchmark():
-    """benchmarks/embed.py, for its corpus (the same chunks)."""
-    import importlib.util
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "en", "ar", "ol", "ip", "um", "es", "tr"]
 
-    spec = importlib.util.spec_from_file_location("_embed_benchmark", HERE / "embed.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+
+def corpus(n_docs: int, seed: int = 0) -> list[tuple[str, str, list[tuple[int, int]]]]:
+    """Seeded documents of made-up words, a sentence a chunk: (id, text, spans)."""
+    import random
+
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(3000)]
+    vocab += "the a of and to in is it that was for on are with as by this from at".split() * 20
+    docs = []
+    for d in range(n_docs):
+        sentences = [" ".join(rng.choice(vocab) for _ in range(rng.randint(6, 28))).capitalize() + "."
+                     for _ in range(rng.randint(3, 10))]
+        text, spans = "", []
+        for sentence in sentences:
+            start = len(text) + (1 if text else 0)
+            text = f"{text} {sentence}" if text else sentence
+            spans.append((start, start + len(sentence)))
+        docs.append((f"doc{d}", text, spans))
+    return docs
+
+
+def to_batch(docs):
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_pylist([{"id": i, "text": t, "doc_hash": i,
+                                        "chunks": [{"start": s, "end": e, "n_tokens": 0} for s, e in sp]}
+                                       for i, t, sp in docs])
 
 
 def child(args: argparse.Namespace) -> None:
     """One configuration, in this process: prints one JSON line."""
     import pyarrow as pa
 
-    bench = _embed_benchmark()
     from arrowsmith.commands.embed import EmbedStats, embed_batches
     from arrowsmith.plugins.registry import load_model
 
-    docs = bench.corpus(args.docs)
-    batches = [bench.to_batch(docs[i:i + 64]) for i in range(0, len(docs), 64)]
+    docs = corpus(args.docs)
+    batches = [to_batch(docs[i:i + 64]) for i in range(0, len(docs), 64)]
     t_start = time.perf_counter()
     model = load_model(None, device=args.device, dtype=args.dtype)
     texts = [t[s:e] for _, t, sp in docs for s, e in sp]
