@@ -394,3 +394,25 @@ class BadInput:
 @pytest.fixture(scope="session")
 def bad_input() -> BadInput:
     return BadInput()
+
+
+# ------------------------------------------------------------------ what a CLI call imports
+
+_IMPORT_PROBE = """
+import sys
+from arrowsmith.cli.app import app
+try:
+    app({args!r}, standalone_mode=False)
+except SystemExit:
+    pass
+print("LOADED=" + ",".join(m for m in {modules!r} if m in sys.modules), file=sys.stderr)
+"""
+
+
+def modules_loaded_by(args: list[str], modules: tuple[str, ...], timeout: float = 600):
+    """Which of ``modules`` `arrowsmith ARGS` imports, run in a fresh interpreter; and the process."""
+    proc = subprocess.run([sys.executable, "-c", _IMPORT_PROBE.format(args=args, modules=modules)],
+                          capture_output=True, text=True, timeout=timeout)
+    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("LOADED=")]
+    assert line, proc.stderr
+    return [m for m in line[0].removeprefix("LOADED=").split(",") if m], proc

@@ -7,19 +7,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, run, run_subprocess
+from conftest import ROOT, modules_loaded_by, run, run_subprocess
 
 HEAVY = ("torch", "sentence_transformers", "lancedb", "transformers", "ray")
 
-PROBE = """
-import sys
-from arrowsmith.cli.app import app
-try:
-    app({args!r}, standalone_mode=False)
-except SystemExit:
-    pass
-print("HEAVY=" + ",".join(m for m in {heavy!r} if m in sys.modules), file=sys.stderr)
-"""
 
 
 def _commands() -> list[str]:
@@ -34,10 +25,8 @@ def _commands() -> list[str]:
                          [[c, "--help"] for c in ("chunk", "embed", "index", "query", "compress",
                                                   "eval", "tune", "doctor", "models")])
 def test_help_and_completion_do_not_import_heavy_modules(args):
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(args=args, heavy=HEAVY)],
-                          capture_output=True, text=True, timeout=60)
-    heavy_line = [ln for ln in proc.stderr.splitlines() if ln.startswith("HEAVY=")]
-    assert heavy_line == ["HEAVY="], proc.stderr
+    loaded, proc = modules_loaded_by(args, HEAVY, timeout=60)
+    assert loaded == [], proc.stderr
     assert "Usage" in proc.stdout or "complete" in proc.stdout
 
 

@@ -5,24 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import CRANFIELD, read_ipc, run, to_ipc
+from conftest import CRANFIELD, modules_loaded_by, read_ipc, run, to_ipc
 
 from arrowsmith.plugins import sentence_transformers as st_plugin
-
-PROBE = """
-import sys
-from arrowsmith.cli.app import app
-try:
-    app({args!r}, standalone_mode=False)
-except SystemExit:
-    pass
-print("LOADED=" + ",".join(m for m in {modules!r} if m in sys.modules), file=sys.stderr)
-"""
 
 
 def cos(a, b) -> np.ndarray:
@@ -95,11 +83,7 @@ def test_revision_cache_survives_processes_and_detects_a_changed_file(tmp_path, 
 
 
 def _loaded(args: list[str], modules: tuple[str, ...]) -> list[str]:
-    proc = subprocess.run([sys.executable, "-c", PROBE.format(args=args, modules=modules)],
-                          capture_output=True, text=True, timeout=600)
-    line = [ln for ln in proc.stderr.splitlines() if ln.startswith("LOADED=")]
-    assert line, proc.stderr
-    return [m for m in line[0].removeprefix("LOADED=").split(",") if m]
+    return modules_loaded_by(args, modules)[0]
 
 
 def test_query_imports_neither_sentence_transformers_nor_transformers(tmp_path):
