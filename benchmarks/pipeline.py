@@ -98,7 +98,7 @@ def run(*cmds: list[str]) -> Run:
     for t in readers:
         t.join()
     for p in procs:
-        p.returncode = 0  # reaped by wait4 above
+        p.wait()  # already reaped by wait4: Popen takes the ECHILD as done
         if p.pid in failed:
             sys.exit(f"{' '.join(p.args)} failed:\n{errs[p.pid].decode(errors='replace')}")
     return Run(wall, cpu, rss)
