@@ -140,9 +140,11 @@ def chunk_tokens(path: Path) -> tuple[int, int, int]:
 
 
 def stored_rows(db: Path) -> int:
-    import lancedb
-
-    return lancedb.connect(str(db)).open_table("chunks").count_rows()
+    # in a child: lancedb in this process would raise the floor of every later child's ru_maxrss
+    # (a forked child counts its parent's pages until it execs)
+    code = "import lancedb, sys; print(lancedb.connect(sys.argv[1]).open_table('chunks').count_rows())"
+    return int(subprocess.run([sys.executable, "-c", code, str(db)], check=True, capture_output=True,
+                              text=True).stdout)
 
 
 def interleaved(configs: dict[str, Callable[[], Run]], rounds: int) -> dict[str, Run]:
