@@ -13,12 +13,20 @@ every weight again on every forward pass, and more accurate than casting the who
 The arithmetic is BertModel's (absolute positions, post-layer-norm, token type 0), checked
 against sentence-transformers in tests/test_embed.py. Anything else falls back to
 sentence-transformers: see :func:`lean_config`.
+
+:class:`NumpyBert` is the same forward pass in numpy, for `query` with a few texts: importing
+torch alone costs more CPU than the 2 s issue 12 allows the whole process, and a dozen tokens
+need ~0.3 GFLOP, which numpy does in milliseconds from the weights file mapped read-only.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": None}
 HALF = {"bf16": "bfloat16", "fp16": "float16"}
@@ -105,3 +113,111 @@ class LeanBert:
             up = F.relu(up) if self.act is None else F.gelu(up, approximate=self.act)
             x = F.layer_norm(F.linear(up, *layer["down"]).float() + x, (h,), *layer["ln2"], self.eps)
         return x
+
+
+SAFETENSORS_DTYPES = {"F32": "<f4", "F16": "<f2", "F64": "<f8", "I64": "<i8", "I32": "<i4"}
+
+
+def mapped_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """The tensors of a safetensors file as read-only numpy views of the mapped file (no copy:
+    only the pages a forward pass touches are read). bf16 tensors (no numpy dtype) are left out."""
+    import mmap
+
+    with open(path, "rb") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(size))
+        mapped = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    base = 8 + size
+    out = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype = SAFETENSORS_DTYPES.get(info.get("dtype"))
+        if dtype is None:
+            continue
+        begin, end = info["data_offsets"]
+        count = (end - begin) // np.dtype(dtype).itemsize
+        out[name] = np.frombuffer(mapped, dtype, count, base + begin).reshape(info["shape"])
+    return out
+
+
+class NumpyBert:
+    """:class:`LeanBert`'s forward pass in float32 numpy, one unpadded text at a time."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], cfg: dict[str, Any]):
+        prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
+
+        def t(key: str) -> np.ndarray:
+            w = tensors[prefix + key]  # a KeyError: not a BERT we can run (see load)
+            if w.dtype != np.float32:  # a re-saved half model: LeanBert computes it from float32
+                raise KeyError(key)
+            return w
+
+        self.eps = float(cfg.get("layer_norm_eps", 1e-12))
+        self.heads = int(cfg["num_attention_heads"])
+        self.act = ACTIVATIONS[cfg.get("hidden_act", "gelu")]
+        e = "embeddings."
+        self.word, self.pos = t(e + "word_embeddings.weight"), t(e + "position_embeddings.weight")
+        self.type0 = t(e + "token_type_embeddings.weight")[0]
+        self.ln0 = (t(e + "LayerNorm.weight"), t(e + "LayerNorm.bias"))
+        self.layers = []
+        for i in range(int(cfg["num_hidden_layers"])):
+            p = f"encoder.layer.{i}."
+            pair = lambda k: (t(k + ".weight"), t(k + ".bias"))  # noqa: E731
+            self.layers.append({
+                "q": pair(p + "attention.self.query"), "k": pair(p + "attention.self.key"),
+                "v": pair(p + "attention.self.value"), "out": pair(p + "attention.output.dense"),
+                "ln1": pair(p + "attention.output.LayerNorm"), "up": pair(p + "intermediate.dense"),
+                "down": pair(p + "output.dense"), "ln2": pair(p + "output.LayerNorm"),
+            })
+        self.hidden = self.word.shape[1]
+
+    @classmethod
+    def load(cls, root: Path, cfg: dict[str, Any]) -> NumpyBert | None:
+        """None when the file lacks a float32 weight this forward pass needs."""
+        try:
+            return cls(mapped_safetensors(root / "model.safetensors"), cfg)
+        except KeyError:
+            return None
+
+    def token_embeddings(self, ids: list[int]) -> np.ndarray:
+        """float32 ``[length, hidden]`` for one text's token ids (special tokens included)."""
+        length, h, heads = len(ids), self.hidden, self.heads
+        x = self.word[ids] + self.pos[:length] + self.type0
+        x = _layer_norm(x, *self.ln0, self.eps)
+        for layer in self.layers:
+            q, k, v = (_linear(x, *layer[n]).reshape(length, heads, h // heads).transpose(1, 0, 2)
+                       for n in ("q", "k", "v"))
+            scores = (q @ k.transpose(0, 2, 1)) * np.float32(1 / math.sqrt(h // heads))
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            ctx = (scores / scores.sum(-1, keepdims=True)) @ v
+            ctx = ctx.transpose(1, 0, 2).reshape(length, h)
+            x = _layer_norm(_linear(ctx, *layer["out"]) + x, *layer["ln1"], self.eps)
+            up = _activation(_linear(x, *layer["up"]), self.act)
+            x = _layer_norm(_linear(up, *layer["down"]) + x, *layer["ln2"], self.eps)
+        return x
+
+
+def _linear(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    return x @ weight.T + bias  # weight.T is a view: BLAS reads the stored [out, in] layout
+
+
+def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
+    mean = x.mean(-1, keepdims=True)
+    centred = x - mean
+    var = (centred * centred).mean(-1, keepdims=True)
+    return centred / np.sqrt(var + np.float32(eps)) * weight + bias
+
+
+def _activation(x: np.ndarray, approximate: str | None) -> np.ndarray:
+    """torch's gelu (exact: erf; "tanh": the tanh form) or relu (None), in float32."""
+    if approximate is None:
+        return np.maximum(x, 0)
+    if approximate == "tanh":
+        inner = np.float32(math.sqrt(2 / math.pi)) * (x + np.float32(0.044715) * x * x * x)
+        return np.float32(0.5) * x * (1 + np.tanh(inner))
+    # numpy has no erf: math.erf per element, in float64 (exact to float32 rounding); numpy BERT
+    # runs only for a few hundred tokens, where this costs milliseconds
+    flat = x.astype(np.float64).ravel()
+    erf = np.fromiter(map(math.erf, (flat * (1 / math.sqrt(2))).tolist()), np.float64, flat.size)
+    return (0.5 * flat * (1 + erf)).astype(np.float32).reshape(x.shape)

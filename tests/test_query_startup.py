@@ -1,0 +1,117 @@
+"""`query` start-up (issue 12): a few query texts are embedded by plugins/bert.py's numpy forward
+pass, so the process imports no torch; the hits and scores are those plain sentence-transformers
+vectors give, and more texts (or a non-float32 model) take the torch path with the same vectors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from conftest import CRANFIELD, modules_loaded_by, read_ipc, run
+
+from arrowsmith.plugins import sentence_transformers as st_plugin
+from arrowsmith.plugins.registry import load_model, packaged_path
+
+QUERIES = ["wing lift at high speed", "boundary layer transition on a flat plate", "heat transfer",
+           "supersonic flow with shock wave interaction in a laminar boundary layer near the nose"]
+HEAVY = ("torch", "sentence_transformers", "transformers", "sklearn", "scipy")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    """40 Cranfield abstracts cut at 128 tokens, embedded into a LanceDB store."""
+    root = tmp_path_factory.mktemp("startup")
+    docs = root / "docs.jsonl"
+    with open(CRANFIELD / "corpus.jsonl") as f, open(docs, "w") as out:
+        for _, line in zip(range(40), f, strict=False):
+            d = json.loads(line)
+            out.write(json.dumps({"id": d["_id"], "text": d["text"]}) + "\n")
+    chunked = run(["chunk", str(docs), "--max-tokens", "128"])
+    assert chunked.exit_code == 0, chunked.stderr
+    built = run(["embed", "--db", str(root / "db")], input=chunked.stdout_bytes)
+    assert built.exit_code == 0, built.stderr
+    return str(root / "db")
+
+
+@pytest.fixture(scope="module")
+def st_vectors() -> np.ndarray:
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(packaged_path("all-MiniLM-L6-v2"), device="cpu").encode(QUERIES)
+
+
+def hits(table: pa.Table) -> dict[str, list[tuple[str, float]]]:
+    out: dict[str, list[tuple[str, float]]] = {}
+    for row in table.select(["query_id", "id", "score"]).to_pylist():
+        out.setdefault(row["query_id"], []).append((row["id"], row["score"]))
+    return out
+
+
+def test_query_hits_and_scores_are_plain_sentence_transformers_ones(store, st_vectors):
+    from arrowsmith.commands.query import search
+
+    r = run(["query", "--db", store, *QUERIES, "--k", "10", "--format", "arrows"])
+    assert r.exit_code == 0, r.stderr
+    ours = hits(read_ipc(r.stdout_bytes))
+    ref = hits(search(store, QUERIES, k=10, query_vectors=st_vectors))
+    assert list(ours) == list(ref) == ["q1", "q2", "q3", "q4"]
+    for qid in ref:
+        assert [i for i, _ in ours[qid]] == [i for i, _ in ref[qid]], qid
+        for (_, a), (_, b) in zip(ours[qid], ref[qid], strict=True):
+            assert abs(a - b) <= 1e-6
+            if abs(a * 1e4 % 1 - 0.5) > 0.05:  # not on a rounding edge: the terminal table's digits
+                assert f"{a:.4f}" == f"{b:.4f}"
+
+
+def test_query_process_imports_no_torch(store):
+    loaded, proc = modules_loaded_by(["query", "--db", store, QUERIES[0], "--format", "jsonl"], HEAVY)
+    assert loaded == [], proc.stderr
+    assert "q1" in proc.stdout
+
+
+def test_numpy_path_matches_the_torch_path_and_sentence_transformers(st_vectors):
+    model = load_model(None)
+    queries = model.encode(QUERIES, "query")  # numpy (few texts)
+    assert st_plugin._LOADED.get((model.path, "cpu", "fp32", "numpy")) is not None
+    documents = model.encode(QUERIES, "document")  # torch, plugins/bert.py's LeanBert
+    assert queries.dtype == np.float32 and queries.shape == (len(QUERIES), 384)
+    assert np.abs(queries - documents).max() <= 1e-6
+    assert np.abs(queries - st_vectors).max() <= 1e-6
+
+
+def test_many_queries_take_the_torch_path_with_the_same_vectors(monkeypatch, st_vectors):
+    model = load_model(None)
+    few = model.encode(QUERIES, "query")
+    monkeypatch.setattr(st_plugin, "NUMPY_MAX_TEXTS", 2)
+    monkeypatch.setattr(model, "_encode_numpy", None)  # would raise if called
+    many = model.encode(QUERIES, "query")
+    assert np.abs(few - many).max() <= 1e-6
+
+
+def test_query_vectors_with_bf16_requested_do_not_use_numpy():
+    model = load_model(None, dtype="bf16")
+    assert not model._numpy_ready(1)
+    assert load_model(None, device="cpu", dtype="fp32")._numpy_ready(1)
+
+
+def test_half_precision_weights_fall_back_to_torch(tmp_path, st_vectors):
+    """A re-saved fp16 model cannot run in numpy's float32 pass: the torch path computes it."""
+    from safetensors.numpy import save_file
+
+    from arrowsmith.plugins.bert import NumpyBert, mapped_safetensors
+
+    src = packaged_path("all-MiniLM-L6-v2")
+    dst = tmp_path / "half"
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("model.safetensors", "*.onnx", "onnx",
+                                                            "openvino", "*.bin", "*.h5"))
+    tensors = mapped_safetensors(Path(src) / "model.safetensors")
+    save_file({k: v.astype(np.float16) if v.dtype == np.float32 else np.array(v)
+               for k, v in tensors.items()}, str(dst / "model.safetensors"))
+    model = load_model(str(dst))
+    assert NumpyBert.load(dst, model.lean_config) is None
+    vectors = model.encode(QUERIES, "query")
+    assert (vectors * st_vectors).sum(1).min() >= 0.999  # fp16 weights, fp32 compute
