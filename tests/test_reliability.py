@@ -3,6 +3,8 @@
 Kill -9 at each fault point of the embed write path, SIGINT/SIGTERM, and the security
 cases. Store-level faults with several checkpoints (and prune, index, disk full, concurrent
 writers) are in tests/test_reliability_store.py, which runs without loading the model.
+Only the runs a fault point or a signal ends are real processes; set-up and re-runs go through
+the same CLI in this process (each process pays a torch import and a model load).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import re
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
@@ -27,7 +30,21 @@ EMBED = ["embed", "--dtype", "fp32", "--device", "cpu"]
 
 
 def embed(db, data: bytes, *extra, env=None):
+    """A real ``arrowsmith embed`` process: what a fault point (``os._exit(137)``) must kill."""
     return run_subprocess([*EMBED, "--db", str(db), *extra], input=data, env=env, timeout=300)
+
+
+@dataclass(frozen=True)
+class Embedded:
+    returncode: int
+    stderr: bytes
+
+
+def embed_here(db, data: bytes, *extra) -> Embedded:
+    """The same `embed --db` run in this process (no fault, no signal: no process needed), so it
+    does not pay a fresh interpreter's torch import and model load each time."""
+    r = run([*EMBED, "--db", str(db), *extra], input=data)
+    return Embedded(r.exit_code, r.stderr.encode())
 
 
 def embedded(stderr: bytes) -> int:
@@ -51,7 +68,7 @@ def chunked() -> pa.Table:
 def half_store(chunked, tmp_path_factory):
     """A store holding the first half of the documents: what an earlier cron run left."""
     db = tmp_path_factory.mktemp("half") / "store"
-    r = embed(db, to_ipc(chunked.slice(0, chunked.num_rows // 2)))
+    r = embed_here(db, to_ipc(chunked.slice(0, chunked.num_rows // 2)))
     assert r.returncode == 0, r.stderr.decode()
     return db
 
@@ -60,7 +77,7 @@ def half_store(chunked, tmp_path_factory):
 def reference(half_store, chunked, tmp_path_factory, stored):
     db = tmp_path_factory.mktemp("ref") / "store"
     shutil.copytree(half_store, db)
-    r = embed(db, to_ipc(chunked))
+    r = embed_here(db, to_ipc(chunked))
     assert r.returncode == 0, r.stderr.decode()
     assert embedded(r.stderr) == chunked.num_rows - chunked.num_rows // 2
     return db, stored.snapshot(db)
@@ -82,7 +99,7 @@ def test_embed_killed_at_fault_point_converges(fault, committed, chunked, half_s
     assert report.healthy, report.findings
     if not committed:
         stored.assert_same(stored.snapshot(db), before)  # what the earlier run stored is all there
-    r = embed(db, to_ipc(chunked))
+    r = embed_here(db, to_ipc(chunked))
     assert r.returncode == 0, r.stderr.decode()
     new = chunked.num_rows - chunked.num_rows // 2
     assert embedded(r.stderr) == (0 if committed else new)  # only what was not committed
@@ -121,7 +138,7 @@ def test_signal_while_embedding_keeps_earlier_checkpoints_and_commits_nothing_mo
     doctor = run(["doctor", "--db", str(db), "--grace", "0"])
     assert doctor.exit_code == 0, doctor.stdout_bytes.decode() + doctor.stderr
     # a re-run embeds only the documents that were not committed and ends with the fault-free table
-    r = embed(db, to_ipc(chunked))
+    r = embed_here(db, to_ipc(chunked))
     assert r.returncode == 0, r.stderr.decode()
     assert embedded(r.stderr) == len(new_docs) - 2
     stored.assert_same(stored.snapshot(db), reference[1])
@@ -141,7 +158,7 @@ def test_bad_input_into_a_store_loses_nothing(chunked, half_store, bad_input, st
         "type drift": (bad_input.drift_ipc(pa.table({"id": ["a"], "text": ["fine text"]})), "<stdin>"),
     }
     for what, (data, message) in cases.items():
-        r = embed(db, data, "--prune")  # --prune: a partial read must never delete
+        r = embed_here(db, data, "--prune")  # --prune: a partial read must never delete
         assert r.returncode == 65, (what, r.stderr.decode())
         assert message in r.stderr.decode(), (what, r.stderr.decode())
         assert stored.version(db) == v, what
@@ -162,11 +179,11 @@ def test_model_with_custom_code_is_refused_without_trust(tmp_path):
     (model_dir / "config.json").write_text(json.dumps(cfg))
     (model_dir / "modeling_evil.py").write_text("raise SystemExit('custom code ran')\n")
     data = to_ipc(pa.table({"id": ["a"], "text": ["hello"]}))
-    r = run_subprocess(["embed", "--model", str(model_dir)], input=data, timeout=120)
-    assert r.returncode == 2, r.stderr.decode()
-    assert "ships its own Python code; refusing to run it" in r.stderr.decode()
-    assert "--trust-remote-code" in r.stderr.decode()
-    assert "custom code ran" not in r.stderr.decode()
+    r = run(["embed", "--model", str(model_dir)], input=data)
+    assert r.exit_code == 2, r.stderr
+    assert "ships its own Python code; refusing to run it" in r.stderr
+    assert "--trust-remote-code" in r.stderr
+    assert "custom code ran" not in r.stderr + r.stdout
 
 
 def test_where_filters_cannot_inject_sql(reference, tmp_path):
@@ -200,14 +217,14 @@ def test_path_ids_stay_in_the_store_and_duplicate_ids_across_runs_replace(stored
     ids = ["../../etc/passwd", "/etc/passwd", "..\\..\\win.ini", "a/../../../b", "quote'id",
            "nul\x00id", "dup"]
     texts = [f"Text number {i}." for i in range(len(ids))]
-    r = embed(db, to_ipc(pa.table({"id": ids, "text": texts})))
+    r = embed_here(db, to_ipc(pa.table({"id": ids, "text": texts})))
     assert r.returncode == 0, r.stderr.decode()
     new = files_under(tmp_path) - outside
     assert all(f.startswith("area/store/") for f in new), sorted(new)
     assert {v[0] for v in stored.snapshot(db).values()} == set(ids)
     # a second run: the same ids, "dup" with another text; --prune deletes through SQL id lists
     texts[-1] = "Second, changed version of dup."
-    r = embed(db, to_ipc(pa.table({"id": ids, "text": texts})), "--prune")
+    r = embed_here(db, to_ipc(pa.table({"id": ids, "text": texts})), "--prune")
     assert r.returncode == 0, r.stderr.decode()
     assert embedded(r.stderr) == 1  # only the changed document
     rows = stored.snapshot(db)
