@@ -2,8 +2,8 @@
 
 One local Ray for the whole module (2 CPUs, no dashboard, a small object store), started by the
 test process; in-process runs join it, subprocess drivers reach it through RAY_ADDRESS, and the
-actors take half a CPU each so two pools fit. Only the SIGINT test starts a Ray of its own (it
-checks that the driver shuts it down). Every test has a deadline (SIGALRM), so a hang fails fast.
+actors take half a CPU each so two pools fit. Only the signal tests start a Ray of their own (they
+check that the driver shuts it down). Every test has a deadline (SIGALRM), so a hang fails fast.
 """
 
 from __future__ import annotations
@@ -254,8 +254,12 @@ def _wait_for(cond, timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def test_sigint_with_workers_busy_exits_130_and_leaves_no_ray_process(chunked):
-    # a Ray of the driver's own (no RAY_ADDRESS), under a temp dir only it uses
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["SIGINT", "SIGTERM"])
+def test_signal_with_workers_busy_exits_128_plus_n_and_leaves_no_ray_process(chunked, signum, code):
+    # a Ray of the driver's own (no RAY_ADDRESS), under a temp dir only it uses; SIGTERM matters
+    # as much as SIGINT: ray.init installs its own SIGTERM handler (sys.exit), which the driver
+    # must replace, or a `kill` would skip the shutdown and leave the local Ray running
     root = tempfile.mkdtemp(prefix="asray-", dir="/tmp")  # short: Ray's socket paths are limited
     try:
         env = {**os.environ, "RAY_TMPDIR": root, "ARROWSMITH_FAULT": "ray_worker_hang",
@@ -271,14 +275,17 @@ def test_sigint_with_workers_busy_exits_130_and_leaves_no_ray_process(chunked):
         assert proc.poll() is None, proc.stderr.read().decode()
         assert _our_processes(root), "no Ray process found under RAY_TMPDIR: the check would prove nothing"
         t0 = time.monotonic()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         proc.wait(timeout=30)
         took = time.monotonic() - t0
         err = proc.stderr.read().decode()
-        assert proc.returncode == 130, err
-        assert "interrupted by SIGINT" in err and took <= 10, f"exit took {took:.1f}s"
+        assert proc.returncode == code, err
+        assert f"interrupted by {signal.Signals(signum).name}" in err, err
+        assert took <= 10, f"exit took {took:.1f}s"
         _wait_for(lambda: not _our_processes(root), 10 - min(took, 10) + 0.5, "Ray processes to end")
-        assert not table_exists(f"{root}/store")  # nothing was committed
+        # the worker hangs in the first group: the checkpoint in progress is the first one, and
+        # it was not committed (no table at all)
+        assert not table_exists(f"{root}/store")
     finally:
         for line in _our_processes(root):  # only after a failure: what this test started
             os.kill(int(line.split(":")[0]), signal.SIGKILL)
