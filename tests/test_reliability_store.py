@@ -2,8 +2,9 @@
 
 Each test runs a real process on a real LanceDB table, kills it at a fault point
 (``ARROWSMITH_FAULT=<point>:<n>`` → ``os._exit(137)``, what kill -9 leaves), then checks:
-doctor passes, a re-run exits 0, the table equals a fault-free run's (ids, doc_keys,
-vectors within 1e-6) and the re-run wrote exactly the documents that were not committed.
+doctor passes, a re-run (the same CLI, in-process) exits 0, the table equals a fault-free
+run's (ids, doc_keys, vectors within 1e-6) and the re-run wrote exactly the documents that
+were not committed.
 Signals are sent at a point the process announces (``<point>:<n>:pause``, a line on stderr),
 never after a sleep (issue 10).
 
@@ -17,6 +18,7 @@ import re
 import shutil
 import signal
 import time
+from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
@@ -52,7 +54,21 @@ def stored_summary(stderr: str) -> dict[str, int]:
 
 
 def ingest(db, data: bytes, *extra, env=None):
+    """A real ``arrowsmith index`` process: what a fault point (``os._exit(137)``) must kill."""
     return run_subprocess([*INGEST, "--db", str(db), *extra], input=data, env=env, timeout=120)
+
+
+@dataclass(frozen=True)
+class Ingested:
+    returncode: int
+    stderr: bytes
+
+
+def ingest_here(db, data: bytes, *extra) -> Ingested:
+    """The same ingest through the CLI in this process: for runs no fault or signal ends and no
+    other process's lock must stop (a fresh interpreter per run costs its imports)."""
+    r = run([*INGEST, "--db", str(db), *extra], input=data)
+    return Ingested(r.exit_code, r.stderr.encode())
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +89,7 @@ def reference(base_store, stream, tmp_path_factory, stored):
     """The table a fault-free run produces."""
     db = tmp_path_factory.mktemp("ref") / "store"
     shutil.copytree(base_store, db)
-    r = ingest(db, stream)
+    r = ingest_here(db, stream)
     assert r.returncode == 0, r.stderr.decode()
     assert stored_summary(r.stderr.decode())["written"] == len(TO_WRITE)
     return stored.snapshot(db)
@@ -106,7 +122,7 @@ def test_kill_at_fault_point_then_rerun_converges(fault, expect_committed, base_
     assert diagnose(db, fix=True, grace_s=0).healthy, diagnose(db).findings
     assert ("gone#0" in stored.snapshot(db)) is (fault != "during_index:1")  # pruned only once all is read
 
-    r = ingest(db, stream)
+    r = ingest_here(db, stream)
     assert r.returncode == 0, r.stderr.decode()
     stats = stored_summary(r.stderr.decode())
     assert stats["written"] == len(TO_WRITE) - len(done)  # only what the killed run had not committed
@@ -119,7 +135,7 @@ def test_truncated_input_never_prunes(base_store, stream, stored, tmp_path):
     db = tmp_path / "store"
     shutil.copytree(base_store, db)
     before = stored.snapshot(db)
-    r = ingest(db, stream[:-100])
+    r = ingest_here(db, stream[:-100])
     assert r.returncode == 65
     assert "truncated or corrupt Arrow IPC stream" in r.stderr.decode()
     after = stored.snapshot(db)
