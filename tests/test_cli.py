@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, modules_loaded_by, run, run_subprocess
+from conftest import ROOT, modules_loaded_by, run
 
 HEAVY = ("torch", "sentence_transformers", "lancedb", "transformers", "ray")
 
@@ -105,9 +105,21 @@ def test_wheel_installs_namespaced_packages_only(tmp_path):
 def test_exit_code_survives_arrow_threads_at_shutdown():
     # torch + a pyarrow CSV read used to abort at interpreter exit about one run in three
     # ("terminate called without an active exception", exit 134 instead of 65)
-    codes = [run_subprocess(["embed", "--input-format", "csv"], input=b"text\n", timeout=120).returncode
+    # four separate processes (the abort is in each one's exit), started together
+    procs = [subprocess.Popen([sys.executable, "-m", "arrowsmith.cli", "embed", "--input-format", "csv"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
              for _ in range(4)]
-    assert codes == [65] * 4
+    try:
+        for p in procs:  # all four get their input before any is waited on
+            p.stdin.write(b"text\n")
+            p.stdin.close()
+            p.stdin = None  # communicate() would flush the closed file
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [65] * 4, [err.decode()[-500:] for _, err in outs]
 
 
 def test_global_flags_may_follow_the_command(tmp_path):
