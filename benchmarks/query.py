@@ -8,6 +8,14 @@ schema, tagged with all-MiniLM-L6-v2 so `query` can embed text against it; gener
 `arrowsmith.commands.index.build_indexes` at its defaults for the given type; then single-query
 p50/p99 latency and recall@10 of the default ANN search against ``exact=True``, side by side.
 Finally 1,000 text queries through one `arrowsmith query` process (embedding included).
+
+Start-up (issue 12: `query` with one text ≤ 2.0 s whole process on a small store): a store of 50
+Cranfield abstracts (`chunk --max-tokens 128 | embed --db`), then, interleaved for ``--startup``
+rounds, one fresh `arrowsmith query --db STORE TEXT` process against the script a user would write
+with sentence-transformers and lancedb, each timed whole (wall, and user+sys CPU from wait4); the
+two must return the same ids, with scores within 1e-6. Only that part:
+
+    .venv/bin/python benchmarks/query.py --sizes 0 --throughput 0 --startup 5
 """
 
 from __future__ import annotations
@@ -68,18 +76,98 @@ def throughput(db: str, n_queries: int = 1000) -> tuple[float, str]:
     return n_queries / wall, res.stderr.strip().splitlines()[-1]
 
 
+PLAIN_QUERY = """
+import sys
+import lancedb
+from sentence_transformers import SentenceTransformer
+
+db, model, text = sys.argv[1:4]
+vector = SentenceTransformer(model, device="cpu").encode([text])[0]
+table = lancedb.connect(db).open_table("chunks")
+for row in table.search(vector).distance_type("cosine").select(["id"]).limit(10).to_list():
+    print(row["id"], 1 - row["_distance"])
+"""
+STARTUP_TEXT = "wing lift at high speed"
+
+
+def small_store(db: str, n_docs: int = 50) -> None:
+    """The first ``n_docs`` Cranfield abstracts, chunked at 128 tokens and embedded into ``db``."""
+    import json
+
+    corpus = Path(__file__).resolve().parent.parent.parent / "shared/data/cranfield/corpus.jsonl"
+    with open(corpus) as f:
+        docs = [json.loads(line) for _, line in zip(range(n_docs), f, strict=False)]
+    jsonl = "".join(json.dumps({"id": d["_id"], "text": d["text"]}) + "\n" for d in docs)
+    cli = [sys.executable, "-m", "arrowsmith.cli"]
+    chunked = subprocess.run([*cli, "chunk", "-", "--max-tokens", "128"], input=jsonl.encode(),
+                             capture_output=True, check=True).stdout
+    subprocess.run([*cli, "embed", "--db", db], input=chunked, capture_output=True, check=True)
+
+
+def timed(cmd: list[str]) -> tuple[float, float, str]:
+    """(wall s, user+sys CPU s, stdout) of one whole process."""
+    with tempfile.TemporaryFile() as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            raise SystemExit(f"{cmd}: exit {proc.returncode}")
+        out.seek(0)
+        return wall, usage.ru_utime + usage.ru_stime, out.read().decode()
+
+
+def startup(rounds: int) -> None:
+    """`arrowsmith query` with one text vs the plain sentence-transformers + lancedb script."""
+    import json
+
+    from arrowsmith.plugins.registry import packaged_path
+
+    db = tempfile.mkdtemp(prefix="query-startup-")
+    small_store(db)
+    ours_cmd = [sys.executable, "-m", "arrowsmith.cli", "query", "--db", db, STARTUP_TEXT,
+                "--format", "jsonl"]
+    plain_cmd = [sys.executable, "-c", PLAIN_QUERY, db, packaged_path("all-MiniLM-L6-v2"), STARTUP_TEXT]
+    runs: dict[str, list[tuple[float, float]]] = {"plain": [], "arrowsmith": []}
+    for _ in range(rounds):  # interleaved: both see the same machine state
+        wall, cpu, plain_out = timed(plain_cmd)
+        runs["plain"].append((wall, cpu))
+        wall, cpu, ours_out = timed(ours_cmd)
+        runs["arrowsmith"].append((wall, cpu))
+    plain = [(i, float(s)) for i, s in (line.split() for line in plain_out.splitlines())]
+    ours = [(r["id"], r["score"]) for r in map(json.loads, ours_out.splitlines())]
+    same_ids = [i for i, _ in ours] == [i for i, _ in plain]
+    diff = max(abs(a - b) for (_, a), (_, b) in zip(ours, plain, strict=True))
+    print(f"\nStart-up: one text, top 10, store of 50 Cranfield abstracts (102 chunks), {rounds} "
+          f"interleaved rounds, load {os.getloadavg()[0]:.1f}")
+    print("| process | wall best s | wall median s | CPU best s | CPU median s |")
+    print("|---|---:|---:|---:|---:|")
+    for name, label in (("plain", "sentence-transformers + lancedb script"),
+                        ("arrowsmith", "`arrowsmith query`")):
+        walls, cpus = sorted(w for w, _ in runs[name]), sorted(c for _, c in runs[name])
+        print(f"| {label} | {walls[0]:.2f} | {np.median(walls):.2f} | {cpus[0]:.2f} | "
+              f"{np.median(cpus):.2f} |")
+    ratio = np.median([w for w, _ in runs["plain"]]) / np.median([w for w, _ in runs["arrowsmith"]])
+    print(f"arrowsmith {ratio:.2f}x faster (median wall); same ids: {same_ids}; max score diff {diff:.1e}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,250000")
     ap.add_argument("--index", default="ivf_pq,auto", help="index types to compare (build_indexes --type)")
     ap.add_argument("--queries", type=int, default=100)
     ap.add_argument("--throughput", type=int, default=1000, help="text queries through one process (0: skip)")
+    ap.add_argument("--startup", type=int, default=5,
+                    help="rounds of the one-text start-up comparison (0: skip)")
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print("| rows | index | build s | recall@10 | p50 ms | p99 ms | exact p50 ms | exact p99 ms |")
-    print("|---:|---|---:|---:|---:|---:|---:|---:|")
+    sizes = [int(x) for x in args.sizes.split(",") if int(x) > 0]
+    if sizes:
+        print("| rows | index | build s | recall@10 | p50 ms | p99 ms | exact p50 ms | exact p99 ms |")
+        print("|---:|---|---:|---:|---:|---:|---:|---:|")
     last_db = None
-    for n in map(int, args.sizes.split(",")):
+    for n in sizes:
         base = clustered_vectors(n)
         queries = query_vectors(base, args.queries)
         for index in args.index.split(","):
@@ -96,6 +184,8 @@ def main() -> None:
         qps, summary = throughput(last_db, args.throughput)
         print(f"\n{args.throughput} text queries through one `arrowsmith query` process on the last table: "
               f"{qps:.1f} queries/s (wall, start-up and model load included)\n  {summary}")
+    if args.startup:
+        startup(args.startup)
 
 
 if __name__ == "__main__":

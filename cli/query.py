@@ -98,10 +98,9 @@ def _refuse_ignored(ctx: typer.Context, db: str, table: str, *, mode: str, fusio
     from .given import given, refuse
 
     if mode == "auto" and given(ctx, "fusion", "rrf_k", "alpha"):
-        from arrowsmith.commands.query import _has_fts
-        from arrowsmith.commands.store import open_table
+        from arrowsmith.commands.query import _has_fts, _open
 
-        has_fts = _has_fts(open_table(db, table))
+        has_fts = _has_fts(_open(db, table))
         mode = "hybrid" if has_fts else "vector"
         if not has_fts:
             refuse(ctx, ("fusion", "rrf_k", "alpha"), "with --mode auto on a table without a full-text "

@@ -222,8 +222,10 @@ def _split_queries(queries) -> tuple[list[str], list[str]]:
 
 
 def _open(db, table: str):
+    from .lancedb_import import import_lancedb
     from .store import open_table
 
+    import_lancedb()  # without the REST client's import: a third of `query`'s start-up (issue 12)
     return open_table(db, table)
 
 

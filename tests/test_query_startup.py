@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from arrowsmith.plugins.registry import load_model, packaged_path
 
 QUERIES = ["wing lift at high speed", "boundary layer transition on a flat plate", "heat transfer",
            "supersonic flow with shock wave interaction in a laminar boundary layer near the nose"]
-HEAVY = ("torch", "sentence_transformers", "transformers", "sklearn", "scipy")
+HEAVY = ("torch", "sentence_transformers", "transformers", "sklearn", "scipy",
+         "lance_namespace_urllib3_client.api")  # lancedb's REST client (commands/lancedb_import.py)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +118,19 @@ def test_half_precision_weights_fall_back_to_torch(tmp_path, st_vectors):
     assert NumpyBert.load(dst, model.lean_config) is None
     vectors = model.encode(QUERIES, "query")
     assert (vectors * st_vectors).sum(1).min() >= 0.999  # fp16 weights, fp32 compute
+
+
+def test_lancedb_rest_client_loads_in_full_when_used_after_a_query(store):
+    """The REST client package's __init__ is only deferred: reading from it runs it."""
+    code = f"""
+import sys
+from arrowsmith.commands.query import search
+assert search({store!r}, ["wing lift"], k=1).num_rows == 1
+assert "lance_namespace_urllib3_client.api" not in sys.modules
+from lance_namespace_urllib3_client import ApiClient, Configuration
+assert "lance_namespace_urllib3_client.api" in sys.modules
+print(ApiClient.__name__, Configuration.__name__)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["ApiClient", "Configuration"]
