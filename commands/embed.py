@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ log = logging.getLogger("arrowsmith.embed")
 
 GROUP_CHUNKS = 2048  # chunks embedded (and emitted) together: bounds memory, feeds the length sort
 GROUP_LATE_TOKENS = 65536  # document tokens per late group: bounds the token-vector buffer
+# input read ahead while a group is embedded (bytes of Arrow batches; one batch even if larger):
+# without it, `chunk | embed` chunks only while embed reads, as the pipe holds just 64 KiB
+PREFETCH_BYTES = 32 << 20
 LATE_SPECIALS = ("exclude", "include")
 
 
@@ -233,12 +237,73 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
                             force=force)
     embedder = GroupEmbedder(model, params, batch_tokens, stats)
     t0 = time.perf_counter()
+    ahead = read_ahead(batches)
     try:
-        for docs, schema in document_groups(batches, model, params, id_col=id_col, text_col=text_col,
+        for docs, schema in document_groups(ahead, model, params, id_col=id_col, text_col=text_col,
                                             skip_doc=skip_doc, group_rows=group_rows, stats=stats):
             yield embedder.embed(docs, schema)
     finally:
+        ahead.close()
         stats.seconds += time.perf_counter() - t0
+
+
+def read_ahead(batches: Iterable[pa.RecordBatch], max_bytes: int = PREFETCH_BYTES
+               ) -> Iterator[pa.RecordBatch]:
+    """``batches``, read by a thread up to ``max_bytes`` ahead of the consumer, in order.
+
+    Embedding a group takes seconds during which nobody reads the input: over a pipe the
+    producer (`chunk`) fills the pipe's buffer and waits. Reading ahead lets it run alongside
+    (reading, parsing and the producer's own work overlap the model's). An exception of the
+    input is raised here at its place in the stream; closing this generator stops the reader.
+    """
+    cond = threading.Condition()
+    queue: list[tuple[str, Any]] = []  # ("batch", b) | ("error", exc) | ("end", None)
+    state = {"bytes": 0, "stop": False}
+
+    def produce() -> None:
+        source = iter(batches)
+        try:
+            for batch in source:
+                size = batch.nbytes
+                with cond:
+                    while queue and state["bytes"] + size > max_bytes and not state["stop"]:
+                        cond.wait()
+                    if state["stop"]:
+                        break
+                    queue.append(("batch", batch))
+                    state["bytes"] += size
+                    cond.notify_all()
+            item: tuple[str, Any] = ("end", None)
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
+            item = ("error", e)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # files opened by the reader are closed in the reader's thread
+        with cond:
+            queue.append(item)
+            cond.notify_all()
+
+    reader = threading.Thread(target=produce, name="arrowsmith-read", daemon=True)
+    reader.start()
+    try:
+        while True:
+            with cond:
+                while not queue:
+                    cond.wait()
+                kind, value = queue.pop(0)
+                if kind == "batch":
+                    state["bytes"] -= value.nbytes
+                cond.notify_all()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
 
 
 def document_groups(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, params: EmbedParams, *,
