@@ -12,6 +12,12 @@ content tokens (one numerator for all), over the wall time of the embed stage ex
 (Ray, actors, weights: what the summary line calls "model load") and including it. Rounds are
 interleaved and each configuration's best round is kept, so a busy machine slows all alike.
 On 2 CPUs, 1 worker gets both CPUs (2 torch threads) and 2 workers 1 CPU each.
+
+CPU seconds per role, over the embed stage excluding start-up (from /proc: user + system time of
+this process and of every process below it, taken after start-up and before Ray is shut down):
+the driver, the workers (the ``ray::EmbedWorker`` actors) and Ray's own daemons (gcs_server,
+raylet, agents, monitors, idle workers). On a shared machine wall time varies with the load while
+CPU seconds mostly do not, so they say where the ray engine's extra cost goes.
 """
 
 from __future__ import annotations
@@ -30,6 +36,49 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 # this file is ray.py: with its folder on sys.path (python puts it first), `import ray` would be it
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+ROLES = ("driver", "workers", "ray daemons")
+
+
+def process_tree_cpu(root: int | None = None) -> dict[int, tuple[str, float]]:
+    """pid → (role, CPU seconds so far) for ``root`` (this process) and all its descendants."""
+    root = root or os.getpid()
+    parent, cpu = {}, {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{name}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) "
+        parent[int(name)] = int(fields[1])
+        cpu[int(name)] = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+    tree, frontier = {root}, [root]
+    while frontier:
+        kids = [p for p, pp in parent.items() if pp in frontier and p not in tree]
+        tree.update(kids)
+        frontier = kids
+    out = {}
+    for pid in tree:
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        role = "driver" if pid == root else "workers" if cmd.startswith("ray::EmbedWorker") else "ray daemons"
+        out[pid] = (role, cpu[pid])
+    return out
+
+
+def cpu_by_role(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]]
+                ) -> dict[str, float]:
+    """CPU seconds per role between two snapshots (a process born in between counts from zero)."""
+    spent = dict.fromkeys(ROLES, 0.0)
+    for pid, (role, seconds) in after.items():
+        spent[role] += seconds - (before[pid][1] if pid in before else 0.0)
+    return spent
 
 
 SYLLABLES = ["ka", "lo", "mi", "ne", "ru", "ta", "vo", "shi", "en", "ar", "ol", "ip", "um", "es", "tr"]
@@ -82,7 +131,9 @@ def child(args: argparse.Namespace) -> None:
         model.encode(["warm up"])  # the weights: start-up, as the actors' are
         startup = time.perf_counter() - t_start
         t0 = time.perf_counter()
+        cpu0 = process_tree_cpu()
         out = list(embed_batches(batches, model, late=args.late, stats=stats))
+        cpu = cpu_by_role(cpu0, process_tree_cpu())
         busy = time.perf_counter() - t0
     else:
         from arrowsmith.commands.ray_engine import RayEngine, RayOptions
@@ -92,7 +143,17 @@ def child(args: argparse.Namespace) -> None:
         options = RayOptions(workers=workers, cpus_per_worker=cpus, gpus_per_worker=args.gpus_per_worker,
                              model_options=dict(device=args.device, dtype=args.dtype))
         with RayEngine(options, ordered=False) as engine:
+            marks = {}
+            start = engine._start
+
+            def started(*a, **kw):  # the CPU clocks after start-up (Ray, actors, weights)
+                dispatcher = start(*a, **kw)
+                marks["cpu0"] = process_tree_cpu()
+                return dispatcher
+
+            engine._start = started
             out = list(engine.embed_batches(batches, model, late=args.late, stats=stats))
+            cpu = cpu_by_role(marks["cpu0"], process_tree_cpu())  # before Ray is shut down
             worker_rss = engine.worker_peak_rss_kb
         startup, busy = stats.load_seconds, stats.seconds - stats.load_seconds
     wall = time.perf_counter() - t_start  # model config, Ray, actors, weights, embedding
@@ -103,7 +164,7 @@ def child(args: argparse.Namespace) -> None:
         "config": args.child, "chunks": table.num_rows, "tokens": content_tokens,
         "busy_s": busy, "startup_s": startup, "wall_s": wall,
         "driver_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "worker_rss_mib": worker_rss / 1024,
+        "worker_rss_mib": worker_rss / 1024, "cpu_s": cpu,
     }))
 
 
@@ -141,8 +202,9 @@ def main() -> None:
         for r in range(args.rounds):
             for config in configs:
                 res = run_child(config, args, Path(tmp) / f"{config}.npy")
+                cpu = ", ".join(f"{role} {res['cpu_s'][role]:.1f}" for role in ROLES)
                 print(f"round {r + 1} {config}: {res['tokens'] / res['busy_s']:,.0f} tokens/s, "
-                      f"start-up {res['startup_s']:.1f}s", file=sys.stderr)
+                      f"start-up {res['startup_s']:.1f}s; CPU s: {cpu}", file=sys.stderr)
                 if config not in best or res["busy_s"] < best[config]["busy_s"]:
                     best[config] = res
         vecs = {c: np.load(Path(tmp) / f"{c}.npy") for c in configs}
@@ -162,6 +224,15 @@ def main() -> None:
         worker = f"{b['worker_rss_mib']:,.0f}" if b["worker_rss_mib"] else "–"
         print(f"| {c} | {excl:,.0f} | {excl / base:.2f} | {incl:,.0f} | {b['startup_s']:.1f} | "
               f"{b['driver_rss_mib']:,.0f} | {worker} | {diff:.1e} |")
+    print("\nCPU seconds over the embed stage excluding start-up (user + system, whole process tree):\n")
+    print("| engine | driver | workers | ray daemons | total | × local | CPU-s per 1k tokens |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    base_cpu = sum(first["cpu_s"].values())
+    for c in configs:
+        b = best[c]
+        total = sum(b["cpu_s"].values())
+        print(f"| {c} | " + " | ".join(f"{b['cpu_s'][r]:.1f}" for r in ROLES)
+              + f" | {total:.1f} | {total / base_cpu:.2f} | {1000 * total / b['tokens']:.3f} |")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import collections
 import contextlib
 import importlib.util
 import logging
+import math
 import os
 import resource
 import signal
@@ -35,10 +36,13 @@ import pyarrow as pa
 
 from . import faults
 from .embed import (
+    GROUP_CHUNKS,
+    GROUP_LATE_TOKENS,
     EmbedDoc,
     EmbedParams,
     EmbedStats,
     GroupEmbedder,
+    _weight,
     document_groups,
     embedding_meta,
     resolve_params,
@@ -60,10 +64,25 @@ FORWARDED_ENV = (faults.ENV, FAULT_DIR_ENV, "ARROWSMITH_ALLOW_DOWNLOAD")
 SPAN = pa.struct([CHUNK_SPAN.field("start"), CHUNK_SPAN.field("end")])
 CONNECT_TIMEOUT_S = 5.0
 LOCAL_OBJECT_STORE = 512 << 20  # bytes, for a local Ray started here
-# chunks per group by default: small enough that a few thousand chunks keep several workers busy
-# and a retry redoes little, large enough that a task's overhead (~ms) and the length sort's
-# window do not matter (the local engine's groups are 2048 chunks)
-GROUP_CHUNKS = 512
+# A local Ray started here runs nothing but our actors: no metrics, task events, timeline or
+# pre-started idle workers. Without them an idle local Ray's processes took 0.6 CPU-seconds in
+# 20 s instead of 1.4 (2 cores; benchmarks/ray.py prints the CPU seconds per role while the actors
+# embed): every CPU-second they take is one the model does not get. Not applied to a cluster we
+# join (its owner configured it).
+LOCAL_SYSTEM_CONFIG = {"enable_metrics_collection": False, "enable_timeline": False, "event_stats": False,
+                       "task_events_report_interval_ms": 0, "enable_worker_prestart": False,
+                       "prestart_worker_first_driver": False}
+LOCAL_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}  # for the Ray processes started here, unless set
+# Groups are the local engine's size (GROUP_CHUNKS chunks, GROUP_LATE_TOKENS for late chunking):
+# the model sorts a group's texts by length, and 512-chunk groups padded 9% of their tokens
+# against 3.6% for 2048 (the benchmark's corpus). Read from the input in units of UNIT_DIV times
+# smaller, so that once the input has ended the rest is cut into shrinking groups (guided
+# scheduling: what is left / workers) and the workers finish together instead of one embedding a
+# last full group while the others wait. In a model of the benchmark's 400 documents (cost =
+# padded tokens) 2 workers went from 0.81x the local engine (fixed 512-chunk groups, two in
+# flight per worker) to 0.96x, 1 worker from 0.95x to 1.00x.
+UNIT_DIV = 32
+TAIL_MIN_DIV = 16  # the smallest tail group: a 16th of a full one
 POLL_S = 0.25  # ray.wait slices: a signal that arrived during one is raised right after it
 
 
@@ -77,7 +96,8 @@ class RayOptions:
     cpus_per_worker: float | None = None  # None: 1 with a GPU, else min(4, cluster CPUs)
     model_options: dict[str, Any] | None = None  # the plugin factory's options (device, dtype, …)
     max_in_flight: int | None = None  # groups submitted and not yet handed on [default: 2 per worker]
-    group_chunks: int | None = GROUP_CHUNKS  # at most this many chunks per group (a document is never split)
+    max_running: int | None = None  # groups submitted at once [default: 1 per CPU worker, 2 per GPU one]
+    group_chunks: int | None = None  # at most this many chunks per group (a document is never split)
     max_attempts: int = 3  # submissions of one group before the run fails
     max_restarts: int = 3  # Ray restarts of a dead actor (its tasks are retried as often)
 
@@ -88,7 +108,7 @@ class RayOptions:
             raise UsageError(f"--gpus-per-worker {self.gpus_per_worker}: must be 0 or more")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             raise UsageError(f"--cpus-per-worker {self.cpus_per_worker}: must be more than 0")
-        for name in ("max_in_flight", "group_chunks", "max_attempts"):
+        for name in ("max_in_flight", "max_running", "group_chunks", "max_attempts"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name} {value}: must be at least 1")
@@ -170,15 +190,19 @@ class Dispatcher:
     """Bounded, deduplicated, retried group submission over a :class:`Backend`.
 
     At most ``max_in_flight`` groups are submitted or held and not yet handed on, so memory is
-    flat in the corpus size. A result whose group already delivered (a retry that raced its
-    original, a duplicated reply) is dropped, so no document reaches the sink twice; a lost
-    submission is resubmitted, up to ``max_attempts`` in all. ``ordered`` hands results on in
-    submission order (a stream); otherwise as they arrive (a store).
+    flat in the corpus size, and at most ``max_running`` of them are submitted: a group not yet
+    submitted stays on the driver, where it can still go to whichever worker is free first. A
+    result whose group already delivered (a retry that raced its original, a duplicated reply) is
+    dropped, so no document reaches the sink twice; a lost submission is resubmitted, up to
+    ``max_attempts`` in all. ``ordered`` hands results on in submission order (a stream);
+    otherwise as they arrive (a store).
     """
 
-    def __init__(self, backend: Backend, *, max_in_flight: int, ordered: bool, max_attempts: int = 3):
+    def __init__(self, backend: Backend, *, max_in_flight: int, ordered: bool, max_attempts: int = 3,
+                 max_running: int | None = None):
         self.backend = backend
         self.max_in_flight, self.ordered, self.max_attempts = max_in_flight, ordered, max_attempts
+        self.max_running = min(max_running or max_in_flight, max_in_flight)
         self._open: dict[int, Group] = {}  # submitted, no result yet
         self._handles: dict[Any, int] = {}  # live submission → group id
         self._done: dict[int, GroupResult] = {}  # results held back for order
@@ -190,10 +214,17 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._open) + len(self._done)
 
+    def has_room(self) -> bool:
+        return self.in_flight < self.max_in_flight and len(self._open) < self.max_running
+
+    def room(self) -> Iterator[GroupResult]:
+        """Wait until a group can be submitted; yields results that complete meanwhile."""
+        while not self.has_room():
+            yield from self._collect(block=True)
+
     def submit(self, group: Group) -> Iterator[GroupResult]:
         """Submit ``group``; yields results that complete while waiting for room."""
-        while self.in_flight >= self.max_in_flight:
-            yield from self._collect(block=True)
+        yield from self.room()
         self._open[group.id] = group
         if self.ordered:
             self._order.append(group.id)
@@ -283,6 +314,67 @@ def unpack_group(batch: pa.RecordBatch) -> list[EmbedDoc]:
                      key=keys[i]) for i in range(batch.num_rows)]
 
 
+class GroupCutter:
+    """Cuts the documents to embed into groups, as late as possible, sized for balance.
+
+    Reads :func:`document_groups`' small units into a bounded buffer (``lookahead`` full groups
+    per worker beyond the one being cut, so memory stays flat), and cuts a group from it when a
+    worker has room for one: a full group (``limit``: chunks, or document tokens for late
+    chunking; at most ``rows`` chunks once it holds more than one document) while input remains;
+    once the input has ended, what is left / ``workers`` (at least ``limit / TAIL_MIN_DIV``), so
+    the last groups shrink and no worker is left embedding a full group while the others wait.
+    Documents stay whole and in input order.
+
+    ``start`` is called once, when the first document to embed is buffered (it starts Ray), and
+    returns the number of workers. A run with nothing to embed never calls it.
+    """
+
+    def __init__(self, units: Iterator[tuple[list[EmbedDoc], pa.Schema]], *, limit: int, rows: int | None,
+                 late: bool, start: Callable[[], int], lookahead: int = 1):
+        self.units, self.limit, self.rows, self.late = units, limit, rows, late
+        self.start, self.lookahead = start, lookahead
+        self.buffer: collections.deque[EmbedDoc] = collections.deque()
+        self.weight = 0  # of the buffered documents
+        self.workers = 0  # 0: not started
+        self.ended = False
+        self.schema: pa.Schema | None = None
+
+    def _fill(self, weight: int) -> None:
+        while not self.ended and self.weight < weight:
+            unit = next(self.units, None)
+            if unit is None:
+                self.ended = True
+                return
+            docs, self.schema = unit
+            self.buffer.extend(docs)
+            self.weight += sum(_weight(d, self.late) for d in docs)
+
+    def next_group(self) -> list[EmbedDoc] | None:
+        """The next group to submit, or None when every document has been cut."""
+        self._fill(1)
+        if not self.buffer:
+            return None
+        if not self.workers:
+            self.workers = max(1, self.start())
+        self._fill(self.limit * (1 + self.lookahead * self.workers))
+        target = self.limit
+        if self.ended:
+            share = math.ceil(self.weight / self.workers)
+            target = min(self.limit, max(self.limit // TAIL_MIN_DIV, share))
+        group: list[EmbedDoc] = []
+        weight = rows = 0
+        while self.buffer:
+            doc = self.buffer[0]
+            w, r = _weight(doc, self.late), max(1, len(doc.spans))
+            if group and (weight + w > target or (self.rows is not None and rows + r > self.rows)):
+                break
+            group.append(self.buffer.popleft())
+            weight += w
+            rows += r
+        self.weight -= weight
+        return group
+
+
 def make_group(group_id: int, docs: list[EmbedDoc], schema: pa.Schema) -> Group:
     keys: dict[str, set[str]] = {}
     for d in docs:
@@ -330,30 +422,48 @@ class RayEngine:
                                 force=force)
         # on accelerators, larger groups (as the local engine's): a forward pass takes more tokens
         scale = 4 if self.options.gpus_per_worker or str(model.device) != "cpu" else 1
-        caps = [c for c in (group_rows, (self.options.group_chunks or 0) * scale) if c]
-        out_schema: pa.Schema | None = None
+        limit = (GROUP_LATE_TOKENS if params.late else GROUP_CHUNKS) * scale
+        caps = [c for c in (group_rows, self.options.group_chunks) if c]
+        rows = min(caps) if caps else None
+        if not params.late and rows is not None:
+            limit = min(limit, rows)
+        units = document_groups(batches, model, params, id_col=id_col, text_col=text_col, skip_doc=skip_doc,
+                                group_rows=max(1, min(rows or limit, GROUP_CHUNKS * scale) // UNIT_DIV),
+                                stats=stats)
         dispatcher: Dispatcher | None = None
-        emitted, next_id = False, 0
+
+        def start() -> int:  # the first document to embed: only now is Ray started
+            nonlocal dispatcher
+            dispatcher = self._start(model, params, batch_tokens, stats)
+            return len(self.backend.actors) if self.backend is not None else 1
+
+        cutter = GroupCutter(units, limit=limit, rows=rows, late=params.late, start=start)
+        emitted, ended, next_id = False, False, 0
         t0 = time.perf_counter()
         try:
-            for docs, schema in document_groups(batches, model, params, id_col=id_col, text_col=text_col,
-                                                skip_doc=skip_doc, group_rows=min(caps) if caps else None,
-                                                stats=stats):
-                out_schema = schema
-                if not docs:
-                    continue
-                if dispatcher is None:  # the first document to embed: only now is Ray started
-                    dispatcher = self._start(model, params, batch_tokens, stats)
-                group = make_group(next_id, docs, schema)
-                next_id += 1
-                for result in dispatcher.submit(group):
+            while not ended:
+                ready: list[GroupResult] = []
+                if dispatcher is not None:
+                    ready += dispatcher.room()
+                # a group is cut only once a worker has room for it (so the cut sees the input's
+                # end), and the workers get theirs before results go on to the sink (a commit)
+                while True:
+                    docs = cutter.next_group()
+                    if docs is None:
+                        ended = True
+                        break
+                    ready += dispatcher.submit(make_group(next_id, docs, cutter.schema))
+                    next_id += 1
+                    if not dispatcher.has_room():
+                        break
+                for result in ready:
                     emitted = True
                     yield self._count(result, stats)
             for result in dispatcher.drain() if dispatcher is not None else ():
                 emitted = True
                 yield self._count(result, stats)
             if not emitted:  # an empty batch still carries the schema (and model metadata)
-                yield pa.RecordBatch.from_pylist([], schema=out_schema)
+                yield pa.RecordBatch.from_pylist([], schema=cutter.schema)
         finally:
             stats.seconds += time.perf_counter() - t0
 
@@ -363,8 +473,13 @@ class RayEngine:
         self.backend.start(embedding_meta(model, params))
         stats.load_seconds += time.perf_counter() - t0  # start-up: Ray, the actors, their weights
         workers = len(self.backend.actors)
+        # on CPUs one group per worker is submitted (its round trip is milliseconds against
+        # seconds of embedding), so the next is cut when a worker is free and can go to it; a
+        # GPU worker gets a second, queued, so the device never waits for the driver
+        running = workers * (2 if self.backend.gpus else 1)
         return Dispatcher(self.backend, max_in_flight=self.options.max_in_flight or 2 * workers,
-                          ordered=self.ordered, max_attempts=self.options.max_attempts)
+                          ordered=self.ordered, max_attempts=self.options.max_attempts,
+                          max_running=self.options.max_running or running)
 
     def _count(self, result: GroupResult, stats: EmbedStats) -> pa.RecordBatch:
         s = result.stats
@@ -392,6 +507,7 @@ class RayBackend:
         self._where: dict[Any, int] = {}  # handle → actor index
         self._spawn: Callable[[], Any] | None = None
         self.replaced = 0
+        self.gpus = 0.0  # per worker
 
     # -- start-up ---------------------------------------------------------------------------
     def start(self, driver_meta: dict[str, Any]) -> None:
@@ -410,6 +526,7 @@ class RayBackend:
         else:
             workers = max(1, int(cluster_cpus // cpus))
         self._check_fits(workers, cpus, gpus, cluster_cpus, cluster_gpus)
+        self.gpus = gpus
         cls = self.ray.remote(EmbedWorker).options(
             num_cpus=cpus, num_gpus=gpus, max_restarts=o.max_restarts, max_task_retries=o.max_restarts,
             runtime_env=_runtime_env())
@@ -434,7 +551,10 @@ class RayBackend:
                                       logging_level=logging.ERROR)
         if address is None:
             # a few groups in flight need megabytes, not Ray's default of 30% of memory in /dev/shm
-            kwargs.update(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE)
+            kwargs.update(include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE,
+                          _system_config=LOCAL_SYSTEM_CONFIG)
+            for key, value in LOCAL_ENV.items():
+                os.environ.setdefault(key, value)  # inherited by the Ray processes started here
         else:
             _check_reachable(address)  # ray.init retries an unreachable address for minutes
         saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}

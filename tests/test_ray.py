@@ -328,6 +328,22 @@ def test_second_driver_with_wait_waits_for_the_lock_then_embeds(ray_address, chu
 # ------------------------------------------------------------------ options and packaging
 
 
+def test_an_unreachable_ray_address_is_exit_2_before_anything_is_written(chunked, tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on once it is closed
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    db = tmp_path / "store"
+    # a process of its own: in this one the module's Ray may be joined already
+    r = run_subprocess([*EMBED, "--db", str(db), *RAY, "--ray-address", f"127.0.0.1:{port}"],
+                       input=to_ipc(chunked), env={"RAY_ADDRESS": ""}, timeout=DEADLINE_S - 30)
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert f"cannot reach Ray at 127.0.0.1:{port}" in err, err
+    assert not table_exists(db)
+
+
 def test_engine_ray_without_ray_installed_is_exit_2_naming_the_extra(chunked, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now fails as if not installed
     r = run([*EMBED, "--engine", "ray"], input=to_ipc(chunked))
@@ -453,6 +469,47 @@ def test_a_result_with_another_doc_key_is_refused():
     docs = {d: (n, "other-key") for d, (n, _) in group.batch.items()}
     with pytest.raises(ArrowsmithError, match="doc_key"):
         ray_engine.check_result(group, GroupResult(0, chunks_batch(docs)))
+
+
+def _docs(chunks: list[int]):
+    from arrowsmith.commands.embed import EmbedDoc
+
+    return [EmbedDoc(f"d{i}", "x" * n, "h", [(k, k + 1) for k in range(n)], None, 0, key=f"k{i}")
+            for i, n in enumerate(chunks)]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_groups_are_whole_documents_in_order_and_shrink_once_the_input_ends(workers):
+    sizes = [1 + (i * 7) % 9 for i in range(400)]  # 1..9 chunks a document, 1996 chunks in all
+    docs = _docs(sizes)
+    units = iter([(docs[i:i + 10], "schema") for i in range(0, len(docs), 10)])
+    starts = []
+    cutter = ray_engine.GroupCutter(units, limit=256, rows=300, late=False,
+                                    start=lambda: starts.append(1) or workers)
+    groups = list(iter(cutter.next_group, None))
+    assert starts == [1] and cutter.schema == "schema"
+    assert [d.id for g in groups for d in g] == [d.id for d in docs]  # each once, in input order
+    chunks = [sum(len(d.spans) for d in g) for g in groups]
+    assert all(c <= 256 for c in chunks)
+    full = [c for c in chunks if c > 256 - 9]
+    assert len(full) >= len(chunks) - 8  # full groups while input remains ...
+    if workers == 2:
+        tail = chunks[len(full):]  # ... then what is left / workers, down to 256 / 16 (but the last)
+        assert tail and tail == sorted(tail, reverse=True) and min(tail[:-1]) >= 16 - 8, chunks
+    else:
+        assert chunks[:-1] == full  # one worker has no one to balance against
+
+
+def test_a_document_larger_than_a_group_is_one_group_and_nothing_to_embed_starts_nothing():
+    docs = _docs([3, 40, 3])
+    cutter = ray_engine.GroupCutter(iter([(docs, "s")]), limit=8, rows=8, late=False, start=lambda: 1)
+    assert [[d.id for d in g] for g in iter(cutter.next_group, None)] == [["d0"], ["d1"], ["d2"]]
+
+    def refuse():
+        raise AssertionError("started with nothing to embed")
+
+    cutter = ray_engine.GroupCutter(iter([([], "s")] * 2), limit=8, rows=None, late=False, start=refuse)
+    assert cutter.next_group() is None and cutter.schema == "s"
 
 
 @pytest.mark.gpu
