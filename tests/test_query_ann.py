@@ -1,24 +1,32 @@
-"""ANN at default settings keeps recall@10 ≥ 0.9 against `--exact` on a generated 200k-vector table."""
+"""ANN at default settings keeps recall@10 ≥ 0.9 against `--exact` on a generated table past the
+IVF_PQ threshold (120k vectors; benchmarks/query.py measures the same generator at 100k-250k)."""
 
 from __future__ import annotations
 
 import pytest
 from conftest import run
 
-from arrowsmith.commands.index import build_indexes
+from arrowsmith.commands.index import AUTO_MIN_ROWS, build_indexes
 from arrowsmith.commands.store import connect, open_table
 from arrowsmith.commands.synthetic import clustered_vectors, generated_table, query_vectors, recall_at_k
 
 
 @pytest.mark.slow
 def test_ivf_pq_default_recall_at_10(tmp_path):
-    base = clustered_vectors(200_000)  # the table benchmarks/query.py measures
+    # 20% past AUTO_MIN_ROWS, so the auto default builds IVF_PQ (√rows partitions); not the
+    # benchmark's 200k, as the build's time grows with rows × partitions
+    rows = AUTO_MIN_ROWS * 6 // 5
+    base = clustered_vectors(rows)
     queries = query_vectors(base, 100)
     connect(tmp_path).create_table("chunks", generated_table(base))
-    build_indexes(tmp_path, fts=False)  # `arrowsmith index` at its defaults: IVF_PQ above 100k rows
+    build_indexes(tmp_path, fts=False)  # `arrowsmith index` at its defaults
     assert "IvfPq" in {ix.index_type for ix in open_table(tmp_path).list_indices()}
-    recall = recall_at_k(str(tmp_path), queries)  # defaults: nprobes partitions/10 (45), refine 10
+    recall = recall_at_k(str(tmp_path), queries)  # defaults: nprobes partitions/10 (35), refine 10
     assert recall >= 0.9, f"recall@10 {recall:.3f} at default settings"
+    # PQ codes alone find about half the neighbours (benchmarks/RESULTS.md): the re-ranking
+    # query adds by default is what the recall above measures
+    codes_only = recall_at_k(str(tmp_path), queries, refine_factor=1)
+    assert codes_only < recall - 0.2, (codes_only, recall)
 
 
 def test_nprobes_refine_factor_and_ef_reach_lancedb(tmp_path):
