@@ -113,6 +113,7 @@ def main() -> None:
                     help=f"comma-separated, of: {', '.join(CONFIGS)}")
     ap.add_argument("--epochs", default="1")
     ap.add_argument("--batch-size", default="32")
+    ap.add_argument("--lr", default=None, help="learning rate (tune's default if not given)")
     ap.add_argument("--max-seq-tokens", default=None)
     ap.add_argument("--resamples", type=int, default=10_000)
     ap.add_argument("--max-pairs", type=int, default=MAX_PAIRS, help="unsupervised: pairs sampled")
@@ -123,6 +124,8 @@ def main() -> None:
     common = ["--epochs", a.epochs, "--batch-size", a.batch_size, "--seed", a.seed, "--device", "cpu"]
     if a.max_seq_tokens:
         common += ["--max-seq-tokens", a.max_seq_tokens]
+    if a.lr:
+        common += ["--lr", a.lr]
     results = []
     with tempfile.TemporaryDirectory(prefix="arrowsmith-bench-tune-") as tmp:
         split = Path(tmp) / Path(a.data).name

@@ -569,13 +569,9 @@ def _to_device(a: np.ndarray, device: str):
 
 
 def _one_blas_thread():
-    """numpy's BLAS limited to one thread for the block (threadpoolctl, when installed)."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        import contextlib
+    """numpy's BLAS limited to one thread for the block (a dependency: see pyproject.toml)."""
+    from threadpoolctl import threadpool_limits
 
-        return contextlib.nullcontext()
     return threadpool_limits(1, user_api="blas")
 
 
