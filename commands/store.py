@@ -249,8 +249,8 @@ class StoreWriter:
         self._conn = None
         self._table = None
         self._stored: dict[str, str | None] = {}  # doc_id → doc_key in the table
-        self._seen: set[str] = set()  # doc ids of the input (for prune)
-        self._counted: set[str] = set()  # doc ids already counted as skipped or written
+        self._seen: set[str] = set()  # doc ids of the input (kept only for prune: O(documents))
+        self._counted: set[str] = set()  # doc ids counted as skipped (written ones: _input_docs)
         self._input_docs: set[str] = set()  # doc ids that came through write(): each only once
         self._model: dict[str, Any] | None = None
         self._overwrite = False  # replace=True and a different model: next commit overwrites
@@ -324,9 +324,10 @@ class StoreWriter:
 
     def is_current(self, doc_id: str, doc_key: str) -> bool:
         """True when the stored document has this doc_key (so it need not be embedded again)."""
-        self._seen.add(doc_id)
+        if self.prune:
+            self._seen.add(doc_id)
         current = self._stored.get(doc_id, False) == doc_key
-        if current and doc_id not in self._counted:
+        if current and doc_id not in self._counted and doc_id not in self._input_docs:
             self._counted.add(doc_id)
             self.stats.docs_skipped += 1
         return current
@@ -391,14 +392,14 @@ class StoreWriter:
             raise DataError(f"document {doc_id!r} appears in two batches of the input; all chunks of a "
                             "document must arrive together and a document only once")
         self._input_docs.add(doc_id)
-        self._seen.add(doc_id)
+        if self.prune:
+            self._seen.add(doc_id)
         stored = self._stored.get(doc_id, False)
         if stored == doc_key:
             if doc_id not in self._counted:
                 self._counted.add(doc_id)
                 self.stats.docs_skipped += 1
             return False
-        self._counted.add(doc_id)
         self._pending_keys[doc_id] = doc_key
         if stored is not False:
             self._pending_changed.append(doc_id)

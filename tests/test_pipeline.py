@@ -14,6 +14,7 @@ import threading
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import store_rows
 
 from arrowsmith.commands.embed import read_ahead
 from arrowsmith.commands.errors import DataError
@@ -124,3 +125,25 @@ def test_chunk_piped_into_embed_stores_what_embed_on_the_file_stores(tmp_path):
     va = np.array(a.column("vector").to_pylist(), np.float32)
     vp = np.array(p.column("vector").to_pylist(), np.float32)
     assert np.abs(va - vp).max() <= 1e-6
+
+
+# ------------------------------------------------------------------ the store's per-document memory
+
+
+def test_store_writer_keeps_no_input_id_set_without_prune_and_counts_as_before(tmp_path, fake_chunks):
+    from arrowsmith.commands.store import StoreWriter
+
+    docs = {"a": (2, "ka"), "b": (1, "kb"), "c": (3, "kc")}
+    with StoreWriter(tmp_path / "db") as w:
+        assert not w.is_current("a", "ka")
+        stats = w.write([fake_chunks.batch(docs)])
+        assert stats.docs_written == 3 and stats.docs_skipped == 0
+        # a document written in this run is current now, and still not counted as unchanged
+        assert w.is_current("a", "ka") and w.stats.docs_skipped == 0
+        assert not w._seen  # issue 12: the input's ids are kept only for --prune (O(documents))
+    with StoreWriter(tmp_path / "db", prune=True) as w:
+        assert w.is_current("a", "ka") and w.is_current("a", "ka")  # asked twice, counted once
+        stats = w.write([fake_chunks.batch({"b": (1, "kb2")})])
+        counts = stats.docs_skipped, stats.docs_written, stats.docs_replaced, stats.docs_pruned
+        assert counts == (1, 1, 1, 1)
+    assert sorted(store_rows(tmp_path / "db")) == ["a#0", "a#1", "b#0"]  # c pruned, b replaced
