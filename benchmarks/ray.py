@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/ray.py [--docs 1000] [--rounds 2] [--dtype fp32] [--late]
                                        [--device cpu] [--gpus-per-worker 0]
 
-The corpus is benchmarks/embed.py's (seeded words → sentences → documents, a sentence a chunk).
+The corpus is generated here (seeded words → sentences → documents, a sentence a chunk).
 Each configuration runs in a fresh process, so "driver peak RSS" is that process's own
 (ru_maxrss: for the local engine that is everything, model included); "worker peak RSS" is the
 largest an actor reported. The ray configurations start a local Ray sized to the machine and shut
@@ -16,8 +16,11 @@ On 2 CPUs, 1 worker gets both CPUs (2 torch threads) and 2 workers 1 CPU each.
 CPU seconds per role, over the embed stage excluding start-up (from /proc: user + system time of
 this process and of every process below it, taken after start-up and before Ray is shut down):
 the driver, the workers (the ``ray::EmbedWorker`` actors) and Ray's own daemons (gcs_server,
-raylet, agents, monitors, idle workers). On a shared machine wall time varies with the load while
-CPU seconds mostly do not, so they say where the ray engine's extra cost goes.
+raylet, agents, monitors, idle workers). They say where the ray engine's extra cost goes; on a
+loaded machine they grow too (torch's threads spin while one of them waits for a core), so compare
+the rows of one quiet run. "workers busy %" is the actors' time inside their groups over the
+embed stage's wall time (× workers): below 100, a worker waited (for the driver, a round trip,
+the others at the end of the run).
 """
 
 from __future__ import annotations
@@ -126,7 +129,7 @@ def child(args: argparse.Namespace) -> None:
     texts = [t[s:e] for _, t, sp in docs for s, e in sp]
     content_tokens = sum(model.tokenizer.count_tokens(texts))
     stats = EmbedStats()
-    worker_rss = 0
+    worker_rss, worker_seconds = 0, 0.0
     if args.child == "local":
         model.encode(["warm up"])  # the weights: start-up, as the actors' are
         startup = time.perf_counter() - t_start
@@ -155,6 +158,7 @@ def child(args: argparse.Namespace) -> None:
             out = list(engine.embed_batches(batches, model, late=args.late, stats=stats))
             cpu = cpu_by_role(marks["cpu0"], process_tree_cpu())  # before Ray is shut down
             worker_rss = engine.worker_peak_rss_kb
+            worker_seconds = engine.worker_seconds
         startup, busy = stats.load_seconds, stats.seconds - stats.load_seconds
     wall = time.perf_counter() - t_start  # model config, Ray, actors, weights, embedding
     table = pa.Table.from_batches(out).sort_by("id")
@@ -164,7 +168,7 @@ def child(args: argparse.Namespace) -> None:
         "config": args.child, "chunks": table.num_rows, "tokens": content_tokens,
         "busy_s": busy, "startup_s": startup, "wall_s": wall,
         "driver_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "worker_rss_mib": worker_rss / 1024, "cpu_s": cpu,
+        "worker_rss_mib": worker_rss / 1024, "cpu_s": cpu, "worker_s": worker_seconds,
     }))
 
 
@@ -225,14 +229,19 @@ def main() -> None:
         print(f"| {c} | {excl:,.0f} | {excl / base:.2f} | {incl:,.0f} | {b['startup_s']:.1f} | "
               f"{b['driver_rss_mib']:,.0f} | {worker} | {diff:.1e} |")
     print("\nCPU seconds over the embed stage excluding start-up (user + system, whole process tree):\n")
-    print("| engine | driver | workers | ray daemons | total | × local | CPU-s per 1k tokens |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| engine | driver | workers | ray daemons | total | × local | CPU-s per 1k tokens "
+          "| workers busy % |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     base_cpu = sum(first["cpu_s"].values())
     for c in configs:
         b = best[c]
         total = sum(b["cpu_s"].values())
+        workers = int(c.split("-")[1]) if c != "local" else 0
+        # the actors' own time inside their groups over the busy wall time: below 100, a worker
+        # waited for a group (the driver, a round trip, the tail of the run)
+        busy = f"{100 * b['worker_s'] / (b['busy_s'] * workers):.0f}" if workers else "–"
         print(f"| {c} | " + " | ".join(f"{b['cpu_s'][r]:.1f}" for r in ROLES)
-              + f" | {total:.1f} | {total / base_cpu:.2f} | {1000 * total / b['tokens']:.3f} |")
+              + f" | {total:.1f} | {total / base_cpu:.2f} | {1000 * total / b['tokens']:.3f} | {busy} |")
 
 
 if __name__ == "__main__":

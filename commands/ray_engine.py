@@ -396,6 +396,7 @@ class RayEngine:
         self.ordered = ordered
         self.backend: RayBackend | None = None
         self.worker_peak_rss_kb = 0  # the largest peak RSS an actor reported (benchmarks/ray.py)
+        self.worker_seconds = 0.0  # the actors' time inside their groups, all together (benchmarks/ray.py)
 
     def __enter__(self) -> RayEngine:
         return self
@@ -484,6 +485,7 @@ class RayEngine:
     def _count(self, result: GroupResult, stats: EmbedStats) -> pa.RecordBatch:
         s = result.stats
         self.worker_peak_rss_kb = max(self.worker_peak_rss_kb, int(s.get("max_rss_kb", 0)))
+        self.worker_seconds += float(s.get("seconds", 0.0))
         stats.documents_embedded += int(s.get("documents", 0))
         stats.chunks += int(s.get("chunks", result.batch.num_rows))
         stats.tokens += int(s.get("tokens", 0))
