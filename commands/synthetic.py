@@ -2,7 +2,8 @@
 
 ``benchmarks/query.py`` measures ANN latency and recall on these tables and the index/query
 defaults were chosen on them (200k rows); ``tests/test_query_ann.py`` asserts that recall on a
-120k-row table from the same generator (past the 100k rows where ``index`` builds IVF_PQ). Both import them from here (issue 10: tests used to import the benchmark script).
+120k-row table from the same generator (past the 100k rows where ``index`` builds IVF_PQ). Both
+import them from here (issue 10: tests used to import the benchmark script).
 """
 
 from __future__ import annotations
