@@ -202,7 +202,7 @@ def test_eval_reports_base_and_tuned_per_matryoshka_dim_with_mined_negatives(tmp
     assert "tiny (split test, 4 queries, 10 documents)" in table
     assert "| nDCG@10 |" in table and "95% CI" in table
     assert "| 384 |" in table and "| 64 |" in table  # quality per dim: full, then truncated
-    assert "mining 1 hard negatives per query among 10 passages" in result.stderr
+    assert "mining 1 hard negatives per pair among 10 passages" in result.stderr
     assert "nDCG@10" in result.stderr.splitlines()[-1]
     card = (out / "README.md").read_text()
     assert table.strip() in card and '"negatives_per_pair": 1' in card
@@ -212,18 +212,91 @@ def test_eval_reports_base_and_tuned_per_matryoshka_dim_with_mined_negatives(tmp
     assert load_model(str(out), device="cpu").matryoshka_dims == (384, 64)  # embed --dim 64 knows it
 
 
-def test_mined_negatives_are_never_a_positive(tmp_path):
+# an unjudged near-copy of the cranes passage (a false negative: unfiltered mining took it), and a
+# second judged positive for the bee query
+FALSE_NEGATIVE = ("cranes2", "Harbour cranes",
+                  "Harbour cranes lift heavy containers off ships. They run on rails.")
+BEES_TOO = ("bees2", "Bee dances", "A bee dances to show the hive where the flowers grow.")
+
+
+def write_beir_with_false_negative(root: Path) -> Path:
+    write_beir(root)
+    with open(root / "corpus.jsonl", "a") as f:
+        for doc_id, title, text in (FALSE_NEGATIVE, BEES_TOO):
+            f.write(json.dumps({"_id": doc_id, "title": title, "text": text}) + "\n")
+    with open(root / "qrels" / "train.tsv", "a") as f:
+        f.write("3\tbees2\t1\n")
+    return root
+
+
+def mine(tmp_path, n, name="tiny"):
     from arrowsmith.commands.tune import mine_hard_negatives, pairs_from_beir
     from arrowsmith.plugins.registry import load_model
 
-    data = write_beir(tmp_path / "tiny")
-    pair_set = pairs_from_beir(data, "train")
-    mine_hard_negatives(pair_set, load_model(None, device="cpu"), 2)
-    texts = {doc_id: f"{title} {text}" for doc_id, title, text in TOPICS}
+    model = load_model(None, device="cpu")
+    pair_set = pairs_from_beir(write_beir_with_false_negative(tmp_path / name), "train")
+    before = len(pair_set.pairs)
+    mine_hard_negatives(pair_set, model, n)
+    return pair_set, model, before
+
+
+def cosine(model, query, passages):
+    import numpy as np
+
+    q = model.encode([query], "query")[0]
+    p = model.encode(passages, "document")
+    return (p @ q) / (np.linalg.norm(p, axis=1) * np.linalg.norm(q))
+
+
+def test_mined_negatives_score_below_095_of_their_pairs_positive_and_are_never_a_positive(tmp_path):
+    pair_set, model, before = mine(tmp_path, 2)
+    texts = {d: f"{title} {text}" for d, title, text in (*TOPICS, FALSE_NEGATIVE, BEES_TOO)}
+    judged = {}
     for p in pair_set.pairs:
-        assert len(p.negatives) == 2 and texts[p.positive_id] == p.positive
-        assert p.positive not in p.negatives and len(set(p.negatives)) == 2
+        judged.setdefault(p.query, set()).add(p.positive)
+    assert len(pair_set.pairs) == before == 5 and not pair_set.notes  # none short on this data
+    assert len(judged["what does a bee dance mean"]) == 2
+    for p in pair_set.pairs:
+        assert len(p.negatives) == 2 and len(set(p.negatives)) == 2 and texts[p.positive_id] == p.positive
+        assert not judged[p.query] & set(p.negatives)  # neither this pair's positive nor the query's other
         assert all(n in texts.values() for n in p.negatives)
+        pos, *negs = cosine(model, p.query, [p.positive, *p.negatives])
+        assert all(s < 0.95 * pos + 1e-5 for s in negs), (p.query, pos, negs)
+    cranes = next(p for p in pair_set.pairs if p.positive_id == "cranes")
+    false_negative = texts["cranes2"]
+    pos, fn = cosine(model, cranes.query, [cranes.positive, false_negative])
+    assert fn >= 0.95 * pos  # what the filter is for
+    assert false_negative not in cranes.negatives  # the top unjudged passage, filtered out
+
+
+def test_mining_is_deterministic(tmp_path):
+    a, _, _ = mine(tmp_path, 2, "a")
+    b, _, _ = mine(tmp_path, 2, "b")
+    assert [(p.query, p.positive, p.negatives) for p in a.pairs] == [(p.query, p.positive, p.negatives)
+                                                                     for p in b.pairs]
+
+
+@pytest.mark.parametrize("depth", [2, 3])
+def test_pairs_short_of_n_within_the_depth_are_counted_filled_or_left_out(tmp_path, monkeypatch, depth):
+    from arrowsmith.commands.tune import negatives
+
+    monkeypatch.setattr(negatives, "MAX_DEPTH", depth)  # the bound on the search, made tiny
+    pair_set, model, before = mine(tmp_path, 2)
+    short = [p for p in pair_set.pairs if len(set(p.negatives)) < 2]
+    left_out = before - len(pair_set.pairs)
+    assert short or left_out  # the cranes pair loses a slot to its false negative at least
+    # in the top 2 the cranes pair has only its false negative (and the bee pairs their two positives)
+    assert ("cranes" not in {p.positive_id for p in pair_set.pairs}) == (depth == 2)
+    assert len(pair_set.notes) == 1 and pair_set.notes[0].startswith("--hard-negatives 2:")
+    note = pair_set.notes[0]
+    assert f"{len(short) + left_out} of {before} pairs had fewer than 2 passages" in note
+    assert f"within the top {depth}" in note
+    assert (f"{len(short)} repeat theirs to make 2" in note) == bool(short)
+    assert (f"{left_out} with none are left out of training" in note) == bool(left_out)
+    for p in pair_set.pairs:
+        assert len(p.negatives) == 2  # training needs the same count per pair
+        pos, *negs = cosine(model, p.query, [p.positive, *p.negatives])
+        assert all(s < 0.95 * pos + 1e-5 for s in negs)
 
 
 # ---------------------------------------------------------------- unsupervised pairs

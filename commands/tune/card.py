@@ -9,11 +9,17 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from .negatives import MAX_RELATIVE_SCORE
+
 
 def model_card(info: dict[str, Any], before_after: str | None) -> str:
     t = info["training"]
     loss = "MultipleNegativesRankingLoss (in-batch negatives"
-    loss += f" + {t['negatives_per_pair']} negative(s) per pair)" if t["negatives_per_pair"] else ")"
+    loss += f" + {t['negatives_per_pair']} negative(s) per pair" if t["negatives_per_pair"] else ""
+    if t.get("hard_negatives"):
+        loss += (f", {t['hard_negatives']} mined with the base model: its top-ranked passages that are no "
+                 f"judged positive and score below {MAX_RELATIVE_SCORE:g} x the pair's positive")
+    loss += ")"
     if t.get("matryoshka_dims"):
         loss = f"MatryoshkaLoss(dims {', '.join(map(str, t['matryoshka_dims']))}) over {loss}"
     rows = [
