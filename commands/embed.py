@@ -343,7 +343,7 @@ def document_groups(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, pa
                 stats.documents_skipped += 1
                 continue
             group.append(doc)
-            weight += _weight(doc, params.late)
+            weight += group_weight(doc, params.late)
             rows += max(1, len(doc.spans))
             if weight >= limit or (group_rows is not None and rows >= group_rows):
                 yield group, schema
@@ -354,7 +354,7 @@ def document_groups(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, pa
         yield group, schema
 
 
-def _weight(doc: EmbedDoc, late: bool) -> int:
+def group_weight(doc: EmbedDoc, late: bool) -> int:
     # late groups are bounded by their token vectors; ~4 chars per token is close enough here
     return max(1, len(doc.text) // 4) if late else max(1, len(doc.spans))
 

@@ -42,9 +42,9 @@ from .embed import (
     EmbedParams,
     EmbedStats,
     GroupEmbedder,
-    _weight,
     document_groups,
     embedding_meta,
+    group_weight,
     resolve_params,
 )
 from .errors import ArrowsmithError, DataError, Interrupted, UsageError
@@ -347,7 +347,7 @@ class GroupCutter:
                 return
             docs, self.schema = unit
             self.buffer.extend(docs)
-            self.weight += sum(_weight(d, self.late) for d in docs)
+            self.weight += sum(group_weight(d, self.late) for d in docs)
 
     def next_group(self) -> list[EmbedDoc] | None:
         """The next group to submit, or None when every document has been cut."""
@@ -365,7 +365,7 @@ class GroupCutter:
         weight = rows = 0
         while self.buffer:
             doc = self.buffer[0]
-            w, r = _weight(doc, self.late), max(1, len(doc.spans))
+            w, r = group_weight(doc, self.late), max(1, len(doc.spans))
             if group and (weight + w > target or (self.rows is not None and rows + r > self.rows)):
                 break
             group.append(self.buffer.popleft())
