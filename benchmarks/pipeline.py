@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
+from embed import read_docs  # benchmarks/embed.py: this script's directory is on sys.path
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "cranfield" / "corpus.jsonl"
@@ -108,18 +109,6 @@ def run(*cmds: list[str]) -> Run:
 
 def best(runs: list[Run]) -> Run:
     return Run(min(r.wall for r in runs), min(r.cpu for r in runs), min(r.rss_mib for r in runs))
-
-
-def read_docs(corpus: Path, n: int) -> list[dict]:
-    docs = []
-    with open(corpus) as f:
-        for line in f:
-            row = json.loads(line)
-            if row.get("text", "").strip():
-                docs.append({"id": str(row.get("_id", row.get("id"))), "text": row["text"]})
-            if len(docs) == n:
-                break
-    return docs
 
 
 def word_docs(n: int, path: Path, seed: int = 0) -> None:

@@ -30,6 +30,14 @@ import numpy as np
 
 ACTIVATIONS = {"gelu": "none", "gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "relu": None}
 HALF = {"bf16": "bfloat16", "fp16": "float16"}
+# one encoder layer's weights in a BERT checkpoint, by the name both forward passes use; each is a
+# (weight, bias) pair under "encoder.layer.<i>.<key>"
+BERT_LAYER = {"q": "attention.self.query.", "k": "attention.self.key.", "v": "attention.self.value.",
+              "out": "attention.output.dense.", "ln1": "attention.output.LayerNorm.",
+              "up": "intermediate.dense.", "down": "output.dense.", "ln2": "output.LayerNorm."}
+PARTS = ("weight", "bias")
+QKV = ("q", "k", "v")
+NORMS = ("ln1", "ln2")  # kept in float32 on every path
 
 
 def lean_config(root: Path, module_types: list[str], hf_cfg: dict[str, Any], pooling: str,
@@ -76,18 +84,13 @@ class LeanBert:
         self.layers = []
         for i in range(int(cfg["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
-            qkv = [p + f"attention.self.{n}." for n in ("query", "key", "value")]
-            self.layers.append({
-                # query, key and value in one matrix product
-                "qkv": tuple(torch.cat([tensors[prefix + k + part] for k in qkv]).to(device, mm_dtype)
-                             for part in ("weight", "bias")),
-                "out": (mm(p + "attention.output.dense.weight"), mm(p + "attention.output.dense.bias")),
-                "ln1": (fp32(p + "attention.output.LayerNorm.weight"),
-                        fp32(p + "attention.output.LayerNorm.bias")),
-                "up": (mm(p + "intermediate.dense.weight"), mm(p + "intermediate.dense.bias")),
-                "down": (mm(p + "output.dense.weight"), mm(p + "output.dense.bias")),
-                "ln2": (fp32(p + "output.LayerNorm.weight"), fp32(p + "output.LayerNorm.bias")),
-            })
+            qkv = [p + BERT_LAYER[n] for n in QKV]
+            layer = {name: tuple((fp32 if name in NORMS else mm)(p + key + part) for part in PARTS)
+                     for name, key in BERT_LAYER.items() if name not in QKV}
+            # query, key and value in one matrix product
+            layer["qkv"] = tuple(torch.cat([tensors[prefix + k + part] for k in qkv]).to(device, mm_dtype)
+                                 for part in PARTS)
+            self.layers.append(layer)
         self.hidden = self.word.shape[1]
 
     def token_embeddings(self, ids, mask):
@@ -163,13 +166,8 @@ class NumpyBert:
         self.layers = []
         for i in range(int(cfg["num_hidden_layers"])):
             p = f"encoder.layer.{i}."
-            pair = lambda k: (t(k + ".weight"), t(k + ".bias"))  # noqa: E731
-            self.layers.append({
-                "q": pair(p + "attention.self.query"), "k": pair(p + "attention.self.key"),
-                "v": pair(p + "attention.self.value"), "out": pair(p + "attention.output.dense"),
-                "ln1": pair(p + "attention.output.LayerNorm"), "up": pair(p + "intermediate.dense"),
-                "down": pair(p + "output.dense"), "ln2": pair(p + "output.LayerNorm"),
-            })
+            self.layers.append({name: tuple(t(p + key + part) for part in PARTS)
+                                for name, key in BERT_LAYER.items()})
         self.hidden = self.word.shape[1]
 
     @classmethod
