@@ -31,6 +31,12 @@ CONFIGS = {
     "matryoshka": ["--data", "{split}", "--split", "train", "--matryoshka", "384,256,128,64"],
     "hard-negatives": ["--data", "{split}", "--split", "train", "--hard-negatives", "1"],
     "lora": ["--data", "{split}", "--split", "train", "--lora", "16", "--lr", "1e-4"],
+    "guided": ["--data", "{split}", "--split", "train", "--guide", "base"],
+    "grade-2": ["--data", "{split}", "--split", "train", "--min-grade", "2"],
+    "hard-negatives-guided": ["--data", "{split}", "--split", "train", "--hard-negatives", "1",
+                              "--guide", "base"],
+    "hard-negatives-grade-2": ["--data", "{split}", "--split", "train", "--hard-negatives", "1",
+                               "--min-grade", "2"],
 }
 
 

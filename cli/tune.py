@@ -70,6 +70,12 @@ def tune_command(
                                          show_default=False)] = None,
     title_col: Annotated[str | None, _opt("--title-col", help="--corpus: title column [default: title, if "
                                           "present; '' for none].", show_default=False)] = None,
+    min_grade: Annotated[int | None, _opt("--min-grade", help="--data: documents judged at this grade or "
+                                          "above are positives [default: 1, every judged-relevant one].",
+                                          show_default=False)] = None,
+    guide: Annotated[str | None, _opt("--guide", help="GISTEmbedLoss: mask the negatives this model scores "
+                                      "at or above 0.95 x the positive ('base': the base model; or a "
+                                      "--model spec).", show_default=False)] = None,
     hard_negatives: Annotated[int, _opt("--hard-negatives", help="Mine N negatives per query with the base "
                                         "model (in --db, or a temporary store).")] = 0,
     max_pairs: Annotated[int | None, _opt("--max-pairs", help="Train on a seeded sample of at most N pairs.",
@@ -115,7 +121,7 @@ def tune_command(
                            db=db, table=table, input_format=input_format, query_col=query_col,
                            positive_col=positive_col, negative_col=negative_col, query_id_col=query_id_col,
                            id_col=id_col, text_col=text_col, title_col=title_col,
-                           hard_negatives=hard_negatives)
+                           hard_negatives=hard_negatives, min_grade=min_grade)
     check(source)
     if eval_dir is None and (eval_split is not None or allow_overlap):
         raise UsageError("--eval-split and --allow-overlap need --eval DIR")
@@ -126,7 +132,7 @@ def tune_command(
         check_lora_available()
     train = TrainOptions(epochs=epochs, batch_size=batch_size, lr=lr, max_seq_tokens=max_seq_tokens,
                          seed=seed, device=device, matryoshka=_dims(matryoshka), lora=lora,
-                         checkpoint_steps=checkpoint_steps)
+                         checkpoint_steps=checkpoint_steps, guide=guide)
     options = TuneOptions(output=output, model=model, train=train, hard_negatives=hard_negatives,
                           max_pairs=max_pairs,
                           eval_dir=eval_dir, eval_split=eval_split or "test", allow_overlap=allow_overlap,

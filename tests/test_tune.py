@@ -299,6 +299,76 @@ def test_pairs_short_of_n_within_the_depth_are_counted_filled_or_left_out(tmp_pa
         assert all(s < 0.95 * pos + 1e-5 for s in negs)
 
 
+def test_min_grade_trains_on_the_higher_grades_and_never_mines_the_lower_ones(tmp_path):
+    from arrowsmith.commands.tune import mine_hard_negatives, pairs_from_beir
+    from arrowsmith.plugins.registry import load_model
+
+    root = write_beir_with_false_negative(tmp_path / "graded")
+    qrels = root / "qrels" / "train.tsv"
+    # every judgment grade 2, except two of the bee query's at grade 1: the second bee passage, and the
+    # tides passage (which the base model ranks first among the bee query's non-positives)
+    graded = qrels.read_text().replace("\t1\n", "\t2\n").replace("bees2\t2", "bees2\t1")
+    qrels.write_text(graded + "3\ttides\t1\n")
+    pair_set = pairs_from_beir(root, "train", min_grade=2)
+    assert sorted(p.positive_id for p in pair_set.pairs) == ["bees", "cranes", "glaciers", "tides"]
+    assert pair_set.notes == ["--min-grade 2: 4 of 6 judged-relevant documents are positives "
+                              "(the rest are never mined as negatives)"]
+    model = load_model(None, device="cpu")
+    grade_1 = {f"{title} {text}" for d, title, text in (*TOPICS, BEES_TOO) if d in ("bees2", "tides")}
+    mine_hard_negatives(pair_set, model, 2)
+    bee_pair = next(p for p in pair_set.pairs if p.positive_id == "bees")
+    assert not grade_1 & set(bee_pair.negatives) and len(bee_pair.negatives) == 2
+    # what the judged set is for: without it the grade-1 tides passage is mined for the bee query
+    unjudged = pairs_from_beir(root, "train", min_grade=2)
+    unjudged.judged = {}
+    mine_hard_negatives(unjudged, model, 2)
+    assert grade_1 & set(next(p for p in unjudged.pairs if p.positive_id == "bees").negatives)
+    with pytest.raises(Exception, match="--min-grade 0"):
+        pairs_from_beir(root, "train", min_grade=0)
+
+
+def test_guide_masks_in_batch_false_negatives(tmp_path):
+    """GISTEmbedLoss with the base model as guide: an in-batch passage the guide scores at or above 0.95 x
+    the pair's positive is no negative, so a batch holding a near-copy of a positive loses less than MNRL;
+    without such a passage the two losses are the same."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    from arrowsmith.commands.tune.train import _loss
+    from arrowsmith.plugins.registry import load_model
+
+    path = str(load_model(None, device="cpu").path)
+    model = SentenceTransformer(path, device="cpu", local_files_only=True)
+    guide = SentenceTransformer(path, device="cpu", local_files_only=True)
+    model.eval()
+    guide.eval()
+
+    def losses(queries, positives):
+        features = [model.preprocess(queries), model.preprocess(positives)]
+        with torch.no_grad():
+            return [float(_loss(model, (), g)([dict(f) for f in features], None)) for g in (None, guide)]
+
+    cranes = PAIRS[0][1]
+    near_copy = cranes.replace("lift", "move")
+    distinct = losses([q for q, _ in PAIRS[:3]], [p for _, p in PAIRS[:3]])
+    assert distinct[0] == pytest.approx(distinct[1], abs=1e-6)
+    mnrl, gist = losses([PAIRS[0][0], "how do harbour cranes unload ships", PAIRS[2][0]],
+                        [cranes, near_copy, PAIRS[2][1]])
+    assert gist < mnrl - 0.1
+
+
+def test_guide_trains_with_gist_and_says_so_on_the_card(pairs_file, tmp_path):
+    out = tmp_path / "guided"
+    result = run(["tune", "--pairs", str(pairs_file), "-o", str(out), "--guide", "base", *TINY])
+    assert result.exit_code == 0, result.stderr
+    card = (out / "README.md").read_text()
+    assert "GISTEmbedLoss, guide " in card and '"loss": "GISTEmbedLoss"' in card
+    refused = run(["tune", "--pairs", str(pairs_file), "-o", str(tmp_path / "m"), "--guide", "base",
+                   "--hard-negatives", "2", *TINY])
+    assert refused.exit_code == 2 and "at most one negative per pair, not 2" in refused.stderr
+    assert "training on" not in refused.stderr
+
+
 # ---------------------------------------------------------------- unsupervised pairs
 
 
@@ -368,6 +438,7 @@ def test_qrels_naming_an_unknown_id_is_exit_65_naming_the_line(tmp_path, line, e
     (["--pairs", "p.jsonl", "--corpus", "c.jsonl"], "--corpus: not used with --pairs"),
     (["--pairs", "p.jsonl", "--db", "store"], "--db: not used with --pairs"),
     (["--data", "d", "--query-col", "q"], "--query-col: not used with --data"),
+    (["--pairs", "p.jsonl", "--min-grade", "2"], "--min-grade: not used with --pairs"),
     (["--unsupervised"], "--unsupervised needs one of --corpus FILE or --db STORE"),
     (["--pairs", "p.jsonl", "--allow-overlap"], "need --eval DIR"),
 ])

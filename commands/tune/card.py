@@ -20,6 +20,9 @@ def model_card(info: dict[str, Any], before_after: str | None) -> str:
         loss += (f", {t['hard_negatives']} mined with the base model: its top-ranked passages that are no "
                  f"judged positive and score below {MAX_RELATIVE_SCORE:g} x the pair's positive")
     loss += ")"
+    if t.get("guide"):
+        loss = (f"GISTEmbedLoss, guide {t['guide']}: {loss} without the negatives the guide scores at or "
+                f"above {MAX_RELATIVE_SCORE:g} x the pair's positive")
     if t.get("matryoshka_dims"):
         loss = f"MatryoshkaLoss(dims {', '.join(map(str, t['matryoshka_dims']))}) over {loss}"
     rows = [

@@ -90,6 +90,8 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
         topts.matryoshka = matryoshka_dims(topts.matryoshka, base.dim)
     topts.max_seq_tokens = min(topts.max_seq_tokens or base.max_tokens, base.max_tokens)
     _check_shapes(pair_set, options)
+    if topts.guide is not None:
+        topts.guide = str(base.path) if topts.guide == "base" else str(load_base(topts.guide, "cpu").path)
     _sample(pair_set, options.max_pairs, topts.seed)
     overlap = None
     if options.eval_dir:
@@ -150,6 +152,10 @@ def _check_shapes(pair_set: PairSet, options: TuneOptions) -> None:
         raise UsageError("--checkpoint-steps must be positive")
     if t.max_seq_tokens is not None and t.max_seq_tokens < 8:
         raise UsageError("--max-seq-tokens must be at least 8")
+    negatives = len(pair_set.pairs[0].negatives) + options.hard_negatives
+    if t.guide is not None and negatives > 1:
+        raise UsageError(f"--guide: GISTEmbedLoss takes at most one negative per pair, not {negatives}",
+                         hint="--hard-negatives 1, or drop --guide")
 
 
 def _sample(pair_set: PairSet, max_pairs: int | None, seed: int) -> None:
@@ -195,7 +201,8 @@ def _card_info(name: str, base: Any, pair_set: PairSet, t: TrainOptions, trained
         "data": {"source": pair_set.source, "kind": pair_set.kind, "sha256": pair_set.sha256,
                  "pairs": len(pair_set.pairs), "pairs_sha256": pair_set.digest(),
                  "note": "; ".join(notes) if notes else ""},
-        "training": {"loss": "MultipleNegativesRankingLoss", "epochs": t.epochs, "batch_size": t.batch_size,
+        "training": {"loss": "GISTEmbedLoss" if t.guide else "MultipleNegativesRankingLoss",
+                     "guide": t.guide, "epochs": t.epochs, "batch_size": t.batch_size,
                      "lr": t.lr, "warmup": t.warmup, "max_seq_tokens": t.max_seq_tokens, "seed": t.seed,
                      "lora": t.lora, "steps": trained.steps, "seconds": round(trained.seconds, 1),
                      "device": trained.device, "hard_negatives": options.hard_negatives,

@@ -80,7 +80,7 @@ def mine_hard_negatives(pair_set: PairSet, model: Any, n: int, *,
                      f"(each scoring below {MAX_RELATIVE_SCORE:g} x its pair's positive)")
         queries, vectors = _queries(db, table, model, pair_set.pairs)
         depth = min(n_candidates, MAX_DEPTH)
-        mined = _search(db, table, model, queries, vectors, n, texts, pair_set.doc_of, depth)
+        mined = _search(db, table, model, queries, vectors, n, texts, pair_set.doc_of, pair_set.judged, depth)
     _apply(pair_set, queries, mined, n, depth)
     return n_candidates
 
@@ -168,7 +168,8 @@ def _count(db: str, table: str) -> int:
 
 
 def _search(db: str, table: str, model: Any, queries: list[_Query], vectors: np.ndarray, n: int,
-            texts: dict[str, str], doc_of: dict[str, str], max_depth: int) -> list[list[list[str]]]:
+            texts: dict[str, str], doc_of: dict[str, str], judged: dict[str, set[str]],
+            max_depth: int) -> list[list[list[str]]]:
     """Per query, per pair: up to ``n`` negatives, searching deeper until each pair has ``n``."""
     from arrowsmith.commands.query import search
 
@@ -184,7 +185,8 @@ def _search(db: str, table: str, model: Any, queries: list[_Query], vectors: np.
                           model=model, by="doc", query_vectors=vectors[part].astype(np.float32))
             ranked = _ranked(hits)
             for i in part:
-                out[i] = _negatives(ranked.get(str(i), []), queries[i], n, texts, doc_of)
+                out[i] = _negatives(ranked.get(str(i), []), queries[i], n, texts, doc_of,
+                                    judged.get(queries[i].text, set()))
                 if k < max_depth and any(len(negs) < n for negs in out[i]):
                     short.append(i)
         pending, k = short, min(max_depth, k * 4)
@@ -201,9 +203,10 @@ def _ranked(hits) -> dict[str, list[tuple[str, str, float]]]:
 
 
 def _negatives(ranked: list[tuple[str, str, float]], query: _Query, n: int, texts: dict[str, str],
-               doc_of: dict[str, str]) -> list[list[str]]:
-    """Each pair's first ``n`` hits that are no positive of the query and score below its ceiling."""
-    positive_ids = {p.positive_id for p in query.pairs if p.positive_id is not None}
+               doc_of: dict[str, str], judged: set[str]) -> list[list[str]]:
+    """Each pair's first ``n`` hits that are no positive (nor judged relevant) of the query and
+    score below its ceiling."""
+    positive_ids = {p.positive_id for p in query.pairs if p.positive_id is not None} | judged
     positive_texts = {p.positive for p in query.pairs}
     seen: set[str] = set()
     usable: list[tuple[str, float]] = []  # distinct non-positive passages, best first

@@ -53,6 +53,9 @@ class PairSet:
     candidates: Candidates | None = None
     doc_of: dict[str, str] = field(default_factory=dict)  # candidate passage id → its document id
     notes: list[str] = field(default_factory=list)
+    # query text → every document judged relevant to it, positives or not (BEIR: all grades ≥ 1):
+    # mining never takes one of them as a negative, even when --min-grade left it out of training
+    judged: dict[str, set[str]] = field(default_factory=dict)
 
     def digest(self) -> str:
         """sha256 of the pairs themselves (what the checkpoints of a run are keyed on)."""
@@ -219,12 +222,17 @@ def _id_text_batches(items: Iterable[tuple[str, str]], rows: int = 1024) -> Iter
 # ---------------------------------------------------------------- (b) judged sets (BEIR)
 
 
-def pairs_from_beir(root: str | Path, split: str = "train", *, title_join: bool = True) -> PairSet:
-    """One pair per judged-relevant (grade ≥ 1) query–document pair of a BEIR split.
+def pairs_from_beir(root: str | Path, split: str = "train", *, title_join: bool = True,
+                    min_grade: int = 1) -> PairSet:
+    """One pair per query–document pair of a BEIR split judged at ``min_grade`` or above.
 
     The positive is the document's text exactly as ``eval`` embeds it (title + " " + text).
+    Documents judged relevant below ``min_grade`` make no pair but are never mined as negatives.
     A qrels line naming a document that is not in the corpus is exit 65, naming that line.
     """
+    if min_grade < 1:
+        raise UsageError(f"--min-grade {min_grade}: grades below 1 are not relevant (BEIR: 0 = judged "
+                         "not relevant)")
     from arrowsmith.commands.evaluate.data import load_beir, read_corpus
 
     try:
@@ -252,14 +260,23 @@ def pairs_from_beir(root: str | Path, split: str = "train", *, title_join: bool 
                     raise DataError(f"{qrels_path}: " + (f"line {line}: " if line else "")
                                     + f"document {doc_id!r} (query {qid!r}) is not in {data.corpus_path}")
     pairs = [Pair(data.queries[qid], texts[doc_id], query_id=qid, positive_id=doc_id)
-             for qid, judged in data.qrels.items() for doc_id, grade in judged.items() if grade >= 1]
+             for qid, judged in data.qrels.items() for doc_id, grade in judged.items() if grade >= min_grade]
     if not pairs:
-        raise DataError(f"{qrels_path}: no judged-relevant pairs (grade ≥ 1)")
+        raise DataError(f"{qrels_path}: no judged-relevant pairs (grade ≥ {min_grade})")
+    relevant: dict[str, set[str]] = {}
+    for qid, judged in data.qrels.items():
+        relevant.setdefault(data.queries[qid], set()).update(d for d, g in judged.items() if g >= 1)
     sha = sha256_files([data.root / "queries.jsonl", qrels_path, data.corpus_path])
     corpus = data.corpus_path
-    return PairSet(pairs, f"BEIR {data.root} split {split}", sha, "beir",
-                   queries_file=(data.root / "queries.jsonl").resolve(),
-                   candidates=Candidates(batches=lambda: read_corpus(corpus, title_join=title_join)))
+    ps = PairSet(pairs, f"BEIR {data.root} split {split}", sha, "beir",
+                 queries_file=(data.root / "queries.jsonl").resolve(),
+                 candidates=Candidates(batches=lambda: read_corpus(corpus, title_join=title_join)),
+                 judged=relevant)
+    if min_grade > 1:
+        n_relevant = sum(1 for judged in data.qrels.values() for g in judged.values() if g >= 1)
+        ps.notes.append(f"--min-grade {min_grade}: {len(pairs):,} of {n_relevant:,} judged-relevant "
+                        f"documents are positives (the rest are never mined as negatives)")
+    return ps
 
 
 def _with_line(error: DataError, root: Path, split: str) -> DataError:

@@ -28,6 +28,7 @@ class SourceOptions:
     text_col: str | None = None
     title_col: str | None = None
     hard_negatives: int = 0
+    min_grade: int | None = None  # --data: the lowest grade that makes a positive (default 1)
 
 
 def check(o: SourceOptions) -> None:
@@ -42,8 +43,8 @@ def check(o: SourceOptions) -> None:
         misplaced += [f for f, v in (("--query-col", o.query_col), ("--positive-col", o.positive_col),
                                      ("--negative-col", o.negative_col), ("--query-id-col", o.query_id_col))
                       if v is not None]
-    if not o.data and o.split is not None:
-        misplaced.append("--split")
+    if not o.data:
+        misplaced += [f for f, v in (("--split", o.split), ("--min-grade", o.min_grade)) if v is not None]
     if not o.unsupervised:
         misplaced += [f for f, v in (("--corpus", o.corpus), ("--id-col", o.id_col),
                                      ("--text-col", o.text_col), ("--title-col", o.title_col))
@@ -71,7 +72,7 @@ def load_pair_set(o: SourceOptions, *, model, max_seq_tokens: int, seed: int) ->
                               query_col=o.query_col, positive_col=o.positive_col, negative_col=o.negative_col,
                               query_id_col=o.query_id_col)
     elif o.data:
-        ps = pairs_from_beir(o.data, o.split or "train")
+        ps = pairs_from_beir(o.data, o.split or "train", min_grade=o.min_grade or 1)
     else:
         counts = model.tokenizer.count_tokens
         window = max_seq_tokens - model.num_special_tokens

@@ -44,10 +44,11 @@ class TrainOptions:
     lora: int | None = None  # the adapters' rank
     warmup: float = 0.1  # fraction of the steps
     checkpoint_steps: int | None = None
+    guide: str | None = None  # a guide model's directory: GISTEmbedLoss instead of MNRL
 
     def fingerprint(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("epochs", "batch_size", "lr", "max_seq_tokens", "seed",
-                                              "matryoshka", "lora", "warmup", "checkpoint_steps")}
+                                              "matryoshka", "lora", "warmup", "checkpoint_steps", "guide")}
 
 
 @dataclass
@@ -115,7 +116,13 @@ def train(model_path: str, pairs: list[Pair], out_dir: Path, options: TrainOptio
         model.max_seq_length = min(options.max_seq_tokens, window or options.max_seq_tokens)
     peft_model = _add_lora(model, options.lora, options.seed) if options.lora else None
     dataset = Dataset.from_dict(_columns(pairs))
-    loss = _loss(model, options.matryoshka)
+    guide = None
+    if options.guide:
+        guide = SentenceTransformer(options.guide, device=device, local_files_only=True)
+        guide.max_seq_length = model.max_seq_length
+        guide.requires_grad_(False)
+        guide.eval()  # no dropout in the guide's scores (the trainer switches only the model to train)
+    loss = _loss(model, options.matryoshka, guide)
     args = _arguments(options, checkpoint_dir or out_dir / ".trainer", device, len(pairs))
     trainer = _trainer(model, args, dataset, loss, progress, on_step)
     result = TrainResult(device=device, resumed_from=str(resume) if resume else None)
@@ -163,13 +170,28 @@ def _columns(pairs: list[Pair]) -> dict[str, list[str]]:
     return cols
 
 
-def _loss(model: Any, dims: tuple[int, ...]):
+MNRL_SCALE = 20.0  # MultipleNegativesRankingLoss's default; GISTEmbedLoss gets the same (1/temperature)
+
+
+def _loss(model: Any, dims: tuple[int, ...], guide: Any = None):
+    """MNRL, or with a guide GISTEmbedLoss: MNRL whose in-batch (and explicit) negatives the guide
+    scores at or above 0.95 x the pair's positive are masked out as likely false negatives — the same
+    ceiling hard-negative mining applies. Only the query → passage direction, MNRL's scale: the
+    filtering is the one difference from MNRL."""
     from sentence_transformers.sentence_transformer.losses import (
+        GISTEmbedLoss,
         MatryoshkaLoss,
         MultipleNegativesRankingLoss,
     )
 
-    loss = MultipleNegativesRankingLoss(model)
+    from .negatives import MAX_RELATIVE_SCORE
+
+    if guide is None:
+        loss = MultipleNegativesRankingLoss(model, scale=MNRL_SCALE)
+    else:
+        loss = GISTEmbedLoss(model, guide, temperature=1.0 / MNRL_SCALE, margin_strategy="relative",
+                             margin=1.0 - MAX_RELATIVE_SCORE, contrast_anchors=False,
+                             contrast_positives=False)
     if dims:
         loss = MatryoshkaLoss(model, loss, list(dims))
     return loss
