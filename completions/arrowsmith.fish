@@ -179,6 +179,8 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l query-id-col -r 
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l id-col -r -F -d '--corpus: id column (default: id, else _id, else the row number).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l text-col -r -F -d '--corpus: text column (default: text).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l title-col -r -F -d '--corpus: title column (default: title, if present;  for none).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l min-grade -r -F -d '--data: documents judged at this grade or above are positives (default: 1, every'
+complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l guide -r -F -d 'GISTEmbedLoss: mask the negatives this model scores at or above 0.95 x the posit'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l hard-negatives -r -F -d 'Mine N negatives per query with the base model (in --db, or a temporary store).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l max-pairs -r -F -d 'Train on a seeded sample of at most N pairs.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l matryoshka -r -F -d 'Train for these dims too (MatryoshkaLoss), e.g. 384,256,128,64; the full dim is '
