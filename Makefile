@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_DB := demo-store
+# pytest-xdist processes; each test module runs whole in one of them (its fixtures built once).
+# Two fit CI's 2 cores and 24 GiB: the suite is half model arithmetic, half process start-ups
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint completions docs clean
 
@@ -27,7 +30,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check cli commands plugins tests benchmarks
 	$(BIN)/vulture  # dead code: paths and known false positives in pyproject.toml [tool.vulture]
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(BIN)/ruff check cli commands plugins tests benchmarks

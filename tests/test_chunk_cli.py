@@ -176,6 +176,7 @@ def test_output_file_is_written_atomically(tmp_path):
 
 def test_table_format_shows_one_row_per_chunk(monkeypatch):
     monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("COLUMNS", "160")  # the table fits the terminal; a test runner's may be narrow
     args = ["chunk", "samples/tides.txt", "--max-tokens", "64"]
     rows = jsonl(run([*args, "-f", "jsonl", "--explode"]).stdout_bytes)
     result = run([*args, "-f", "table"])
