@@ -157,12 +157,13 @@ def test_failed_download_is_one_clear_error(tmp_path, monkeypatch):
 
 
 def test_dense_projection_sets_the_dim(tmp_path, model):
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
 
     from arrowsmith.plugins.registry import load_model
 
     st = SentenceTransformer(model.path, device="cpu")
-    dense = models.Dense(in_features=384, out_features=128)
+    dense = Dense(in_features=384, out_features=128)
     projected = SentenceTransformer(modules=[*st, dense], device="cpu")
     projected.save(str(tmp_path / "projected"))
     m = load_model(str(tmp_path / "projected"), device="cpu", dtype="fp32")
