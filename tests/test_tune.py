@@ -439,6 +439,7 @@ def test_qrels_naming_an_unknown_id_is_exit_65_naming_the_line(tmp_path, line, e
     (["--pairs", "p.jsonl", "--db", "store"], "--db: not used with --pairs"),
     (["--data", "d", "--query-col", "q"], "--query-col: not used with --data"),
     (["--pairs", "p.jsonl", "--min-grade", "2"], "--min-grade: not used with --pairs"),
+    (["--data", "d", "--min-grade", "0"], "--min-grade 0: grades below 1 are not relevant"),
     (["--unsupervised"], "--unsupervised needs one of --corpus FILE or --db STORE"),
     (["--pairs", "p.jsonl", "--allow-overlap"], "need --eval DIR"),
 ])

@@ -72,7 +72,7 @@ def load_pair_set(o: SourceOptions, *, model, max_seq_tokens: int, seed: int) ->
                               query_col=o.query_col, positive_col=o.positive_col, negative_col=o.negative_col,
                               query_id_col=o.query_id_col)
     elif o.data:
-        ps = pairs_from_beir(o.data, o.split or "train", min_grade=o.min_grade or 1)
+        ps = pairs_from_beir(o.data, o.split or "train", min_grade=1 if o.min_grade is None else o.min_grade)
     else:
         counts = model.tokenizer.count_tokens
         window = max_seq_tokens - model.num_special_tokens
