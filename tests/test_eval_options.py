@@ -26,6 +26,9 @@ from arrowsmith.commands.evaluate.runner import compare_results
     (["--compare", "vector,fusion=mix"], "fusion= has no effect with mode=vector"),
     (["--compare", "hybrid,alpha=0.2"], "alpha= has no effect with fusion=rrf"),
     (["--compare", "nprobes=20"], "nprobes= has no effect with exact search"),
+    (["--compare", "naive,window_overlap=0"], "window_overlap= has no effect with naive chunking"),
+    (["--compare", "late,window_overlap=-1"], "window_overlap must be 0 or more"),
+    (["--db", "s", "--compare", "late,window_overlap=0"], "has no effect on an existing store"),
     (["--json", "--markdown"], "--json and --markdown are exclusive"),
     (["--db", "s", "--mode", "fts", "--dtype", "fp32"], "--dtype has no effect with mode fts on an existing"),
 ])
@@ -41,6 +44,9 @@ def test_options_that_apply_are_accepted():
     assert config_from_spec("auto,rrf_k=10").rrf_k == 10
     assert config_from_spec("ann,nprobes=20").nprobes == 20
     assert config_from_spec("late", EvalConfig()).late  # a build
+    assert config_from_spec("late,window-overlap=0").window_overlap == 0
+    assert config_from_spec("late").window_overlap is None  # embed's default
+    assert config_from_spec("late,window_overlap=0").build_key() != config_from_spec("late").build_key()
 
 
 def test_baseline_needs_two_configurations():

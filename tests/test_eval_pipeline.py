@@ -87,6 +87,28 @@ def test_existing_db_scores_what_is_stored(small, modes):
 
 
 @pytest.mark.slow
+def test_late_window_overlap_is_a_build_setting(small, tmp_path):
+    """late,window_overlap=0 builds its own store with windows that share no token: fewer tokens
+    embedded than the default overlap on the same spans, and the store records the setting."""
+    from arrowsmith.commands.schemas import MODEL
+    from arrowsmith.commands.store import open_table, table_meta
+
+    work = tmp_path / "work"
+    result = run(["eval", str(small), "--compare", "late", "--compare", "late,window_overlap=0",
+                  "--device", "cpu", "--dtype", "fp32", "--resamples", "200", "--workdir", str(work),
+                  "--json"])
+    assert result.exit_code == 0, result.stderr
+    default, no_overlap = json.loads(result.stdout_bytes)["configs"]
+    assert no_overlap["name"] == "late,window_overlap=0"
+    assert default["counts"]["chunks"] == no_overlap["counts"]["chunks"]  # the same spans
+    # some of these abstracts are longer than one 254-token window, so the default overlap costs tokens
+    assert no_overlap["counts"]["tokens_embedded"] < default["counts"]["tokens_embedded"]
+    stored = [table_meta(open_table(str(work / f"store-{i}"), "chunks"))[MODEL] for i in (0, 1)]
+    assert [m["window_overlap"] for m in stored] == [63, 0]
+    assert no_overlap["metrics"]["ndcg@10"] > 0.3
+
+
+@pytest.mark.slow
 def test_cranfield_late_vs_naive(cranfield, tmp_path):
     """Half the Cranfield collection (its first 700 documents and the 163 queries judged on them)
     through chunk → embed → store → query, naive and late. Half: the whole collection took 2.5 of

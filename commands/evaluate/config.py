@@ -6,6 +6,7 @@ Spec grammar: comma-separated items, each a bare word or ``key=value``::
     naive,chunk=sentences,max_tokens=128   naive chunking of 128-token sentence chunks
     mode=hybrid,fusion=mix,alpha=0.5       search settings on the same build
     name=mini-late,model=all-MiniLM-L6-v2,late
+    late,window_overlap=0                  late chunking with windows that do not overlap
 
 Bare words: ``late``, ``naive``, ``none`` (no chunking: one chunk per document, truncated at the
 model's window as MTEB does), ``auto``/``vector``/``fts``/``hybrid`` (the search mode; ``auto`` is
@@ -38,6 +39,7 @@ class EvalConfig:
     max_tokens: int | None = None
     overlap: int = 0
     late: bool = False
+    window_overlap: int | None = None  # late chunking's window overlap (None: embed's default)
     # search
     mode: str = "vector"
     fusion: str = "rrf"
@@ -57,7 +59,8 @@ class EvalConfig:
         """Configurations with the same key share one store."""
         if self.db:
             return ("db", self.db, self.table)
-        return ("build", self.model, self.chunker, self.max_tokens, self.overlap, self.late)
+        return ("build", self.model, self.chunker, self.max_tokens, self.overlap, self.late,
+                self.window_overlap)
 
     def chunk_key(self) -> tuple:
         """Configurations with the same key share chunk spans (naive and late alike)."""
@@ -72,6 +75,7 @@ class EvalConfig:
 
 DEFAULT = EvalConfig()
 _KEY_ALIASES = {"chunk": "chunker", "strategy": "chunker", "max-tokens": "max_tokens", "rrf-k": "rrf_k",
+                "window-overlap": "window_overlap",
                 "refine-factor": "refine_factor", "use-compressed": "use_compressed"}
 _WORDS: dict[str, dict[str, Any]] = {
     "late": {"late": True}, "naive": {"late": False}, NO_CHUNKING: {"chunker": NO_CHUNKING},
@@ -88,8 +92,8 @@ def describe(config: EvalConfig, base: EvalConfig = DEFAULT) -> str:
         parts.append(f"db={config.db}")
     else:
         parts.append("late" if config.late else "naive")
-    for key in ("model", "chunker", "max_tokens", "overlap", "mode", "fusion", "rrf_k", "alpha", "by",
-                "exact", "use_compressed", "nprobes", "refine_factor", "ef", "table"):
+    for key in ("model", "chunker", "max_tokens", "overlap", "window_overlap", "mode", "fusion", "rrf_k",
+                "alpha", "by", "exact", "use_compressed", "nprobes", "refine_factor", "ef", "table"):
         value = getattr(config, key)
         if value != getattr(base, key) and not (key == "table" and not config.db):
             parts.append(f"{key}={value}")
@@ -136,7 +140,7 @@ def make_config(values: dict[str, Any], base: EvalConfig = DEFAULT, where: str =
     return config
 
 
-BUILD_KEYS = ("model", "chunker", "max_tokens", "overlap", "late")
+BUILD_KEYS = ("model", "chunker", "max_tokens", "overlap", "late", "window_overlap")
 HYBRID_MODES = ("hybrid", "auto")  # auto is hybrid on a table with a full-text index
 
 
@@ -145,6 +149,8 @@ def unused_settings(config: EvalConfig, keys: set[str]) -> list[tuple[str, str]]
     out = []
     if config.db:
         out += [(k, "on an existing store (db=): it is searched as it is") for k in BUILD_KEYS if k in keys]
+    elif not config.late and "window_overlap" in keys:
+        out.append(("window_overlap", "with naive chunking: it is a late-chunking setting"))
     if config.mode not in HYBRID_MODES:
         out += [(k, f"with mode={config.mode}: it is a hybrid setting") for k in ("fusion", "rrf_k", "alpha")
                 if k in keys]
@@ -180,7 +186,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             if str(value).lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if key in ("max_tokens", "overlap", "nprobes", "refine_factor", "ef"):
+        if key in ("max_tokens", "overlap", "window_overlap", "nprobes", "refine_factor", "ef"):
             return int(value)
         if key in ("alpha", "rrf_k"):
             return float(value)
@@ -202,6 +208,8 @@ def validate(config: EvalConfig, where: str = "") -> None:
         raise UsageError(f"{prefix}alpha={config.alpha} must lie in [0, 1]")
     if config.max_tokens is not None and config.max_tokens < 1:
         raise UsageError(f"{prefix}max_tokens must be positive")
+    if config.window_overlap is not None and config.window_overlap < 0:
+        raise UsageError(f"{prefix}window_overlap must be 0 or more")
     if config.chunker == NO_CHUNKING and config.late:
         raise UsageError(f"{prefix}late chunking needs chunks: chunker=none embeds one vector per document")
 

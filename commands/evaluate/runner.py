@@ -223,12 +223,14 @@ class Evaluator:
         chunked = self._chunk(config, model)
         db = self.workdir / f"store-{len(self._built)}"
         embed_stats = EmbedStats()
+        late_options = {} if config.window_overlap is None else {"window_overlap": config.window_overlap}
         self.progress(f"eval: embedding {chunked.chunks:,} chunks ({'late' if config.late else 'naive'})")
         start = time.perf_counter()
         # one checkpoint: the commit comes after the embedding generator is exhausted, so
         # embed_stats.seconds is the embedding and the rest is the store's
         stats = embed_to_store(_read_spool(chunked.path), model, str(db), config.table,
-                               checkpoint_rows=1 << 30, late=config.late, stats=embed_stats)
+                               checkpoint_rows=1 << 30, late=config.late, stats=embed_stats,
+                               **late_options)
         total = time.perf_counter() - start
         embed_s = min(total, embed_stats.seconds)
         timing = {"chunk": chunked.seconds, "embed": embed_s, "store": max(0.0, total - embed_s)}
