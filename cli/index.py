@@ -44,7 +44,8 @@ def index_command(
                                                    show_default=False)] = None,
     sub_vectors: Annotated[int | None, typer.Option(help="PQ sub-vectors [default: dim/8].",
                                                     show_default=False)] = None,
-    metric: Annotated[DistanceName, typer.Option(help="Distance of the vector index.")] = "cosine",
+    metric: Annotated[DistanceName | None, typer.Option(
+        help="Distance of the vector index [default: cosine].", show_default=False)] = None,
     fts: Annotated[bool, typer.Option("--fts/--no-fts", help="BM25 full-text index on text.")] = True,
     scalar: Annotated[list[str] | None, typer.Option(
         "--scalar", help="Also a scalar (BTree) index on this column; repeatable (doc_id always).",

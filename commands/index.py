@@ -54,7 +54,7 @@ FTS_COLUMN = "text"
 # ------------------------------------------------------------------ choosing parameters
 
 
-def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str = "cosine",
+def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str | None = None,
                         partitions: int | None = None, sub_vectors: int | None = None
                         ) -> dict[str, Any] | None:
     """The vector index to build (a JSON-able spec), or None for exact search.
@@ -65,23 +65,27 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
     ivf_pq: partitions ≈ sqrt(rows), sub-vectors = dim / 8 (8 dims per byte code, 48 for
     384 dims: 32× compression); recall comes from ``query``'s refine step.
     ivf_hnsw_sq: few large partitions (≈ rows / 100k, min 1), each an HNSW graph over 8-bit
-    scalar-quantised vectors.
+    scalar-quantised vectors. ``metric`` None is cosine; given, it is an index setting like
+    ``partitions`` (without an index, exact search ranks by the table's own metric).
     """
     if kind not in VECTOR_TYPES:
         raise UsageError(f"unknown vector index type {kind!r} (use {'|'.join(VECTOR_TYPES)})")
-    if metric not in DISTANCE_METRICS:
+    if metric is not None and metric not in DISTANCE_METRICS:
         raise UsageError(f"unknown metric {metric!r} (use {'|'.join(DISTANCE_METRICS)})")
     if kind == "none" or (kind == "auto" and rows < AUTO_MIN_ROWS):
-        if partitions is not None or sub_vectors is not None:  # issue 10: they were ignored
+        given = [f for f, v in (("--partitions", partitions), ("--sub-vectors", sub_vectors),
+                                ("--metric", metric)) if v is not None]
+        if given:  # issue 10: they were ignored
             if kind == "none":
-                raise UsageError("--partitions/--sub-vectors have no effect with --type none",
+                raise UsageError(f"{'/'.join(given)}: no effect with --type none",
                                  hint="--type ivf_pq or ivf_hnsw_sq to build one")
             # auto: they apply once the table grows past the threshold, so a cron job that sets
             # them must keep working on a small table; say so instead of refusing
-            log.warning("--partitions/--sub-vectors are not used yet: --type auto builds no vector "
-                        "index on %s rows (below %s); --type ivf_pq or ivf_hnsw_sq builds one now",
-                        f"{rows:,}", f"{AUTO_MIN_ROWS:,}")
+            log.warning("%s: not used yet: --type auto builds no vector index on %s rows (below %s); "
+                        "--type ivf_pq or ivf_hnsw_sq builds one now",
+                        "/".join(given), f"{rows:,}", f"{AUTO_MIN_ROWS:,}")
         return None
+    metric = metric or "cosine"
     if rows < 256:
         raise UsageError(f"a vector index needs at least 256 rows to train (table has {rows})",
                          hint="--type none: exact search is fast at this size")
@@ -128,7 +132,7 @@ class IndexReport:
 
 
 def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_type: str = "auto",
-                  partitions: int | None = None, sub_vectors: int | None = None, metric: str = "cosine",
+                  partitions: int | None = None, sub_vectors: int | None = None, metric: str | None = None,
                   fts: bool = True, scalar: tuple[str, ...] | list[str] = (), wait: bool = False,
                   force: bool = False, keep: timedelta = timedelta(days=1)) -> IndexReport:
     """Create what is missing, update what is stale, do nothing when nothing changed."""
@@ -144,7 +148,8 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
         vector = choose_vector_index(rows, dim, kind=vector_type, metric=metric,
                                      partitions=partitions, sub_vectors=sub_vectors)
         wanted = {"vector_type": vector_type, "vector": vector, "fts": fts,
-                  "scalar": sorted({"doc_id", *scalar}), "metric": metric, "partitions": partitions}
+                  "scalar": sorted({"doc_id", *scalar}), "metric": metric or "cosine",
+                  "partitions": partitions}
         if not force and state.get("version") == tbl.version and state.get("wanted") == wanted:
             report.unchanged, report.version = True, tbl.version
             return report

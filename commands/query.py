@@ -367,6 +367,9 @@ def _refuse_unused_tuning(searcher: _Searcher, nprobes, refine_factor, ef) -> No
     if searcher.index_type is None:
         raise UsageError(f"{', '.join(given)}: no effect, the table has no vector index (a flat scan)",
                          hint="arrowsmith index --type ivf_pq, or leave them out")
+    if ef is not None and not searcher.index_type.startswith("IVF_HNSW"):
+        raise UsageError(f"--ef: no effect on the table's {searcher.index_type} index (it is an HNSW "
+                         "search's breadth)", hint="--nprobes and --refine-factor tune IVF_PQ")
 
 
 def _tune(q, nprobes, refine_factor, ef):

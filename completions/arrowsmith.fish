@@ -128,7 +128,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l input-format -x
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l type -xa 'auto ivf_pq ivf_hnsw_sq none' -d 'Vector index. auto: none below 100k rows, else ivf_pq; none drops an existing on'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l partitions -r -F -d 'IVF partitions (default: from table size).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l sub-vectors -r -F -d 'PQ sub-vectors (default: dim/8).'
-complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l metric -xa 'cosine l2 dot' -d 'Distance of the vector index.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l metric -xa 'cosine l2 dot' -d 'Distance of the vector index (default: cosine).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l fts -l no-fts -d 'BM25 full-text index on text.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l scalar -r -F -d 'Also a scalar (BTree) index on this column; repeatable (doc_id always).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l force -l no-force -d 'Rebuild every index even if up to date.'

@@ -60,6 +60,7 @@ def test_embed_refuses(args, message):
     (["--stats", "--type", "ivf_pq"], "--type has no effect with --stats"),
     (["--grace", "1h"], "--grace has no effect without --optimize"),
     (["--type", "none", "--partitions", "4"], "--partitions has no effect with --type none"),
+    (["--type", "none", "--metric", "dot"], "--metric has no effect with --type none"),
     (["--type", "ivf_hnsw_sq", "--sub-vectors", "8"], "--sub-vectors has no effect with --type ivf_hnsw_sq"),
     (["--replace"], "--replace has no effect without input"),
 ])
@@ -73,8 +74,27 @@ def test_index_auto_on_a_small_table_says_partitions_wait_for_the_threshold(stor
     # a cron job's --partitions must not fail while the table is small: a warning, not exit 2
     r = run(["index", "--db", str(store), "--partitions", "4", "--no-fts"])
     assert r.exit_code == 0, r.stderr
-    assert "--partitions/--sub-vectors are not used yet" in r.stderr
+    assert "--partitions: not used yet" in r.stderr
     assert "on 4 rows" in r.stderr
+
+
+def test_index_auto_on_a_small_table_says_metric_waits_for_the_threshold(store):
+    # --metric is the index's distance: no index yet, so it is not used either (it was silent)
+    r = run(["index", "--db", str(store), "--metric", "dot", "--sub-vectors", "8", "--no-fts"])
+    assert r.exit_code == 0, r.stderr
+    assert "--sub-vectors/--metric: not used yet: --type auto builds no vector index on 4 rows" in r.stderr
+    r = run(["index", "--db", str(store), "--no-fts"])
+    assert r.exit_code == 0 and "not used yet" not in r.stderr, r.stderr
+
+
+def test_vector_index_settings_without_an_index_are_refused_by_the_library():
+    from arrowsmith.commands.errors import UsageError
+    from arrowsmith.commands.index import choose_vector_index
+
+    with pytest.raises(UsageError, match="--metric: no effect with --type none"):
+        choose_vector_index(1_000, 384, kind="none", metric="dot")
+    assert choose_vector_index(1_000, 384, kind="ivf_pq")["metric"] == "cosine"
+    assert choose_vector_index(1_000, 384, kind="ivf_pq", metric="dot")["metric"] == "dot"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -40,8 +40,9 @@ def test_ivf_pq_default_recall_at_10(tmp_path, monkeypatch):
     assert codes_only < recall - 0.2, (codes_only, recall)
 
 
-def test_nprobes_refine_factor_and_ef_reach_lancedb(tmp_path):
-    """A small IVF_PQ table: probing 1 of 8 partitions without re-ranking loses neighbours."""
+def test_nprobes_and_refine_factor_reach_lancedb(tmp_path):
+    """A small IVF_PQ table: probing 1 of 8 partitions without re-ranking loses neighbours; --ef, an
+    HNSW setting that LanceDB ignores on IVF_PQ (the same hits at ef 1 and 1000), is refused."""
     base = clustered_vectors(5_000, fields=8)
     queries = query_vectors(base, 50)
     connect(tmp_path).create_table("chunks", generated_table(base))
@@ -49,7 +50,11 @@ def test_nprobes_refine_factor_and_ef_reach_lancedb(tmp_path):
     full = recall_at_k(str(tmp_path), queries, nprobes=8, refine_factor=10)
     starved = recall_at_k(str(tmp_path), queries, nprobes=1, refine_factor=1)
     assert full >= 0.95 and starved < full - 0.1, (full, starved)
-    res = run(["query", "--db", str(tmp_path), "wing", "--nprobes", "1", "--refine-factor", "1", "--ef", "10",
+    res = run(["query", "--db", str(tmp_path), "wing", "--nprobes", "1", "--refine-factor", "1",
                "--k", "3", "--format", "jsonl"])
     assert res.exit_code == 0, res.stderr
     assert len(res.stdout_bytes.decode().splitlines()) == 3
+    res = run(["query", "--db", str(tmp_path), "wing", "--nprobes", "1", "--ef", "10", "--format", "jsonl"])
+    assert res.exit_code == 2, res.stderr
+    assert "--ef: no effect on the table's IVF_PQ index" in res.stderr
+    assert res.stdout_bytes == b""
