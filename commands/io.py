@@ -13,9 +13,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
@@ -421,11 +423,59 @@ def _line_of(source: str, text: str) -> int | None:
 # ---------------------------------------------------------------- writing
 
 
+def output_mode(target: str | os.PathLike, directory: bool = False) -> int:
+    """Permissions for an output that replaces ``target``: the existing file's own, else what
+    ``open()`` / ``mkdir()`` give a new one (0o666 / 0o777 less the umask). The temp files of
+    atomic writes are made 0600 / 0700 by mkstemp / mkdtemp, which would hide every output from
+    the other users and services meant to read it."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        mask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+        os.umask(mask)
+        return (0o777 if directory else 0o666) & ~mask
+
+
+@contextmanager
+def atomic_file(dest: str | os.PathLike) -> Iterator[str]:
+    """A temp path beside ``dest`` to write; renamed over it, with :func:`output_mode`, when the
+    block succeeds, removed when it fails (for writers that want a path, e.g. a plot)."""
+    target = Path(os.path.realpath(dest))
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, output_mode(target))
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def special_file(dest: str) -> bool:
+    """An existing destination that is not a regular file: a device, FIFO or socket (/dev/null,
+    /dev/stdout on a pipe, a shell's process substitution /dev/fd/N). It is written in place:
+    renaming a temp file over it would replace the node itself (as root, /dev/null)."""
+    try:
+        mode = os.stat(dest).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _terminal_path(dest: str) -> bool:
+    """A special file that is a terminal (/dev/tty, /dev/pts/N, /dev/stdout on a terminal)."""
+    return os.path.realpath(dest).startswith(("/dev/tty", "/dev/pts/", "/dev/console"))
+
+
 def default_output_format(dest: str, terminal: str = "jsonl") -> str:
-    """The format a destination implies: its extension; for stdout, ``arrows`` (``terminal`` on a TTY)."""
+    """The format a destination implies: its extension; for stdout, ``arrows`` (``terminal`` on a
+    TTY); for a device or pipe named without one (``-o /dev/null``), what stdout would get."""
     if dest == "-":
         return terminal if sys.stdout.isatty() else "arrows"
     fmt = format_of(dest)
+    if fmt is None and special_file(dest):
+        return terminal if _terminal_path(dest) else "arrows"
     if fmt is None:
         raise UsageError(f"{dest}: cannot tell the output format from the extension",
                          hint="--format arrows|arrow|parquet|jsonl|csv|tsv")
@@ -448,13 +498,15 @@ class BatchSink:
         self.fmt = fmt or default_output_format(dest, self.terminal_format)
         if self.fmt not in self.formats:
             raise UsageError(f"unknown output format {self.fmt!r} (choose from {', '.join(self.formats)})")
-        if dest == "-" and sys.stdout.isatty() and self.fmt in BINARY_FORMATS:
+        to_terminal = sys.stdout.isatty() if dest == "-" else special_file(dest) and _terminal_path(dest)
+        if to_terminal and self.fmt in BINARY_FORMATS:
             # binary is never written to a terminal (README, "Wire format and schemas")
             self.fmt = self.terminal_format
         self.rows = 0
         self._writer: Any = None
         self._file: IO[bytes] | None = None
         self._tmp: str | None = None
+        self._target = dest  # the file the temp file replaces (a symlink's target)
 
     # context manager ---------------------------------------------------
     def __enter__(self) -> BatchSink:
@@ -477,7 +529,7 @@ class BatchSink:
                 raise
             raise StorageError(f"{self._label()}: write failed: {e.strerror or e}") from None
         self.rows += batch.num_rows
-        if self.dest == "-":
+        if self._tmp is None:  # stdout or a pipe: the reader gets each batch as it is written
             self._file.flush()
 
     def write_all(self, batches: Iterable[pa.RecordBatch], schema: pa.Schema | None = None) -> int:
@@ -497,8 +549,10 @@ class BatchSink:
             if self._tmp is not None:
                 os.fsync(self._file.fileno())
                 self._file.close()
-                os.replace(self._tmp, self.dest)
+                os.replace(self._tmp, self._target)
                 self._tmp = None
+            elif self.dest != "-":
+                self._file.close()
         except BrokenPipeError:
             raise
         except OSError as e:
@@ -521,6 +575,11 @@ class BatchSink:
             finally:
                 Path(self._tmp).unlink(missing_ok=True)
                 self._tmp = None
+        elif self._file is not None and self.dest != "-":
+            try:
+                self._file.close()  # a device or pipe written in place: nothing to remove
+            except OSError:
+                pass
 
     # internals -----------------------------------------------------------
     def _label(self) -> str:
@@ -529,14 +588,22 @@ class BatchSink:
     def _open(self, schema: pa.Schema) -> None:
         if self.dest == "-":
             self._file = sys.stdout.buffer
+        elif special_file(self.dest):
+            try:
+                self._file = open(self.dest, "wb")  # noqa: SIM115 - closed by close()/abort()
+            except OSError as e:
+                raise StorageError(f"{self.dest}: cannot open: {e.strerror}") from None
         else:
-            target = Path(self.dest)
+            # through a symlink to the file it names (the link stays a link), atomically beside it
+            target = Path(os.path.realpath(self.dest))
             target.parent.mkdir(parents=True, exist_ok=True)
             try:
                 fd, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
                                                  dir=target.parent)
             except OSError as e:
                 raise StorageError(f"{self.dest}: cannot create file: {e.strerror}") from None
+            self._target = str(target)
+            os.fchmod(fd, output_mode(target))
             self._file = os.fdopen(fd, "wb")
         fmt = self.fmt
         if fmt == "arrows":

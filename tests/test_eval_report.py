@@ -67,6 +67,7 @@ def test_plot_writes_a_png(runs, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "wrote" in result.stderr
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # written beside, renamed
 
 
 def test_bad_metric_and_k_are_usage_errors(runs):

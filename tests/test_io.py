@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 import sys
+import threading
 
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -252,6 +255,80 @@ def test_file_output_is_atomic(tmp_path):
     with pytest.raises(DataError):
         aio.write_batches(failing(), str(fresh))
     assert not fresh.exists()
+
+
+def test_a_new_output_file_gets_the_umask_mode_and_a_replaced_one_keeps_its_own(tmp_path):
+    # mkstemp makes 0600: written as it is, every output would be unreadable to other users
+    old = os.umask(0o022)
+    try:
+        fresh = tmp_path / "fresh.arrows"
+        aio.write_batches(TABLE.to_batches(), str(fresh))
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o644
+        shared = tmp_path / "shared.jsonl"
+        shared.write_text("old\n")
+        shared.chmod(0o664)
+        aio.write_batches(TABLE.to_batches(), str(shared))
+        assert stat.S_IMODE(shared.stat().st_mode) == 0o664
+        assert [r["id"] for r in rows(aio.read_batches(str(shared)))] == ["a", "007"]
+    finally:
+        os.umask(old)
+
+
+def test_atomic_file_replaces_its_target_only_when_the_block_succeeds(tmp_path):
+    """What eval --plot and compress --plot write through (matplotlib wants a path)."""
+    target = tmp_path / "plot.png"
+    target.write_bytes(b"old")
+    target.chmod(0o640)
+    with pytest.raises(RuntimeError), aio.atomic_file(target) as tmp:
+        open(tmp, "wb").write(b"half")
+        raise RuntimeError("the plot failed")
+    assert target.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+    with aio.atomic_file(target) as tmp:
+        open(tmp, "wb").write(b"new")
+    assert target.read_bytes() == b"new" and stat.S_IMODE(target.stat().st_mode) == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+
+
+def test_output_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    (tmp_path / "data").mkdir()
+    real = tmp_path / "data" / "out.arrows"
+    real.write_bytes(b"previous")
+    link = tmp_path / "out.arrows"
+    link.symlink_to(real)
+    aio.write_batches(TABLE.to_batches(), str(link))
+    assert link.is_symlink() and link.resolve() == real
+    assert [r["id"] for r in rows(aio.read_batches(str(real)))] == ["a", "007"]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["out.arrows"]  # no temp left
+
+
+def test_a_fifo_is_written_in_place_as_a_stream(tmp_path):
+    """`-o FIFO` (or a shell's process substitution, /dev/fd/N): renaming a temp file over it would
+    replace the pipe with a file no reader sees; it is opened and written, in stdout's format."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    sink = aio.BatchSink(str(fifo))
+    assert sink.fmt == "arrows"  # no extension: what stdout would get
+    with sink:
+        sink.write_all(TABLE.to_batches())
+    reader.join(timeout=60)
+    assert read_ipc(got[0]).column("id").to_pylist() == ["a", "007"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the pipe
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
+def test_a_device_node_is_written_in_place_not_replaced(tmp_path):
+    # /dev/null's own numbers (char 1:3), made in tmp_path: as root, the temp-file-and-rename of
+    # a regular output would have replaced the node with a plain file
+    null = tmp_path / "null"
+    os.mknod(null, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    r = run(["chunk", "-", "-o", str(null)], input=b'{"id": "a", "text": "One. Two."}\n')
+    assert r.exit_code == 0, r.stderr
+    assert stat.S_ISCHR(os.stat(null).st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
 
 
 def test_empty_output_still_has_a_schema(tmp_path):

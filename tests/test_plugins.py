@@ -276,3 +276,20 @@ def test_registry_records_plugin_and_factory_options(plugin_path):
     assert (m.plugin, m.name, m.dim) == ("toy", "words-8", 8)
     assert m.factory_options == {"device": "cpu", "dtype": "auto"}  # what an engine's worker rebuilds from
     assert (m.device, m.dtype, m.load_seconds, m.embed_params) == ("cpu", "", 0.0, {})  # the defaults
+
+
+@pytest.mark.parametrize("flags, warned", [({"avx2", "fma"}, True), ({"avx2", "avx512_bf16"}, False)])
+def test_bf16_the_cpu_emulates_is_honoured_with_a_warning(monkeypatch, caplog, flags, warned):
+    from arrowsmith.plugins import sentence_transformers as st
+
+    monkeypatch.setattr(st, "_cpu_flags", lambda: flags)
+    st._warn_if_emulated.cache_clear()
+    with caplog.at_level("WARNING", logger="arrowsmith.plugins"):
+        assert st.resolve_dtype("bf16", "cpu") == "bf16"
+        assert st.resolve_dtype("bf16", "cpu") == "bf16"
+        assert st.resolve_dtype("auto", "cpu") == ("fp32" if warned else "bf16")
+    emulated = [r for r in caplog.records if "torch emulates it" in r.getMessage()]
+    assert len(emulated) == (1 if warned else 0)  # once per process, not per call
+    if warned:
+        assert "no native bf16 (amx_bf16 or avx512_bf16)" in emulated[0].getMessage()
+    st._warn_if_emulated.cache_clear()

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
+import stat
 from pathlib import Path
 
 import pytest
@@ -104,6 +106,10 @@ def test_pairs_file_makes_a_model_directory_with_its_card(tuned, pairs_file):
     names = {p.name for p in out.iterdir()}
     assert {"model.safetensors", "modules.json", "tokenizer.json", "README.md"} <= names
     assert leftovers(out.parent) == [] and not (out.parent / "model.checkpoints").exists()
+    # a model directory others can read, as mkdir would make it (mkdtemp's 0700 would not be)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o777 & ~mask
     card = (out / "README.md").read_text()
     from arrowsmith.plugins.registry import load_model
 

@@ -312,5 +312,11 @@ def plot_report(report: Report, path: str) -> None:
     ax.set_title(f"{report.table}: {report.rows} vectors, dim {report.dim}, {report.queries} queries")
     ax.grid(True, alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    from arrowsmith.commands.io import atomic_file
+
+    try:
+        with atomic_file(path) as tmp:
+            # the temp name has no extension: the format is the one path names, as savefig would
+            fig.savefig(tmp, dpi=120, format=os.path.splitext(path)[1][1:].lower() or "png")
+    finally:
+        plt.close(fig)

@@ -237,7 +237,10 @@ def plot(report: EvalReport, path: str, kind: str = "auto") -> str:
             _plot_bars(ax, report)
         ax.set_title(_title(report), fontsize=9)
         fig.tight_layout()
-        fig.savefig(path, format="png")
+        from arrowsmith.commands.io import atomic_file
+
+        with atomic_file(path) as tmp:
+            fig.savefig(tmp, format="png")
     finally:
         plt.close(fig)
     return kind

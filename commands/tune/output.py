@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.io import output_mode
 from arrowsmith.commands.signals import no_interrupt
 
 FINGERPRINT = "fingerprint.json"
@@ -44,6 +45,7 @@ class AtomicDir:
     def __enter__(self) -> Path:
         self.check()
         self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.tmp-", dir=self.dest.parent))
+        os.chmod(self.tmp, output_mode(self.dest, directory=True))  # not mkdtemp's 0700
         return self.tmp
 
     def commit(self) -> None:
