@@ -436,16 +436,27 @@ def output_mode(target: str | os.PathLike, directory: bool = False) -> int:
         return (0o777 if directory else 0o666) & ~mask
 
 
+def temp_beside(dest: str | os.PathLike) -> tuple[int, str, Path]:
+    """(fd, temp path, target) for an atomic write of ``dest``: the temp file is made beside the
+    file ``dest`` names (through a symlink: the link stays a link), with :func:`output_mode`."""
+    target = Path(os.path.realpath(dest))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise StorageError(f"{dest}: cannot create file: {e.strerror}") from None
+    os.fchmod(fd, output_mode(target))
+    return fd, tmp, target
+
+
 @contextmanager
 def atomic_file(dest: str | os.PathLike) -> Iterator[str]:
-    """A temp path beside ``dest`` to write; renamed over it, with :func:`output_mode`, when the
-    block succeeds, removed when it fails (for writers that want a path, e.g. a plot)."""
-    target = Path(os.path.realpath(dest))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    """A temp path beside ``dest`` to write; renamed over it when the block succeeds, removed
+    when it fails (for writers that want a path, e.g. a plot)."""
+    fd, tmp, target = temp_beside(dest)
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, output_mode(target))
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -594,16 +605,8 @@ class BatchSink:
             except OSError as e:
                 raise StorageError(f"{self.dest}: cannot open: {e.strerror}") from None
         else:
-            # through a symlink to the file it names (the link stays a link), atomically beside it
-            target = Path(os.path.realpath(self.dest))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            try:
-                fd, self._tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp",
-                                                 dir=target.parent)
-            except OSError as e:
-                raise StorageError(f"{self.dest}: cannot create file: {e.strerror}") from None
+            fd, self._tmp, target = temp_beside(self.dest)
             self._target = str(target)
-            os.fchmod(fd, output_mode(target))
             self._file = os.fdopen(fd, "wb")
         fmt = self.fmt
         if fmt == "arrows":
