@@ -69,6 +69,11 @@ def read_batches(source: str, fmt: str | None = None) -> Iterator[pa.RecordBatch
         yield from _read_stdin(fmt)
         return
     fmt = fmt or format_of(source)
+    if fmt is None and special_file(source):
+        # a FIFO or a shell's process substitution <(...): a stream like stdin, sniffed like it
+        with open(source, "rb") as f:
+            yield from _read_unseekable(f, None, source)
+        return
     if fmt is None:
         raise UsageError(f"{source}: cannot tell the format from the extension",
                          hint="--input-format arrows|arrow|parquet|jsonl|csv|tsv")
@@ -118,28 +123,33 @@ def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
         stdin = io.BufferedReader(stdin)
     if sys.stdin.isatty():
         raise UsageError("no input: give a path, or pipe data into stdin")
+    yield from _read_unseekable(stdin, fmt, "-")
+
+
+def _read_unseekable(f: IO[bytes], fmt: str | None, source: str) -> Iterator[pa.RecordBatch]:
+    """stdin or a pipe: the format sniffed from the first bytes unless given."""
     if fmt is None:
-        head = stdin.peek(256)[:256] if hasattr(stdin, "peek") else b""
+        head = f.peek(256)[:256] if hasattr(f, "peek") else b""
         if not head:
-            raise DataError("<stdin>: empty input (expected an Arrow IPC stream, JSONL or CSV)")
-        fmt = _sniff(head)
+            raise DataError(f"{_name(source)}: empty input (expected an Arrow IPC stream, JSONL or CSV)")
+        fmt = _sniff(head, source)
     if fmt in STREAM_FORMATS:
-        yield from _read_stream(stdin, fmt, "-")
+        yield from _read_stream(f, fmt, source)
     else:
-        # IPC files and Parquet need random access: spool stdin to memory.
-        yield from _read_random_access(stdin.read(), fmt)
+        # IPC files and Parquet need random access: spool the stream to memory.
+        yield from _read_random_access(f.read(), fmt, source)
 
 
 def read_bytes(data: bytes, fmt: str | None = None, source: str = "-") -> Iterator[pa.RecordBatch]:
     """Record batches of an input already in memory (e.g. stdin read whole), format sniffed."""
-    fmt = fmt or _sniff(data[:256])
+    fmt = fmt or _sniff(data[:256], source)
     if fmt in STREAM_FORMATS:
         yield from _read_stream(io.BufferedReader(io.BytesIO(data)), fmt, source)
     else:
-        yield from _read_random_access(data, fmt)
+        yield from _read_random_access(data, fmt, source)
 
 
-def _read_random_access(data: bytes, fmt: str) -> Iterator[pa.RecordBatch]:
+def _read_random_access(data: bytes, fmt: str, source: str = "-") -> Iterator[pa.RecordBatch]:
     try:
         if fmt == "arrow":
             reader = pa.ipc.open_file(pa.BufferReader(data))
@@ -152,7 +162,7 @@ def _read_random_access(data: bytes, fmt: str) -> Iterator[pa.RecordBatch]:
         else:
             raise UsageError(f"unknown input format {fmt!r}")
     except (pa.ArrowInvalid, OSError) as e:
-        raise DataError(f"<stdin>: not a readable {fmt} file ({e})") from None
+        raise DataError(f"{_name(source)}: not a readable {fmt} file ({e})") from None
 
 
 def sniff(head: bytes) -> str | None:
@@ -168,12 +178,12 @@ def sniff(head: bytes) -> str | None:
     return None
 
 
-def _sniff(head: bytes) -> str:
+def _sniff(head: bytes, source: str = "-") -> str:
     fmt = sniff(head)
     if fmt is not None:
         return fmt
     raise DataError(
-        "<stdin>: not an Arrow IPC stream, Arrow file, Parquet or JSONL",
+        f"{_name(source)}: not an Arrow IPC stream, Arrow file, Parquet or JSONL",
         hint="--input-format csv (or tsv) for delimited text",
     )
 

@@ -307,7 +307,7 @@ def test_a_fifo_is_written_in_place_as_a_stream(tmp_path):
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
     got: list = []
-    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
     reader.start()
     sink = aio.BatchSink(str(fifo))
     assert sink.fmt == "arrows"  # no extension: what stdout would get
@@ -317,6 +317,23 @@ def test_a_fifo_is_written_in_place_as_a_stream(tmp_path):
     assert read_ipc(got[0]).column("id").to_pylist() == ["a", "007"]
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the pipe
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_a_fifo_input_is_sniffed_like_stdin(tmp_path):
+    """`embed <(chunk …)`: the shell passes /dev/fd/N, a pipe without an extension."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    payload = to_ipc(TABLE)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(payload), daemon=True)
+    writer.start()
+    got = rows(aio.read_many([str(fifo)]))
+    writer.join(timeout=60)
+    assert [r["id"] for r in got] == ["a", "007"]
+    writer = threading.Thread(target=lambda: fifo.write_bytes(b"plain words, not a table\n"), daemon=True)
+    writer.start()
+    with pytest.raises(DataError, match=f"{fifo}: not an Arrow IPC stream, Arrow file, Parquet or JSONL"):
+        list(aio.read_many([str(fifo)]))
+    writer.join(timeout=60)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="making a device node needs root")
