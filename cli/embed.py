@@ -68,8 +68,9 @@ def embed_command(
         "Late: tokens per model window, prompt and specials included; at most the model's window "
         "(its max_seq_length: 256 for all-MiniLM-L6-v2) [default: the model's window]."))] = None,
     window_overlap: Annotated[int | None, _opt("--window-overlap", env="WINDOW_OVERLAP", show_default=False,
-                                               help="Late: tokens shared by consecutive windows [default: "
-                                                    "a quarter of a window's text tokens].")] = None,
+                                               help="Late: tokens shared by consecutive windows; 0 runs "
+                                                    "at naive's speed [default: a quarter of a window's "
+                                                    "text tokens].")] = None,
     late_specials: Annotated[LateSpecialsName, _opt("--late-specials", env="LATE_SPECIALS", help=(
         "Late: leave prompt and special tokens out of chunk means, or include them."))] = "exclude",
     force: Annotated[bool, _opt("--force", env="FORCE", help="Late-chunk a model that is not mean-pooled.")

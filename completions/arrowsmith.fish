@@ -65,7 +65,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l prompt -r -F -d
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l query-prompt -r -F -d 'Query prompt recorded for query (default: the models own query prompt).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l dim -r -F -d 'Truncate vectors to N dims and re-normalise (Matryoshka).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l window -r -F -d 'Late: tokens per model window, prompt and specials included; at most the models '
-complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l window-overlap -r -F -d 'Late: tokens shared by consecutive windows (default: a quarter of a windows text'
+complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l window-overlap -r -F -d 'Late: tokens shared by consecutive windows; 0 runs at naives speed (default: a q'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l late-specials -xa 'exclude include' -d 'Late: leave prompt and special tokens out of chunk means, or include them.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l force -d 'Late-chunk a model that is not mean-pooled.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l trust-remote-code -d 'Run Python code shipped with the model (never on by default).'
