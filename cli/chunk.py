@@ -68,10 +68,12 @@ def chunk_command(
     from arrowsmith.cli.settings import info
     from arrowsmith.commands.chunk import ChunkStats, chunk_documents, make_chunker, read_sources
     from arrowsmith.commands.errors import UsageError
-    from arrowsmith.commands.io import is_tabular, read_many
+    from arrowsmith.commands.io import is_tabular, read_many, stream_path
 
     paths = [p for p in (inputs or ["-"])]
-    tables = [p for p in paths if p == "-" or (input_format and not os.path.isdir(p)) or is_tabular(p)]
+    # a pipe (<(...), /dev/stdin) carries a table as stdin does, whatever its name
+    tables = [p for p in paths
+              if p == "-" or (input_format and not os.path.isdir(p)) or is_tabular(p) or stream_path(p)]
     if tables and len(tables) < len(paths):
         raise UsageError("give either tables (JSONL/CSV/Parquet/Arrow/stdin) or text files and directories, "
                          "not both in one run")

@@ -69,8 +69,8 @@ def read_batches(source: str, fmt: str | None = None) -> Iterator[pa.RecordBatch
         yield from _read_stdin(fmt)
         return
     fmt = fmt or format_of(source)
-    if fmt is None and special_file(source):
-        # a FIFO or a shell's process substitution <(...): a stream like stdin, sniffed like it
+    if fmt is None and stream_path(source):
+        # a FIFO, a shell's process substitution <(...), /dev/stdin: sniffed like stdin
         with open(source, "rb") as f:
             yield from _read_unseekable(f, None, source)
         return
@@ -482,6 +482,12 @@ def special_file(dest: str) -> bool:
     except OSError:
         return False
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def stream_path(source: str) -> bool:
+    """An input that is a stream like stdin, not a named file: a pipe (a FIFO, a shell's process
+    substitution) or a name for one of this process's descriptors (/dev/stdin, /dev/fd/N)."""
+    return source.startswith(("/dev/stdin", "/dev/fd/", "/proc/self/fd/")) or special_file(source)
 
 
 def _terminal_path(dest: str) -> bool:

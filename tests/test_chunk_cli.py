@@ -153,6 +153,23 @@ def test_missing_input_is_a_usage_error():
     assert "/no/such/dir: no such file or directory" in result.stderr
 
 
+def test_a_pipe_given_by_name_is_a_table_like_stdin(tmp_path):
+    """`arrowsmith chunk <(cat docs.jsonl)`: the shell passes /dev/fd/N, a pipe without an extension;
+    read as a text file it became one document holding the JSON."""
+    import threading
+
+    fifo = tmp_path / "docs"
+    os.mkfifo(fifo)
+    lines = b'{"id": "a", "text": "One sentence. Another one."}\n{"id": "b", "text": "Third."}\n'
+    writer = threading.Thread(target=lambda: fifo.write_bytes(lines), daemon=True)
+    writer.start()
+    r = run(["chunk", str(fifo), "--explode", "-f", "jsonl"])
+    writer.join(timeout=60)
+    assert r.exit_code == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout_bytes.decode().splitlines()]
+    assert [row["doc_id"] for row in rows] == ["a", "b"]
+
+
 def test_tables_and_text_files_do_not_mix(tmp_path):
     (tmp_path / "t.jsonl").write_text('{"id": "a", "text": "x"}\n')
     result = run(["chunk", str(tmp_path / "t.jsonl"), str(SAMPLES)])
