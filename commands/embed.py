@@ -35,6 +35,7 @@ from .schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, 
 log = logging.getLogger("arrowsmith.embed")
 
 GROUP_CHUNKS = 2048  # chunks embedded (and emitted) together: bounds memory, feeds the length sort
+UNKNOWN_WARN_SHARE = 0.01  # of embedded tokens being [UNK], above which embed warns
 GROUP_LATE_TOKENS = 65536  # document tokens per late group: bounds the token-vector buffer
 # input read ahead while a group is embedded (bytes of Arrow batches; one batch even if larger):
 # without it, `chunk | embed` chunks only while embed reads, as the pipe holds just 64 KiB
@@ -50,6 +51,7 @@ class EmbedStats:
     documents_empty: int = 0  # text rows that are empty or whitespace: skipped, never embedded
     chunks: int = 0
     tokens: int = 0
+    unknown_tokens: int = 0  # of which the model's tokenizer could not represent ([UNK])
     seconds: float = 0.0  # wall time of the stage, model loading included
     load_seconds: float = 0.0  # of which loading the weights
 
@@ -65,6 +67,17 @@ class EmbedStats:
         load = f", model load {self.load_seconds:.1f}s" if self.load_seconds >= 0.05 else ""
         return (f"embed: {docs}; {self.chunks} chunks, {self.tokens} tokens in {self.seconds:.1f}s "
                 f"({self.tokens_per_second:,.0f} tokens/s{load})")
+
+    def unknown_warning(self, model: str) -> str | None:
+        """A warning when ≥ 1% of the tokens embedded were the tokenizer's unknown token: that
+        text (a script or symbols outside the model's vocabulary) embeds as noise, and such
+        vectors can rank high for any query. None below that."""
+        if not self.tokens or self.unknown_tokens < UNKNOWN_WARN_SHARE * self.tokens:
+            return None
+        share = self.unknown_tokens / self.tokens
+        return (f"{self.unknown_tokens:,} of {self.tokens:,} tokens ({share:.1%}) "
+                f"are unknown to {model}'s tokenizer ([UNK]): that text embeds as noise; a model whose "
+                "vocabulary covers it (e.g. a multilingual one) would fit this corpus better")
 
 
 @dataclass(frozen=True)
@@ -439,10 +452,13 @@ class GroupEmbedder:
     def embed(self, docs: list[EmbedDoc], schema: pa.Schema) -> pa.RecordBatch:
         """One row per chunk of ``docs``, in order, in ``schema`` (from :func:`document_groups`)."""
         before, load_before = self.model.tokens_seen, self.model.load_seconds
+        unknown_before = self.model.unknown_tokens_seen
         vectors = self._late(docs) if self.params.late else self._naive(docs)
         self.stats.load_seconds += self.model.load_seconds - load_before
         if before is not None and self.model.tokens_seen is not None:
             self.stats.tokens += self.model.tokens_seen - before
+        if unknown_before is not None and self.model.unknown_tokens_seen is not None:
+            self.stats.unknown_tokens += self.model.unknown_tokens_seen - unknown_before
         vectors = _truncate(vectors, self.params.dim)
         self.stats.documents_embedded += len(docs)
         self.stats.chunks += len(vectors)
@@ -681,8 +697,11 @@ def embed_to_sink(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, sink
     discarded on error. Returns the rows written. ``engine``: commands/engines.py."""
     from .engines import engine_batches
 
+    stats = stats if stats is not None else EmbedStats()
     with sink, engine_batches(engine, engine_options) as embed:
-        return sink.write_all(embed(batches, model, stats=stats, **options))
+        rows = sink.write_all(embed(batches, model, stats=stats, **options))
+    _warn_unknown(stats, model)
+    return rows
 
 
 def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db: str,
@@ -696,11 +715,20 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
     late_keys = ("late", "prompt", "query_prompt", "dim", "window", "window_overlap", "late_specials",
                  "force")
     params = resolve_params(model, **{k: options[k] for k in late_keys if k in options})
+    stats = stats if stats is not None else EmbedStats()
     with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,
                      checkpoint_rows=checkpoint_rows) as writer:
         # a different model is refused before anything is read or embedded
         writer.check_meta(embedding_meta(model, params))
         # the engine starts inside the lock (a second writer exits 75 first) and ends before it
         with engine_batches(engine, engine_options, ordered=False) as embed:
-            return writer.write(embed(batches, model, skip_doc=writer.is_current, stats=stats,
-                                      group_rows=checkpoint_rows, **options))
+            written = writer.write(embed(batches, model, skip_doc=writer.is_current, stats=stats,
+                                         group_rows=checkpoint_rows, **options))
+    _warn_unknown(stats, model)
+    return written
+
+
+def _warn_unknown(stats: EmbedStats, model: EmbeddingModel) -> None:
+    warning = stats.unknown_warning(model.name)
+    if warning:
+        log.warning("%s", warning)

@@ -489,6 +489,7 @@ class RayEngine:
         stats.documents_embedded += int(s.get("documents", 0))
         stats.chunks += int(s.get("chunks", result.batch.num_rows))
         stats.tokens += int(s.get("tokens", 0))
+        stats.unknown_tokens += int(s.get("unknown_tokens", 0))
         return result.batch
 
 
@@ -825,6 +826,7 @@ class EmbedWorker:
         _worker_fault(self.groups)
         return group_id, out, {
             "documents": stats.documents_embedded, "chunks": stats.chunks, "tokens": stats.tokens,
+            "unknown_tokens": stats.unknown_tokens,
             "seconds": time.perf_counter() - t0, "pid": os.getpid(),
             "max_rss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}
 

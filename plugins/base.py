@@ -98,6 +98,9 @@ class EmbeddingModel(ABC):
     dtype: str = ""  # what the forward pass computes in ("fp32", "bf16", "fp16"); "" when unknown
     # counters the stages read for their summary line
     tokens_seen: int | None = None  # tokens run through the model so far (no padding); None: not counted
+    # of those, the tokenizer's unknown token ([UNK]: text its vocabulary cannot represent); None:
+    # not counted, or the tokenizer has no such token (byte-level BPE)
+    unknown_tokens_seen: int | None = None
     load_seconds: float = 0.0  # seconds spent so far loading the weights (part of the first encode)
     # set by arrowsmith, never by a plugin
     factory_options: dict[str, Any] = {}  # what the factory was called with: rebuilds the model elsewhere

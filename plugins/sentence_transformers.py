@@ -166,6 +166,7 @@ class SentenceTransformerModel(EmbeddingModel):
         self.trust_remote_code = trust_remote_code
         self.default_batch_tokens = batch_tokens
         self.tokens_seen = 0  # tokens run through the model (padding excluded), for stats
+        self.unknown_tokens_seen = 0  # of which [UNK] (stays 0 for a tokenizer without one)
         self.load_seconds = 0.0  # time spent importing torch/ST and loading weights, for stats
         self._st: Any = None
         self._read_config()
@@ -304,7 +305,19 @@ class SentenceTransformerModel(EmbeddingModel):
         for i, ids in enumerate(out):
             if len(ids) > self.max_tokens:
                 raise TooLongError(first + i, len(ids), self.max_tokens)
+        self._count_unknown(out)
         return out
+
+    @cached_property
+    def unknown_token_id(self) -> int | None:
+        """The id of the tokenizer's unknown token ([UNK]); None when it has none (byte-level BPE)."""
+        unk = getattr(self._rust.model, "unk_token", None)
+        return self._rust.token_to_id(unk) if unk else None
+
+    def _count_unknown(self, seqs: Sequence[Sequence[int]]) -> None:
+        unk = self.unknown_token_id
+        if unk is not None:
+            self.unknown_tokens_seen += sum(s.count(unk) for s in seqs)
 
     # ------------------------------------------------------------ weights
     def _load(self) -> Any:
@@ -497,6 +510,7 @@ class SentenceTransformerModel(EmbeddingModel):
         for i, s in enumerate(input_ids):
             if len(s) > self.max_tokens:
                 raise TooLongError(i, len(s), self.max_tokens)
+        self._count_unknown(input_ids)
         budget = batch_tokens or self.default_batch_tokens or default_batch_tokens(self.device)
         out: list[np.ndarray] = [np.empty((0, self.dim), np.float32)] * len(input_ids)
         if not input_ids:

@@ -493,3 +493,32 @@ def test_gpu_half_precision_matches_cpu_fp32(fp32):
     assert gpu.device == "cuda" and gpu.dtype in ("bf16", "fp16")
     texts = [LISBON, "why is the sky blue"] * 50
     assert cos(gpu.encode(texts), fp32.encode(texts)).min() > 0.999
+
+
+@pytest.mark.parametrize("late", [False, True])
+def test_unknown_tokens_are_counted_and_a_corpus_full_of_them_is_warned_about(model, late, caplog, tmp_path):
+    """Text outside the vocabulary becomes [UNK] and embeds as noise: embed counts those tokens
+    (naive and late alike, from the real tokenizer) and warns above 1% of what it embedded."""
+    unk = model.unknown_token_id
+    snowmen = "☃ ☃ ☃ ☃."  # not in all-MiniLM-L6-v2's vocabulary: one [UNK] each
+    assert unk is not None and model.token_ids(snowmen)[0].count(unk) == 4
+    text = "Harbour cranes move containers. " + snowmen
+    stats = EmbedStats()
+    from arrowsmith.commands.embed import embed_to_sink
+    from arrowsmith.commands.io import BatchSink
+
+    with caplog.at_level("WARNING", logger="arrowsmith.embed"):
+        embed_to_sink([chunked([("u", text, sentence_spans(text))])], model,
+                      BatchSink(str(tmp_path / "out.arrows")), late=late, stats=stats)
+    assert stats.unknown_tokens == 4
+    assert stats.tokens > 4
+    (warning,) = [r.getMessage() for r in caplog.records if "[UNK]" in r.getMessage()]
+    assert warning.startswith(f"4 of {stats.tokens} tokens (") and "all-MiniLM-L6-v2" in warning
+
+
+def test_no_unknown_warning_below_one_percent():
+    stats = EmbedStats(tokens=1000, unknown_tokens=9)
+    assert stats.unknown_warning("m") is None
+    stats.unknown_tokens = 10
+    assert "10 of 1,000 tokens (1.0%) are unknown to m's tokenizer" in stats.unknown_warning("m")
+    assert EmbedStats().unknown_warning("m") is None  # nothing embedded
