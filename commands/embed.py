@@ -669,6 +669,27 @@ def embed_queries(texts: list[str], model: EmbeddingModel, *, prompt: str | None
     return _truncate(vectors, dim or model.dim)
 
 
+def fit_queries(texts: list[str], model: EmbeddingModel, *,
+                prompt: str | None = None) -> tuple[list[str], int]:
+    """Queries cut where sentence-transformers truncates them (the first ``max_tokens`` tokens,
+    prompt and special tokens included), at the character end of the last kept token, and how
+    many were cut. What eval does with queries longer than the window, as MTEB does (ArguAna's
+    arguments run past 256 tokens); ``query`` refuses them instead, never cutting silently."""
+    if prompt is None:
+        prompt = model.embed_params.get("query_prompt")
+    if prompt is None:
+        prompt = model.prompt_for("query")
+    limit = model.max_tokens - model.num_special_tokens - len(_prompt_ids(model, prompt))
+    out, cut = [], 0
+    for text in texts:
+        offsets = model.tokenizer.token_offsets(text)
+        if len(offsets) > limit > 0:
+            text = text[:int(offsets[limit - 1][1])]
+            cut += 1
+        out.append(text)
+    return out, cut
+
+
 def model_from_meta(meta: dict[str, Any], **options: Any) -> EmbeddingModel:
     """The model a stream or table names in its ``arrowsmith.model`` metadata."""
     from arrowsmith.plugins.registry import DEFAULT_PLUGIN, load_plugin_model

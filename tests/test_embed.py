@@ -522,3 +522,22 @@ def test_no_unknown_warning_below_one_percent():
     stats.unknown_tokens = 10
     assert "10 of 1,000 tokens (1.0%) are unknown to m's tokenizer" in stats.unknown_warning("m")
     assert EmbedStats().unknown_warning("m") is None  # nothing embedded
+
+
+def test_fit_queries_cuts_where_sentence_transformers_truncates(fp32, reference):
+    """eval's queries longer than the window (ArguAna's) are cut as MTEB's encode cuts them."""
+    from arrowsmith.commands.embed import fit_queries
+
+    short = "wing lift at supersonic speed"
+    long = "why does the boundary layer separate " + "near the trailing edge of a swept wing " * 40
+    assert len(fp32.tokenizer.token_offsets(long)) > 254
+    texts, cut = fit_queries([short, long], fp32)
+    assert cut == 1 and texts[0] == short and long.startswith(texts[1]) and len(texts[1]) < len(long)
+    assert len(fp32.tokenizer.token_offsets(texts[1])) == 254  # 256 with [CLS] and [SEP]
+    ours = embed_queries(texts, fp32)
+    theirs = reference.encode([short, long], normalize_embeddings=True)
+    assert cos(ours, theirs).min() > 0.99999
+    from arrowsmith.plugins.base import TooLongError
+
+    with pytest.raises(TooLongError):  # query itself never cuts: it refuses
+        embed_queries([long], fp32)

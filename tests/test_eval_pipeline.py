@@ -112,6 +112,26 @@ def test_late_window_overlap_is_a_build_setting(cranfield, tmp_path):
 
 
 @pytest.mark.slow
+def test_queries_longer_than_the_window_are_truncated_as_mteb_does_and_counted(cranfield, tmp_path):
+    """ArguAna-like: a query past 256 tokens was exit 65 for the whole run; MTEB's encode truncates
+    it, so eval does the same and says how many it cut."""
+    root = tmp_path / "cran20"
+    root.mkdir()
+    tiny = cranfield_subset(cranfield, root, 20)
+    queries = [json.loads(q) for q in (tiny / "queries.jsonl").read_text().splitlines()]
+    queries[0]["text"] += " and" + " how the shock wave interacts with the boundary layer" * 40
+    (tiny / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    result = run(["eval", str(tiny), "--device", "cpu", "--dtype", "fp32", "--resamples", "200", "--json"])
+    assert result.exit_code == 0, result.stderr
+    (config,) = json.loads(result.stdout_bytes)["configs"]
+    assert config["counts"]["truncated_queries"] == 1
+    assert f"1 of {len(queries)} queries truncated at 256 tokens" in " ".join(config["notes"])
+    fts = run(["eval", str(tiny), "--mode", "fts", "--resamples", "200", "--json"])
+    assert fts.exit_code == 0, fts.stderr  # BM25 takes the whole query: nothing is cut
+    assert "truncated_queries" not in json.loads(fts.stdout_bytes)["configs"][0]["counts"]
+
+
+@pytest.mark.slow
 def test_cranfield_late_vs_naive(cranfield, tmp_path):
     """Half the Cranfield collection (its first 700 documents and the 163 queries judged on them)
     through chunk → embed → store → query, naive and late. Half: the whole collection took 2.5 of

@@ -89,6 +89,7 @@ class Evaluator:
         self.progress = progress or (lambda msg: log.info("%s", msg))
         self._models: dict[str | None, Any] = {}
         self._query_vectors: dict[int, tuple[np.ndarray, float]] = {}
+        self._queries_truncated: dict[int, int] = {}  # per model: queries cut to fit its window
         self._chunked: dict[tuple, _Chunked] = {}
         self._built: dict[tuple, _Built] = {}
         self._stack = contextlib.ExitStack()
@@ -152,6 +153,11 @@ class Evaluator:
         if config.mode == "auto":
             why = "has a full-text index" if mode == "hybrid" else "has no full-text index"
             result.notes.append(f"mode auto: {mode}, as query does (the table {why})")
+        cut = self._queries_truncated.get(id(built.model), 0) if mode != "fts" else 0
+        if cut:
+            result.counts["truncated_queries"] = cut
+            result.notes.append(f"{cut:,} of {len(self.dataset.queries):,} queries truncated at "
+                                f"{built.model.max_tokens} tokens (as sentence-transformers/MTEB do)")
         result.timing["total"] = sum(v for k, v in result.timing.items() if k != "total")
         result.timing["wall"] = time.perf_counter() - start
         return result
@@ -175,10 +181,11 @@ class Evaluator:
         """One encoding of the queries per model, shared by every configuration that uses it."""
         key = id(model)
         if key not in self._query_vectors:
-            from arrowsmith.commands.embed import embed_queries
+            from arrowsmith.commands.embed import embed_queries, fit_queries
 
             start = time.perf_counter()
-            vectors = embed_queries(list(self.dataset.queries.values()), model)
+            texts, self._queries_truncated[key] = fit_queries(list(self.dataset.queries.values()), model)
+            vectors = embed_queries(texts, model)
             self._query_vectors[key] = (vectors, time.perf_counter() - start)
         return self._query_vectors[key]
 
