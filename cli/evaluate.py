@@ -99,6 +99,10 @@ def evaluate_command(
                                                 show_default=False)] = None,
     save_runs: Annotated[str | None, typer.Option(help="Write each configuration's TREC run here.",
                                                   show_default=False)] = None,
+    ignore_identical_ids: Annotated[bool, typer.Option(
+        "--ignore-identical-ids", help="Drop each query's hit on the document of its own id before "
+        "scoring, as BEIR does and MTEB for ArguAna and Quora (their queries are corpus documents).")
+    ] = False,
 ) -> None:
     """Score retrieval (nDCG, recall, MRR, MAP at each --k) and compare configurations with paired CIs.
 
@@ -114,7 +118,8 @@ def evaluate_command(
 
     cs.check_output(as_json=as_json, markdown=markdown, plot_kind=plot_kind)
     _refuse_unused(ctx, run=bool(run), qrels=qrels, plot=plot)
-    options = cs.run_options(k, metric, device, dtype, test, resamples, seed, baseline, workdir, save_runs)
+    options = cs.run_options(k, metric, device, dtype, test, resamples, seed, baseline, workdir, save_runs,
+                             ignore_identical_ids)
     if run:
         _refuse_with_configurations(ctx, n=len(run))
         report = cs.score_runs(dataset, split, qrels, run, options)

@@ -121,6 +121,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -l device -r -F -d 
 complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -l dtype -xa 'auto fp32 bf16 fp16' -d 'Compute precision. auto: bf16/fp16 on GPU; bf16 autocast on CPUs with native bf1'
 complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -l workdir -r -F -d 'Keep the built stores here (default: a temp dir).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -l save-runs -r -F -d 'Write each configurations TREC run here.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -l ignore-identical-ids -d 'Drop each querys hit on the document of its own id before scoring, as BEIR does '
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l db -r -F -d 'LanceDB store directory.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l table -s t -r -F -d 'Table (one per embedding space).'

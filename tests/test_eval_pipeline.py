@@ -132,6 +132,32 @@ def test_queries_longer_than_the_window_are_truncated_as_mteb_does_and_counted(c
 
 
 @pytest.mark.slow
+def test_ignore_identical_ids_on_a_store_keeps_k_documents_without_the_querys_own(cranfield, tmp_path):
+    """ArguAna's shape from Cranfield's first 40 abstracts: queries 0-19 are documents 0-19 (same id,
+    same text), each relevant to document i + 20. The query's own document would rank first."""
+    from arrowsmith.commands.evaluate.data import read_run
+
+    rows = [json.loads(d) for d in (cranfield / "corpus.jsonl").read_text().splitlines()[:40]]
+    data = tmp_path / "argu"
+    (data / "qrels").mkdir(parents=True)
+    (data / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    queries = [{"_id": r["_id"], "text": f"{r['title']} {r['text']}"} for r in rows[:20]]
+    (data / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (data / "qrels" / "test.tsv").write_text("".join(f"{r['_id']}\t{rows[i + 20]['_id']}\t1\n"
+                                                     for i, r in enumerate(rows[:20])))
+    result = run(["eval", str(data), "--chunker", "none", "--device", "cpu", "--dtype", "fp32", "--k", "1,10",
+                  "--resamples", "200", "--ignore-identical-ids", "--save-runs", str(tmp_path / "runs"),
+                  "--json"])
+    assert result.exit_code == 0, result.stderr
+    (config,) = json.loads(result.stdout_bytes)["configs"]
+    assert "--ignore-identical-ids: 20 hits on a document with the query's own id dropped" in config["notes"]
+    (saved,) = (tmp_path / "runs").iterdir()
+    scored = read_run(saved)
+    assert len(scored) == 20
+    assert all(len(docs) == 10 and q not in docs for q, docs in scored.items())  # k kept, self gone
+
+
+@pytest.mark.slow
 def test_cranfield_late_vs_naive(cranfield, tmp_path):
     """Half the Cranfield collection (its first 700 documents and the 163 queries judged on them)
     through chunk → embed → store → query, naive and late. Half: the whole collection took 2.5 of

@@ -104,3 +104,25 @@ def test_config_files(tmp_path):
     js = tmp_path / "c.json"
     js.write_text('[{"mode": "fts"}, {"mode": "hybrid", "fusion": "mix"}]')
     assert [c.mode for c in load_config_file(js)] == ["fts", "hybrid"]
+
+
+def test_ignore_identical_ids_drops_each_querys_own_document(tmp_path):
+    """ArguAna's shape: the query is a corpus document with the query's id, and ranks first."""
+    (tmp_path / "qrels.tsv").write_text("".join(f"q{i}\td{i}\t1\n" for i in range(10)))
+    lines = []
+    for i in range(10):  # the query's own document first, then the relevant one
+        lines += [f"q{i} Q0 q{i} 1 0.99 self", f"q{i} Q0 d{i} 2 0.70 self", f"q{i} Q0 x{i} 3 0.10 self"]
+    (tmp_path / "self.run").write_text("\n".join(lines) + "\n")
+    base = ["eval", "--qrels", str(tmp_path / "qrels.tsv"), "--run", str(tmp_path / "self.run"),
+            "--k", "1,10", "--metric", "ndcg@1", "--resamples", "200", "--json"]
+    kept = run(base)
+    assert kept.exit_code == 0, kept.stderr
+    (config,) = json.loads(kept.stdout_bytes)["configs"]
+    assert config["metrics"]["ndcg@1"] == 0.0 and config["metrics"]["mrr@10"] == 0.5
+    assert any("10 of 10 queries find a document with their own id first" in n for n in config["notes"])
+    dropped = run([*base, "--ignore-identical-ids"])
+    assert dropped.exit_code == 0, dropped.stderr
+    (config,) = json.loads(dropped.stdout_bytes)["configs"]
+    assert config["metrics"]["ndcg@1"] == 1.0 and config["metrics"]["mrr@10"] == 1.0
+    assert config["notes"] == [
+        "--ignore-identical-ids: 10 hits on a document with the query's own id dropped"]

@@ -31,7 +31,8 @@ def parse_ks(text: str) -> tuple[int, ...]:
 
 
 def run_options(k: str, metric: str, device: str, dtype: str, test: str, resamples: int, seed: int,
-                baseline: str | None, workdir: str | None, save_runs: str | None) -> RunOptions:
+                baseline: str | None, workdir: str | None, save_runs: str | None,
+                ignore_identical_ids: bool = False) -> RunOptions:
     ks = parse_ks(k)
     metric = metric.lower()
     name, _, cut = metric.partition("@")
@@ -43,7 +44,8 @@ def run_options(k: str, metric: str, device: str, dtype: str, test: str, resampl
     if resamples < 100:
         raise UsageError("--resamples: at least 100")
     return RunOptions(ks=ks, primary=metric, device=device, dtype=dtype, method=test, n_resamples=resamples,
-                      seed=seed, baseline=baseline, workdir=workdir, save_runs=save_runs)
+                      seed=seed, baseline=baseline, workdir=workdir, save_runs=save_runs,
+                      ignore_identical_ids=ignore_identical_ids)
 
 
 def base_config(**values) -> EvalConfig:

@@ -110,6 +110,17 @@ def docs_from_hits(query_ids: Sequence[str], doc_ids: Sequence[str], scores: Seq
     return run
 
 
+def drop_identical_ids(run: Run) -> Run:
+    """The run without each query's hit on the document of its own id: what BEIR's evaluation does
+    by default, and MTEB for ArguAna and Quora, whose queries are documents of the corpus."""
+    return {q: {d: s for d, s in docs.items() if d != q} for q, docs in run.items()}
+
+
+def self_hits(run: Run) -> int:
+    """Queries whose first document has the query's own id (a sign that the queries are in the corpus)."""
+    return sum(1 for q, docs in run.items() if docs and rank_documents(docs)[0][0] == q)
+
+
 def truncate_run(run: Run, k: int) -> Run:
     """Keep each query's top k documents (trec_eval order)."""
     return {q: dict(rank_documents(docs)[:k]) for q, docs in run.items()}

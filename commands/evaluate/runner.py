@@ -32,7 +32,7 @@ from arrowsmith.commands.errors import UsageError
 
 from .config import NO_CHUNKING, EvalConfig, unique_labels
 from .data import Dataset, Run
-from .metrics import DEFAULT_KS, docs_from_hits, evaluate_run, truncate_run
+from .metrics import DEFAULT_KS, docs_from_hits, drop_identical_ids, evaluate_run, self_hits, truncate_run
 from .report import ConfigResult, EvalReport, add_confidence_intervals
 from .stats import paired_test
 
@@ -54,6 +54,7 @@ class RunOptions:
     baseline: str | None = None  # label of the configuration the others are compared with
     workdir: str | None = None  # keep the built stores here (default: a temp dir, removed)
     save_runs: str | None = None  # write each configuration's TREC run file into this directory
+    ignore_identical_ids: bool = False  # drop the hit on the document whose id is the query's (BEIR)
 
 
 @dataclass
@@ -141,6 +142,7 @@ class Evaluator:
         built = self._build(config)
         mode = search_mode(config, built)
         run, timing = self._search(config, built, mode)
+        run, id_notes = score_ready(run, self.options, max(self.options.ks))
         if self.options.save_runs:
             from .data import write_run
 
@@ -148,7 +150,7 @@ class Evaluator:
             write_run(run, Path(self.options.save_runs) / f"{_file_name(config.label())}.run", config.label())
         scores = evaluate_run(self.dataset.qrels, run, self.options.ks)
         result = ConfigResult(config=config, scores=scores, timing={**built.timing, **timing},
-                              counts=dict(built.counts), notes=list(built.notes),
+                              counts=dict(built.counts), notes=list(built.notes) + id_notes,
                               bytes_per_vector=_bytes_per_vector(built, config, mode))
         if config.mode == "auto":
             why = "has a full-text index" if mode == "hybrid" else "has no full-text index"
@@ -309,7 +311,8 @@ class Evaluator:
         if mode != "fts" and built.model is not None:
             vectors, seconds = self.query_vectors(built.model)
             timing["query_embed"] = seconds
-        depth = max(self.options.ks)
+        # one deeper with --ignore-identical-ids: the query's own document may be among the hits
+        depth = max(self.options.ks) + (1 if self.options.ignore_identical_ids else 0)
         n_docs = built.counts.get("docs") or self.dataset.n_docs or depth
         n_chunks = built.counts.get("chunks") or n_docs
         options = dict(table=built.table, mode=mode, fusion=config.fusion, rrf_k=config.rrf_k,
@@ -329,6 +332,24 @@ class Evaluator:
 
 
 # -------------------------------------------------------------------- retrieval depth
+
+
+SELF_HIT_HINT_SHARE = 0.5  # of queries whose first hit has their own id: suggest the option
+
+
+def score_ready(run: Run, options: RunOptions, depth: int) -> tuple[Run, list[str]]:
+    """The run as it is scored: without self-hits under ``ignore_identical_ids``, cut to ``depth``;
+    plus a note when, without it, most queries find a document of their own id first."""
+    if options.ignore_identical_ids:
+        dropped = sum(1 for q, docs in run.items() if q in docs)
+        return truncate_run(drop_identical_ids(run), depth), [
+            f"--ignore-identical-ids: {dropped:,} hits on a document with the query's own id dropped"]
+    own = self_hits(run)
+    if run and own >= SELF_HIT_HINT_SHARE * len(run):
+        return run, [f"{own:,} of {len(run):,} queries find a document with their own id first: the "
+                     "queries look like documents of the corpus (ArguAna, Quora), where BEIR and MTEB "
+                     "score with --ignore-identical-ids"]
+    return run, []
 
 
 def retrieve_documents(fetch: Callable[[list[int], int], pa.Table], query_ids: list[str], depth: int, *,
@@ -524,8 +545,11 @@ def run_files_report(dataset_name: str, split: str, qrels: dict, runs: dict[str,
                      options: RunOptions | None = None) -> EvalReport:
     """Score existing TREC runs (no model, no store) and compare them."""
     o = options or RunOptions()
-    results = [ConfigResult(config=EvalConfig(name=name), scores=evaluate_run(qrels, run, o.ks))
-               for name, run in runs.items()]
+    results = []
+    for name, run in runs.items():
+        run, notes = score_ready(run, o, max(o.ks))
+        results.append(ConfigResult(config=EvalConfig(name=name), scores=evaluate_run(qrels, run, o.ks),
+                                    notes=notes))
     if o.primary not in results[0].scores.values:
         raise UsageError(f"primary metric {o.primary!r} is not computed (cut-offs {list(o.ks)})")
     report = EvalReport(dataset=dataset_name, split=split, n_queries=len(qrels), n_docs=None,
