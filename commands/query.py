@@ -111,7 +111,7 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
     vectors = None
     if mode != "fts" and ids:
         t0 = time.perf_counter()
-        vectors = _query_vectors(texts, meta, model, query_vectors)
+        vectors = _query_vectors(texts, meta, model, query_vectors, ids)
         stats.embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
 
@@ -259,7 +259,7 @@ def _error_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _query_vectors(texts: list[str], meta: dict, model, given) -> np.ndarray:
+def _query_vectors(texts: list[str], meta: dict, model, given, ids: Sequence[str] = ()) -> np.ndarray:
     model_meta = meta.get(MODEL)
     if given is not None:
         vectors = np.asarray(given, dtype=np.float32)
@@ -275,7 +275,15 @@ def _query_vectors(texts: list[str], meta: dict, model, given) -> np.ndarray:
     if model is None:
         # one process often searches the same table many times (eval, a notebook): load once
         model = _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
-    return embed_queries(texts, model, prompt=_query_prompt(model_meta), dim=model_meta.get("dim"))
+    from arrowsmith.plugins.base import TooLongError
+
+    try:
+        return embed_queries(texts, model, prompt=_query_prompt(model_meta), dim=model_meta.get("dim"))
+    except TooLongError as e:  # name the query, not its position in one encode call
+        name = ids[e.index] if e.index < len(ids) else f"#{e.index + 1}"
+        raise DataError(f"query {name} has {e.n_tokens} tokens, more than the model's window of {e.limit} "
+                        "(prompt and special tokens included); refusing to truncate it",
+                        hint="shorten it (eval cuts such queries as MTEB does, and counts them)") from None
 
 
 def _query_prompt(model_meta: dict) -> str | None:

@@ -188,6 +188,14 @@ def test_fts_without_index_names_arrowsmith_index(tmp_path, model):
     assert res.exit_code == 2 and "arrowsmith index" in res.stderr
 
 
+def test_a_query_longer_than_the_window_is_refused_by_its_id(store):
+    # never cut silently (eval cuts such queries, as MTEB does, and counts them)
+    res = query(store, "harbour cranes", "the wing lift " * 200, "--mode", "vector")
+    assert res.exit_code == 65, res.stderr
+    assert "query q2 has 602 tokens, more than the model's window of 256" in res.stderr
+    assert res.stdout_bytes == b""
+
+
 def test_missing_table_exits_2(tmp_path):
     res = query(tmp_path, "cats")
     assert res.exit_code == 2 and "no table 'chunks'" in res.stderr
