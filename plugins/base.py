@@ -99,7 +99,7 @@ class EmbeddingModel(ABC):
     # counters the stages read for their summary line
     tokens_seen: int | None = None  # tokens run through the model so far (no padding); None: not counted
     # of those, the tokenizer's unknown token ([UNK]: text its vocabulary cannot represent); None:
-    # not counted, or the tokenizer has no such token (byte-level BPE)
+    # not counted (a tokenizer without such a token, e.g. byte-level BPE, counts 0)
     unknown_tokens_seen: int | None = None
     load_seconds: float = 0.0  # seconds spent so far loading the weights (part of the first encode)
     # set by arrowsmith, never by a plugin
