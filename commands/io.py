@@ -525,7 +525,8 @@ class BatchSink:
         self.fmt = fmt or default_output_format(dest, self.terminal_format)
         if self.fmt not in self.formats:
             raise UsageError(f"unknown output format {self.fmt!r} (choose from {', '.join(self.formats)})")
-        to_terminal = sys.stdout.isatty() if dest == "-" else special_file(dest) and _terminal_path(dest)
+        self._in_place = dest != "-" and special_file(dest)  # a device or pipe: no temp file
+        to_terminal = sys.stdout.isatty() if dest == "-" else self._in_place and _terminal_path(dest)
         if to_terminal and self.fmt in BINARY_FORMATS:
             # binary is never written to a terminal (README, "Wire format and schemas")
             self.fmt = self.terminal_format
@@ -615,7 +616,7 @@ class BatchSink:
     def _open(self, schema: pa.Schema) -> None:
         if self.dest == "-":
             self._file = sys.stdout.buffer
-        elif special_file(self.dest):
+        elif self._in_place:
             try:
                 self._file = open(self.dest, "wb")  # noqa: SIM115 - closed by close()/abort()
             except OSError as e:

@@ -142,7 +142,7 @@ class Evaluator:
         built = self._build(config)
         mode = search_mode(config, built)
         run, timing = self._search(config, built, mode)
-        run, id_notes = score_ready(run, self.options, max(self.options.ks))
+        run, id_notes = score_ready(run, self.options)
         if self.options.save_runs:
             from .data import write_run
 
@@ -337,12 +337,12 @@ class Evaluator:
 SELF_HIT_HINT_SHARE = 0.5  # of queries whose first hit has their own id: suggest the option
 
 
-def score_ready(run: Run, options: RunOptions, depth: int) -> tuple[Run, list[str]]:
-    """The run as it is scored: without self-hits under ``ignore_identical_ids``, cut to ``depth``;
-    plus a note when, without it, most queries find a document of their own id first."""
+def score_ready(run: Run, options: RunOptions) -> tuple[Run, list[str]]:
+    """The run as it is scored: without self-hits under ``ignore_identical_ids``, cut to the deepest
+    cut-off; plus a note when, without it, most queries find a document of their own id first."""
     if options.ignore_identical_ids:
         dropped = sum(1 for q, docs in run.items() if q in docs)
-        return truncate_run(drop_identical_ids(run), depth), [
+        return truncate_run(drop_identical_ids(run), max(options.ks)), [
             f"--ignore-identical-ids: {dropped:,} hits on a document with the query's own id dropped"]
     own = self_hits(run)
     if run and own >= SELF_HIT_HINT_SHARE * len(run):
@@ -547,7 +547,7 @@ def run_files_report(dataset_name: str, split: str, qrels: dict, runs: dict[str,
     o = options or RunOptions()
     results = []
     for name, run in runs.items():
-        run, notes = score_ready(run, o, max(o.ks))
+        run, notes = score_ready(run, o)
         results.append(ConfigResult(config=EvalConfig(name=name), scores=evaluate_run(qrels, run, o.ks),
                                     notes=notes))
     if o.primary not in results[0].scores.values:
