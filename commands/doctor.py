@@ -12,8 +12,14 @@ What a healthy table satisfies (each failed check is one :class:`Finding`):
                 computes from the document's hash and the table's model/chunker metadata —
                 where the table lets us recompute it (see :func:`_key_recomputer`);
 * ``version``   the previous table version can be checked out and read to its end;
-* ``stale``     no temporary or orphaned files left by a killed writer older than the grace
-                period (younger ones may belong to a live writer: they are reported as notes).
+* ``stale``     no temporary or orphaned files left by a killed writer, and no empty index
+                directory of a failed index build, older than the grace period (younger ones
+                may belong to a live writer: they are reported as notes);
+* ``index``     every index the table lists opens (its files may have been deleted: LanceDB lists
+                an index from the manifest alone, and every query that uses it fails);
+* ``data``      every data file of the version can be read (a deleted one fails every scan);
+* ``version``   also: the table is not older than the version arrowsmith recorded committing in
+                ``<table>.arrowsmith.json`` (a lost newest manifest rolls a table back silently).
 
 The table is scanned in bounded record batches at one pinned version; memory grows only with
 8 bytes per chunk (id hashes) and one entry per document, never with the vectors.
@@ -38,15 +44,22 @@ from .errors import UsageError
 from .store import (
     DEFAULT_TABLE,
     SCAN_ROWS,
+    describe_missing,
+    load_state,
     lock_path,
+    missing_path,
     model_of,
     open_table,
+    recorded_version,
+    remove_stale,
     scan_batches,
     stale_files,
+    state_path,
     table_exists,
     table_lock,
     table_meta,
     table_path,
+    unreadable_indexes,
 )
 from .units import format_duration
 
@@ -58,7 +71,7 @@ EXAMPLES = 5  # ids quoted per finding
 
 @dataclass
 class Finding:
-    check: str  # rows | chunks | vector | doc_key | version | stale | table
+    check: str  # rows | chunks | vector | doc_key | version | stale | table | index | data
     message: str
 
     def __str__(self) -> str:
@@ -125,7 +138,12 @@ def diagnose(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, fix: bool = F
     tbl = open_table(db, table)
     report.version = tbl.version
     tbl.checkout(report.version)  # every check reads this one version, whatever writers do meanwhile
-    _check_rows_and_vectors(report, tbl, batch_rows)
+    _check_recorded_version(report, db, table)
+    _check_indexes(report, tbl, db, table)
+    try:
+        _check_rows_and_vectors(report, tbl, batch_rows)
+    except Exception as e:  # noqa: BLE001 - a finding, never a bare RuntimeError (issue 21)
+        _report_unreadable(report, db, table, e)
     _check_previous_version(report, db, table, batch_rows)
     _check_stale(report, db, table, fix=False, grace_s=grace_s, wait=wait)
     report.seconds = time.perf_counter() - start
@@ -331,6 +349,39 @@ def _report_documents(scan: _Scan) -> None:
                       [f"{doc} ({n} rows, highest index {top})"])
 
 
+# ------------------------------------------------------------------ files the version needs
+
+
+def _report_unreadable(report: DoctorReport, db, table: str, error: Exception) -> None:
+    path = missing_path(error)
+    if path is None:
+        first = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        report.add("data", f"version {report.version} cannot be read to its end: {first}")
+        return
+    report.add("data", f"{describe_missing(db, table, path)}: version {report.version} cannot be read "
+                       "to its end; restore the file from a backup, or rebuild the table (delete "
+                       f"{table_path(db, table).name} and re-run the build)")
+
+
+def _check_indexes(report: DoctorReport, tbl, db, table: str) -> None:
+    """Each listed index opens: a deleted index directory fails every query that uses it."""
+    opts = f"--db {db}" + (f" --table {table}" if table != DEFAULT_TABLE else "")
+    for name, why in unreadable_indexes(tbl).items():
+        report.add("index", f"index {name} cannot be opened ({why}); `arrowsmith index {opts}` "
+                            "rebuilds it")
+
+
+def _check_recorded_version(report: DoctorReport, db, table: str) -> None:
+    """The table is not behind the version arrowsmith recorded committing (a lost manifest)."""
+    recorded = recorded_version(load_state(db, table))
+    if recorded is not None and report.version is not None and report.version < recorded:
+        report.add("version", f"the table is at version {report.version} but {state_path(db, table).name} "
+                              f"records version {recorded} committed: the newest manifest(s) are missing "
+                              f"from {table_path(db, table).name}/_versions and the later commits are "
+                              "lost; restore _versions from a backup, or re-run the build and `arrowsmith "
+                              "index` (they rewrite what is missing)")
+
+
 # ------------------------------------------------------------------ versions
 
 
@@ -350,7 +401,9 @@ def _check_previous_version(report: DoctorReport, db, table: str, batch_rows: in
         if rows != tbl.count_rows():
             report.add("version", f"version {previous} reads {rows} rows but counts {tbl.count_rows()}")
     except Exception as e:  # noqa: BLE001 - whatever Lance raises, the finding is the same
-        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        path = missing_path(e)
+        first = describe_missing(db, table, path) if path else \
+            str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         report.add("version", f"the previous version cannot be read: {first}")
 
 
@@ -392,10 +445,7 @@ def _fix_stale(report: DoctorReport, db, table: str, *, grace_s: float, wait: bo
     # under the lock: no writer is between writing its data files and committing them
     with table_lock(db, table, wait=wait):
         old, _ = _stale(db, table, grace_s)
-        for p in old:
-            with contextlib.suppress(FileNotFoundError):
-                p.unlink()
-                report.fixed.append(str(p))
+        report.fixed += [str(p) for p in old if remove_stale(p)]
 
 
 def check_grace(grace_s: float) -> float:

@@ -14,7 +14,6 @@ because IVF centroids fitted to half the data stop fitting the rest.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -31,13 +30,15 @@ from .signals import no_interrupt
 from .store import (
     DEFAULT_TABLE,
     disk_errors,
+    load_state,
     model_of,
     open_table,
     remove_stale_files,
-    state_path,
+    save_state,
     table_lock,
     table_meta,
     table_path,
+    unreadable_indexes,
 )
 from .units import format_size
 
@@ -144,29 +145,38 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
         missing = [c for c in scalar if c not in tbl.schema.names]
         if missing:
             raise UsageError(f"--scalar: table {table!r} has no column(s) {', '.join(missing)}")
-        state = _load_state(db, table)
+        state = load_state(db, table)
         vector = choose_vector_index(rows, dim, kind=vector_type, metric=metric,
                                      partitions=partitions, sub_vectors=sub_vectors)
         wanted = {"vector_type": vector_type, "vector": vector, "fts": fts,
                   "scalar": sorted({"doc_id", *scalar}), "metric": metric or "cosine",
                   "partitions": partitions}
-        if not force and state.get("version") == tbl.version and state.get("wanted") == wanted:
+        # issue 21: an index whose files were deleted is listed all the same; it is missing
+        broken = unreadable_indexes(tbl)
+        for name, why in broken.items():
+            log.warning("index %s cannot be opened (%s): rebuilding it", name, why)
+        if not force and not broken and state.get("version") == tbl.version \
+                and state.get("wanted") == wanted:
             report.unchanged, report.version = True, tbl.version
             return report
         with disk_errors(table_path(db, table)):
-            _build(tbl, state, wanted, rows, force, keep, report)
+            _build(tbl, state, wanted, rows, force, keep, report, broken)
         report.version = tbl.version
-        _save_state(db, table, {"version": tbl.version, "wanted": wanted,
-                                "vector_spec": state.get("vector_spec"),
-                                "vector_rows": state.get("vector_rows")})
+        save_state(db, table, {**state, "version": tbl.version, "wanted": wanted,
+                               "vector_spec": state.get("vector_spec"),
+                               "vector_rows": state.get("vector_rows")})
     report.seconds = time.perf_counter() - start
     return report
 
 
 def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedelta,
-           report: IndexReport) -> None:
-    existing = {ix.name: ix for ix in tbl.list_indices()}
+           report: IndexReport, broken: dict[str, str]) -> None:
+    listed = {ix.name: ix for ix in tbl.list_indices()}
+    existing = {name: ix for name, ix in listed.items() if name not in broken}
     vector = wanted["vector"]
+    if vector is None and VECTOR_INDEX in broken and wanted["vector_type"] != "none":
+        vector = state.get("vector_spec")  # rebuild what an earlier `--type` asked for
+    _drop_unrebuildable(tbl, listed, broken, vector, wanted)
     if vector is not None:
         same = _same_vector_index(state.get("vector_spec"), vector, wanted["partitions"]) \
             and VECTOR_INDEX in existing
@@ -183,7 +193,8 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
         from lancedb.index import FTS
 
         _create(tbl, report, "fts text", FTS(), FTS_COLUMN, f"{FTS_COLUMN}_fts")
-    for col in wanted["scalar"]:
+    rebuild = [list(listed[n].columns)[0] for n in broken if listed[n].index_type == "BTree"]
+    for col in sorted({*wanted["scalar"], *rebuild}):
         if force or not _has(existing, col, "BTree"):  # `--scalar text` beside the FTS index
             from lancedb.index import BTree
 
@@ -193,6 +204,19 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
         with no_interrupt():
             tbl.optimize(cleanup_older_than=keep)
         report.updated = True
+
+
+def _drop_unrebuildable(tbl, listed: dict, broken: dict[str, str], vector: dict | None,
+                        wanted: dict) -> None:
+    """Drop the unreadable indexes this run will not rebuild: queries would trip on them."""
+    for name in broken:
+        ix = listed[name]
+        rebuilt = (name == VECTOR_INDEX and vector is not None) or ix.index_type == "BTree" \
+            or (list(ix.columns) == [FTS_COLUMN] and ix.index_type == "FTS" and wanted["fts"])
+        if not rebuilt:
+            log.warning("dropping index %s: it cannot be opened and this run does not rebuild it", name)
+            with no_interrupt():
+                tbl.drop_index(name)
 
 
 def _same_vector_index(built: dict | None, vector: dict, explicit_partitions: int | None) -> bool:
@@ -235,20 +259,6 @@ def _dim(tbl) -> int:
     return tbl.schema.field("vector").type.list_size
 
 
-def _load_state(db, table: str) -> dict[str, Any]:
-    try:
-        return json.loads(state_path(db, table).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return {}
-
-
-def _save_state(db, table: str, state: dict[str, Any]) -> None:
-    path = state_path(db, table)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)  # atomic: a kill leaves the old state, which only triggers a re-check
-
-
 # ------------------------------------------------------------------ optimize
 
 
@@ -288,11 +298,11 @@ def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: t
         report.stale_files_removed = [str(p) for p in remove_stale_files(db, table, grace_s=grace_s)]
         report.version_after, report.versions_after = tbl.version, len(tbl.list_versions())
         report.bytes_after = disk_usage(table_path(db, table))
-        state = _load_state(db, table)
+        state = load_state(db, table)
         if state.get("version") == report.version_before:
             # compaction changes the version, not the content: indexes stay up to date
             state["version"] = tbl.version
-            _save_state(db, table, state)
+            save_state(db, table, state)
     report.seconds = time.perf_counter() - start
     return report
 
@@ -308,7 +318,7 @@ def table_stats(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> dict[str, 
     docs = tbl.search().select(["doc_id"]).limit(None).to_arrow().column("doc_id")
     import pyarrow.compute as pc
 
-    state = _load_state(db, table)
+    state = load_state(db, table)
     indexes = []
     for ix in tbl.list_indices():
         st = tbl.index_stats(ix.name)

@@ -95,7 +95,20 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
     of each of ``k`` distinct documents. ``query_vectors`` skips embedding (one row per query).
     ``mode="auto"`` is hybrid (RRF) when the table has a full-text index, else vector: hybrid
     scored best on Cranfield (nDCG@10 0.420 vs 0.382 dense, docs/query.md).
+    A data or index file deleted from under the table is a StorageError (exit 74) naming it.
     """
+    from .store import read_errors
+
+    with read_errors(db, table):
+        return _search(db, queries, table=table, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha,
+                       where=where, by=by, nprobes=nprobes, refine_factor=refine_factor, ef=ef, exact=exact,
+                       use_compressed=use_compressed, model=model, query_vectors=query_vectors, stats=stats)
+
+
+def _search(db, queries, *, table: str, mode: str, k: int, fusion: str, rrf_k: float, alpha: float,
+            where: str | None, by: str, nprobes: int | None, refine_factor: int | None, ef: int | None,
+            exact: bool, use_compressed: bool, model, query_vectors: np.ndarray | None,
+            stats: QueryStats | None) -> pa.Table:
     _check_options(mode, fusion, by, k, alpha, rrf_k)
     ids, texts = _split_queries(queries)
     stats = stats if stats is not None else QueryStats()

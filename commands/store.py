@@ -4,7 +4,8 @@ Layout of a store directory (``--db``)::
 
     <db>/<table>.lance            the LanceDB table (Lance dataset, versioned)
     <db>/<table>.lock             flock of the one writer, holds its pid (beside, never inside, the table)
-    <db>/<table>.arrowsmith.json  what `arrowsmith index` built, and at which table version
+    <db>/<table>.arrowsmith.json  what `arrowsmith index` built, and at which table version; the
+                                  last version a writer committed (what `doctor` checks the table against)
 
 Guarantees (docs/design.md#incremental-and-safe-writes):
 
@@ -22,10 +23,12 @@ Guarantees (docs/design.md#incremental-and-safe-writes):
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -66,10 +69,18 @@ def state_path(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Path:
     return Path(db) / f"{table}.arrowsmith.json"
 
 
+TABLE_NAME_MAX = 128  # "<table>.arrowsmith.json" and temp names must stay under NAME_MAX (255)
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
 def _check_name(table: str) -> None:
-    # a table name becomes a path component: never let it escape the store directory
-    if not table or "/" in table or "\\" in table or table.startswith(".") or "\0" in table:
+    # a table name becomes a path component: never let it escape the store directory, and keep
+    # the rule the message states (issue 21: `chunks.lance` made `chunks.lance.lance`; 300
+    # characters was exit 74 "File name too long")
+    if not _TABLE_NAME.fullmatch(table or ""):
         raise UsageError(f"invalid table name {table!r}: use letters, digits, '-' and '_'")
+    if len(table) > TABLE_NAME_MAX:
+        raise UsageError(f"invalid table name: {len(table)} characters, at most {TABLE_NAME_MAX}")
 
 
 @contextlib.contextmanager
@@ -145,7 +156,7 @@ def open_table(db: str | os.PathLike, table: str = DEFAULT_TABLE):
     _check_name(table)
     if not table_exists(db, table):
         others = sorted(p.name[:-6] for p in Path(db).glob("*.lance")) if Path(db).is_dir() else []
-        where = f"store {db} has tables: {', '.join(others)}" if others else f"{db} holds no arrowsmith store"
+        where = f"it has tables: {', '.join(others)}" if others else f"{db} holds no arrowsmith store"
         raise UsageError(f"no table {table!r} in {db} ({where})",
                          hint=f"arrowsmith chunk DOCS | arrowsmith embed --db {db} --table {table}")
     return connect(db).open_table(table)
@@ -181,6 +192,108 @@ def load_doc_keys(table) -> dict[str, str | None]:
     same = pc.fill_null(pc.equal(lo, hi), False).to_pylist()
     return {d: (k if s else None)
             for d, k, s in zip(grouped.column("doc_id").to_pylist(), lo.to_pylist(), same, strict=True)}
+
+
+# ------------------------------------------------------------------ the sidecar state, damage
+
+
+def load_state(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> dict[str, Any]:
+    """``<table>.arrowsmith.json``: what `index` built and at which version, and the last version
+    a writer committed (``committed_version``); {} when there is none."""
+    try:
+        state = json.loads(state_path(db, table).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def save_state(db: str | os.PathLike, table: str, state: dict[str, Any]) -> None:
+    """Replace the sidecar atomically (call it under :func:`table_lock`)."""
+    path = state_path(db, table)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)  # a kill leaves the old state, which only triggers a re-check
+
+
+def recorded_version(state: dict[str, Any]) -> int | None:
+    """The newest table version arrowsmith saw committed (by a writer or by `index`)."""
+    seen = [v for v in (state.get("version"), state.get("committed_version")) if isinstance(v, int)]
+    return max(seen) if seen else None
+
+
+def _record_commit(db: str | os.PathLike, table: str, version: int, *, created: bool) -> None:
+    # issue 21: a lost newest manifest silently rolls the table back; doctor compares the table's
+    # version with this record. A new table starts a new record (the old one described another
+    # table: its indexes are gone with it).
+    state = {} if created else load_state(db, table)
+    state["committed_version"] = version
+    try:
+        save_state(db, table, state)
+    except OSError as e:  # the commit itself succeeded: the record is advisory
+        log.warning("%s: could not record version %s: %s", state_path(db, table), version, e.strerror)
+
+
+_NOT_FOUND = re.compile(r"Not found: (?!Wrapped error)(.+?)(?:, /|, [a-z]+://|,\s|$)", re.MULTILINE)
+
+
+def missing_path(error: BaseException) -> str | None:
+    """The file a Lance "Not found" error names (a deleted data or index file), else None."""
+    m = _NOT_FOUND.search(str(error))
+    return m.group(1).strip() if m else None
+
+
+def describe_missing(db: str | os.PathLike, table: str, path: str) -> str:
+    """``chunks.lance/data/x.lance is missing (a data file)``, relative to the store."""
+    root = table_path(db, table)
+    # Lance names it as an object-store path: absolute, or without its leading "/"
+    candidates = [Path(path)] if path.startswith("/") else [Path("/" + path), Path(path)]
+    shown = path
+    for candidate in candidates:
+        with contextlib.suppress(ValueError):
+            shown = str(candidate.resolve().relative_to(Path(db).resolve()))
+            break
+    parts = Path(path).parts
+    kind = "an index file" if "_indices" in parts else "a data file" if "data" in parts else "a file"
+    return f"{shown} is missing ({kind} of {root.name})"
+
+
+@contextlib.contextmanager
+def read_errors(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Iterator[None]:
+    """A file of the table deleted from under it (Lance "Not found") → StorageError (exit 74)
+    naming the file and what repairs it, instead of a raw Lance error (issue 21)."""
+    try:
+        yield
+    except (RuntimeError, OSError, ValueError) as e:
+        path = missing_path(e)
+        if path is None:
+            raise
+        what = describe_missing(db, table, path)
+        opts = f"--db {db}" + (f" --table {table}" if table != DEFAULT_TABLE else "")
+        fix = (f"the index cannot be opened; `arrowsmith index {opts}` rebuilds it" if "an index file" in what
+               else f"the table cannot be read; `arrowsmith doctor {opts}` reports the damage")
+        # one line (a cron mail's subject), the repair included
+        raise StorageError(f"{what}: {fix}") from None
+
+
+def unreadable_indexes(tbl: Any) -> dict[str, str]:
+    """name → error of each index the table lists that cannot be opened (files deleted or damaged).
+
+    LanceDB lists an index from the manifest alone; ``prewarm_index`` opens its files (cheap for
+    scalar and FTS indexes; a vector index's partitions are read into the cache).
+    """
+    broken = {}
+    for ix in tbl.list_indices():
+        try:
+            tbl.prewarm_index(ix.name)
+        except Exception as e:  # noqa: BLE001 - whatever Lance raises, the index is unusable
+            path = missing_path(e)
+            broken[ix.name] = f"{Path(path).name} is missing" if path else _first_line(e)
+    return broken
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0][:200] if text else type(e).__name__
 
 
 @contextlib.contextmanager
@@ -268,7 +381,8 @@ class StoreWriter:
             self._conn = connect(self.db)
             if table_exists(self.db, self.table_name):
                 self._table = self._conn.open_table(self.table_name)
-                self._stored = load_doc_keys(self._table)
+                with read_errors(self.db, self.table_name):
+                    self._stored = load_doc_keys(self._table)
                 self._schema = self._table.schema
                 self.stats.version = self._table.version
         except BaseException:
@@ -416,6 +530,7 @@ class StoreWriter:
         data = pa.Table.from_batches(self._pending, schema=self._schema)
         changed = self._pending_changed
         faults.hit("before_commit")
+        created = self._table is None
         with no_interrupt(), disk_errors(table_path(self.db, self.table_name)):
             deleted = self._commit_data(data, changed)
             # bookkeeping inside the block: a deferred Ctrl-C is raised after it, with stats true
@@ -426,6 +541,7 @@ class StoreWriter:
             self.stats.rows_deleted += deleted
             self.stats.checkpoints += 1
             self.stats.version = self._table.version
+            _record_commit(self.db, self.table_name, self._table.version, created=created)
             self._pending, self._pending_rows = [], 0
             self._pending_changed, self._pending_keys = [], {}
         log.debug("checkpoint %d: %d rows, version %s", self.stats.checkpoints, data.num_rows,
@@ -472,6 +588,7 @@ class StoreWriter:
                 self.stats.rows_deleted += int(getattr(result, "num_deleted_rows", 0) or 0)
                 self.stats.checkpoints += 1
                 self.stats.version = self._table.version
+                _record_commit(self.db, self.table_name, self._table.version, created=False)
 
 
 # ------------------------------------------------------------------ helpers
@@ -555,7 +672,8 @@ def _doc_groups(batch: pa.RecordBatch) -> tuple[list[str], list[str], Any]:
 def stale_files(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, grace_s: float = 3600) -> list[Path]:
     """Files a killed writer left in the table, older than ``grace_s`` seconds.
 
-    Two kinds: ``.tmp*`` staging files (Lance writes those and renames them), and data/index
+    Empty ``_indices/<uuid>/`` directories of a failed index build, and two kinds of files:
+    ``.tmp*`` staging files (Lance writes those and renames them), and data/index
     files that no manifest references (written, never committed). Lance's own cleanup only
     removes the latter once older than its version window, and never the former.
     """
@@ -564,7 +682,7 @@ def stale_files(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, grace_s: f
         return []
     cutoff = time.time() - grace_s
     referenced = _referenced_names(root)
-    out = []
+    out = _empty_index_dirs(root, cutoff)
     for sub in ("data", "_indices", "_deletions"):
         base = root / sub
         if not base.is_dir():
@@ -577,6 +695,35 @@ def stale_files(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, grace_s: f
             elif referenced is not None and sub == "data" and p.name not in referenced:
                 out.append(p)
     return sorted(out)
+
+
+def _empty_index_dirs(root: Path, cutoff: float) -> list[Path]:
+    """``_indices/<uuid>/`` directories with nothing in them: an index build that failed (a full
+    disk) before writing its first file (issue 21). No version can use an empty index."""
+    base = root / "_indices"
+    if not base.is_dir():
+        return []
+    out = []
+    for p in base.iterdir():
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            if p.is_dir() and not any(p.iterdir()) and p.stat().st_mtime <= cutoff:
+                out.append(p)
+    return out
+
+
+def remove_stale(path: Path) -> bool:
+    """Remove one stale file or empty index directory; False when it is already gone (or a
+    directory that is no longer empty: a writer is filling it)."""
+    try:
+        if path.is_dir():
+            path.rmdir()
+        else:
+            path.unlink()
+    except (FileNotFoundError, OSError) as e:
+        if isinstance(e, FileNotFoundError) or e.errno in (errno.ENOTEMPTY, errno.EEXIST):
+            return False
+        raise
+    return True
 
 
 def _referenced_names(root: Path) -> set[str] | None:
@@ -622,9 +769,4 @@ def _manifest_file_count(manifest: Path) -> int | None:
 def remove_stale_files(db: str | os.PathLike, table: str = DEFAULT_TABLE, *,
                        grace_s: float = 3600) -> list[Path]:
     """Delete :func:`stale_files`; call it under :func:`table_lock` (no writer may be mid-commit)."""
-    removed = []
-    for p in stale_files(db, table, grace_s=grace_s):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
-            removed.append(p)
-    return removed
+    return [p for p in stale_files(db, table, grace_s=grace_s) if remove_stale(p)]

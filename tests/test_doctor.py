@@ -14,7 +14,7 @@ import time
 import numpy as np
 import pyarrow as pa
 import pytest
-from conftest import DIM, chunks_batch, run
+from conftest import DIM, chunks_batch, run, to_ipc
 
 from arrowsmith.commands.doctor import diagnose
 from arrowsmith.commands.errors import UsageError
@@ -258,3 +258,137 @@ def test_reembedding_with_another_prompt_is_refused_and_the_table_stays_healthy(
     table = connect(db).open_table("chunks")
     assert json.loads(table.schema.metadata[b"arrowsmith.model"])["prompt"] == "passage: "
     assert table.count_rows() == 3 and diagnose(db).healthy
+
+
+# ------------------------------------------------------------------ damage that breaks `query` (issue 21)
+
+
+@pytest.fixture
+def indexed(tmp_path):
+    """A store with the indexes `index` builds by default (FTS on text, BTree on doc_id)."""
+    from arrowsmith.commands.index import build_indexes
+
+    db = tmp_path / "store"
+    make_store(db, chunks_batch(DOCS), chunks_batch({"d": (2, "kd")}))
+    build_indexes(db)
+    return db
+
+
+def index_dir(db, name: str):
+    """The `_indices/<uuid>/` directory of index ``name`` (found by the file its kind writes)."""
+    marker = {"text_fts": "metadata.lance", "doc_id_idx": "page_lookup.lance"}[name]
+    (path,) = [p.parent for p in (table_path(db) / "_indices").glob(f"*/{marker}")]
+    return path
+
+
+def fts_query(db):
+    return run(["query", "--db", str(db), "--mode", "fts", "chunk", "--format", "jsonl"])
+
+
+def test_deleted_index_files_are_found_and_index_rebuilds_them_without_force(indexed):
+    import shutil
+
+    assert doctor(indexed).exit_code == 0 and fts_query(indexed).exit_code == 0
+    shutil.rmtree(index_dir(indexed, "text_fts"))
+    r = doctor(indexed)
+    assert r.exit_code == 1
+    (line,) = findings(r)
+    assert line.startswith("index: index text_fts cannot be opened (") and "is missing" in line
+    assert line.endswith(f"`arrowsmith index --db {indexed}` rebuilds it")
+    assert json.loads(doctor(indexed, "--json").stdout_bytes)["findings"][0]["check"] == "index"
+    # query: one line naming the file and the repair, exit 74 (was exit 1, a raw lance error)
+    q = fts_query(indexed)
+    assert q.exit_code == 74, q.stderr
+    error = [line for line in q.stderr.splitlines() if line.startswith("arrowsmith: error:")]
+    assert len(error) == 1 and "_indices/" in error[0] and "an index file" in error[0]
+    assert "Traceback" not in q.stderr and f"`arrowsmith index --db {indexed}` rebuilds it" in error[0]
+    # index: the unreadable index counts as missing (was "indexes up to date")
+    version = connect(indexed).open_table("chunks").version
+    r = run(["index", "--db", str(indexed)])
+    assert r.exit_code == 0, r.stderr
+    assert "index text_fts cannot be opened" in r.stderr and "built fts text" in r.stderr
+    assert connect(indexed).open_table("chunks").version > version
+    assert doctor(indexed).exit_code == 0
+    q = fts_query(indexed)
+    assert q.exit_code == 0 and b'"id": ' in q.stdout_bytes
+
+
+def test_deleted_scalar_index_files_are_rebuilt_too(indexed):
+    import shutil
+
+    shutil.rmtree(index_dir(indexed, "doc_id_idx"))
+    assert findings(doctor(indexed))[0].startswith("index: index doc_id_idx cannot be opened")
+    r = run(["index", "--db", str(indexed)])
+    assert r.exit_code == 0 and "built scalar doc_id" in r.stderr
+    assert doctor(indexed).exit_code == 0
+
+
+def test_deleted_data_file_is_a_finding_and_query_exits_74(indexed):
+    data = sorted((table_path(indexed) / "data").glob("*.lance"))
+    assert len(data) == 2  # one per commit
+    data[0].unlink()
+    r = doctor(indexed)
+    assert r.exit_code == 1
+    lines = findings(r)
+    assert lines[0].startswith(f"data: chunks.lance/data/{data[0].name} is missing (a data file of "
+                               "chunks.lance): version ")
+    report = json.loads(doctor(indexed, "--json").stdout_bytes)  # a cron job parsing it gets the finding
+    assert report["healthy"] is False and report["findings"][0]["check"] == "data"
+    assert data[0].name in report["findings"][0]["message"]
+    q = fts_query(indexed)
+    assert q.exit_code == 74, q.stderr
+    error = [line for line in q.stderr.splitlines() if line.startswith("arrowsmith: error:")]
+    assert error == [f"arrowsmith: error: chunks.lance/data/{data[0].name} is missing (a data file of "
+                     f"chunks.lance): the table cannot be read; `arrowsmith doctor --db {indexed}` "
+                     "reports the damage"]
+    # a writer opening the table says the same (exit 74), and commits nothing
+    version = connect(indexed).open_table("chunks").version
+    new = to_ipc(pa.Table.from_batches([chunks_batch({"e": (1, "ke")})]))
+    r = run(["index", "--db", str(indexed)], input=new)
+    assert r.exit_code == 74, r.stderr
+    assert f"{data[0].name} is missing (a data file of chunks.lance)" in r.stderr
+    assert connect(indexed).open_table("chunks").version == version
+
+
+def test_lost_newest_manifest_is_a_version_mismatch(store):
+    versions = table_path(store) / "_versions"
+    manifests = sorted(versions.glob("*.manifest"), key=lambda p: int(p.stem))
+    assert len(manifests) == 2 and len(manifests[0].stem) >= 19  # v2 names count down: newest first
+    assert json.loads((store / "chunks.arrowsmith.json").read_text())["committed_version"] == 2
+    manifests[0].unlink()
+    assert connect(store).open_table("chunks").version == 1  # silently one version back
+    r = doctor(store)
+    assert r.exit_code == 1
+    assert findings(r) == ["version: the table is at version 1 but chunks.arrowsmith.json records "
+                           "version 2 committed: the newest manifest(s) are missing from "
+                           "chunks.lance/_versions and the later commits are lost; restore _versions "
+                           "from a backup, or re-run the build and `arrowsmith index` (they rewrite "
+                           "what is missing)"]
+    # the re-run writes the lost document again and the record agrees once more
+    make_store(store, chunks_batch({"d": (2, "kd")}))
+    assert doctor(store).exit_code == 0
+
+
+def test_a_new_table_starts_a_new_version_record(store):
+    import shutil
+
+    shutil.rmtree(table_path(store))  # deleted to rebuild it: version 1 again is no damage
+    make_store(store, chunks_batch(DOCS))
+    assert json.loads((store / "chunks.arrowsmith.json").read_text()) == {"committed_version": 1}
+    assert doctor(store).exit_code == 0
+
+
+def test_empty_index_directory_of_a_failed_build_is_stale(indexed):
+    empty = table_path(indexed) / "_indices" / "0f3c2a64-0000-4000-8000-000000000000"
+    empty.mkdir()
+    r = doctor(indexed)
+    assert r.exit_code == 0 and "note: 1 temporary or orphaned files younger than 1h" in r.stderr
+    age(empty, 7200)
+    r = doctor(indexed)
+    assert r.exit_code == 1
+    assert findings(r) == [f"stale: 1 temporary or orphaned files older than 1h (chunks.lance/_indices/"
+                           f"{empty.name}); `arrowsmith doctor --fix` removes them"]
+    r = doctor(indexed, "--fix")
+    assert r.exit_code == 0, r.stdout_bytes
+    assert not empty.exists() and f"removed {empty}" in r.stderr
+    assert fts_query(indexed).exit_code == 0  # the real indexes untouched
