@@ -131,7 +131,7 @@ def embed_command(
                    window=window, window_overlap=window_overlap, late_specials=late_specials, force=force,
                    id_col=id_col, text_col=text_col, engine=engine, engine_options=engine_opts)
     stats = EmbedStats()
-    batches = track_rows(read_many(inputs or ["-"], input_format), "embed", "docs")
+    batches = track_rows(read_many(inputs or ["-"], input_format, whole=prune), "embed", "docs")
     if db is None:
         embed_to_sink(batches, model, BatchSink(output, fmt), stats=stats, **options)
         info(stats.summary())

@@ -102,7 +102,8 @@ def index_command(
 
             with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,
                              checkpoint_rows=checkpoint_rows) as writer:
-                stored = writer.write(track_rows(read_many(inputs or ["-"], input_format), "store"))
+                batches = read_many(inputs or ["-"], input_format, whole=prune)  # --prune: checked whole
+                stored = writer.write(track_rows(batches, "store"))
             info(f"stored: {stored.summary()}")
         report = ix.build_indexes(db, table, vector_type=vector_type, partitions=partitions,
                                   sub_vectors=sub_vectors, metric=metric, fts=fts, scalar=scalar or [],

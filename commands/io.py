@@ -49,6 +49,7 @@ BATCH_BYTES = 16 << 20
 FIRST_BATCH_MAX_ROWS = 64 * BATCH_ROWS
 STREAM_FORMATS = ("arrows", "jsonl", "csv", "tsv")  # readable front to back; the rest need random access
 IPC_STREAM_MAGIC = b"\xff\xff\xff\xff"
+_UNDELIMITED = ("jsonl", "csv", "tsv")  # text formats with no end marker: a cut at a line reads as the end
 
 
 def format_of(path: str) -> str | None:
@@ -63,17 +64,23 @@ def is_tabular(path: str) -> bool:
 # ---------------------------------------------------------------- reading
 
 
-def read_batches(source: str, fmt: str | None = None) -> Iterator[pa.RecordBatch]:
-    """Stream record batches from a path, or from stdin when ``source == "-"``."""
+def read_batches(source: str, fmt: str | None = None, *, whole: bool = False) -> Iterator[pa.RecordBatch]:
+    """Stream record batches from a path, or from stdin when ``source == "-"``.
+
+    ``whole``: the caller acts on the input being complete (``--prune`` deletes what it lacks), so
+    a pipe in a format without an end marker (JSONL, CSV) is refused: a producer that died at a
+    line boundary reads exactly like one that finished. Arrow streams carry their end-of-stream
+    marker (checked for every input), Arrow files and Parquet a footer.
+    """
     if source == "-":
-        yield from _read_stdin(fmt)
+        yield from _read_stdin(fmt, whole)
         return
-    fmt = fmt or format_of(source)
-    if fmt is None and stream_path(source):
+    if stream_path(source) and (fmt or format_of(source)) in (None, *_UNDELIMITED):
         # a FIFO, a shell's process substitution <(...), /dev/stdin: sniffed like stdin
         with open(source, "rb") as f:
-            yield from _read_unseekable(f, None, source)
+            yield from _read_unseekable(f, fmt or format_of(source), source, whole)
         return
+    fmt = fmt or format_of(source)
     if fmt is None:
         raise UsageError(f"{source}: cannot tell the format from the extension",
                          hint="--input-format arrows|arrow|parquet|jsonl|csv|tsv")
@@ -95,14 +102,16 @@ def read_batches(source: str, fmt: str | None = None) -> Iterator[pa.RecordBatch
         raise StorageError(f"{source}: {e.strerror}") from None
 
 
-def read_many(sources: Iterable[str], fmt: str | None = None) -> Iterator[pa.RecordBatch]:
-    """Batches of several inputs in turn; their schemas must agree (metadata aside)."""
+def read_many(sources: Iterable[str], fmt: str | None = None, *, whole: bool = False
+              ) -> Iterator[pa.RecordBatch]:
+    """Batches of several inputs in turn; their schemas must agree (metadata aside).
+    ``whole``: see ``read_batches``."""
     from .schemas import SOURCE
 
     first: pa.Schema | None = None
     first_name = ""
     for source in sources:
-        for batch in read_batches(source, fmt):
+        for batch in read_batches(source, fmt, whole=whole):
             if first is None:
                 first, first_name = batch.schema, source
             elif not batch.schema.equals(first, check_metadata=False):
@@ -116,23 +125,31 @@ def _name(source: str) -> str:
     return "<stdin>" if source == "-" else source
 
 
-def _read_stdin(fmt: str | None) -> Iterator[pa.RecordBatch]:
+def _read_stdin(fmt: str | None, whole: bool = False) -> Iterator[pa.RecordBatch]:
     stdin = sys.stdin.buffer
     if not hasattr(stdin, "peek"):
         # sniffing and concatenated IPC streams need peek (CliRunner gives a bare BytesIO)
         stdin = io.BufferedReader(stdin)
     if sys.stdin.isatty():
         raise UsageError("no input: give a path, or pipe data into stdin")
-    yield from _read_unseekable(stdin, fmt, "-")
+    yield from _read_unseekable(stdin, fmt, "-", whole)
 
 
-def _read_unseekable(f: IO[bytes], fmt: str | None, source: str) -> Iterator[pa.RecordBatch]:
+def _read_unseekable(f: IO[bytes], fmt: str | None, source: str, whole: bool = False
+                     ) -> Iterator[pa.RecordBatch]:
     """stdin or a pipe: the format sniffed from the first bytes unless given."""
     if fmt is None:
         head = f.peek(256)[:256] if hasattr(f, "peek") else b""
         if not head:
             raise DataError(f"{_name(source)}: empty input (expected an Arrow IPC stream, JSONL or CSV)")
         fmt = _sniff(head, source)
+    if whole and fmt in _UNDELIMITED:
+        raise UsageError(
+            f"--prune needs an input whose end can be checked: {_name(source)} is {fmt} from a pipe, "
+            "where a producer that died at a line boundary reads like one that finished",
+            hint=f"write the {fmt} to a file and give its path, or pipe an Arrow stream "
+                 "(what `arrowsmith chunk` writes)",
+        )
     if fmt in STREAM_FORMATS:
         yield from _read_stream(f, fmt, source)
     else:
@@ -197,18 +214,50 @@ def _read_stream(f: IO[bytes], fmt: str, source: str) -> Iterator[pa.RecordBatch
         yield from _read_csv(f, source, "\t" if fmt == "tsv" else ",")
 
 
+class _EndOfStreamWatch:
+    """A file wrapper that tells an IPC stream's end-of-stream marker from a bare end of file.
+
+    pyarrow ends iteration the same way at both: after the marker (it read a zero message length)
+    and at end of file (its read came back empty). A producer killed between two batches leaves
+    the second, which must not read as a complete input: ``--prune`` would then delete every
+    document the producer never sent. So the last read is remembered: empty means no marker.
+    """
+
+    def __init__(self, f: IO[bytes]):
+        self._f = f
+        self.hit_eof = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._f.read(n)
+        self.hit_eof = not data and n != 0
+        return data
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def readable(self) -> bool:
+        return True
+
+
 def _read_ipc_streams(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
-    """Loop ``open_stream`` until EOF, so ``cat a.arrows b.arrows |`` works."""
+    """Loop ``open_stream`` until EOF, so ``cat a.arrows b.arrows |`` works.
+
+    Every stream must end with its end-of-stream marker: one without it is a producer that died
+    (kill -9, SIGTERM, an error) after a batch boundary, and is refused as truncated input.
+    """
     schema: pa.Schema | None = None
     n_streams = 0
+    rows_read = 0
     while True:
         if hasattr(f, "peek"):
             if not f.peek(1):
                 break
         elif n_streams:
             break  # without peek we cannot tell, so read one stream
+        watch = _EndOfStreamWatch(f)
         try:
-            reader = pa.ipc.open_stream(f)
+            reader = pa.ipc.open_stream(watch)
         except pa.ArrowInvalid as e:
             if n_streams == 0:
                 raise DataError(f"{_name(source)}: not an Arrow IPC stream ({e})") from None
@@ -230,10 +279,18 @@ def _read_ipc_streams(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
                     f"of stream {n_streams} ({e})"
                 ) from None
             row += batch.num_rows
+            rows_read += batch.num_rows
             if not batch.schema.equals(schema, check_metadata=False):
                 batch = conform_batch(batch, schema, f"{_name(source)} stream {n_streams}",
                                       f"{_name(source)} stream 1")
             yield batch
+        if watch.hit_eof:
+            raise DataError(
+                f"{_name(source)}: truncated Arrow IPC stream: stream {n_streams} ended after row "
+                f"{row} ({rows_read} rows read in all) without its end-of-stream marker: the producer "
+                "stopped early (killed or failed), so the input is incomplete",
+                hint="check the producing command's exit status (set -o pipefail) and re-run",
+            )
     if n_streams == 0:
         raise DataError(f"{_name(source)}: empty input (expected an Arrow IPC stream)")
 
@@ -450,7 +507,9 @@ def temp_beside(dest: str | os.PathLike) -> tuple[int, str, Path]:
     """(fd, temp path, target) for an atomic write of ``dest``: the temp file is made beside the
     file ``dest`` names (through a symlink: the link stays a link), with :func:`output_mode`."""
     target = Path(os.path.realpath(dest))
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():
+        # as a shell redirect would: creating the directories hid a typo in the path
+        raise StorageError(f"{dest}: no such directory: {target.parent}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:

@@ -50,6 +50,9 @@ def run_subprocess(args: list[str], input: bytes | None = None, env: dict | None
                           capture_output=True, env=full_env, timeout=timeout, **kw)
 
 
+EOS_MARKER = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # an Arrow IPC stream's last 8 bytes
+
+
 def read_ipc(data: bytes) -> pa.Table:
     """Decode (possibly concatenated) Arrow IPC streams."""
     buf = io.BufferedReader(io.BytesIO(data))
@@ -384,6 +387,13 @@ class BadInput:
     def truncated_ipc(data: bytes, cut: int = 40) -> bytes:
         """An IPC stream missing its last ``cut`` bytes (end-of-stream marker and part of a batch)."""
         return data[:-cut]
+
+    @staticmethod
+    def unterminated_ipc(data: bytes) -> bytes:
+        """A stream cut at a batch boundary: every batch whole, no end-of-stream marker (a producer
+        killed between two batches). pyarrow alone reads it as a complete stream."""
+        assert data.endswith(EOS_MARKER), "expected one stream ending with its marker"
+        return data[:-len(EOS_MARKER)]
 
     def drift_ipc(self, first: pa.Table) -> bytes:
         """A second stream whose `text` is a list<string>: no cast makes it the first's type."""

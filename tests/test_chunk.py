@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 
@@ -501,13 +502,15 @@ def test_unreadable_files(tmp_path, monkeypatch):
     write(tmp_path / "locked.txt", "secret")
     write(tmp_path / "open.txt", "public")
 
+    real_open = os.open
+
     def deny(path, *args, **kw):
         if str(path).endswith("locked.txt"):
             raise PermissionError(13, "Permission denied", str(path))
-        return open(path, *args, **kw)
+        return real_open(path, *args, **kw)
 
     # root reads every file, so permissions are simulated where the module opens files
-    monkeypatch.setattr(sources_mod, "open", deny, raising=False)
+    monkeypatch.setattr(sources_mod.os, "open", deny)
     with pytest.raises(StorageError, match="locked.txt: cannot read: Permission denied"):
         list(read_sources([str(tmp_path)]))
     stats = ChunkStats()

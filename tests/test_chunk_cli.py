@@ -9,7 +9,7 @@ import sys
 
 import pyarrow as pa
 import pytest
-from conftest import ROOT, SAMPLES, read_ipc, run, to_ipc
+from conftest import ROOT, SAMPLES, read_ipc, run, run_subprocess, to_ipc
 
 SAMPLE_IDS = ["espresso.rst", "git-basics.md", "marathon.md", "photosynthesis.txt", "sky.md",
               "sourdough.md", "tides.txt", "volcanoes.html"]
@@ -176,8 +176,32 @@ def test_tables_and_text_files_do_not_mix(tmp_path):
     assert result.exit_code == 2 and "not both in one run" in result.stderr
 
 
+def test_output_into_a_missing_directory_is_exit_74_like_a_shell_redirect(tmp_path):
+    """Issue 21: the missing directories were created, hiding a typo in the path."""
+    out = tmp_path / "no" / "such" / "chunks.jsonl"
+    result = run(["chunk", str(SAMPLES), "-o", str(out)])
+    assert result.exit_code == 74
+    assert f"{out}: no such directory: {tmp_path / 'no' / 'such'}" in result.stderr
+    assert not (tmp_path / "no").exists()
+
+
+def test_fifo_in_a_directory_is_skipped_and_counted_not_waited_on(tmp_path):
+    """Issue 21: a named pipe matching the glob blocked open() forever, even with --on-error skip.
+    Only regular files are documents; a pipe named on the command line stays a stream."""
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "good.txt").write_text("A fine document. It has two sentences.")
+    os.mkfifo(tmp_path / "docs" / "fifo.txt")
+    r = run_subprocess(["chunk", str(tmp_path / "docs"), "-f", "jsonl"], timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    assert [json.loads(line)["id"] for line in r.stdout.decode().splitlines()] == ["good.txt"]
+    err = r.stderr.decode()
+    assert f"skipped {tmp_path / 'docs' / 'fifo.txt'}: not a regular file (a named pipe)" in err
+    assert "1 skipped (0 empty, 0 bad encoding, 1 not regular files)" in r.stderr.decode()
+
+
 def test_output_file_is_written_atomically(tmp_path):
     out = tmp_path / "out" / "chunks.parquet"
+    out.parent.mkdir()
     result = run(["chunk", str(SAMPLES), "-o", str(out)])
     assert result.exit_code == 0, result.stderr
     import pyarrow.parquet as pq

@@ -9,17 +9,20 @@ the same CLI in this process (each process pays a torch import and a model load)
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pytest
-from conftest import SAMPLES, read_ipc, run, run_subprocess, to_ipc
+from conftest import EOS_MARKER, SAMPLES, read_ipc, run, run_subprocess, to_ipc
 
 from arrowsmith.commands.doctor import diagnose
 from arrowsmith.commands.faults import ENV as FAULT
@@ -156,6 +159,9 @@ def test_bad_input_into_a_store_loses_nothing(chunked, half_store, bad_input, st
         "truncated stream": (bad_input.truncated_ipc(to_ipc(chunked)),
                              "<stdin>: truncated or corrupt Arrow IPC"),
         "type drift": (bad_input.drift_ipc(pa.table({"id": ["a"], "text": ["fine text"]})), "<stdin>"),
+        # every batch whole, no end-of-stream marker: a producer killed between two batches
+        "stream cut at a batch boundary": (bad_input.unterminated_ipc(to_ipc(chunked)),
+                                           "<stdin>: truncated Arrow IPC stream: stream 1 ended after row 8"),
     }
     for what, (data, message) in cases.items():
         r = embed_here(db, data, "--prune")  # --prune: a partial read must never delete
@@ -163,6 +169,77 @@ def test_bad_input_into_a_store_loses_nothing(chunked, half_store, bad_input, st
         assert message in r.stderr.decode(), (what, r.stderr.decode())
         assert stored.version(db) == v, what
         stored.assert_same(stored.snapshot(db), before)
+
+
+# ------------------------------------------------------------------ a producer that dies (issue 21)
+
+
+def _whole_batches(data: bytes) -> int:
+    """How many record batches of an IPC stream (possibly cut short) are whole in ``data``."""
+    n = 0
+    try:
+        reader = pa.ipc.open_stream(io.BytesIO(data))
+        while True:
+            reader.read_next_batch()
+            n += 1
+    except (StopIteration, pa.ArrowInvalid, OSError):
+        return n
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_chunk_killed_mid_stream_into_embed_prune_prunes_nothing(sig, chunked, stored, tmp_path):
+    """`chunk - | embed --db --prune` with chunk killed after its first batch: before, embed read the
+    cut stream as complete, exited 0 and pruned every document chunk had not sent yet. The test is
+    the pipe between the two: it forwards what chunk wrote, and kills chunk once a whole batch has
+    come out (an observable event, not a sleep)."""
+    docs = chunked.select(["id", "text"])
+    full = run(["chunk", "--max-tokens", "64"], input=to_ipc(docs))
+    assert full.exit_code == 0, full.stderr
+    assert full.stdout_bytes.endswith(EOS_MARKER)  # a stage that finishes always writes the marker
+    db = tmp_path / "store"
+    r = embed_here(db, full.stdout_bytes, "--prune")
+    assert r.returncode == 0, r.stderr.decode()
+    before, v = stored.snapshot(db), stored.version(db)
+
+    chunk = subprocess.Popen([sys.executable, "-m", "arrowsmith.cli", "chunk", "--max-tokens", "64"],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first_half = to_ipc(docs.slice(0, docs.num_rows // 2))[:-len(EOS_MARKER)]
+        chunk.stdin.write(first_half)  # stdin stays open: chunk waits for more after this batch
+        chunk.stdin.flush()
+        out = b""
+        while _whole_batches(out) < 1:
+            data = os.read(chunk.stdout.fileno(), 1 << 16)
+            assert data, chunk.stderr.read().decode()
+            out += data
+        chunk.send_signal(sig)
+        out += chunk.stdout.read()
+        assert chunk.wait(timeout=60) == (-sig if sig == signal.SIGKILL else 143)
+    finally:
+        chunk.kill()
+        chunk.communicate()
+    assert not out.endswith(EOS_MARKER)  # a stage stopped by a signal never writes the marker
+    assert read_ipc_rows(out) == docs.num_rows // 2
+
+    r = embed_here(db, out, "--prune")
+    assert r.returncode == 65, r.stderr.decode()
+    assert "truncated Arrow IPC stream" in r.stderr.decode()
+    assert stored.version(db) == v
+    stored.assert_same(stored.snapshot(db), before)  # nothing pruned
+    # the re-run of the whole pipeline converges: nothing to embed, nothing to prune
+    r = embed_here(db, full.stdout_bytes, "--prune")
+    assert r.returncode == 0, r.stderr.decode()
+    assert "0 embedded, 0 pruned" in r.stderr.decode()
+    stored.assert_same(stored.snapshot(db), before)
+
+
+def read_ipc_rows(data: bytes) -> int:
+    """Rows in the whole batches of a (cut) IPC stream."""
+    reader = pa.ipc.open_stream(io.BytesIO(data))
+    n = 0
+    for _ in range(_whole_batches(data)):
+        n += reader.read_next_batch().num_rows
+    return n
 
 
 # ------------------------------------------------------------------ security

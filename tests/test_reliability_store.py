@@ -146,6 +146,58 @@ def test_truncated_input_never_prunes(base_store, stream, stored, tmp_path):
     assert diagnose(db, grace_s=0).healthy
 
 
+def test_stream_cut_at_a_batch_boundary_never_prunes(base_store, fake_chunks, bad_input, stored, tmp_path):
+    """Issue 21: the producer died between two batches. pyarrow reads such a stream as complete;
+    before, `index --prune` then deleted every stored document the producer never sent."""
+    db = tmp_path / "store"
+    shutil.copytree(base_store, db)
+    before, v = stored.snapshot(db), stored.version(db)
+    sent = dict(list(BASE.items())[:3])  # 3 of the 7 stored documents, unchanged, 2 per batch
+    data = bad_input.unterminated_ipc(fake_chunks.stream(sent))
+    r = ingest(db, data)  # a real process, as cron runs it
+    assert r.returncode == 65, r.stderr.decode()
+    err = r.stderr.decode()
+    assert "<stdin>: truncated Arrow IPC stream: stream 1 ended after row" in err
+    assert "without its end-of-stream marker" in err and "Traceback" not in err
+    assert stored.version(db) == v  # nothing pruned, nothing committed
+    stored.assert_same(stored.snapshot(db), before)
+    # the same documents, the stream whole: prune deletes the 4 not sent (what --prune is for)
+    r = ingest_here(db, fake_chunks.stream(sent))
+    assert r.returncode == 0, r.stderr.decode()
+    assert stored_summary(r.stderr.decode())["pruned"] == len(BASE) - 3
+
+
+def test_stream_cut_after_some_checkpoints_keeps_them_and_the_rerun_converges(
+        base_store, reference, stream, bad_input, stored, tmp_path):
+    """Cut after its last whole batch, with documents to write: the checkpoints committed before
+    the end stay (as after any interrupted run), nothing is pruned, the re-run finishes the rest."""
+    db = tmp_path / "store"
+    shutil.copytree(base_store, db)
+    r = ingest_here(db, bad_input.unterminated_ipc(stream))
+    assert r.returncode == 65, r.stderr.decode()
+    rows = stored.snapshot(db)
+    assert committed(rows)  # checkpoints went in before the end of the input
+    assert "gone#0" in rows  # never pruned
+    assert diagnose(db, grace_s=0).healthy
+    r = ingest_here(db, stream)
+    assert r.returncode == 0, r.stderr.decode()
+    assert stored_summary(r.stderr.decode())["written"] == len(TO_WRITE) - len(committed(rows))
+    stored.assert_same(stored.snapshot(db), reference)
+
+
+def test_prune_refuses_jsonl_from_a_pipe(base_store, stored, tmp_path):
+    """JSONL has no end marker: from a pipe, a producer killed at a line boundary reads like one that
+    finished, so --prune asks for a file (whose end is the end) or an Arrow stream."""
+    db = tmp_path / "store"
+    shutil.copytree(base_store, db)
+    v = stored.version(db)
+    r = ingest_here(db, b'{"id": "doc00#0", "doc_id": "doc00"}\n', "--input-format", "jsonl")
+    assert r.returncode == 2, r.stderr.decode()
+    err = r.stderr.decode()
+    assert "--prune needs an input whose end can be checked: <stdin> is jsonl from a pipe" in err
+    assert stored.version(db) == v
+
+
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 @pytest.mark.parametrize("where", ["checkpoint ready", "waiting for input"])
 def test_signal_mid_run_keeps_committed_checkpoints(sig, code, where, cli_process, fake_chunks, stored,

@@ -10,6 +10,7 @@ import fnmatch
 import logging
 import os
 import re
+import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from html.parser import HTMLParser
@@ -109,8 +110,16 @@ def read_sources(paths: Iterable[str], *, glob: Iterable[str] | str | None = Non
 
 def _read_one(path: str, doc_id: str, on_error: str, stats: ChunkStats) -> _SourceFile | None:
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
+        # O_NONBLOCK: opening a FIFO (or a device) that matches the glob must not wait for a writer
+        # forever; only regular files are documents, whatever else the walk finds is skipped
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                log.warning("skipped %s: not a regular file (%s)", path, _node_kind(st.st_mode))
+                stats.skipped_special += 1
+                return None
+            os.set_blocking(fd, True)
             data = f.read()
     except OSError as e:
         if on_error == "skip":
@@ -135,6 +144,14 @@ def _read_one(path: str, doc_id: str, on_error: str, stats: ChunkStats) -> _Sour
         stats.skipped_empty += 1
         return None
     return _SourceFile(doc_id, text, path, st.st_size, int(st.st_mtime * 1000))
+
+
+def _node_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device")):
+        if test(mode):
+            return kind
+    return "not a file"
 
 
 def _to_batch(docs: list[_SourceFile]) -> pa.RecordBatch:

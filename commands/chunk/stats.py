@@ -12,13 +12,15 @@ class ChunkStats:
     skipped_encoding: int = 0  # files that are not valid UTF-8 (on_error="skip")
     skipped_unreadable: int = 0  # files that could not be read (on_error="skip")
     skipped_invalid: int = 0  # null id/text or duplicate id (on_error="skip")
+    skipped_special: int = 0  # a FIFO, socket or device in a walked directory (never a document)
     chunks: int = 0
     tokens: int = 0
     chars: int = 0  # characters of the chunked documents
 
     @property
     def skipped(self) -> int:
-        return self.skipped_empty + self.skipped_encoding + self.skipped_unreadable + self.skipped_invalid
+        return (self.skipped_empty + self.skipped_encoding + self.skipped_unreadable + self.skipped_invalid
+                + self.skipped_special)
 
     @property
     def read(self) -> int:
@@ -30,6 +32,8 @@ class ChunkStats:
             reasons.append(f"{self.skipped_unreadable:,} unreadable")
         if self.skipped_invalid:
             reasons.append(f"{self.skipped_invalid:,} invalid")
+        if self.skipped_special:
+            reasons.append(f"{self.skipped_special:,} not regular files")
         return (f"chunk: {self.read:,} documents read, {self.chunked:,} chunked, "
                 f"{self.skipped:,} skipped ({', '.join(reasons)}); "
                 f"{self.chunks:,} chunks, {self.tokens:,} tokens")
