@@ -6,9 +6,18 @@ from typing import Annotated
 
 import typer
 
-from .options import TABLE, Output, OutputFormat, RequiredDb, RescoreWithName, Table, Wait
+from .options import TABLE, Output, OutputFormatName, RequiredDb, RescoreWithName, Table, Wait
 
 app = typer.Typer()
+
+# issue 20: a report is for people, like eval's: text wherever stdout goes (`compress --report | tail`
+# printed binary Arrow into the pipe); data only when asked for, by -f or by -o FILE's extension
+ReportFormat = Annotated[
+    OutputFormatName | None,
+    typer.Option("--format", "-f", envvar="ARROWSMITH_FORMAT",
+                 help="Report format [default: a text table, on a terminal or in a pipe; with -o, the file's "
+                      "extension, else text]; arrows|jsonl|csv|… for data.", show_default=False),
+]
 
 
 @app.command("compress", rich_help_panel="Use", epilog=(
@@ -52,7 +61,7 @@ def compress_command(
     drop: Annotated[bool, typer.Option("--drop", help="Remove the table's compressed representation.")
                     ] = False,
     output: Output = "-",
-    fmt: OutputFormat = None,
+    fmt: ReportFormat = None,
     wait: Wait = False,
 ) -> None:
     """Store vectors smaller (float16, int8, binary + rescoring, PQ, truncation), or measure the price.
@@ -101,6 +110,7 @@ def _refuse_ignored(ctx: typer.Context, *, method: bool, drop: bool, queries: st
 
 def _report(db, table, methods, queries, sample, qrels, k, budget, plot, output, fmt, **options) -> None:
     from arrowsmith.commands.compress.report import compress_report, plot_report
+    from arrowsmith.commands.io import format_of
     from arrowsmith.commands.units import parse_size
 
     from .io import BatchSink
@@ -110,7 +120,7 @@ def _report(db, table, methods, queries, sample, qrels, k, budget, plot, output,
     q, judged = _read_queries(queries, qrels)
     result = compress_report(db, table, methods=wanted, queries=q, sample=sample, qrels=judged, k=k,
                              budget=parse_size(budget, "--budget") if budget else None, **options)
-    with BatchSink(output, fmt) as sink:
+    with BatchSink(output, fmt or format_of(output) or "table") as sink:
         for batch in result.to_arrow().to_batches():
             sink.write(batch)
     sampled = "corpus-sampled " if result.query_source == "sample" else ""

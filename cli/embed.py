@@ -105,7 +105,8 @@ def embed_command(
         "GPUs per actor [default: 1 when the cluster has GPUs, else 0]."))] = None,
     cpus_per_worker: Annotated[float | None, typer.Option("--cpus-per-worker", rich_help_panel="Engine",
                                                           show_default=False, help=(
-        "CPUs per actor; fractions share cores [default: 1 with a GPU, else up to 4]."))] = None,
+        "CPUs per actor; fractions share cores [default: 1 with a GPU; with --workers N, the cluster's "
+        "CPUs / N (at least 1); else up to 4]."))] = None,
 ) -> None:
     """Embed chunks with a sentence-transformers (or plugin) model; write a stream or upsert into --db."""
     from arrowsmith.cli.io import BatchSink

@@ -93,7 +93,9 @@ class RayOptions:
     address: str | None = None  # None: $RAY_ADDRESS, else a local Ray started (and stopped) here
     workers: int | None = None  # None: one per GPU, else cluster CPUs // cpus_per_worker
     gpus_per_worker: float | None = None  # None: 1 when the cluster has GPUs, else 0
-    cpus_per_worker: float | None = None  # None: 1 with a GPU, else min(4, cluster CPUs)
+    # None: 1 with a GPU; with `workers` given, the cluster's CPUs split among them (split_cpus);
+    # else min(4, cluster CPUs)
+    cpus_per_worker: float | None = None
     model_options: dict[str, Any] | None = None  # the plugin factory's options (device, dtype, …)
     max_in_flight: int | None = None  # groups submitted and not yet handed on [default: 2 per worker]
     max_running: int | None = None  # groups submitted at once [default: 1 per CPU worker, 2 per GPU one]
@@ -112,6 +114,20 @@ class RayOptions:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise UsageError(f"{name} {value}: must be at least 1")
+
+
+def split_cpus(workers: int, node_cpus: Iterable[float]) -> float:
+    """CPUs per worker for ``--workers N`` without ``--cpus-per-worker`` (issue 20).
+
+    The most whole CPUs at which N actors fit on the nodes (an actor cannot span nodes): on one
+    node ``floor(CPUs / N)``, 2 workers on 2 CPUs get 1 each. At least 1: N above the CPUs is the
+    caller's to refuse (a local Ray) or wait for (a cluster that may grow).
+    """
+    nodes = [int(c) for c in node_cpus if c >= 1]
+    for cpus in range(max(nodes, default=1), 1, -1):
+        if sum(n // cpus for n in nodes) >= workers:
+            return float(cpus)
+    return 1.0
 
 
 def require_ray() -> None:
@@ -520,14 +536,23 @@ class RayBackend:
         cluster_gpus = float(resources.get("GPU", 0))
         cluster_cpus = float(resources.get("CPU", 1))
         gpus = o.gpus_per_worker if o.gpus_per_worker is not None else (1.0 if cluster_gpus >= 1 else 0.0)
-        cpus = o.cpus_per_worker if o.cpus_per_worker is not None else (
-            1.0 if gpus else float(max(1, min(4, int(cluster_cpus)))))
+        split = o.cpus_per_worker is None and not gpus and o.workers is not None
+        if o.cpus_per_worker is not None:
+            cpus = o.cpus_per_worker
+        elif gpus:
+            cpus = 1.0
+        elif split:
+            cpus = split_cpus(o.workers, self._node_cpus())
+        else:
+            cpus = float(max(1, min(4, int(cluster_cpus))))
         if o.workers is not None:
             workers = o.workers
         elif gpus:
             workers = max(1, int(cluster_gpus // gpus))
         else:
             workers = max(1, int(cluster_cpus // cpus))
+        if split:
+            self._check_split(workers, cluster_cpus)
         self._check_fits(workers, cpus, gpus, cluster_cpus, cluster_gpus)
         self.gpus = gpus
         cls = self.ray.remote(EmbedWorker).options(
@@ -542,8 +567,8 @@ class RayBackend:
         infos = self._get([a.info.remote() for a in self.actors])
         for info in infos:
             _check_worker_meta(driver_meta, info)
-        log.info("ray: %d workers (%s CPUs, %s GPUs each) on %s", workers, cpus, gpus,
-                 "a local Ray" if self.started_local else "the cluster")
+        log.info("ray: %d workers (%g CPUs, %g GPUs each) on %s of %g CPUs, %g GPUs", workers, cpus, gpus,
+                 "a local Ray" if self.started_local else "the cluster", cluster_cpus, cluster_gpus)
 
     def _connect(self) -> None:
         ray = self.ray
@@ -594,6 +619,24 @@ class RayBackend:
             for s, h in saved.items():
                 if h is not None:
                     signal.signal(s, h)
+
+    def _node_cpus(self) -> list[float]:
+        """CPUs of each live node (an actor cannot span nodes)."""
+        return [float(n.get("Resources", {}).get("CPU", 0)) for n in self.ray.nodes() if n.get("Alive")]
+
+    def _check_split(self, workers: int, have_cpus: float) -> None:
+        """``--workers N`` alone, N more than a local Ray's CPUs: exit 2 naming both (issue 20).
+
+        A worker gets at least one whole CPU unless --cpus-per-worker says less: N actors each
+        holding a model on fewer cores than that would only trade memory for contention.
+        """
+        if workers <= have_cpus + 1e-9 or not self.started_local:
+            return  # a cluster the driver joined may grow (an autoscaler): _check_fits waits
+        share = math.floor(have_cpus / workers * 1e4) / 1e4  # Ray's resource granularity: N of them fit
+        raise UsageError(f"--workers {workers} is more than the {have_cpus:g} CPUs of this local Ray "
+                         "(each worker gets at least 1 CPU)",
+                         hint=f"--workers {max(1, int(have_cpus))} or fewer, or --cpus-per-worker {share:g} "
+                              "to share cores")
 
     def _check_fits(self, workers: int, cpus: float, gpus: float, have_cpus: float, have_gpus: float) -> None:
         need_c, need_g = workers * cpus, workers * gpus

@@ -46,7 +46,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l budget -r -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l plot -r -F -d '--report: draw quality vs bytes/vector to this PNG.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l drop -d 'Remove the tables compressed representation.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l output -s o -r -F -d 'Write here instead of stdout (-); format from the extension, written atomically.'
-complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l format -s f -xa 'arrows arrow parquet jsonl csv tsv table' -d 'Output format (default: table on a terminal, else arrows, or the output files ex'
+complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l format -s f -xa 'arrows arrow parquet jsonl csv tsv table' -d 'Report format (default: a text table, on a terminal or in a pipe; with -o, the f'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l wait -d 'Wait for another writers lock instead of exit 75.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from doctor' -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from doctor' -l db -r -F -d 'LanceDB store directory.'
@@ -85,7 +85,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l engine -xa 'loc
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l ray-address -r -F -d 'Ray cluster to use (default: RAY_ADDRESS, else a local Ray started for this run)'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l workers -r -F -d 'Ray actors, each holding the model (default: one per GPU, else cluster CPUs / --'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l gpus-per-worker -r -F -d 'GPUs per actor (default: 1 when the cluster has GPUs, else 0).'
-complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l cpus-per-worker -r -F -d 'CPUs per actor; fractions share cores (default: 1 with a GPU, else up to 4).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l cpus-per-worker -r -F -d 'CPUs per actor; fractions share cores (default: 1 with a GPU; with --workers N, '
 complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -l split -r -F -d 'Qrels split.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from eval' -l k -r -F -d 'Cut-offs.'

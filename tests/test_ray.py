@@ -325,6 +325,60 @@ def test_second_driver_with_wait_waits_for_the_lock_then_embeds(ray_address, chu
     assert_same(snapshot(db), snapshot(local_naive))
 
 
+# ------------------------------------------------------------------ the worker split (issue 20)
+
+
+@pytest.mark.parametrize("workers, nodes, cpus", [
+    (2, [2], 1), (1, [2], 2), (3, [8], 2), (1, [16], 16), (3, [2], 1), (1, [0.5], 1),
+    (3, [16, 16], 8),  # 10 each would put two on one node: an actor cannot span nodes
+    (5, [16, 4], 4)])
+def test_split_cpus_gives_each_worker_the_most_whole_cpus_that_fit(workers, nodes, cpus):
+    assert ray_engine.split_cpus(workers, nodes) == cpus
+
+
+def _with_own_local_ray(args: list[str], chunked: pa.Table, db: Path) -> subprocess.CompletedProcess:
+    """``embed --engine ray ARGS`` in a process that starts (and stops) a local Ray of its own, as a
+    user's does: the module's Ray would be joined, and a joined cluster waits to grow, never refuses."""
+    root = tempfile.mkdtemp(prefix="asray-", dir="/tmp")  # short: Ray's socket paths are limited
+    try:
+        r = run_subprocess(["-v", *EMBED, "--db", str(db), "--engine", "ray", *args], input=to_ipc(chunked),
+                           env={"RAY_TMPDIR": root, "RAY_ADDRESS": ""}, timeout=DEADLINE_S - 30)
+        _wait_for(lambda: not _our_processes(root), 30, "the run's local Ray to end")
+        return r
+    finally:
+        for line in _our_processes(root):  # only after a failure: what this test started
+            os.kill(int(line.split(":")[0]), signal.SIGKILL)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_split_workers_alone_share_a_local_rays_cpus_and_match_the_local_engine(
+        chunked, local_naive, tmp_path):
+    # issue 20: `--workers 2` on 2 CPUs was exit 2 (each worker took min(4, CPUs) = 2)
+    db = tmp_path / "store"
+    r = _with_own_local_ray(["--workers", "2"], chunked, db)
+    err = r.stderr.decode()
+    assert r.returncode == 0, err
+    m = re.search(r"ray: 2 workers \(([\d.]+) CPUs, 0 GPUs each\) on a local Ray of ([\d.]+) CPUs", err)
+    assert m, err
+    assert float(m.group(1)) == max(1, int(float(m.group(2))) // 2)
+    assert_same(snapshot(db), snapshot(local_naive))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--workers", "64"], r"--workers 64 is more than the \d+ CPUs of this local Ray .*\n.*"
+                          r"--workers \d+ or fewer, or --cpus-per-worker 0\.\d+ to share cores"),
+    (["--workers", "2", "--cpus-per-worker", "64"], r"2 workers × 64 CPUs, 0 GPUs need 128 CPUs and 0 GPUs; "
+                                                    r"the cluster has \d+ CPUs")],
+    ids=["workers-above-cpus", "explicit-overcommit"])
+def test_split_workers_beyond_a_local_rays_cpus_are_exit_2_naming_both(chunked, tmp_path, args, message):
+    db = tmp_path / "store"
+    r = _with_own_local_ray(args, chunked, db)
+    err = r.stderr.decode()
+    assert r.returncode == 2, err
+    assert re.search(message, err), err
+    assert not table_exists(db)
+
+
 # ------------------------------------------------------------------ options and packaging
 
 
