@@ -30,7 +30,7 @@ from arrowsmith.plugins.vectors import l2_normalize
 
 from .errors import DataError, UsageError
 from .io import BatchSink
-from .schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, stage_metadata
+from .schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, require_text, stage_metadata
 
 log = logging.getLogger("arrowsmith.embed")
 
@@ -401,6 +401,7 @@ def keyed_documents(batch: pa.RecordBatch, digest: str, id_col: str = "id", text
     ``digest`` is the model, chunker and embedding settings (``_key_digest``); the key adds the
     text's hash and the carried metadata (``metadata_columns``), so changing any of them re-embeds.
     """
+    require_text(batch.schema.field(text_col).type, text_col)  # the check `chunk` makes
     ids = batch.column(id_col).to_pylist()
     texts = batch.column(text_col).to_pylist()
     chunked = "chunks" in batch.schema.names

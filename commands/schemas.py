@@ -101,6 +101,16 @@ def conform_batch(batch: pa.RecordBatch, schema: pa.Schema, what: str = "input",
         raise DataError(f"{what}: schema differs from {target}: {'; '.join(wrong)}") from None
 
 
+def require_text(dtype: pa.DataType, column: str, *, hint: str = "--text-col NAME") -> None:
+    """DataError (exit 65) naming the column unless ``dtype`` holds text (string, large string, or
+    all-null). One check for every stage that reads a text column (issue 21: `embed` failed with a
+    TypeError on an int column that `chunk` reported as bad input)."""
+    from .errors import DataError
+
+    if not (pa.types.is_string(dtype) or pa.types.is_large_string(dtype) or pa.types.is_null(dtype)):
+        raise DataError(f"text column {column!r} is {dtype}, not text", hint=hint)
+
+
 def require_columns(schema: pa.Schema, columns: list[str] | tuple[str, ...], what: str) -> None:
     from .errors import DataError
 

@@ -58,14 +58,17 @@ SCAN_ROWS = 8192  # rows per scanned batch: ~12 MiB of 384-dim vectors
 
 
 def table_path(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Path:
+    _check_name(table)  # every path made of a table name: no command reaches the disk with a bad one
     return Path(db) / f"{table}.lance"
 
 
 def lock_path(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Path:
+    _check_name(table)
     return Path(db) / f"{table}.lock"
 
 
 def state_path(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Path:
+    _check_name(table)
     return Path(db) / f"{table}.arrowsmith.json"
 
 

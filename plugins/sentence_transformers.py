@@ -178,6 +178,9 @@ class SentenceTransformerModel(EmbeddingModel):
         pool_cfg = _read_json(root / "1_Pooling" / "config.json")
         cfg_st = _read_json(root / "config_sentence_transformers.json")
         modules = _read_json(root / "modules.json") if (root / "modules.json").exists() else []
+        if not (hf_cfg or st_cfg or modules):  # issue 21: `--model ../../etc` was exit 1, a ValueError
+            raise UsageError(f"model {self.name!r}: {root} is not a model directory "
+                             "(no config.json or modules.json)")
         window = st_cfg.get("max_seq_length")
         if not window and st_cfg:  # sentence-transformers >= 6 saves it as the tokenizer's model_max_length
             tok_max = _read_json(root / "tokenizer_config.json").get("model_max_length")
@@ -212,9 +215,13 @@ class SentenceTransformerModel(EmbeddingModel):
         self.prompts = {k: v for k, v in (cfg_st.get("prompts") or {}).items() if v}
         self.default_prompt_name = cfg_st.get("default_prompt_name")
         self.matryoshka_dims = _matryoshka_dims(root)
-        self.has_custom_code = bool(hf_cfg.get("auto_map"))
+        # a module class outside sentence_transformers.* is code too (sentence-transformers 6
+        # refuses it with a ValueError: issue 21, exit 1)
+        custom = [t for t in types if t and not t.startswith("sentence_transformers.")]
+        self.has_custom_code = bool(hf_cfg.get("auto_map")) or bool(custom)
         if self.has_custom_code and not self.trust_remote_code:
-            raise UsageError(f"model {self.name!r} ships its own Python code; refusing to run it",
+            what = f" (modules.json names {custom[0]!r})" if custom else ""
+            raise UsageError(f"model {self.name!r} ships its own Python code{what}; refusing to run it",
                              hint="--trust-remote-code, if you trust its source")
 
     @cached_property

@@ -102,10 +102,53 @@ def test_bad_run_line(tmp_path):
         read_run(path)
 
 
-def test_judged_query_missing_from_queries_is_a_data_error(tmp_path):
-    root = make_beir(tmp_path, qrels="q1\td1\t1\nq7\td1\t1\n")
-    with pytest.raises(DataError, match=r"not in .*queries\.jsonl \(first: 'q7'\)"):
+def test_judged_query_missing_from_queries_is_a_data_error_naming_its_line(tmp_path):
+    root = make_beir(tmp_path, qrels="q1\td1\t1\nq1\td2\t1\nq7\td1\t1\nq7\td2\t0\n")
+    with pytest.raises(DataError, match=r"test\.tsv: line 3: query id 'q7' is not in .*queries\.jsonl "
+                                        r"\(1 judged query id\(s\) missing from it\)"):
         load_beir(root)
+
+
+def test_a_pair_judged_twice_with_different_grades_names_both_lines(tmp_path):
+    """Issue 21: the second grade silently replaced the first."""
+    path = tmp_path / "test.tsv"
+    path.write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\nq1\td2\t0\nq1\td1\t2\n")
+    with pytest.raises(DataError, match=r"test\.tsv: line 4: query 'q1' judges document 'd1' 2, but line 2 "
+                                        r"judged it 1") as e:
+        read_qrels(path)
+    assert e.value.exit_code == 65
+    path.write_text("q1\td1\t1\nq1\td1\t1\n")  # the same grade twice: one judgement
+    assert read_qrels(path) == {"q1": {"d1": 1}}
+
+
+def test_cli_duplicate_judgement_is_exit_65(tmp_path):
+    root = make_beir(tmp_path, qrels="q1\td1\t1\nq1\td1\t0\n")
+    r = run(["eval", str(root), "--run", str(tmp_path / "none.run")])
+    assert r.exit_code == 65, r.stderr
+    assert "line 2: query 'q1' judges document 'd1' 0, but line 1 judged it 1" in r.stderr
+
+
+def test_judged_documents_absent_from_the_store_are_counted_and_warned(tmp_path):
+    """Issue 21: qrels naming documents the corpus lacks were scored silently."""
+    from conftest import chunks_batch
+
+    from arrowsmith.commands.index import build_indexes
+    from arrowsmith.commands.store import StoreWriter
+
+    db = tmp_path / "store"
+    with StoreWriter(db) as w:
+        w.write([chunks_batch({"d1": (1, "k1"), "d2": (1, "k2")},
+                              texts={"d1": ["lift and drag"], "d2": ["heat transfer"]})])
+    build_indexes(db)
+    root = make_beir(tmp_path / "beir", qrels="q1\td1\t1\nq1\tgone\t2\nq2\tgone\t1\nq2\tlost\t0\n")
+    r = run(["eval", str(root), "--db", str(db), "--mode", "fts", "--json", "--resamples", "100"])
+    assert r.exit_code == 0, r.stderr
+    warning = ("2 judged document id(s) (3 judgements) are not in the store: they can never be retrieved "
+               "(a relevant one lowers recall and nDCG)")
+    assert r.stderr.count(warning) == 1
+    (config,) = json.loads(r.stdout_bytes)["configs"]
+    assert config["counts"]["qrels_docs_absent"] == 2 and config["counts"]["qrels_judgements_absent"] == 3
+    assert warning in config["notes"]
 
 
 def test_missing_split_suggests_the_existing_ones(tmp_path):

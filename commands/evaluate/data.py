@@ -78,13 +78,14 @@ def load_beir(root: str | Path, split: str = "test", *, title_join: bool = True,
     if not qpath.exists():
         splits = sorted(p.stem for p in (root / "qrels").glob("*.tsv")) if (root / "qrels").is_dir() else []
         raise UsageError(f"{qpath}: no such file", hint=f"--split {' | '.join(splits)}" if splits else None)
-    qrels = read_qrels(qpath)
+    first_lines: dict[str, int] = {}
+    qrels = read_qrels(qpath, first_lines)
     queries_file = Path(queries_path) if queries_path else root / "queries.jsonl"
     all_queries = read_queries(queries_file)
     missing = [q for q in qrels if q not in all_queries]
     if missing:
-        raise DataError(f"{qpath}: {len(missing)} judged query id(s) not in {queries_file} "
-                        f"(first: {missing[0]!r})")
+        raise DataError(f"{qpath}: line {first_lines[missing[0]]}: query id {missing[0]!r} is not in "
+                        f"{queries_file} ({len(missing)} judged query id(s) missing from it)")
     queries = {q: all_queries[q] for q in qrels}
     corpus = root / "corpus.jsonl"
     return Dataset(root=root, split=split, queries=queries, qrels=qrels,
@@ -199,11 +200,17 @@ def _relevance(value: str, path: Path, lineno: int) -> int:
         raise DataError(f"{path}: line {lineno}: relevance {value!r} is not an integer") from None
 
 
-def read_qrels(path: str | Path) -> Qrels:
+def read_qrels(path: str | Path, first_lines: dict[str, int] | None = None) -> Qrels:
     """Qrels in BEIR tsv (``query-id<TAB>corpus-id<TAB>score``, optional header) or TREC
-    (``qid iter docno rel``) form, told apart by the number of columns."""
+    (``qid iter docno rel``) form, told apart by the number of columns.
+
+    A (query, document) pair judged twice with different grades is a DataError naming both
+    lines (which grade is meant cannot be told); the same grade twice is harmless. With
+    ``first_lines``, each query id's first line number is recorded there (for later messages).
+    """
     path = Path(path)
     qrels: Qrels = {}
+    judged_at: dict[tuple[str, str], int] = {}  # (qid, docid) → line of its judgement
     for lineno, line in _lines(path):
         cols = line.split("\t") if "\t" in line else line.split()
         if len(cols) == 3:
@@ -218,10 +225,32 @@ def read_qrels(path: str | Path) -> Qrels:
             continue  # BEIR's header row
         if not qid or not docid:
             raise DataError(f"{path}: line {lineno}: empty query or document id")
-        qrels.setdefault(qid, {})[docid] = _relevance(rel.strip(), path, lineno)
+        grade = _relevance(rel.strip(), path, lineno)
+        judged = qrels.setdefault(qid, {})
+        before = judged.get(docid)
+        if before is not None and before != grade:
+            raise DataError(f"{path}: line {lineno}: query {qid!r} judges document {docid!r} {grade}, but "
+                            f"line {judged_at[qid, docid]} judged it {before}")
+        judged_at.setdefault((qid, docid), lineno)
+        if first_lines is not None:
+            first_lines.setdefault(qid, lineno)
+        judged[docid] = grade
     if not qrels:
         raise DataError(f"{path}: no judgements")
     return qrels
+
+
+def judged_absent(qrels: Qrels, corpus_ids: set[str]) -> tuple[int, int]:
+    """(documents, judgements): how many judged document ids the corpus does not hold. They can
+    never be retrieved, so a relevant one lowers recall and nDCG for every configuration."""
+    absent_docs: set[str] = set()
+    judgements = 0
+    for judged in qrels.values():
+        for doc in judged:
+            if doc not in corpus_ids:
+                absent_docs.add(doc)
+                judgements += 1
+    return len(absent_docs), judgements
 
 
 def _is_number(s: str) -> bool:

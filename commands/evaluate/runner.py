@@ -66,6 +66,7 @@ class _Chunked:
     truncated: int = 0
     truncation_mismatch: int = 0
     corpus_docs: int = 0  # documents read; the chunker skips empty ones (counted in docs_skipped)
+    corpus_ids: set[str] = field(default_factory=set)  # what judged documents are looked up in
 
 
 @dataclass
@@ -93,6 +94,7 @@ class Evaluator:
         self._queries_truncated: dict[int, int] = {}  # per model: queries cut to fit its window
         self._chunked: dict[tuple, _Chunked] = {}
         self._built: dict[tuple, _Built] = {}
+        self._warned_absent = False
         self._stack = contextlib.ExitStack()
         self.workdir = self._workdir()
 
@@ -216,12 +218,31 @@ class Evaluator:
         from arrowsmith.commands.query import _has_fts
 
         rows = table.count_rows()
-        docs = _count_docs(table)
+        doc_ids = _doc_ids(table)
+        docs = len(doc_ids)
         self.dataset.n_docs = self.dataset.n_docs or docs
         vector = table.schema.field("vector").type if "vector" in table.schema.names else None
-        return _Built(db=config.db, table=config.table, model=model, counts={"docs": docs, "chunks": rows},
-                      fts=True,  # an existing store is searched as it is: `arrowsmith index` makes FTS
-                      had_fts=_has_fts(table), dim=getattr(vector, "list_size", None))
+        built = _Built(db=config.db, table=config.table, model=model, counts={"docs": docs, "chunks": rows},
+                       fts=True,  # an existing store is searched as it is: `arrowsmith index` makes FTS
+                       had_fts=_has_fts(table), dim=getattr(vector, "list_size", None))
+        self._count_absent(built, doc_ids, "the store")
+        return built
+
+    def _count_absent(self, built: _Built, corpus_ids: set[str], where: str) -> None:
+        """Issue 21: qrels naming documents the corpus lacks were scored silently."""
+        from .data import judged_absent
+
+        docs, judgements = judged_absent(self.dataset.qrels, corpus_ids)
+        if not docs:
+            return
+        built.counts["qrels_docs_absent"] = docs
+        built.counts["qrels_judgements_absent"] = judgements
+        message = (f"{docs:,} judged document id(s) ({judgements:,} judgements) are not in {where}: "
+                   "they can never be retrieved (a relevant one lowers recall and nDCG)")
+        built.notes.append(message)
+        if not self._warned_absent:
+            self._warned_absent = True
+            log.warning("%s", message)
 
     def _build_store(self, config: EvalConfig) -> _Built:
         # the very code of `chunk | embed --db` (issue 10: a private copy recorded model.describe()
@@ -258,8 +279,10 @@ class Evaluator:
                 notes.append(f"{chunked.truncation_mismatch} truncated documents re-tokenize differently "
                              "at the cut (token-level vs character-level truncation)")
         self.dataset.n_docs = self.dataset.n_docs or chunked.corpus_docs
-        return _Built(db=str(db), table=config.table, model=model, timing=timing, counts=counts, notes=notes,
-                      dim=model.dim)
+        built = _Built(db=str(db), table=config.table, model=model, timing=timing, counts=counts, notes=notes,
+                       dim=model.dim)
+        self._count_absent(built, chunked.corpus_ids, "the corpus")
+        return built
 
     def _fts_index(self, db: str, table: str) -> float:
         """The BM25 index fts/hybrid search needs, built by `arrowsmith index`'s code; no ANN index
@@ -274,7 +297,7 @@ class Evaluator:
             return self._chunked[key]
         path = self.workdir / f"chunks-{len(self._chunked)}.arrows"
         start = time.perf_counter()
-        read = _ChunkCounter(chunks=False)
+        read = _ChunkCounter(chunks=False, ids=True)
         docs = read.wrap(self.dataset.corpus_batches())
         counter = _ChunkCounter()
         if config.chunker == NO_CHUNKING:
@@ -292,7 +315,7 @@ class Evaluator:
             trunc = None
         _spool(counter.wrap(batches), path)
         result = _Chunked(path=path, seconds=time.perf_counter() - start, docs=counter.docs,
-                          chunks=counter.chunks, corpus_docs=read.docs)
+                          chunks=counter.chunks, corpus_docs=read.docs, corpus_ids=read.ids)
         if trunc is not None:
             result.truncated, result.truncation_mismatch = trunc.truncated, trunc.mismatch
         self._chunked[key] = result
@@ -471,16 +494,20 @@ def whole_document_chunks(batches: Iterable[pa.RecordBatch], model: Any,
 
 
 class _ChunkCounter:
-    def __init__(self, chunks: bool = True) -> None:
+    def __init__(self, chunks: bool = True, ids: bool = False) -> None:
         self.docs = 0
         self.chunks = 0
         self.count_chunks = chunks
+        self.keep_ids = ids
+        self.ids: set[str] = set()  # with ids=True: one entry per document, never the texts
 
     def wrap(self, batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow.compute as pc
 
         for b in batches:
             self.docs += b.num_rows
+            if self.keep_ids:
+                self.ids.update(b.column("id").to_pylist())
             if self.count_chunks:
                 self.chunks += int(pc.sum(pc.list_value_length(b.column("chunks"))).as_py() or 0)
             yield b
@@ -503,9 +530,9 @@ def _read_spool(path: Path) -> Iterator[pa.RecordBatch]:
         yield from pa.ipc.open_stream(f)
 
 
-def _count_docs(table: Any) -> int:
+def _doc_ids(table: Any) -> set[str]:
     data = table.search().select(["doc_id"]).limit(None).to_arrow()
-    return len(set(data.column("doc_id").to_pylist()))
+    return set(data.column("doc_id").to_pylist())
 
 
 def search_mode(config: EvalConfig, built: _Built) -> str:
