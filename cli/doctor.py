@@ -1,4 +1,4 @@
-"""`arrowsmith doctor`: check a stored table (rows, vectors, doc_keys, versions, stale files)."""
+"""`arrowsmith doctor`: check a stored table (rows, vectors, doc_keys, files, indexes, versions, stale files)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def doctor_command(
     wait: Wait = False,
 ) -> None:
     """Check that a table is whole: one row per chunk id, sound vectors, consistent doc_keys,
-    a readable previous version, no stale temporary files."""
+    readable data files and indexes, no lost version, a readable previous version, no stale
+    temporary files."""
     import json
 
     from arrowsmith.commands.doctor import check_grace, diagnose
