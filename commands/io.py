@@ -236,9 +236,6 @@ class _EndOfStreamWatch:
     def closed(self) -> bool:
         return False
 
-    def readable(self) -> bool:
-        return True
-
 
 def _read_ipc_streams(f: IO[bytes], source: str) -> Iterator[pa.RecordBatch]:
     """Loop ``open_stream`` until EOF, so ``cat a.arrows b.arrows |`` works.
@@ -509,7 +506,8 @@ def temp_beside(dest: str | os.PathLike) -> tuple[int, str, Path]:
     target = Path(os.path.realpath(dest))
     if not target.parent.is_dir():
         # as a shell redirect would: creating the directories hid a typo in the path
-        raise StorageError(f"{dest}: no such directory: {target.parent}")
+        what = "not a directory" if target.parent.exists() else "no such directory"
+        raise StorageError(f"{dest}: {what}: {target.parent}")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except OSError as e:
