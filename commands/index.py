@@ -33,6 +33,7 @@ from .store import (
     load_state,
     model_of,
     open_table,
+    read_errors,
     remove_stale_files,
     save_state,
     table_lock,
@@ -139,7 +140,7 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
     """Create what is missing, update what is stale, do nothing when nothing changed."""
     start = time.perf_counter()
     report = IndexReport()
-    with table_lock(db, table, wait=wait):
+    with table_lock(db, table, wait=wait), read_errors(db, table):
         tbl = open_table(db, table)
         rows, dim = tbl.count_rows(), _dim(tbl)
         missing = [c for c in scalar if c not in tbl.schema.names]
@@ -287,7 +288,7 @@ def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: t
     """Compact fragments, fold new rows into indexes, drop versions older than ``keep``, and
     remove temporary/orphaned files killed writers left (older than ``grace_s``)."""
     start = time.perf_counter()
-    with table_lock(db, table, wait=wait):
+    with table_lock(db, table, wait=wait), read_errors(db, table):
         tbl = open_table(db, table)
         report = OptimizeReport(version_before=tbl.version, versions_before=len(tbl.list_versions()),
                                 bytes_before=disk_usage(table_path(db, table)))
@@ -312,6 +313,11 @@ def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: t
 
 def table_stats(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> dict[str, Any]:
     """Rows, documents, model, dim, indexes with their parameters, size on disk, versions."""
+    with read_errors(db, table):
+        return _table_stats(db, table)
+
+
+def _table_stats(db: str | os.PathLike, table: str) -> dict[str, Any]:
     tbl = open_table(db, table)
     meta = table_meta(tbl)
     model = model_of(meta)

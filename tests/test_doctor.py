@@ -392,3 +392,13 @@ def test_empty_index_directory_of_a_failed_build_is_stale(indexed):
     assert r.exit_code == 0, r.stdout_bytes
     assert not empty.exists() and f"removed {empty}" in r.stderr
     assert fts_query(indexed).exit_code == 0  # the real indexes untouched
+
+
+def test_index_on_a_table_with_a_deleted_data_file_is_exit_74_naming_it(indexed):
+    data = sorted((table_path(indexed) / "data").glob("*.lance"))
+    data[0].unlink()
+    for args in (["--stats"], ["--force"], ["--optimize"]):
+        r = run(["index", "--db", str(indexed), *args])
+        assert r.exit_code == 74, (args, r.stderr)
+        assert f"{data[0].name} is missing (a data file of chunks.lance)" in r.stderr
+        assert "Traceback" not in r.stderr
