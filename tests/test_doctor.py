@@ -402,3 +402,23 @@ def test_index_on_a_table_with_a_deleted_data_file_is_exit_74_naming_it(indexed)
         assert r.exit_code == 74, (args, r.stderr)
         assert f"{data[0].name} is missing (a data file of chunks.lance)" in r.stderr
         assert "Traceback" not in r.stderr
+
+
+def test_deleted_vector_index_is_rebuilt_with_the_recorded_parameters(tmp_path):
+    import shutil
+
+    from arrowsmith.commands.index import build_indexes
+
+    db = tmp_path / "store"
+    make_store(db, chunks_batch({f"d{i}": (3, f"k{i}") for i in range(100)}))  # 300 rows: enough to train
+    build_indexes(db, vector_type="ivf_pq")
+    (vector_dir,) = [p.parent for p in (table_path(db) / "_indices").glob("*/auxiliary.idx")]
+    shutil.rmtree(vector_dir)
+    lines = findings(doctor(db))
+    assert len(lines) == 1 and lines[0].startswith("index: index vector_idx cannot be opened (")
+    # a plain `index` (--type auto builds no vector index below 100k rows) rebuilds what was asked before
+    r = run(["index", "--db", str(db)])
+    assert r.exit_code == 0, r.stderr
+    assert "built vector IVF_PQ" in r.stderr
+    assert {ix.name for ix in connect(db).open_table("chunks").list_indices()} >= {"vector_idx"}
+    assert doctor(db).exit_code == 0
