@@ -1,4 +1,4 @@
-"""`arrowsmith doctor`: check a stored table (rows, vectors, doc_keys, files, indexes, versions, stale files)."""
+"""`arrowsmith doctor`: check a stored table (rows, vectors, doc_keys, files, indexes, versions)."""
 
 from __future__ import annotations
 
