@@ -141,7 +141,8 @@ def test_bad_paths_are_one_line_errors_not_tracebacks(tmp_path):
     (tmp_path / "a_file").write_text("x")
     out_under_file = run(["chunk", str(ROOT / "samples"), "-o", str(tmp_path / "a_file" / "out.jsonl")])
     assert out_under_file.exit_code == 74  # as `> a_file/out.jsonl` fails in a shell (issue 21)
-    assert f"not a directory: {tmp_path / 'a_file'}" in out_under_file.stderr and "Traceback" not in out_under_file.stderr
+    assert f"not a directory: {tmp_path / 'a_file'}" in out_under_file.stderr
+    assert "Traceback" not in out_under_file.stderr
     queries_dir = run(["query", "--db", str(tmp_path / "store"), "--file", str(tmp_path)])
     assert queries_dir.exit_code == 2 and "Traceback" not in queries_dir.stderr
     assert not (tmp_path / "a_file" / "out.jsonl").exists()

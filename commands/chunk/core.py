@@ -300,11 +300,8 @@ class _Documents:
             raise DataError(f"id column {self.id_col!r} ({column.type}) cannot be read as text") from None
 
     def _texts(self, column: pa.Array) -> pa.Array:
-        if pa.types.is_string(column.type):
-            return column
-        if pa.types.is_large_string(column.type) or pa.types.is_null(column.type):
-            return pc.cast(column, pa.string())
-        raise DataError(f"text column {self.text_col!r} is {column.type}, not text", hint="--text-col NAME")
+        schemas.require_text(column.type, self.text_col)  # the check embed makes
+        return column if pa.types.is_string(column.type) else pc.cast(column, pa.string())
 
     def _where(self, i: int) -> str:
         row = f"row {self.row + i + 1}"
