@@ -25,7 +25,7 @@ from arrowsmith.commands.errors import (
     Interrupted,
 )
 
-from . import chunk, completion, compress, doctor, embed, evaluate, index, models, query, tune
+from . import chunk, completion, compress, distill, doctor, embed, evaluate, index, models, query, tune
 from .settings import SETTINGS, configure_logging
 
 
@@ -185,7 +185,7 @@ def main_options(
     signals.install()
 
 
-for stage in (chunk, embed, index, query, compress, evaluate, tune, doctor, models, completion):
+for stage in (chunk, embed, index, query, compress, evaluate, tune, distill, doctor, models, completion):
     app.add_typer(stage.app)
 
 

@@ -89,7 +89,9 @@ def tune_command(
     model: Model = None,
     epochs: Annotated[float, _opt("--epochs", help="Passes over the pairs.")] = 1.0,
     batch_size: Annotated[int, _opt("--batch-size", help="Pairs per step (the in-batch negatives).")] = 32,
-    lr: Annotated[float, _opt("--lr", help="Peak learning rate (AdamW, linear warm-up and decay).")] = 2e-5,
+    lr: Annotated[float | None, _opt("--lr", help="Peak learning rate (AdamW, linear warm-up and decay) "
+                                     "[default: 2e-05; 0.05 for a static model].", show_default=False)
+                  ] = None,
     max_seq_tokens: Annotated[int | None, _opt("--max-seq-tokens", help="Truncate training texts here "
                                                "[default: the model's window]; the saved model keeps its "
                                                "window.", show_default=False)] = None,

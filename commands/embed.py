@@ -121,6 +121,9 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
         return EmbedParams(doc_prompt, q_prompt, dim, False)
     if late_specials not in LATE_SPECIALS:
         raise UsageError(f"--late-specials {late_specials!r}: choose exclude or include")
+    if not model.contextual:
+        raise UsageError(f"{model.name} is a static model: its token vectors do not depend on their "
+                         "context, so late chunking would only repeat naive chunking", hint="drop --late")
     if not model.supports_token_embeddings:
         raise UsageError(f"{model.plugin}:{model.name} does not expose token vectors, so it cannot "
                          "late-chunk", hint="--naive")

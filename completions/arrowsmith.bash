@@ -2,7 +2,7 @@
 _arrowsmith() {
     local cur="${COMP_WORDS[COMP_CWORD]}" prev="${COMP_WORDS[COMP_CWORD-1]}" cmd="" w
     for w in "${COMP_WORDS[@]:1:COMP_CWORD-1}"; do
-        case "$w" in chunk|completions|compress|doctor|embed|eval|index|models|query|tune) cmd="$w"; break;; esac
+        case "$w" in chunk|completions|compress|distill|doctor|embed|eval|index|models|query|tune) cmd="$w"; break;; esac
     done
     case "$cmd:$prev" in
         chunk:--strategy|chunk:-s) COMPREPLY=($(compgen -W "tokens sentences markdown" -- "$cur")); return ;;
@@ -34,10 +34,11 @@ _arrowsmith() {
     esac
     local opts=""
     case "$cmd" in
-        "") opts="--quiet -q --verbose -v --progress --no-progress --version chunk completions compress doctor embed eval index models query tune" ;;
+        "") opts="--quiet -q --verbose -v --progress --no-progress --version chunk completions compress distill doctor embed eval index models query tune" ;;
         chunk) opts="--strategy -s --max-tokens --overlap --tokenizer --glob -g --id-col --text-col --input-format --explode --on-error --output -o --format -f" ;;
         completions) opts="--write" ;;
         compress) opts="--db --table -t --method --rescore --rescore-with --bytes --report --methods --queries --sample --qrels --k --budget --plot --drop --output -o --format -f --wait" ;;
+        distill) opts="--output -o --model -m --dim --vocab --corpus --text-col --min-count --max-words --drop-tokens --device --overwrite" ;;
         doctor) opts="--db --table -t --fix --grace --json --wait" ;;
         embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows --engine --ray-address --workers --gpus-per-worker --cpus-per-worker" ;;
         eval) opts="--split --k --metric --qrels --queries --run --db --table -t --model -m --chunker --max-tokens --overlap --late --naive --mode --fusion --rrf-k --alpha --by --exact --ann --compare -c --configs --baseline --test --resamples --seed --no-title --json --markdown --plot --plot-kind --device --dtype --workdir --save-runs --ignore-identical-ids" ;;

@@ -7,6 +7,7 @@ complete -c arrowsmith -n '__fish_use_subcommand' -l version -d 'Print the versi
 complete -c arrowsmith -n '__fish_use_subcommand' -a chunk -d 'Split documents into chunks of at most --max-tokens tokens, keeping each whole t'
 complete -c arrowsmith -n '__fish_use_subcommand' -a completions -d 'Print a shell completion script (static: completing never starts Python).'
 complete -c arrowsmith -n '__fish_use_subcommand' -a compress -d 'Store vectors smaller (float16, int8, binary + rescoring, PQ, truncation), or me'
+complete -c arrowsmith -n '__fish_use_subcommand' -a distill -d 'Distill a static embedding model from a transformer (model2vec): no transformer '
 complete -c arrowsmith -n '__fish_use_subcommand' -a doctor -d 'Check that a table is whole: one row per chunk id, sound vectors, consistent doc'
 complete -c arrowsmith -n '__fish_use_subcommand' -a embed -d 'Embed chunks with a sentence-transformers (or plugin) model; write a stream or u'
 complete -c arrowsmith -n '__fish_use_subcommand' -a eval -d 'Score retrieval (nDCG, recall, MRR, MAP at each --k) and compare configurations '
@@ -48,6 +49,18 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l drop -d 'Rem
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l output -s o -r -F -d 'Write here instead of stdout (-); format from the extension, written atomically.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l format -s f -xa 'arrows arrow parquet jsonl csv tsv table' -d 'Report format (default: a text table, on a terminal or in a pipe; with -o, the f'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l wait -d 'Wait for another writers lock instead of exit 75.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -F
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l output -s o -r -F -d 'Model directory to write (atomically).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l model -s m -r -F -d 'Model spec NAME or PLUGIN:NAME (default: all-MiniLM-L6-v2).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l dim -r -F -d 'Vector width (PCA of the base models token vectors).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l vocab -r -F -d 'Words to add to the base vocabulary, one per line.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l corpus -r -F -d 'Add the corpuss frequent words the vocabulary lacks: a text file, or a table (JS'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l text-col -r -F -d '--corpus table: text column (default: text, with title when present).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l min-count -r -F -d '--corpus: words seen at least this often.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l max-words -r -F -d '--corpus: at most this many words, the most frequent.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l drop-tokens -r -F -d 'Leave base vocabulary entries matching this regex out ( keeps all).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l device -r -F -d 'auto|cpu|cuda|cuda:N|mps.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from distill' -l overwrite -d 'Replace an existing non-empty -o DIR.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from doctor' -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from doctor' -l db -r -F -d 'LanceDB store directory.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from doctor' -l table -s t -r -F -d 'Table (one per embedding space).'
@@ -189,7 +202,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l lora -r -F -d 'T
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l model -s m -r -F -d 'Model spec NAME or PLUGIN:NAME (default: all-MiniLM-L6-v2).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l epochs -r -F -d 'Passes over the pairs.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l batch-size -r -F -d 'Pairs per step (the in-batch negatives).'
-complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l lr -r -F -d 'Peak learning rate (AdamW, linear warm-up and decay).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l lr -r -F -d 'Peak learning rate (AdamW, linear warm-up and decay) (default: 2e-05; 0.05 for a'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l max-seq-tokens -r -F -d 'Truncate training texts here (default: the models window); the saved model keeps'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l device -r -F -d 'auto|cpu|cuda|cuda:N|mps.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l seed -r -F -d 'Seed of pair making, shuffling, dropout and the CI.'
@@ -200,4 +213,4 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l eval -r -F -d 'B
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l eval-split -r -F -d '--eval: qrels split (default: test).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l allow-overlap -d 'Evaluate even on queries that were trained on (refused by default).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -l resamples -r -F -d '--eval: bootstrap resamples of the CI.'
-# commands: chunk completions compress doctor embed eval index models query tune
+# commands: chunk completions compress distill doctor embed eval index models query tune

@@ -32,6 +32,10 @@ from .errors import DataError
 
 Kind = Literal["document", "query"]
 
+# ``max_tokens`` of a model with no window: a static model (one vector per vocabulary entry,
+# averaged) reads a text of any length; int32's largest, so it fits every field that counts tokens
+NO_WINDOW = 2**31 - 1
+
 
 class TooLongError(DataError):
     """A text does not fit the model's window; ``index`` is its position in the ``encode`` call.
@@ -94,6 +98,10 @@ class EmbeddingModel(ABC):
     prompts: dict[str, str] = {}  # kind -> prompt prefix (sentence-transformers ``prompts``)
     # capabilities and runtime
     supports_token_embeddings: bool = False  # token_ids, wrap_ids and encode_tokens work (late chunking)
+    # a token's vector depends on the text around it (a transformer). False for a static model (a
+    # table lookup, averaged: ``arrowsmith distill``): it has no window (``max_tokens`` NO_WINDOW,
+    # so chunk sizes are chunk's choice) and late chunking would only repeat naive chunking
+    contextual: bool = True
     device: str = "cpu"  # where the forward pass runs ("cpu", "cuda", "cuda:N", "mps"); sizes groups
     dtype: str = ""  # what the forward pass computes in ("fp32", "bf16", "fp16"); "" when unknown
     # counters the stages read for their summary line

@@ -22,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-from .base import EmbeddingModel, Kind, TextTokenizer, TooLongError
+from .base import NO_WINDOW, EmbeddingModel, Kind, TextTokenizer, TooLongError
 from .bert import LeanBert, NumpyBert, lean_config
 from .errors import UsageError
 from .registry import PACKAGED, hf_cached, packaged_path
+from .static import StaticTable, is_static, static_dim
 from .vectors import l2_normalize
 
 log = logging.getLogger("arrowsmith.plugins")
@@ -212,6 +213,12 @@ class SentenceTransformerModel(EmbeddingModel):
         self.supports_token_embeddings = not extra
         # a plain BERT → mean/CLS pooling → Normalize runs on plugins/bert.py (no sentence-transformers)
         self.lean_config = lean_config(root, self.module_types, hf_cfg, self.pooling, pool_cfg)
+        if is_static(self.module_types):  # `arrowsmith distill`, model2vec: a lookup and a mean, in numpy
+            # no window, unless its tokenizer truncates (as sentence-transformers then does)
+            cut = (_read_json(root / "tokenizer.json").get("truncation") or {}).get("max_length")
+            self.contextual, self.max_tokens, self.position_limit = False, int(cut or NO_WINDOW), 0
+            self.dim, self.num_special_tokens = static_dim(root), 0
+            self.device, self.dtype = "cpu", "fp32"  # whatever was asked: no torch, no device
         self.prompts = {k: v for k, v in (cfg_st.get("prompts") or {}).items() if v}
         self.default_prompt_name = cfg_st.get("default_prompt_name")
         self.matryoshka_dims = _matryoshka_dims(root)
@@ -431,6 +438,8 @@ class SentenceTransformerModel(EmbeddingModel):
         out = np.empty((len(texts), self.dim), dtype=np.float32)
         if not texts:
             return out
+        if not self.contextual:
+            return self._encode_static(texts, prompt, out)
         skip = n_prompt + len(self._specials[0]) if n_prompt and not self.pool_include_prompt else 0
         if kind == "query" and self._numpy_ready(len(texts)):
             seqs = self._tokenize(texts, prompt, 0)
@@ -458,6 +467,31 @@ class SentenceTransformerModel(EmbeddingModel):
             for idx in length_batches([len(s) for s in seqs], budget):
                 out[[first + i for i in idx]] = run([seqs[i] for i in idx])
                 self.tokens_seen += sum(len(seqs[i]) for i in idx)
+        if self.normalize:
+            l2_normalize(out, in_place=True)
+        return out
+
+    def _encode_static(self, texts: Sequence[str], prompt: str, out: np.ndarray) -> np.ndarray:
+        """A static model (plugins/static.py): tokenized as StaticEmbedding does (no special
+        tokens), looked up and averaged in numpy; torch is never imported."""
+        import time
+
+        key = (self.path, "static")
+        if key not in _LOADED:
+            t0 = time.perf_counter()
+            _LOADED[key] = StaticTable(Path(self.path))
+            self.load_seconds += time.perf_counter() - t0
+        table = _LOADED[key]
+        for first in range(0, len(texts), WINDOW_TEXTS):
+            window = texts[first:first + WINDOW_TEXTS]
+            full = [prompt + t for t in window] if prompt else list(window)
+            seqs = [e.ids for e in self._rust.encode_batch(full, add_special_tokens=False)]
+            for i, ids in enumerate(seqs):
+                if len(ids) > self.max_tokens:
+                    raise TooLongError(first + i, len(ids), self.max_tokens)
+            self._count_unknown(seqs)
+            table.pooled(seqs, out[first:first + len(seqs)])
+            self.tokens_seen += sum(map(len, seqs))
         if self.normalize:
             l2_normalize(out, in_place=True)
         return out

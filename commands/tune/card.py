@@ -1,12 +1,16 @@
-"""The tuned model's card (README.md): where it came from and what it bought.
+"""Model cards (README.md) of the models arrowsmith writes (``tune``, ``distill``): where a model
+came from and what it bought.
 
 The JSON block at the end is machine-readable; its ``matryoshka_dims`` is what the model plugin
-reads so that ``embed --dim`` knows the model was trained for those dims.
+reads so that ``embed --dim`` knows the model was trained for those dims, and its ``distill``
+record is carried into the card of a model tuned from a distilled one.
 """
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 from typing import Any
 
 from .negatives import MAX_RELATIVE_SCORE
@@ -39,30 +43,42 @@ def model_card(info: dict[str, Any], before_after: str | None) -> str:
         ("steps", f"{t['steps']:,}"),
         ("device", t["device"]),
     ]
+    if info.get("distill"):
+        rows.insert(1, ("distilled from", distill_origin(info["distill"])))
     if info["data"].get("note"):
         rows.append(("note", info["data"]["note"]))
+    intro = (f"Tuned from {info['base_model']['name']} with `arrowsmith tune`. It is an ordinary "
+             "sentence-transformers model directory (`--model DIR` in embed, eval, compress); its vectors "
+             "are a new embedding space, so a table built with the base model refuses them without "
+             "`--replace`.")
+    before = before_after.rstrip() if before_after else "Not evaluated (run `arrowsmith tune … --eval DIR`)."
+    return render_card(info, "arrowsmith-tune", intro, rows,
+                       [("Before / after", before)], record="Training record")
+
+
+def render_card(info: dict[str, Any], tag: str, intro: str, rows: list[tuple[str, str]],
+                sections: list[tuple[str, str]], *, record: str) -> str:
+    """Front matter, a title, a table of ``rows``, ``sections`` and ``info`` as a JSON block."""
     lines = [
         "---",
         "library_name: sentence-transformers",
         "pipeline_tag: sentence-similarity",
-        "tags: [sentence-transformers, arrowsmith-tune]",
+        f"tags: [sentence-transformers, {tag}]",
         "---",
         "",
         f"# {info['name']}",
         "",
-        f"Tuned from {info['base_model']['name']} with `arrowsmith tune`. It is an ordinary "
-        "sentence-transformers model directory (`--model DIR` in embed, eval, compress); its vectors "
-        "are a new embedding space, so a table built with the base model refuses them without `--replace`.",
+        intro,
         "",
         "| | |",
         "|---|---|",
         *[f"| {k} | {v} |" for k, v in rows],
         "",
-        "## Before / after",
-        "",
-        before_after.rstrip() if before_after else "Not evaluated (run `arrowsmith tune … --eval DIR`).",
-        "",
-        "## Training record",
+    ]
+    for title, body in sections:
+        lines += [f"## {title}", "", body, ""]
+    lines += [
+        f"## {record}",
         "",
         "```json",
         json.dumps(info, indent=1, sort_keys=True, default=str),
@@ -70,3 +86,24 @@ def model_card(info: dict[str, Any], before_after: str | None) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def card_record(model_dir: str | Path) -> dict[str, Any]:
+    """The JSON block of a card arrowsmith wrote ({} for any other model, or no card)."""
+    try:
+        text = (Path(model_dir) / "README.md").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return {}
+    blocks = re.findall(r"```json\n(.*?)\n```", text, flags=re.S)
+    try:
+        record = json.loads(blocks[-1]) if blocks else {}
+    except json.JSONDecodeError:
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def distill_origin(d: dict[str, Any]) -> str:
+    """One line: the transformer a static model was distilled from, and how."""
+    base, size = d.get("base_model", {}), d.get("vocabulary", {}).get("size")
+    return (f"{base.get('name')} (revision {base.get('revision')}) by `arrowsmith distill`: "
+            f"{f'{size:,}' if isinstance(size, int) else '?'} tokens x {d.get('dim')} dims")

@@ -17,11 +17,19 @@ from typing import Any
 from arrowsmith.commands.errors import UsageError
 
 from . import output
-from .card import model_card
+from .card import card_record, model_card
 from .evaluate import BeforeAfter, before_after, check_overlap, render
 from .negatives import mine_hard_negatives
 from .pairs import PairSet
-from .train import TrainOptions, TrainResult, check_training_available, matryoshka_dims, train
+from .train import (
+    DEFAULT_LR,
+    STATIC_LR,
+    TrainOptions,
+    TrainResult,
+    check_training_available,
+    matryoshka_dims,
+    train,
+)
 
 log = logging.getLogger("arrowsmith.tune")
 
@@ -86,6 +94,8 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
     dest.check()
     base = load_base(options.model, options.train.device)
     topts = options.train
+    if topts.lr is None:
+        topts.lr = DEFAULT_LR if base.contextual else STATIC_LR
     if topts.matryoshka:
         topts.matryoshka = matryoshka_dims(topts.matryoshka, base.dim)
     topts.max_seq_tokens = min(topts.max_seq_tokens or base.max_tokens, base.max_tokens)
@@ -212,6 +222,9 @@ def _card_info(name: str, base: Any, pair_set: PairSet, t: TrainOptions, trained
         "arrowsmith": arrowsmith_version,
         "finished_unix": int(time.time()),
     }
+    distilled = card_record(base.path).get("distill")
+    if distilled:  # a static model's origin stays on the card of every model tuned from it
+        info["distill"] = distilled
     if t.matryoshka:
         info["matryoshka_dims"] = list(t.matryoshka)
         info["training"]["matryoshka_dims"] = list(t.matryoshka)
