@@ -23,7 +23,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,6 @@ class DistillResult:
     dim: int
     words_added: int
     seconds: float
-    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         added = f" ({self.words_added:,} words added)" if self.words_added else ""
