@@ -140,6 +140,16 @@ def test_tune_trains_a_static_model_and_keeps_its_origin(static, tmp_path):
                                            .rsplit("```json\n", 1)[1].split("\n```")[0])["distill"]
 
 
+@pytest.mark.parametrize("option", [["--max-seq-tokens", "64"], ["--lora", "4"]])
+def test_tune_refuses_what_a_static_model_lacks(static, tmp_path, option):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"query": "why do bees dance", "positive": "Bees dance."}) + "\n")
+    out = tmp_path / "out"
+    result = run(["tune", "--pairs", str(pairs), "--model", str(static), "-o", str(out), *option])
+    assert result.exit_code == 2 and "static model" in result.stderr, result.stderr
+    assert not out.exists()
+
+
 def test_corpus_words_become_tokens(tmp_path):
     corpus = tmp_path / "corpus.jsonl"
     texts = ["a nozzle for the wing", "the wing of a hypersonic nozzle", "an airfoil"]

@@ -94,6 +94,11 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
     dest.check()
     base = load_base(options.model, options.train.device)
     topts = options.train
+    if not base.contextual:  # a static model (`arrowsmith distill`): a token table, no window
+        if topts.max_seq_tokens is not None:
+            raise UsageError("--max-seq-tokens: a static model has no window; it trains on whole texts")
+        if topts.lora is not None:
+            raise UsageError("--lora: a static model has no linear layers to adapt", hint="drop --lora")
     if topts.lr is None:
         topts.lr = DEFAULT_LR if base.contextual else STATIC_LR
     if topts.matryoshka:
