@@ -35,6 +35,7 @@ from .options import (
 app = typer.Typer()
 
 EngineName = Literal["local", "ray"]  # commands/engines.py
+TokenPrecision = Literal["binary", "float16", "float32"]  # commands/spaces/multi.py
 
 EPILOG = (
     "Example: `arrowsmith chunk docs/ | arrowsmith embed --late --db store/`\n\n"
@@ -75,6 +76,17 @@ def embed_command(
         "Late: leave prompt and special tokens out of chunk means, or include them."))] = "exclude",
     force: Annotated[bool, _opt("--force", env="FORCE", help="Late-chunk a model that is not mean-pooled.")
                      ] = False,
+    multivector: Annotated[bool, _opt("--multivector", env="MULTIVECTOR", rich_help_panel="Token vectors",
+                                      help="Also store each chunk's token vectors (column `tokens`), "
+                                           "for `query --rerank maxsim` / `--mode maxsim`.")] = False,
+    token_precision: Annotated[TokenPrecision, _opt("--token-precision", env="TOKEN_PRECISION",
+                                                    rich_help_panel="Token vectors", help=(
+        "How token vectors are stored: binary (48 bytes a token at 384 dims; 99.6-100% of float32's "
+        "nDCG@10, benchmarks/RESULTS.md), float16 (768), float32 (1,536). float16/float32 can be "
+        "searched by LanceDB's own MaxSim."))] = "binary",
+    token_pool: Annotated[float, _opt("--token-pool", env="TOKEN_POOL", rich_help_panel="Token vectors",
+                                      help="Keep about 1/F of each chunk's token vectors, merging "
+                                           "similar ones (hierarchical pooling); 1 keeps all.")] = 1.0,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help=(
         "Run Python code shipped with the model (never on by default)."))] = False,
     allow_download: Annotated[bool, _opt("--allow-download", env="ALLOW_DOWNLOAD", help=(
@@ -121,7 +133,7 @@ def embed_command(
 
     if db is None and (replace or prune):
         raise UsageError("--replace and --prune need --db")
-    _refuse_ignored(ctx, late=late, db=db)
+    _refuse_ignored(ctx, late=late, db=db, multivector=multivector)
     load_options = dict(device=device, dtype=dtype, trust_remote_code=trust_remote_code,
                         allow_download=allow_download)
     engine, engine_opts = engine_options(engine, address=ray_address, workers=workers,
@@ -130,6 +142,7 @@ def embed_command(
     model = load_model(model_spec, **load_options)
     options = dict(late=late, batch_tokens=batch_tokens, prompt=prompt, query_prompt=query_prompt, dim=dim,
                    window=window, window_overlap=window_overlap, late_specials=late_specials, force=force,
+                   multivector=multivector, token_precision=token_precision, token_pool=token_pool,
                    id_col=id_col, text_col=text_col, engine=engine, engine_options=engine_opts)
     stats = EmbedStats()
     batches = track_rows(read_many(inputs or ["-"], input_format, whole=prune), "embed", "docs")
@@ -143,10 +156,13 @@ def embed_command(
              f"written, {written.rows_deleted} deleted in {written.checkpoints} commits")
 
 
-def _refuse_ignored(ctx: typer.Context, *, late: bool, db: str | None) -> None:
+def _refuse_ignored(ctx: typer.Context, *, late: bool, db: str | None, multivector: bool) -> None:
     """Issue 10: an option that this combination would ignore is refused (exit 2)."""
     from .given import refuse
 
+    if not multivector:
+        refuse(ctx, ("token_precision", "token_pool"), "without --multivector (they shape token vectors)",
+               hint="--multivector")
     if not late:
         refuse(ctx, ("window", "window_overlap", "late_specials", "force"),
                "with --naive (they shape late chunking)", hint="--late")

@@ -26,7 +26,7 @@ DtypeName = Literal["auto", "fp32", "bf16", "fp16"]
 LateSpecialsName = Literal["exclude", "include"]
 VectorIndexName = Literal["auto", "ivf_pq", "ivf_hnsw_sq", "none"]
 DistanceName = Literal["cosine", "l2", "dot"]
-ModeName = Literal["auto", "vector", "fts", "hybrid"]
+ModeName = Literal["auto", "vector", "fts", "hybrid", "maxsim"]
 FusionName = Literal["rrf", "mix"]
 ByName = Literal["chunk", "doc"]
 RescoreWithName = Literal["int8", "float"]
@@ -164,8 +164,9 @@ OVERLAP = 0
 Mode = Annotated[
     ModeName,
     typer.Option("--mode", envvar="ARROWSMITH_MODE",
-                 help="auto: hybrid when the table has a full-text index, else vector; vector: cosine; "
-                      "fts: BM25; hybrid: both, fused."),
+                 help="auto: hybrid when the table has a full-text index, else vector, then reranked "
+                      "by MaxSim when it has token vectors; vector: cosine; fts: BM25; hybrid: both, "
+                      "fused; maxsim: MaxSim over every chunk's token vectors (embed --multivector)."),
 ]
 MODE = "auto"
 Fusion = Annotated[

@@ -33,7 +33,8 @@ EPILOG = """Example:
     arrowsmith query --db store/ 'why is the sky blue' --k 5 --mode hybrid
 
 Scores: vector = cosine similarity; fts = BM25; hybrid rrf = Σ 1/(rrf_k + rank);
-hybrid mix = alpha·z(dense) + (1−alpha)·z(bm25)."""
+hybrid mix = alpha·z(dense) + (1−alpha)·z(bm25); maxsim (and --rerank maxsim) = mean over
+the query's tokens of each one's best cosine among the chunk's tokens, in [-1, 1]."""
 
 
 @app.command("query", rich_help_panel="Use", epilog=EPILOG)
@@ -66,6 +67,10 @@ def query_command(
         envvar="ARROWSMITH_EF", help="HNSW search breadth [default: 500 for IVF_HNSW_* indexes].",
         show_default=False)] = None,
     exact: Exact = EXACT,
+    rerank: Annotated[str | None, typer.Option(
+        "--rerank", envvar="ARROWSMITH_RERANK", show_default=False,
+        help="maxsim[:N]: order the first stage's N candidates (default 100) by MaxSim over their token "
+             "vectors (embed --multivector) [default: maxsim:100 with --mode auto on such a table].")] = None,
     compressed: Annotated[bool, typer.Option(
         "--compressed/--no-compressed", help="Use the table's compressed index when there is one.")] = True,
     output: Output = "-",
@@ -87,7 +92,7 @@ def query_command(
     stats = QueryStats()
     result = search(db, items, table=table, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha,
                     where=where, by=by, nprobes=nprobes, refine_factor=refine_factor, ef=ef, exact=exact,
-                    use_compressed=compressed, stats=stats)
+                    use_compressed=compressed, rerank=rerank, stats=stats)
     with BatchSink(output, fmt) as sink:
         sink.write_all(result.to_batches(max_chunksize=1024), result.schema)
     info(stats.summary())

@@ -28,9 +28,11 @@ import pyarrow as pa
 from arrowsmith.plugins.base import EmbeddingModel, TooLongError
 from arrowsmith.plugins.vectors import l2_normalize
 
+from . import spaces
 from .errors import DataError, UsageError
 from .io import BatchSink
 from .schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, require_text, stage_metadata
+from .spaces import dense, multi
 
 log = logging.getLogger("arrowsmith.embed")
 
@@ -91,6 +93,7 @@ class EmbedParams:
     window: int | None = None
     window_overlap: int | None = None
     late_specials: str | None = None
+    tokens: multi.TokenSettings | None = None  # embed --multivector: the chunks' token vectors too
 
 
 @dataclass
@@ -112,13 +115,15 @@ class EmbedDoc:
 def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | None = None,
                    query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                    window_overlap: int | None = None, late_specials: str = "exclude",
-                   force: bool = False) -> EmbedParams:
+                   force: bool = False, multivector: bool = False,
+                   token_precision: str = multi.DEFAULT_PRECISION, token_pool: float = 1.0) -> EmbedParams:
     """Check options against the model and fill in its defaults."""
     doc_prompt = model.prompt_for("document") if prompt is None else prompt
     q_prompt = model.prompt_for("query") if query_prompt is None else query_prompt
     dim = _check_dim(model, dim)
+    tokens = _token_settings(model, multivector, token_precision, token_pool)
     if not late:
-        return EmbedParams(doc_prompt, q_prompt, dim, False)
+        return EmbedParams(doc_prompt, q_prompt, dim, False, tokens=tokens)
     if late_specials not in LATE_SPECIALS:
         raise UsageError(f"--late-specials {late_specials!r}: choose exclude or include")
     if not model.contextual:
@@ -145,7 +150,20 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
     if not 0 <= overlap < content:
         raise UsageError(f"--window-overlap {overlap} must be between 0 and {content - 1} "
                          f"(the window's {content} content tokens)")
-    return EmbedParams(doc_prompt, q_prompt, dim, True, window, overlap, late_specials)
+    return EmbedParams(doc_prompt, q_prompt, dim, True, window, overlap, late_specials, tokens)
+
+
+def _token_settings(model: EmbeddingModel, multivector: bool, precision: str, pool: float
+                    ) -> multi.TokenSettings | None:
+    if not multivector:
+        return None
+    multi.check_settings(precision, pool)
+    if multi.NAME not in model.representations:
+        why = ("a static model's token vectors do not depend on their context" if not model.contextual
+               else "it does not expose token vectors")
+        raise UsageError(f"--multivector: {model.plugin}:{model.name} produces no token vectors ({why})",
+                         hint="a transformer model such as all-MiniLM-L6-v2, or drop --multivector")
+    return multi.TokenSettings(model.dim, precision, pool)
 
 
 def _check_dim(model: EmbeddingModel, dim: int | None) -> int:
@@ -187,6 +205,8 @@ def embedding_meta(model: EmbeddingModel, params: EmbedParams) -> dict[str, Any]
     if params.late:
         meta.update(window=params.window, window_overlap=params.window_overlap,
                     late_specials=params.late_specials)
+    if params.tokens is not None:
+        meta[multi.META_KEY] = params.tokens.as_meta()
     if model.dtype:
         meta["precision"] = model.dtype
     return meta
@@ -210,7 +230,7 @@ VOLATILE_METADATA = ("mtime",)
 
 def carried_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
     """Input columns that embed carries into its output as metadata, in input order."""
-    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE}
+    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE, *spaces.COLUMNS}
     return [n for n in names if n not in skip]
 
 
@@ -237,7 +257,8 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
                   batch_tokens: int | None = None, prompt: str | None = None,
                   query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                   window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
-                  id_col: str = "id", text_col: str = "text",
+                  multivector: bool = False, token_precision: str = multi.DEFAULT_PRECISION,
+                  token_pool: float = 1.0, id_col: str = "id", text_col: str = "text",
                   skip_doc: Callable[[str, str], bool] | None = None,
                   group_rows: int | None = None,
                   stats: EmbedStats | None = None) -> Iterator[pa.RecordBatch]:
@@ -250,7 +271,8 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
     stats = stats if stats is not None else EmbedStats()
     params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
                             window=window, window_overlap=window_overlap, late_specials=late_specials,
-                            force=force)
+                            force=force, multivector=multivector, token_precision=token_precision,
+                            token_pool=token_pool)
     embedder = GroupEmbedder(model, params, batch_tokens, stats)
     t0 = time.perf_counter()
     ahead = read_ahead(batches)
@@ -393,7 +415,9 @@ def _output_schema(schema: pa.Schema, dim: int, meta: dict[str, Any], id_col: st
     entries: dict[str, Any] = {MODEL: meta}
     if chunked and chunker is not None:
         entries[CHUNKER] = chunker
-    out = pa.schema(embedded_fields(dim) + extra, metadata=stage_metadata("embed", **entries))
+    tokens = multi.settings_of(meta)
+    fields = embedded_fields(dim) + ([multi.field(tokens)] if tokens else [])
+    out = pa.schema(fields + extra, metadata=stage_metadata("embed", **entries))
     return out, chunker
 
 
@@ -457,7 +481,13 @@ class GroupEmbedder:
         """One row per chunk of ``docs``, in order, in ``schema`` (from :func:`document_groups`)."""
         before, load_before = self.model.tokens_seen, self.model.load_seconds
         unknown_before = self.model.unknown_tokens_seen
-        vectors = self._late(docs) if self.params.late else self._naive(docs)
+        tokens = None
+        if self.params.late:
+            vectors, tokens = self._late(docs)
+        elif self.params.tokens is not None:
+            vectors, tokens = self._naive_with_tokens(docs)
+        else:
+            vectors = self._naive(docs)
         self.stats.load_seconds += self.model.load_seconds - load_before
         if before is not None and self.model.tokens_seen is not None:
             self.stats.tokens += self.model.tokens_seen - before
@@ -466,7 +496,9 @@ class GroupEmbedder:
         vectors = _truncate(vectors, self.params.dim)
         self.stats.documents_embedded += len(docs)
         self.stats.chunks += len(vectors)
-        return _build_batch(docs, vectors, schema)
+        if tokens is not None and self.params.tokens is not None:
+            tokens = multi.pool_tokens(tokens, self.params.tokens.pool)
+        return _build_batch(docs, vectors, schema, tokens)
 
     def _naive(self, docs: list[EmbedDoc]) -> np.ndarray:
         texts = [d.text[s:e] for d in docs for s, e in d.spans]
@@ -479,23 +511,58 @@ class GroupEmbedder:
             self.stats.tokens += sum(self.model.tokenizer.count_tokens(texts))
         return np.asarray(out, dtype=np.float32)
 
-    def _late(self, docs: list[EmbedDoc]) -> np.ndarray:
+    def _naive_with_tokens(self, docs: list[EmbedDoc]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Chunk vectors and token vectors from one forward pass per chunk.
+
+        A mean-pooled model's vector is the mean of every token it sees (special tokens and, unless
+        the model leaves it out, the prompt included: sentence-transformers' Pooling), so one
+        ``encode_tokens`` pass gives both; any other pooling runs ``encode`` for the vectors.
+        """
+        prompt = _prompt_ids(self.model, self.params.prompt)
+        texts = [d.text[s:e] for d in docs for s, e in d.spans]
+        seqs, firsts, counts = [], [], []
+        for ids in (self.model.token_ids(t)[0] for t in texts):
+            seq, first = self.model.wrap_ids([*prompt, *ids])
+            seqs.append(seq)
+            firsts.append(first + len(prompt))
+            counts.append(len(ids))
+        try:
+            outs = self.model.encode_tokens(seqs, batch_tokens=self.batch_tokens)
+        except TooLongError as e:
+            raise _too_long(docs, e) from None
+        if self.model.tokens_seen is None:
+            self.stats.tokens += sum(len(s) for s in seqs)
+        tokens = [o[f:f + n].astype(np.float32) for o, f, n in zip(outs, firsts, counts, strict=True)]
+        if self.model.pooling == "mean" and (not prompt or self.model.pool_include_prompt):
+            vectors = np.stack([o.mean(axis=0) for o in outs]) if outs else np.empty((0, self.model.dim))
+            vectors = vectors.astype(np.float32, copy=False)
+            if self.model.normalize:
+                l2_normalize(vectors, in_place=True)
+        else:
+            vectors = self._naive(docs)
+        return vectors, [_unit_rows(t) for t in tokens]
+
+    def _late(self, docs: list[EmbedDoc]) -> tuple[np.ndarray, list[np.ndarray] | None]:
         plans = [plan_late(self.model, d.text, d.spans, self.params) for d in docs]
         seqs = [seq for p in plans for seq in p.sequences]
         outs = self.model.encode_tokens(seqs, batch_tokens=self.batch_tokens)
         if self.model.tokens_seen is None:
             self.stats.tokens += sum(len(s) for s in seqs)
-        vectors, k = [], 0
+        want_tokens = self.params.tokens is not None
+        vectors, tokens, k = [], [], 0
         for plan in plans:
             n = len(plan.sequences)
-            vectors.append(plan.pool(outs[k:k + n], self.params.late_specials == "include"))
+            doc_tokens = plan.document_tokens(outs[k:k + n])
+            vectors.append(plan.pool(outs[k:k + n], self.params.late_specials == "include", doc_tokens))
+            if want_tokens:  # each chunk's tokens, from the windows its mean came from
+                tokens += [_unit_rows(doc_tokens[a:b]) for a, b in plan.chunk_tokens]
             k += n
         if not vectors:
-            return np.empty((0, self.model.dim), np.float32)
+            return np.empty((0, self.model.dim), np.float32), ([] if want_tokens else None)
         out = np.concatenate(vectors).astype(np.float32, copy=False)
         if self.model.normalize:
             l2_normalize(out, in_place=True)
-        return out
+        return out, (tokens if want_tokens else None)
 
 
 def _too_long(docs: list[EmbedDoc], e: TooLongError) -> DataError:
@@ -517,7 +584,13 @@ def _truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
     return l2_normalize(out, in_place=True)  # Matryoshka: truncated vectors are re-normalised
 
 
-def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema) -> pa.RecordBatch:
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, np.float32)
+    return l2_normalize(x, in_place=True) if len(x) else x
+
+
+def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema,
+                 tokens: list[np.ndarray] | None = None) -> pa.RecordBatch:
     ids, doc_ids, idx, texts, starts, ends, keys = [], [], [], [], [], [], []
     for d in docs:
         for i, (s, e) in enumerate(d.spans):
@@ -528,15 +601,17 @@ def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema) -
             starts.append(s)
             ends.append(e)
             keys.append(d.key)
-    dim = schema.field("vector").type.list_size
-    flat = pa.array(vectors.reshape(-1), pa.float32()) if len(vectors) else pa.array([], pa.float32())
     arrays: list[pa.Array] = [
         pa.array(ids, pa.string()), pa.array(doc_ids, pa.string()), pa.array(idx, pa.int32()),
         pa.array(texts, pa.string()), pa.array(starts, pa.int32()), pa.array(ends, pa.int32()),
-        pa.FixedSizeListArray.from_arrays(flat, dim), pa.array(keys, pa.string()),
+        dense.column(vectors, dense.dim_of(schema)), pa.array(keys, pa.string()),
     ]
     for f in schema:
         if f.name in EMBEDDED_CORE:
+            continue
+        if f.name == multi.COLUMN:
+            settings = multi.settings_of(read_meta(schema).get(MODEL) or {})
+            arrays.append(multi.column(tokens or [], settings))
             continue
         arrays.append(_metadata_column(docs, f))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
@@ -603,14 +678,21 @@ class LatePlan:
     owner: np.ndarray  # window of each document token
     chunk_tokens: list[tuple[int, int]]  # token range [a, b) of each chunk
 
-    def pool(self, outputs: Sequence[np.ndarray], include_specials: bool) -> np.ndarray:
-        """Chunk vectors (not yet normalised): mean of each chunk's token vectors."""
+    def document_tokens(self, outputs: Sequence[np.ndarray]) -> np.ndarray:
+        """``[n_tokens, dim]``: each document token's vector, from the window it is most central in."""
         dim = outputs[0].shape[1]
-        n = len(self.owner)
-        tokens = np.empty((n, dim), dtype=np.float32)
+        tokens = np.empty((len(self.owner), dim), dtype=np.float32)
         for w, ((s, e), first) in enumerate(zip(self.windows, self.content_start, strict=True)):
             mine = np.nonzero(self.owner[s:e] == w)[0]
             tokens[s + mine] = outputs[w][first + mine]
+        return tokens
+
+    def pool(self, outputs: Sequence[np.ndarray], include_specials: bool,
+             tokens: np.ndarray | None = None) -> np.ndarray:
+        """Chunk vectors (not yet normalised): mean of each chunk's token vectors."""
+        dim = outputs[0].shape[1]
+        if tokens is None:
+            tokens = self.document_tokens(outputs)
         out = np.empty((len(self.chunk_tokens), dim), dtype=np.float32)
         for c, (a, b) in enumerate(self.chunk_tokens):
             used = set(self.owner[a:b].tolist()) if b > a else {self._nearest_window(a)}
@@ -738,7 +820,7 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
     from .store import StoreWriter
 
     late_keys = ("late", "prompt", "query_prompt", "dim", "window", "window_overlap", "late_specials",
-                 "force")
+                 "force", "multivector", "token_precision", "token_pool")
     params = resolve_params(model, **{k: options[k] for k in late_keys if k in options})
     stats = stats if stats is not None else EmbedStats()
     with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,

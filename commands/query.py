@@ -26,12 +26,19 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from . import spaces
 from .errors import DataError, UsageError
 from .schemas import MODEL, read_meta, stage_metadata
+from .spaces import dense, multi
 
 log = logging.getLogger("arrowsmith.query")
 
-MODES = ("auto", "vector", "fts", "hybrid")
+MODES = ("auto", "vector", "fts", "hybrid", "maxsim")
+# --rerank maxsim without :N: MaxSim over this many first-stage candidates per query. On Cranfield
+# and the LIMIT-style set the relevant chunks that BM25 or the dense vector find at all are within
+# their first 100 (benchmarks/RESULTS.md); scoring 100 chunks' tokens costs a few ms
+RERANK_DEPTH = 100
+RERANKERS = ("maxsim",)
 FUSIONS = ("rrf", "mix")
 BYS = ("chunk", "doc")
 DEFAULT_FUSION = "rrf"  # see docs/query.md: measured on Cranfield
@@ -48,7 +55,7 @@ MIN_NPROBES = 20  # LanceDB's own default
 # IVF_HNSW_* (what `index` builds by default above 100k rows), no --ef given: LanceDB's own ef
 # reached recall@10 0.46 on the generated 100k table; ef 300: 0.91, 500: 0.94, 1000: 0.96.
 DEFAULT_HNSW_EF = 500
-HIDDEN_COLUMNS = ("vector", "doc_key")  # stored, but not what a reader of results wants
+HIDDEN_COLUMNS = (*spaces.COLUMNS, "doc_key")  # stored, but not what a reader of results wants
 _MODELS: dict[str, Any] = {}  # model metadata (JSON) -> loaded model
 
 
@@ -74,10 +81,35 @@ class QueryStats:
 
 @dataclass
 class Hits:
-    """One query's ranked list: row ids (the table's `id`) and scores, best first."""
+    """One query's ranked list: row ids (the table's `id`) and scores, best first; after a rerank,
+    each hit's rank (from 1) and score in the first stage too."""
 
     ids: list[str]
     scores: np.ndarray
+    first_ranks: np.ndarray | None = None
+    first_scores: np.ndarray | None = None
+
+    def take(self, idx) -> Hits:
+        idx = np.asarray(idx, dtype=np.int64)
+        return Hits([self.ids[j] for j in idx], self.scores[idx],
+                    None if self.first_ranks is None else self.first_ranks[idx],
+                    None if self.first_scores is None else self.first_scores[idx])
+
+
+def parse_rerank(spec: str | None) -> tuple[str, int] | None:
+    """``maxsim`` or ``maxsim:N`` → ("maxsim", N); None for no rerank."""
+    if not spec:
+        return None
+    name, _, depth = spec.partition(":")
+    if name not in RERANKERS:
+        raise UsageError(f"--rerank {spec!r}: choose maxsim or maxsim:N")
+    try:
+        n = int(depth) if depth else RERANK_DEPTH
+    except ValueError:
+        raise UsageError(f"--rerank {spec!r}: N must be a whole number of candidates") from None
+    if n < 1:
+        raise UsageError(f"--rerank {spec!r}: N must be at least 1")
+    return name, n
 
 
 # ------------------------------------------------------------------ public API
@@ -88,13 +120,18 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
            alpha: float = 0.5, where: str | None = None, by: str = "chunk", nprobes: int | None = None,
            refine_factor: int | None = None, ef: int | None = None, exact: bool = False,
            use_compressed: bool = True, model=None, query_vectors: np.ndarray | None = None,
-           stats: QueryStats | None = None) -> pa.Table:
+           rerank: str | None = None, stats: QueryStats | None = None) -> pa.Table:
     """Top ``k`` results per query as one table: query_id, rank, score, id, doc_id, text + metadata.
 
     ``queries`` are texts (ids q1..qn) or (id, text) pairs. ``by="doc"`` returns the best chunk
     of each of ``k`` distinct documents. ``query_vectors`` skips embedding (one row per query).
     ``mode="auto"`` is hybrid (RRF) when the table has a full-text index, else vector: hybrid
-    scored best on Cranfield (nDCG@10 0.420 vs 0.382 dense, docs/query.md).
+    scored best on Cranfield (nDCG@10 0.420 vs 0.382 dense, docs/query.md); on a table with token
+    vectors (``embed --multivector``) its candidates are then reranked by MaxSim (``rerank``
+    "maxsim:100"), which is best on every collection measured (benchmarks/RESULTS.md).
+    ``rerank="maxsim[:N]"``: N first-stage candidates per query, ordered by MaxSim over their token
+    vectors; the output then has ``first_rank`` and ``first_score`` too. ``mode="maxsim"``: MaxSim
+    over the whole table.
     A data or index file deleted from under the table is a StorageError (exit 74) naming it.
     """
     from .store import read_errors
@@ -102,37 +139,63 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
     with read_errors(db, table):
         return _search(db, queries, table=table, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha,
                        where=where, by=by, nprobes=nprobes, refine_factor=refine_factor, ef=ef, exact=exact,
-                       use_compressed=use_compressed, model=model, query_vectors=query_vectors, stats=stats)
+                       use_compressed=use_compressed, model=model, query_vectors=query_vectors,
+                       rerank=rerank, stats=stats)
 
 
 def _search(db, queries, *, table: str, mode: str, k: int, fusion: str, rrf_k: float, alpha: float,
             where: str | None, by: str, nprobes: int | None, refine_factor: int | None, ef: int | None,
             exact: bool, use_compressed: bool, model, query_vectors: np.ndarray | None,
-            stats: QueryStats | None) -> pa.Table:
+            rerank: str | None, stats: QueryStats | None) -> pa.Table:
     _check_options(mode, fusion, by, k, alpha, rrf_k)
+    reranker = parse_rerank(rerank)
     ids, texts = _split_queries(queries)
     stats = stats if stats is not None else QueryStats()
     tbl = _open(db, table)
+    meta = read_meta(tbl.schema)
+    token_settings = multi.settings_of(meta.get(MODEL) or {}) if isinstance(meta.get(MODEL), dict) else None
     if mode == "auto":
         mode = "hybrid" if _has_fts(tbl) else "vector"
-    stats.queries, stats.mode = len(ids), mode
-    meta = read_meta(tbl.schema)
+        if token_settings is not None and reranker is None:
+            reranker = ("maxsim", RERANK_DEPTH)
+    if (reranker or mode == "maxsim") and token_settings is None:
+        what = "--mode maxsim" if mode == "maxsim" else "--rerank maxsim"
+        raise UsageError(f"{what}: table {table!r} has no token vectors", hint=(
+            f"rebuild it with `arrowsmith embed --multivector --db {db} --table {table} --replace`"))
+    if mode == "maxsim" and reranker:
+        raise UsageError("--rerank with --mode maxsim: the whole table is already ranked by MaxSim")
+    stats.queries, stats.mode = len(ids), mode + (f"+{reranker[0]}:{reranker[1]}" if reranker else "")
     if where:
         _check_where(tbl, where)
     searcher = _Searcher(db, table, tbl, where, nprobes, refine_factor, ef, exact,
-                         use_compressed and mode != "fts")
-    vectors = None
-    if mode != "fts" and ids:
+                         use_compressed and mode not in ("fts", "maxsim"), token_settings)
+    vectors = q_tokens = None
+    if ids:
         t0 = time.perf_counter()
-        vectors = _query_vectors(texts, meta, model, query_vectors, ids)
+        if mode not in ("fts", "maxsim"):
+            vectors = _query_vectors(texts, meta, model, query_vectors, ids)
+        if reranker or mode == "maxsim":
+            q_tokens = _query_tokens(texts, meta, model, ids)
         stats.embed_s = time.perf_counter() - t0
     t0 = time.perf_counter()
 
-    def ranked(depth: int, todo: list[int]) -> list[Hits]:
+    def first_stage(depth: int, todo: list[int]) -> list[Hits]:
+        if mode == "maxsim":
+            return [searcher.maxsim_all(q_tokens[i], depth) for i in todo]
         return _ranked(searcher, mode, texts, vectors, todo, depth, k, fusion, rrf_k, alpha)
 
+    def ranked(depth: int, todo: list[int]) -> list[Hits]:
+        if reranker is None:
+            return first_stage(depth, todo)
+        first = first_stage(max(depth, reranker[1]), todo)
+        return [_cut(searcher.rerank_maxsim(q_tokens[i], hits), depth)
+                for i, hits in zip(todo, first, strict=True)]
+
     hits = _collect(ranked, len(ids), k, by, searcher)
-    result = _assemble(searcher, ids, hits, meta, _params(mode, k, fusion, rrf_k, alpha, where, by))
+    params = _params(mode, k, fusion, rrf_k, alpha, where, by)
+    if reranker:
+        params["rerank"] = f"{reranker[0]}:{reranker[1]}"
+    result = _assemble(searcher, ids, hits, meta, params)
     stats.search_s = time.perf_counter() - t0
     stats.rows, stats.compressed = result.num_rows, searcher.compressed is not None
     return result
@@ -299,6 +362,28 @@ def _query_vectors(texts: list[str], meta: dict, model, given, ids: Sequence[str
                         hint="shorten it (eval cuts such queries as MTEB does, and counts them)") from None
 
 
+def _query_tokens(texts: list[str], meta: dict, model, ids: Sequence[str]) -> list[np.ndarray]:
+    """Each query's token vectors from the table's model (``spaces.multi``: what MaxSim scores)."""
+    model_meta = meta.get(MODEL)
+    from .embed import model_from_meta
+
+    key = json.dumps(model_meta, sort_keys=True, default=str)
+    if model is None:
+        model = _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
+    from arrowsmith.plugins.base import TooLongError
+
+    try:
+        return model.encode_token_vectors(texts, "query", prompt=_query_prompt(model_meta))
+    except TooLongError as e:
+        name = ids[e.index] if e.index < len(ids) else f"#{e.index + 1}"
+        raise DataError(f"query {name} has {e.n_tokens} tokens, more than the model's window of {e.limit} "
+                        "(prompt and special tokens included); refusing to truncate it") from None
+
+
+def _cut(hits: Hits, depth: int) -> Hits:
+    return hits.take(np.arange(min(depth, len(hits.ids))))
+
+
 def _query_prompt(model_meta: dict) -> str | None:
     """The prompt the table was built with for queries; None = the model's own."""
     prompts = model_meta.get("query_prompt")
@@ -311,8 +396,10 @@ def _query_prompt(model_meta: dict) -> str | None:
 class _Searcher:
     """Runs dense and BM25 searches against one table with fixed options."""
 
-    def __init__(self, db, table: str, tbl, where, nprobes, refine_factor, ef, exact, use_compressed):
+    def __init__(self, db, table: str, tbl, where, nprobes, refine_factor, ef, exact, use_compressed,
+                 token_settings: multi.TokenSettings | None = None):
         self.db, self.tbl, self.where, self.exact, self.ef = db, tbl, where, exact, ef
+        self.tokens = token_settings
         self.columns = [c for c in tbl.schema.names if c not in HIDDEN_COLUMNS]
         self.index_type, self.metric = _vector_index(tbl)
         self.nprobes, self.refine_factor = nprobes, refine_factor
@@ -331,7 +418,8 @@ class _Searcher:
         if self.compressed is not None:
             out = self.compressed.search(vectors, depth, where=self.where)
             return [Hits(list(ids), np.asarray(scores, np.float32)) for ids, scores in out]
-        q = self.tbl.search(vectors if len(vectors) > 1 else vectors[0]).distance_type(self.metric)
+        q = self.tbl.search(vectors if len(vectors) > 1 else vectors[0], vector_column_name=dense.COLUMN)
+        q = q.distance_type(self.metric)
         q = q.select(["id", "doc_id", "_distance"]).limit(depth)  # naming _distance keeps lance quiet
         if self.where:
             q = q.where(self.where, prefilter=True)
@@ -366,13 +454,67 @@ class _Searcher:
         self.doc_of.update(zip(ids, res["doc_id"].to_pylist(), strict=True))
         return Hits(ids, res["_score"].to_numpy(zero_copy_only=False).astype(np.float32))
 
-    def rows_for(self, ids: list[str]) -> pa.Table:
+    def rerank_maxsim(self, query: np.ndarray, hits: Hits) -> Hits:
+        """The first stage's candidates ordered by MaxSim; their first-stage rank and score kept."""
+        if not hits.ids:
+            return Hits([], np.empty(0, np.float32), np.empty(0, np.int32), np.empty(0, np.float32))
+        rows = self.rows_for(hits.ids, columns=["id", multi.COLUMN])
+        pos = {rid: i for i, rid in enumerate(rows["id"].to_pylist())}
+        tokens, offsets = multi.decode(rows[multi.COLUMN], self.tokens)
+        scores = multi.maxsim([query], tokens, offsets)[0]
+        # a candidate deleted since the first stage scores below every other
+        mine = np.array([scores[pos[r]] if r in pos else -np.inf for r in hits.ids], np.float32)
+        order = np.argsort(-mine, kind="stable")  # ties keep the first stage's order
+        return Hits([hits.ids[j] for j in order], mine[order], (order + 1).astype(np.int32),
+                    np.asarray(hits.scores, np.float32)[order])
+
+    def maxsim_all(self, query: np.ndarray, depth: int) -> Hits:
+        """MaxSim over the whole table: LanceDB's multivector search for float token vectors, an
+        exhaustive scan in bounded batches for binary ones (LanceDB's is cosine over floats only)."""
+        if len(query) == 0:
+            return Hits([], np.empty(0, np.float32))
+        if self.tokens.precision != "binary":
+            q = self.tbl.search(query, vector_column_name=multi.COLUMN).distance_type("cosine")
+            q = q.select(["id", "doc_id", "_distance"]).limit(depth)
+            if self.where:
+                q = q.where(self.where, prefilter=True)
+            res = q.to_arrow()
+            ids = res["id"].to_pylist()
+            self.doc_of.update(zip(ids, res["doc_id"].to_pylist(), strict=True))
+            # LanceDB's multivector distance is Σ over query tokens of (1 − best cosine)
+            dist = res["_distance"].to_numpy(zero_copy_only=False).astype(np.float32)
+            return Hits(ids, 1.0 - dist / len(query))
+        from .store import scan_batches
+
+        best_ids: list[str] = []
+        best = np.empty(0, np.float32)
+        if self.where:
+            batches = (self.tbl.search().where(self.where).select(["id", "doc_id", multi.COLUMN])
+                       .limit(None).to_batches(8192))
+        else:
+            batches = scan_batches(self.tbl, ["id", "doc_id", multi.COLUMN], 8192)
+        for batch in batches:
+            tokens, offsets = multi.decode(batch.column(multi.COLUMN), self.tokens)
+            scores = multi.maxsim([query], tokens, offsets)[0]
+            keep = np.argsort(-scores, kind="stable")[:depth]
+            ids = batch.column("id").to_pylist()
+            self.doc_of.update((ids[j], d) for j, d in zip(keep.tolist(),
+                                                           batch.column("doc_id").take(pa.array(keep)).to_pylist(),
+                                                           strict=True))
+            best_ids += [ids[j] for j in keep]
+            best = np.concatenate([best, scores[keep]])
+            top = np.argsort(-best, kind="stable")[:depth]
+            best_ids, best = [best_ids[j] for j in top], best[top]
+        return Hits(best_ids, best)
+
+    def rows_for(self, ids: list[str], columns: list[str] | None = None) -> pa.Table:
         """The stored rows (minus vectors) of these ids, in no particular order."""
         from .store import id_filters
 
+        columns = columns or self.columns
         if not ids:
-            return pa.table({c: pa.array([], self.tbl.schema.field(c).type) for c in self.columns})
-        return pa.concat_tables(self.tbl.search().where(where).select(self.columns).limit(len(part))
+            return pa.table({c: pa.array([], self.tbl.schema.field(c).type) for c in columns})
+        return pa.concat_tables(self.tbl.search().where(where).select(columns).limit(len(part))
                                 .to_arrow() for part, where in id_filters(ids))
 
 
@@ -515,7 +657,7 @@ def _collect(ranked: Callable[[int, list[int]], list[Hits]], n: int, k: int, by:
     if n == 0:
         return []
     if by == "chunk":
-        return [Hits(h.ids[:k], h.scores[:k]) for h in ranked(k, list(range(n)))]
+        return [_cut(h, k) for h in ranked(k, list(range(n)))]
     out: list[Hits | None] = [None] * n
     todo, depth = list(range(n)), 4 * k
     while todo:
@@ -551,7 +693,7 @@ def _best_per_doc(hits: Hits, doc_of: dict[str, str], k: int) -> Hits:
             keep.append(j)
             if len(keep) == k:
                 break
-    return Hits([hits.ids[j] for j in keep], hits.scores[keep])
+    return hits.take(keep)
 
 
 # ------------------------------------------------------------------ output table
@@ -570,10 +712,11 @@ def _assemble(searcher: _Searcher, query_ids: list[str], hits: list[Hits], meta:
     all_ids = list(dict.fromkeys(rid for h in hits for rid in h.ids))
     rows = searcher.rows_for(all_ids)
     pos = {rid: i for i, rid in enumerate(rows["id"].to_pylist())}
-    take, qids, ranks, scores = [], [], [], []
+    reranked = "rerank" in params
+    take, qids, ranks, scores, first_ranks, first_scores = [], [], [], [], [], []
     for qid, h in zip(query_ids, hits, strict=True):
         rank = 0
-        for rid, score in zip(h.ids, h.scores.tolist(), strict=True):
+        for j, (rid, score) in enumerate(zip(h.ids, h.scores.tolist(), strict=True)):
             if rid not in pos:  # deleted between the search and the fetch: skip, keep ranks dense
                 continue
             rank += 1
@@ -581,9 +724,15 @@ def _assemble(searcher: _Searcher, query_ids: list[str], hits: list[Hits], meta:
             qids.append(qid)
             ranks.append(rank)
             scores.append(score)
+            if reranked:
+                first_ranks.append(int(h.first_ranks[j]))
+                first_scores.append(float(h.first_scores[j]))
     body = rows.take(pa.array(take, pa.int64())) if take else rows.slice(0, 0)
     lead = {"query_id": pa.array(qids, pa.string()), "rank": pa.array(ranks, pa.int32()),
             "score": pa.array(scores, pa.float32())}
+    if reranked:  # what the rerank changed: each hit's place and score in the first stage
+        lead.update(first_rank=pa.array(first_ranks, pa.int32()),
+                    first_score=pa.array(first_scores, pa.float32()))
     cols = {**lead, **{c: body[c] for c in ("id", "doc_id", "text") if c in body.column_names}}
     cols.update({c: body[c] for c in body.column_names if c not in cols})
     out = pa.table(cols)

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from . import faults
+from . import faults, spaces
 from .embed import (
     GROUP_CHUNKS,
     GROUP_LATE_TOKENS,
@@ -315,7 +315,7 @@ def pack_group(docs: list[EmbedDoc], schema: pa.Schema) -> pa.RecordBatch:
     fields = [pa.field(n, a.type) for n, a in zip(("id", "text", "doc_hash", "doc_key", "chunks"), arrays,
                                                    strict=True)]
     for f in schema:
-        if f.name in EMBEDDED_CORE:
+        if f.name in EMBEDDED_CORE or f.name in spaces.COLUMNS:
             continue
         values = [d.source.column(f.name).slice(d.row, 1) for d in docs]
         arrays.append(pa.concat_arrays([v.cast(f.type) if v.type != f.type else v for v in values]))
@@ -429,6 +429,7 @@ class RayEngine:
                       batch_tokens: int | None = None, prompt: str | None = None,
                       query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                       window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
+                      multivector: bool = False, token_precision: str = "binary", token_pool: float = 1.0,
                       id_col: str = "id", text_col: str = "text", skip_doc=None,
                       group_rows: int | None = None, stats: EmbedStats | None = None
                       ) -> Iterator[pa.RecordBatch]:
@@ -436,7 +437,8 @@ class RayEngine:
         stats = stats if stats is not None else EmbedStats()
         params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
                                 window=window, window_overlap=window_overlap, late_specials=late_specials,
-                                force=force)
+                                force=force, multivector=multivector, token_precision=token_precision,
+                                token_pool=token_pool)
         # on accelerators, larger groups (as the local engine's): a forward pass takes more tokens
         scale = 4 if self.options.gpus_per_worker or str(model.device) != "cpu" else 1
         limit = (GROUP_LATE_TOKENS if params.late else GROUP_CHUNKS) * scale

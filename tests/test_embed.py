@@ -151,7 +151,10 @@ def test_encode_matches_sentence_transformers_in_order(fp32, reference):
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16")
-def test_auto_dtype_is_bf16_autocast_and_accurate(model, fp32):
+def test_auto_dtype_is_bf16_autocast_and_accurate(fp32):
+    from arrowsmith.plugins.registry import load_model
+
+    model = load_model(None, device="cpu")  # auto (the session's `model` is fp32)
     assert (model.device, model.dtype) == ("cpu", "bf16")
     assert fp32.describe()["dtype"] == "fp32" and model.describe()["dtype"] == "half"
     texts = [LISBON, "why is the sky blue", "sourdough needs a starter and patience"]

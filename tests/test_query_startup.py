@@ -35,7 +35,8 @@ def store(tmp_path_factory) -> str:
             out.write(json.dumps({"id": d["_id"], "text": d["text"]}) + "\n")
     chunked = run(["chunk", str(docs), "--max-tokens", "128"])
     assert chunked.exit_code == 0, chunked.stderr
-    built = run(["embed", "--db", str(root / "db")], input=chunked.stdout_bytes)
+    # fp32 documents whatever the CPU: the hits are compared with plain sentence-transformers'
+    built = run(["embed", "--dtype", "fp32", "--db", str(root / "db")], input=chunked.stdout_bytes)
     assert built.exit_code == 0, built.stderr
     return str(root / "db")
 
@@ -77,7 +78,7 @@ def test_query_process_imports_no_torch(store):
 
 
 def test_numpy_path_matches_the_torch_path_and_sentence_transformers(st_vectors):
-    model = load_model(None)
+    model = load_model(None, dtype="fp32")  # the torch side in fp32 also on a CPU with native bf16
     queries = model.encode(QUERIES, "query")  # numpy (few texts)
     assert st_plugin._LOADED.get((model.path, "cpu", "fp32", "numpy")) is not None
     documents = model.encode(QUERIES, "document")  # torch, plugins/bert.py's LeanBert
@@ -87,7 +88,7 @@ def test_numpy_path_matches_the_torch_path_and_sentence_transformers(st_vectors)
 
 
 def test_many_queries_take_the_torch_path_with_the_same_vectors(monkeypatch, st_vectors):
-    model = load_model(None)
+    model = load_model(None, dtype="fp32")  # torch in fp32 also on a CPU with native bf16
     few = model.encode(QUERIES, "query")
     monkeypatch.setattr(st_plugin, "NUMPY_MAX_TEXTS", 2)
     monkeypatch.setattr(model, "_encode_numpy", None)  # would raise if called

@@ -7,11 +7,16 @@ Spec grammar: comma-separated items, each a bare word or ``key=value``::
     mode=hybrid,fusion=mix,alpha=0.5       search settings on the same build
     name=mini-late,model=all-MiniLM-L6-v2,late
     late,window_overlap=0                  late chunking with windows that do not overlap
+    hybrid,multivector,rerank=maxsim:100   token vectors stored; hybrid's candidates reranked by MaxSim
+    multivector,maxsim,token_precision=float16
+                                           MaxSim over the whole table, float16 token vectors
 
 Bare words: ``late``, ``naive``, ``none`` (no chunking: one chunk per document, truncated at the
-model's window as MTEB does), ``auto``/``vector``/``fts``/``hybrid`` (the search mode; ``auto`` is
-query's default: hybrid RRF when the table has a full-text index, else vector), ``doc``/``chunk``
-(``by``). Keys are the field names of :class:`EvalConfig` (``chunk`` and ``chunker`` are one).
+model's window as MTEB does), ``auto``/``vector``/``fts``/``hybrid``/``maxsim`` (the search mode;
+``auto`` is query's default: hybrid RRF when the table has a full-text index, else vector, reranked
+by MaxSim when the table has token vectors), ``doc``/``chunk`` (``by``), ``multivector`` (embed
+``--multivector``: token vectors stored too). Keys are the field names of :class:`EvalConfig`
+(``chunk`` and ``chunker`` are one).
 A file holds ``[[config]]`` tables (TOML) or a list of objects (JSON) with the same keys.
 """
 
@@ -23,7 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from arrowsmith.commands.errors import DataError, UsageError
-from arrowsmith.commands.query import BYS, FUSIONS, MODES  # eval measures what query does
+
+# eval measures what query does
+from arrowsmith.commands.query import BYS, FUSIONS, MODES, parse_rerank
+from arrowsmith.commands.spaces.multi import DEFAULT_PRECISION, PRECISIONS
 
 NO_CHUNKING = "none"
 
@@ -40,12 +48,16 @@ class EvalConfig:
     overlap: int = 0
     late: bool = False
     window_overlap: int | None = None  # late chunking's window overlap (None: embed's default)
+    multivector: bool = False  # embed --multivector: each chunk's token vectors stored too
+    token_precision: str = DEFAULT_PRECISION  # embed --token-precision
+    token_pool: float = 1.0  # embed --token-pool
     # search
     mode: str = "vector"
     fusion: str = "rrf"
     rrf_k: float = 60.0  # a float, as query's --rrf-k
     alpha: float = 0.5
     by: str = "chunk"
+    rerank: str | None = None  # query --rerank: "maxsim" or "maxsim:N"
     exact: bool = True  # full-corpus exact search, as MTEB
     use_compressed: bool = True
     nprobes: int | None = None
@@ -60,7 +72,7 @@ class EvalConfig:
         if self.db:
             return ("db", self.db, self.table)
         return ("build", self.model, self.chunker, self.max_tokens, self.overlap, self.late,
-                self.window_overlap)
+                self.window_overlap, self.multivector, self.token_precision, self.token_pool)
 
     def chunk_key(self) -> tuple:
         """Configurations with the same key share chunk spans (naive and late alike)."""
@@ -80,7 +92,7 @@ _KEY_ALIASES = {"chunk": "chunker", "strategy": "chunker", "max-tokens": "max_to
 _WORDS: dict[str, dict[str, Any]] = {
     "late": {"late": True}, "naive": {"late": False}, NO_CHUNKING: {"chunker": NO_CHUNKING},
     **{m: {"mode": m} for m in MODES}, "doc": {"by": "doc"}, "chunk": {"by": "chunk"},
-    "exact": {"exact": True}, "ann": {"exact": False},
+    "exact": {"exact": True}, "ann": {"exact": False}, "multivector": {"multivector": True},
 }
 _FIELDS = {f.name: f for f in fields(EvalConfig)}
 
@@ -92,8 +104,9 @@ def describe(config: EvalConfig, base: EvalConfig = DEFAULT) -> str:
         parts.append(f"db={config.db}")
     else:
         parts.append("late" if config.late else "naive")
-    for key in ("model", "chunker", "max_tokens", "overlap", "window_overlap", "mode", "fusion", "rrf_k",
-                "alpha", "by", "exact", "use_compressed", "nprobes", "refine_factor", "ef", "table"):
+    for key in ("model", "chunker", "max_tokens", "overlap", "window_overlap", "multivector",
+                "token_precision", "token_pool", "mode", "fusion", "rrf_k", "alpha", "by", "rerank", "exact",
+                "use_compressed", "nprobes", "refine_factor", "ef", "table"):
         value = getattr(config, key)
         if value != getattr(base, key) and not (key == "table" and not config.db):
             parts.append(f"{key}={value}")
@@ -140,7 +153,8 @@ def make_config(values: dict[str, Any], base: EvalConfig = DEFAULT, where: str =
     return config
 
 
-BUILD_KEYS = ("model", "chunker", "max_tokens", "overlap", "late", "window_overlap")
+BUILD_KEYS = ("model", "chunker", "max_tokens", "overlap", "late", "window_overlap", "multivector",
+              "token_precision", "token_pool")
 HYBRID_MODES = ("hybrid", "auto")  # auto is hybrid on a table with a full-text index
 
 
@@ -151,6 +165,9 @@ def unused_settings(config: EvalConfig, keys: set[str]) -> list[tuple[str, str]]
         out += [(k, "on an existing store (db=): it is searched as it is") for k in BUILD_KEYS if k in keys]
     elif not config.late and "window_overlap" in keys:
         out.append(("window_overlap", "with naive chunking: it is a late-chunking setting"))
+    if not config.db and not config.multivector:
+        out += [(k, "without multivector: it shapes token vectors") for k in ("token_precision", "token_pool")
+                if k in keys]
     if config.mode not in HYBRID_MODES:
         out += [(k, f"with mode={config.mode}: it is a hybrid setting") for k in ("fusion", "rrf_k", "alpha")
                 if k in keys]
@@ -188,7 +205,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
             raise ValueError
         if key in ("max_tokens", "overlap", "window_overlap", "nprobes", "refine_factor", "ef"):
             return int(value)
-        if key in ("alpha", "rrf_k"):
+        if key in ("alpha", "rrf_k", "token_pool"):
             return float(value)
     except (TypeError, ValueError):
         kind = type(default).__name__ if default is not None else "int"
@@ -212,6 +229,13 @@ def validate(config: EvalConfig, where: str = "") -> None:
         raise UsageError(f"{prefix}window_overlap must be 0 or more")
     if config.chunker == NO_CHUNKING and config.late:
         raise UsageError(f"{prefix}late chunking needs chunks: chunker=none embeds one vector per document")
+    if config.token_precision not in PRECISIONS:
+        raise UsageError(f"{prefix}token_precision={config.token_precision!r} "
+                         f"(choose {', '.join(PRECISIONS)})")
+    parse_rerank(config.rerank)
+    if (config.rerank or config.mode == "maxsim") and not config.multivector and not config.db:
+        what = f"rerank={config.rerank}" if config.rerank else "mode=maxsim"
+        raise UsageError(f"{prefix}{what} needs token vectors: add multivector")
 
 
 def load_config_file(path: str | Path, base: EvalConfig = DEFAULT) -> list[EvalConfig]:

@@ -156,7 +156,9 @@ class Evaluator:
                               bytes_per_vector=_bytes_per_vector(built, config, mode))
         if config.mode == "auto":
             why = "has a full-text index" if mode == "hybrid" else "has no full-text index"
-            result.notes.append(f"mode auto: {mode}, as query does (the table {why})")
+            rerank = search_rerank(config, built)
+            then = f", reranked by {rerank} (it has token vectors)" if rerank else ""
+            result.notes.append(f"mode auto: {mode}{then}, as query does (the table {why})")
         cut = self._queries_truncated.get(id(built.model), 0) if mode != "fts" else 0
         if cut:
             result.counts["truncated_queries"] = cut
@@ -180,6 +182,12 @@ class Evaluator:
             self.model_load_seconds = getattr(self, "model_load_seconds", 0.0) + time.perf_counter() - start
             self._models[spec] = model
         return self._models[spec]
+
+    def fitted_queries(self, model: Any) -> list[str]:
+        """The query texts cut at the model's window as sentence-transformers/MTEB cut them."""
+        from arrowsmith.commands.embed import fit_queries
+
+        return fit_queries(list(self.dataset.queries.values()), model)[0]
 
     def query_vectors(self, model: Any) -> tuple[np.ndarray, float]:
         """One encoding of the queries per model, shared by every configuration that uses it."""
@@ -253,7 +261,11 @@ class Evaluator:
         chunked = self._chunk(config, model)
         db = self.workdir / f"store-{len(self._built)}"
         embed_stats = EmbedStats()
-        late_options = {} if config.window_overlap is None else {"window_overlap": config.window_overlap}
+        late_options: dict[str, Any] = {} if config.window_overlap is None else {
+            "window_overlap": config.window_overlap}
+        if config.multivector:
+            late_options.update(multivector=True, token_precision=config.token_precision,
+                                token_pool=config.token_pool)
         self.progress(f"eval: embedding {chunked.chunks:,} chunks ({'late' if config.late else 'naive'})")
         start = time.perf_counter()
         # one checkpoint: the commit comes after the embedding generator is exhausted, so
@@ -341,7 +353,12 @@ class Evaluator:
         options = dict(table=built.table, mode=mode, fusion=config.fusion, rrf_k=config.rrf_k,
                        alpha=config.alpha, by=config.by, nprobes=config.nprobes,
                        refine_factor=config.refine_factor, ef=config.ef, exact=config.exact,
-                       use_compressed=config.use_compressed, model=built.model)
+                       use_compressed=config.use_compressed, model=built.model,
+                       rerank=search_rerank(config, built))
+        if built.model is not None:
+            # the texts MaxSim embeds token by token: cut at the window, as the query vectors were
+            fitted = self.fitted_queries(built.model)
+            queries = [(qid, text) for (qid, _), text in zip(queries, fitted, strict=True)]
         start = time.perf_counter()
 
         def fetch(idx: list[int], k: int) -> pa.Table:
@@ -541,6 +558,18 @@ def search_mode(config: EvalConfig, built: _Built) -> str:
     if config.mode != "auto":
         return config.mode
     return "hybrid" if built.had_fts else "vector"
+
+
+def search_rerank(config: EvalConfig, built: _Built) -> str | None:
+    """The rerank searched: ``auto`` on a table with token vectors reranks as query's auto does."""
+    if config.rerank or config.mode != "auto":
+        return config.rerank
+    from arrowsmith.commands.query import RERANK_DEPTH
+    from arrowsmith.commands.spaces import multi
+    from arrowsmith.commands.store import open_table
+
+    has_tokens = config.multivector or multi.COLUMN in open_table(built.db, built.table).schema.names
+    return f"maxsim:{RERANK_DEPTH}" if has_tokens else None
 
 
 def _bytes_per_vector(built: _Built, config: EvalConfig, mode: str) -> float | None:

@@ -1,0 +1,159 @@
+"""Multi-vector: each chunk's token vectors, in ``tokens``, scored by MaxSim (late interaction).
+
+``embed --multivector`` stores, beside the dense vector, one vector per content token of the
+chunk (prompt and special tokens left out, L2-normalised): for a mean-pooled model its own
+contextual token vectors (the zero-shot case: no training), with ``--late`` taken from the
+whole-document windows exactly as the chunk's mean is. A query is scored against a chunk by
+MaxSim (ColBERT, Khattab & Zaharia 2020): for each query token its best cosine among the chunk's
+tokens, averaged over the query's tokens — the mean rather than ColBERT's sum, so that a score
+lies in [-1, 1] like the dense cosine and reads the same for a short query and a long one (the
+order within one query is the same either way).
+
+Storage (``--token-precision``; bytes per token at 384 dims):
+
+- ``float32`` (1,536) and ``float16`` (768): ``list<fixed_size_list<float{32,16}>[dim]>``,
+  LanceDB's multivector type, which its own MaxSim search reads (``query --mode maxsim``).
+- ``binary`` (48, the default): the sign of each dimension, packed
+  (``list<fixed_size_list<uint8>[dim/8]>``); a float query token is scored against the signs
+  (asymmetric, as binary dense search is) and divided by sqrt(dim), so scores stay in [-1, 1].
+  It kept 99.6% of float32's nDCG@10 on the LIMIT-style set and all of it on Cranfield
+  (benchmarks/RESULTS.md), at 1/32 of the bytes.
+
+``--token-pool F`` keeps about 1/F of a chunk's tokens, merging similar ones with
+sentence-transformers' ``HierarchicalTokenPooling`` (Ward clustering, PyLate's recipe).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+NAME = "multivector"
+COLUMN = "tokens"
+META_KEY = "multivector"  # in the arrowsmith.model metadata: the settings below, part of doc_key
+PRECISIONS = ("binary", "float16", "float32")
+DEFAULT_PRECISION = "binary"
+BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "binary": 1 / 8}
+
+
+@dataclass(frozen=True)
+class TokenSettings:
+    dim: int
+    precision: str = DEFAULT_PRECISION
+    pool: float = 1.0  # keep ~1/pool of the tokens (1: every token)
+
+    def as_meta(self) -> dict[str, Any]:
+        return {"dim": self.dim, "precision": self.precision, "pool": self.pool, "source": "token-vectors"}
+
+    @property
+    def bytes_per_token(self) -> float:
+        return self.dim * BYTES_PER_DIM[self.precision]
+
+
+def present(model_meta: dict[str, Any]) -> bool:
+    return isinstance(model_meta.get(META_KEY), dict)
+
+
+def settings_of(model_meta: dict[str, Any]) -> TokenSettings | None:
+    s = model_meta.get(META_KEY)
+    if not isinstance(s, dict):
+        return None
+    return TokenSettings(int(s["dim"]), s.get("precision", DEFAULT_PRECISION), float(s.get("pool", 1.0)))
+
+
+def check_settings(precision: str, pool: float) -> None:
+    from arrowsmith.commands.errors import UsageError
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"--token-precision {precision!r}: choose {', '.join(PRECISIONS)}")
+    if not 1.0 <= pool <= 64:
+        raise UsageError(f"--token-pool {pool}: must be between 1 (every token) and 64")
+
+
+def field(s: TokenSettings) -> pa.Field:
+    if s.precision == "binary":
+        inner = pa.list_(pa.uint8(), _packed_width(s.dim))
+    else:
+        inner = pa.list_(pa.float16() if s.precision == "float16" else pa.float32(), s.dim)
+    return pa.field(COLUMN, pa.list_(inner))
+
+
+def _packed_width(dim: int) -> int:
+    return -(-dim // 8)
+
+
+# ------------------------------------------------------------------ building the column
+
+
+def pool_tokens(tokens: list[np.ndarray], pool: float) -> list[np.ndarray]:
+    """About 1/pool of each chunk's token vectors (sentence-transformers' hierarchical pooling)."""
+    if pool <= 1.0 or not tokens:
+        return tokens
+    import torch
+    from sentence_transformers.multi_vector_encoder.modules.token_pooling import HierarchicalTokenPooling
+
+    pooler = HierarchicalTokenPooling(pool_factor=pool, num_protected_tokens=0)
+    out = pooler.pool([torch.from_numpy(np.ascontiguousarray(t, np.float32)) for t in tokens])
+    return [o.float().numpy() for o in out]
+
+
+def column(tokens: list[np.ndarray], s: TokenSettings) -> pa.Array:
+    """The batch column for one chunk's ``float32 [n_i, dim]`` unit token vectors per row."""
+    counts = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
+    flat = np.concatenate(tokens) if len(tokens) and counts.sum() else np.empty((0, s.dim), np.float32)
+    if s.precision == "binary":
+        width = _packed_width(s.dim)
+        values = pa.array(np.packbits(flat > 0, axis=1).reshape(-1), pa.uint8())
+    else:
+        width = s.dim
+        values = pa.array(flat.astype(np.float16 if s.precision == "float16" else np.float32).reshape(-1))
+    inner = pa.FixedSizeListArray.from_arrays(values, width)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    return pa.ListArray.from_arrays(offsets, inner, type=field(s).type)
+
+
+# ------------------------------------------------------------------ reading and scoring
+
+
+def decode(col: pa.Array | pa.ChunkedArray, s: TokenSettings) -> tuple[np.ndarray, np.ndarray]:
+    """(``float32 [total_tokens, dim]``, ``int64 [rows + 1]`` offsets) of a ``tokens`` column.
+
+    Binary codes decode to ±1/sqrt(dim) per dimension: unit vectors, so a query token's dot
+    product with one is its asymmetric cosine estimate.
+    """
+    if isinstance(col, pa.ChunkedArray):
+        col = pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], field(s).type)
+    if col.null_count:
+        col = col.fill_null(pa.scalar([], field(s).type))
+    counts = np.asarray(col.value_lengths().fill_null(0), np.int64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    inner = col.flatten()
+    width = inner.type.list_size
+    raw = np.asarray(inner.flatten().to_numpy(zero_copy_only=False)).reshape(-1, width)
+    if s.precision == "binary":
+        bits = np.unpackbits(raw, axis=1, count=s.dim).astype(np.float32)
+        return (bits * 2.0 - 1.0) / math.sqrt(s.dim), offsets
+    return raw.astype(np.float32, copy=False), offsets
+
+
+def maxsim(queries: list[np.ndarray], tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``float32 [len(queries), n_chunks]``: for each query and chunk, the mean over the query's
+    tokens of the best cosine among the chunk's tokens. A chunk (or query) without tokens scores -1.
+    """
+    n = len(offsets) - 1
+    out = np.full((len(queries), n), -1.0, np.float32)
+    if n == 0 or len(tokens) == 0:
+        return out
+    nonempty = np.flatnonzero(np.diff(offsets) > 0)
+    starts = offsets[:-1][nonempty]
+    for i, q in enumerate(queries):
+        if len(q) == 0:
+            continue
+        sims = q.astype(np.float32, copy=False) @ tokens.T  # [query tokens, all chunk tokens]
+        best = np.maximum.reduceat(sims, starts, axis=1)  # [query tokens, non-empty chunks]
+        out[i, nonempty] = best.mean(axis=0)
+    return out
