@@ -41,6 +41,7 @@ from typing import Any
 import pyarrow as pa
 
 from .errors import UsageError
+from .spaces import dense, multi
 from .store import (
     DEFAULT_TABLE,
     SCAN_ROWS,
@@ -65,7 +66,6 @@ from .units import format_duration
 
 log = logging.getLogger("arrowsmith.doctor")
 
-NORM_TOLERANCE = 1e-3  # float32 normalised vectors are within ~1e-6; 1e-3 catches real damage
 EXAMPLES = 5  # ids quoted per finding
 
 
@@ -165,6 +165,8 @@ class _Scan:
         self.rows = 0
         self.recompute: Any = None  # (doc_hash or None, text, metadata) → expected doc_key
         self.metadata: list[str] = []  # the carried metadata columns that are part of the key
+        self.tokens: multi.TokenSettings | None = None  # the table's token vectors (embed --multivector)
+        self.count_tokens: Any = None  # chunk texts → their token counts, when the counts must match
 
     def flag(self, problem: str, ids: list[str], n: int | None = None) -> None:
         if not ids and not n:
@@ -188,7 +190,11 @@ def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
     scan.recompute, why_not = _key_recomputer(tbl)
     if scan.recompute is None:
         report.notes.append(f"doc_keys checked for consistency only: {why_not}")
-    wanted = ["id", "doc_id", "chunk_index", "doc_key", "vector"]
+    wanted = ["id", "doc_id", "chunk_index", "doc_key", dense.COLUMN]
+    scan.tokens = multi.settings_of(model)
+    if scan.tokens is not None:
+        wanted += [multi.COLUMN, "text"]
+        scan.count_tokens = _token_counter(model, scan.tokens)
     if scan.recompute is not None:
         from .embed import metadata_columns
 
@@ -242,7 +248,25 @@ def _scan_batch(scan: _Scan, batch: pa.RecordBatch) -> None:
             entry[2] = max(entry[2], index[r])
     if scan.recompute is not None:
         _check_keys(scan, batch, doc_ids, keys)
-    _scan_vectors(scan, batch, ids)
+    # each representation checks its own column (commands/spaces)
+    dense.check_batch(batch.column(dense.COLUMN), ids, scan.dim, scan.normalised, scan.flag)
+    if scan.tokens is not None:
+        multi.check_batch(batch, ids, scan.tokens, scan.flag, scan.count_tokens)
+
+
+def _token_counter(model: dict[str, Any], settings: multi.TokenSettings):
+    """The table model's tokenizer counting chunk texts (no weights loaded), when every chunk's token
+    vectors must be one per token: naive chunks, no pooling. Late chunks take their tokens from the
+    document's tokenization, which can differ from the chunk's own at its edges; pooling merges them."""
+    if settings.pool > 1 or model.get("late"):
+        return None
+    from .embed import model_from_meta
+
+    try:
+        return model_from_meta(model).tokenizer.count_tokens
+    except Exception as e:  # noqa: BLE001 - a missing model must not stop the other checks
+        log.warning("token counts not checked: cannot load the table's tokenizer (%s)", e)
+        return None
 
 
 def _key_recomputer(tbl) -> tuple[Any, str]:
@@ -286,31 +310,6 @@ def _check_keys(scan: _Scan, batch: pa.RecordBatch, doc_ids: list, keys: list) -
              if k is not None and (not w or scan.recompute(h, t or "", m) != k)]
     scan.flag("doc_key:chunks whose doc_key does not match their document and the table's model "
               "parameters (embedded with other parameters than the table records?)", wrong)
-
-
-def _scan_vectors(scan: _Scan, batch: pa.RecordBatch, ids: list) -> None:
-    import numpy as np
-
-    col = batch.column("vector")
-    if col.null_count:
-        nulls = [ids[r] for r in np.flatnonzero(np.asarray(col.is_null()))]
-        scan.flag("vector:null vectors", nulls)
-        col = col.filter(col.is_valid())
-        ids = [i for i, v in zip(ids, batch.column("vector").is_valid().to_pylist(), strict=True) if v]
-    if len(col) == 0:
-        return
-    values = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
-    if values.size != len(col) * scan.dim:  # flatten dropped null items inside the lists
-        scan.flag("vector:vectors with null components", [], len(col))
-        return
-    mat = values.reshape(len(col), scan.dim)
-    finite = np.isfinite(mat).all(axis=1)
-    scan.flag("vector:vectors with NaN or infinite components", [ids[r] for r in np.flatnonzero(~finite)])
-    if scan.normalised:
-        norms = np.linalg.norm(np.where(np.isfinite(mat), mat, 0), axis=1)
-        off = finite & (np.abs(norms - 1.0) > NORM_TOLERANCE)
-        scan.flag(f"vector:vectors whose norm is not 1 ± {NORM_TOLERANCE:g} though the model normalises",
-                  [f"{ids[r]} (norm {norms[r]:.4f})" for r in np.flatnonzero(off)])
 
 
 def _report_duplicates(report: DoctorReport, scan: _Scan, tbl, batch_rows: int) -> None:

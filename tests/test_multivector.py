@@ -242,3 +242,26 @@ def test_eval_spec_keys():
         config_from_spec("hybrid,rerank=maxsim")
     with pytest.raises(UsageError, match="token_precision= has no effect without multivector"):
         config_from_spec("token_precision=float16")
+
+
+def test_doctor_checks_the_token_column(stores, tmp_path):
+    """A chunk's token list emptied, another's cut by one token, a third's made NaN, behind the
+    writer's back: doctor names each; the undamaged table is healthy."""
+    assert run(["doctor", "--db", str(stores["naive-f32"])]).exit_code == 0
+    db = tmp_path / "store"
+    shutil.copytree(stores["naive-f32"], db)
+    tbl = open_table(db)
+    rows = tbl.to_arrow().sort_by("id").slice(0, 3).to_pylist()
+    rows[0]["tokens"] = []
+    rows[1]["tokens"] = rows[1]["tokens"][:-1]
+    rows[2]["tokens"][0] = [float("nan")] * 384
+    ids = [r["id"] for r in rows]
+    tbl.delete("id IN (" + ", ".join(f"'{i}'" for i in ids) + ")")
+    tbl.add(pa.Table.from_pylist(rows, schema=tbl.schema))
+    r = run(["doctor", "--db", str(db), "--json"])
+    assert r.exit_code == 1
+    messages = [f["message"] for f in json.loads(r.stdout_bytes)["findings"] if f["check"] == "tokens"]
+    assert len(messages) == 3, r.stdout_bytes
+    assert any("1 chunks with an empty list of token vectors" in m and ids[0] in m for m in messages)
+    assert any("not one per token of their text" in m and ids[1] in m for m in messages)
+    assert any("NaN, infinite or non-unit" in m and ids[2] in m for m in messages)

@@ -6,6 +6,7 @@ what ``query --mode vector`` searches (cosine). Its dim is the table's ``dim`` s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -35,3 +36,30 @@ def column(vectors: np.ndarray, dim: int) -> pa.Array:
     """The batch column of ``[n, dim]`` vectors."""
     flat = pa.array(np.ascontiguousarray(vectors, np.float32).reshape(-1), pa.float32())
     return pa.FixedSizeListArray.from_arrays(flat, dim)
+
+
+NORM_TOLERANCE = 1e-3  # float32 normalised vectors are within ~1e-6; 1e-3 catches real damage
+
+
+def check_batch(col: pa.Array, ids: list, dim: int, normalised: bool, flag: Callable) -> None:
+    """``doctor``: null, NaN/inf or (when the model normalises) non-unit vectors, as
+    ``flag("vector:<problem>", example ids[, count])``."""
+    if col.null_count:
+        valid = col.is_valid().to_pylist()
+        flag("vector:null vectors", [i for i, v in zip(ids, valid, strict=True) if not v])
+        col = col.filter(col.is_valid())
+        ids = [i for i, v in zip(ids, valid, strict=True) if v]
+    if len(col) == 0:
+        return
+    values = np.asarray(col.flatten().to_numpy(zero_copy_only=False), dtype=np.float32)
+    if values.size != len(col) * dim:  # flatten dropped null items inside the lists
+        flag("vector:vectors with null components", [], len(col))
+        return
+    mat = values.reshape(len(col), dim)
+    finite = np.isfinite(mat).all(axis=1)
+    flag("vector:vectors with NaN or infinite components", [ids[r] for r in np.flatnonzero(~finite)])
+    if normalised:
+        norms = np.linalg.norm(np.where(np.isfinite(mat), mat, 0), axis=1)
+        off = finite & (np.abs(norms - 1.0) > NORM_TOLERANCE)
+        flag(f"vector:vectors whose norm is not 1 ± {NORM_TOLERANCE:g} though the model normalises",
+             [f"{ids[r]} (norm {norms[r]:.4f})" for r in np.flatnonzero(off)])

@@ -26,6 +26,7 @@ sentence-transformers' ``HierarchicalTokenPooling`` (Ward clustering, PyLate's r
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -157,3 +158,33 @@ def maxsim(queries: list[np.ndarray], tokens: np.ndarray, offsets: np.ndarray) -
         best = np.maximum.reduceat(sims, starts, axis=1)  # [query tokens, non-empty chunks]
         out[i, nonempty] = best.mean(axis=0)
     return out
+
+
+# ------------------------------------------------------------------ doctor
+
+
+def check_batch(batch: pa.RecordBatch, ids: list, s: TokenSettings, flag: Callable,
+                count_tokens: Callable | None = None) -> None:
+    """``doctor``: one non-empty list of token vectors per chunk, finite and unit (float precisions),
+    and — naive chunks without pooling, ``count_tokens`` given — one vector per token of the text."""
+    if COLUMN not in batch.schema.names:
+        flag("tokens:the table records token vectors but has no 'tokens' column", [], 1)
+        return
+    col = batch.column(COLUMN)
+    counts = np.asarray(col.value_lengths().fill_null(-1), np.int64)
+    flag("tokens:chunks without token vectors (null)", [ids[r] for r in np.flatnonzero(counts < 0)])
+    flag("tokens:chunks with an empty list of token vectors", [ids[r] for r in np.flatnonzero(counts == 0)])
+    if count_tokens is not None:
+        want = np.asarray(count_tokens(batch.column("text").to_pylist()), np.int64)
+        wrong = np.flatnonzero((counts >= 0) & (counts != want))
+        flag("tokens:chunks whose token vectors are not one per token of their text",
+             [f"{ids[r]} ({counts[r]} for {want[r]} tokens)" for r in wrong])
+    if s.precision == "binary" or not len(col):
+        return
+    tokens, offsets = decode(col, s)
+    bad = ~np.isfinite(tokens).all(axis=1)
+    norms = np.linalg.norm(np.where(np.isfinite(tokens), tokens, 0), axis=1)
+    # float16 storage rounds each component: a unit vector's norm moves by up to ~1e-3
+    bad |= np.abs(norms - 1.0) > (4e-3 if s.precision == "float16" else 1e-3)
+    rows = np.unique(np.searchsorted(offsets, np.flatnonzero(bad), side="right") - 1)
+    flag("tokens:chunks with NaN, infinite or non-unit token vectors", [ids[r] for r in rows])
