@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from . import faults
+from . import faults, spaces
 from .errors import UsageError
 from .signals import no_interrupt
 from .store import (
@@ -337,6 +337,8 @@ def _table_stats(db: str | os.PathLike, table: str) -> dict[str, Any]:
             entry["metric"] = st.distance_type
         indexes.append(entry)
     versions = tbl.list_versions()
+    rows = tbl.count_rows()
+    representations = [r.stats(tbl, model, rows) for r in spaces.of_meta(model)]
     return {
         "db": str(db), "table": table, "rows": tbl.count_rows(),
         "documents": pc.count_distinct(docs).as_py() if len(docs) else 0,
@@ -345,6 +347,7 @@ def _table_stats(db: str | os.PathLike, table: str) -> dict[str, Any]:
         "oldest_version_at": str(versions[0]["timestamp"]) if versions else None,
         "size_bytes": disk_usage(table_path(db, table)), "indexes": indexes,
         "indexed_at_version": state.get("version"), "model_meta": model,
+        "representations": representations,
     }
 
 
@@ -363,6 +366,15 @@ def format_stats(stats: dict[str, Any]) -> str:
         f"size      {format_size(stats['size_bytes'])}   version {stats['version']} "
         f"({stats['versions']} kept, oldest {stats['oldest_version_at']})",
     ]
+    for i, rep in enumerate(stats.get("representations", [])):
+        what = f"{rep['column']}: {rep['representation']}, dim {rep['dim']}"
+        if "precision" in rep:
+            what += (f", {rep['precision']}, pool {rep['pool']:g}: {rep['tokens']:,} tokens "
+                     f"({rep['tokens_per_chunk']:g} a chunk), {rep['bytes_per_token']:g} bytes a token, "
+                     f"{rep['bytes_per_chunk']:,.0f} a chunk")
+        else:
+            what += f", {rep['bytes_per_chunk']:,} bytes a chunk"
+        lines.append(f"{'stores' if i == 0 else '':<10}{what}")
     if not stats["indexes"]:
         lines.append("indexes   none (exact search)")
     for i, entry in enumerate(stats["indexes"]):

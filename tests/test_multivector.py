@@ -265,3 +265,18 @@ def test_doctor_checks_the_token_column(stores, tmp_path):
     assert any("1 chunks with an empty list of token vectors" in m and ids[0] in m for m in messages)
     assert any("not one per token of their text" in m and ids[1] in m for m in messages)
     assert any("NaN, infinite or non-unit" in m and ids[2] in m for m in messages)
+
+
+def test_index_stats_shows_bytes_per_token_and_per_chunk(stores):
+    from arrowsmith.commands.index import table_stats
+
+    reps = {r["representation"]: r for r in table_stats(stores["naive-bin"])["representations"]}
+    t = stored(stores["naive-bin"])
+    n_tokens = sum(len(x) for x in t.column("tokens").to_pylist())
+    assert reps["dense"]["bytes_per_chunk"] == 384 * 4
+    assert (reps["multivector"]["tokens"], reps["multivector"]["bytes_per_token"]) == (n_tokens, 48)
+    assert reps["multivector"]["bytes_per_chunk"] == pytest.approx(48 * n_tokens / t.num_rows, abs=0.1)
+    assert [r["representation"] for r in table_stats(stores["plain"])["representations"]] == ["dense"]
+    r = run(["index", "--db", str(stores["naive-f16"]), "--stats"])
+    assert r.exit_code == 0 and "float16, pool 1" in r.stdout_bytes.decode() and "768 bytes a token" in \
+        r.stdout_bytes.decode()

@@ -63,3 +63,9 @@ def check_batch(col: pa.Array, ids: list, dim: int, normalised: bool, flag: Call
         off = finite & (np.abs(norms - 1.0) > NORM_TOLERANCE)
         flag(f"vector:vectors whose norm is not 1 ± {NORM_TOLERANCE:g} though the model normalises",
              [f"{ids[r]} (norm {norms[r]:.4f})" for r in np.flatnonzero(off)])
+
+
+def stats(tbl: Any, model_meta: dict[str, Any], rows: int) -> dict[str, Any]:
+    """``index --stats``: what this representation stores."""
+    dim = dim_of(tbl.schema) or int(model_meta.get("dim") or 0)
+    return {"representation": NAME, "column": COLUMN, "dim": dim, "bytes_per_chunk": dim * 4}

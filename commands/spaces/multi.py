@@ -188,3 +188,17 @@ def check_batch(batch: pa.RecordBatch, ids: list, s: TokenSettings, flag: Callab
     bad |= np.abs(norms - 1.0) > (4e-3 if s.precision == "float16" else 1e-3)
     rows = np.unique(np.searchsorted(offsets, np.flatnonzero(bad), side="right") - 1)
     flag("tokens:chunks with NaN, infinite or non-unit token vectors", [ids[r] for r in rows])
+
+
+def stats(tbl: Any, model_meta: dict[str, Any], rows: int) -> dict[str, Any]:
+    """``index --stats``: token vectors stored, bytes per token and per chunk (one scan of the
+    column's list lengths, in bounded batches)."""
+    from arrowsmith.commands.store import scan_batches
+
+    s = settings_of(model_meta)
+    tokens = sum(int(np.asarray(b.column(COLUMN).value_lengths().fill_null(0)).sum())
+                 for b in scan_batches(tbl, [COLUMN]))
+    per_chunk = tokens / rows if rows else 0.0
+    return {"representation": NAME, "column": COLUMN, "dim": s.dim, "precision": s.precision,
+            "pool": s.pool, "tokens": tokens, "tokens_per_chunk": round(per_chunk, 1),
+            "bytes_per_token": s.bytes_per_token, "bytes_per_chunk": round(per_chunk * s.bytes_per_token, 1)}
