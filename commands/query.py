@@ -413,6 +413,9 @@ class _Searcher:
         _refuse_unused_tuning(self, nprobes, refine_factor, ef)
         self.rows = tbl.count_rows()
         self.doc_of: dict[str, str] = {}  # chunk id -> doc_id, learnt from every search (for --by doc)
+        # chunk id -> LanceDB row id, learnt from first stages when a rerank will fetch their tokens;
+        # valid for this searcher's table version (row ids move on compaction)
+        self.row_of: dict[str, int] = {}
 
     def dense(self, vectors: np.ndarray, depth: int) -> list[Hits]:
         if self.compressed is not None:
@@ -421,6 +424,8 @@ class _Searcher:
         q = self.tbl.search(vectors if len(vectors) > 1 else vectors[0], vector_column_name=dense.COLUMN)
         q = q.distance_type(self.metric)
         q = q.select(["id", "doc_id", "_distance"]).limit(depth)  # naming _distance keeps lance quiet
+        if self.tokens is not None:
+            q = q.with_row_id(True)  # a rerank fetches the candidates' tokens by row id
         if self.where:
             q = q.where(self.where, prefilter=True)
         if self.exact:
@@ -433,6 +438,7 @@ class _Searcher:
         scores = _cosine(res["_distance"].to_numpy(zero_copy_only=False), self.metric)
         row_ids = res["id"].to_pylist()
         self.doc_of.update(zip(row_ids, res["doc_id"].to_pylist(), strict=True))
+        self._learn_row_ids(res)
         out = []
         for i in range(len(vectors)):
             sel = np.flatnonzero(qi == i)  # LanceDB returns each query's rows best first
@@ -441,6 +447,8 @@ class _Searcher:
 
     def fts(self, text: str, depth: int) -> Hits:
         q = self.tbl.search(text, query_type="fts").select(["id", "doc_id", "_score"]).limit(depth)
+        if self.tokens is not None:
+            q = q.with_row_id(True)
         if self.where:
             q = q.where(self.where, prefilter=True)
         try:
@@ -452,13 +460,30 @@ class _Searcher:
             raise
         ids = res["id"].to_pylist()
         self.doc_of.update(zip(ids, res["doc_id"].to_pylist(), strict=True))
+        self._learn_row_ids(res)
         return Hits(ids, res["_score"].to_numpy(zero_copy_only=False).astype(np.float32))
+
+    def _learn_row_ids(self, res: pa.Table) -> None:
+        if "_rowid" in res.column_names:
+            self.row_of.update(zip(res["id"].to_pylist(), res["_rowid"].to_pylist(), strict=True))
+
+    def token_rows(self, ids: list[str]) -> pa.Table:
+        """(id, tokens) of these chunks: taken by the row ids the first stage returned (a read of
+        those rows only), else found by id (a filtered scan: the compressed index gives ids only)."""
+        known = [self.row_of[i] for i in ids if i in self.row_of]
+        parts = []
+        if known:
+            parts.append(self.tbl.take_row_ids(known).select(["id", multi.COLUMN]).to_arrow())
+        rest = [i for i in ids if i not in self.row_of]
+        if rest:
+            parts.append(self.rows_for(rest, columns=["id", multi.COLUMN]))
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
     def rerank_maxsim(self, query: np.ndarray, hits: Hits) -> Hits:
         """The first stage's candidates ordered by MaxSim; their first-stage rank and score kept."""
         if not hits.ids:
             return Hits([], np.empty(0, np.float32), np.empty(0, np.int32), np.empty(0, np.float32))
-        rows = self.rows_for(hits.ids, columns=["id", multi.COLUMN])
+        rows = self.token_rows(hits.ids)
         pos = {rid: i for i, rid in enumerate(rows["id"].to_pylist())}
         tokens, offsets = multi.decode(rows[multi.COLUMN], self.tokens)
         scores = multi.maxsim([query], tokens, offsets)[0]

@@ -1,0 +1,185 @@
+"""Token vectors and MaxSim (issue 19): what they cost, measured side by side in one process.
+
+    .venv/bin/python benchmarks/maxsim.py [--docs 400] [--rounds 2] [--rows 10000,100000]
+    .venv/bin/python benchmarks/maxsim.py --write-limit DIR    # the LIMIT-style set, for `eval`
+
+1. embed: the same chunked Cranfield abstracts through ``embed_batches`` (the model loaded once),
+   plain and with ``--multivector`` at each precision (and pooled), rounds interleaved, best kept:
+   tokens/s and the ratio to plain; bytes per token and per chunk of each precision.
+2. rerank latency: generated tables of N one-chunk rows (clustered unit vectors, 48 random unit
+   token vectors a chunk, binary), one query at a time: ``search(mode=vector)`` against
+   ``search(mode=vector, rerank="maxsim:100")``, p50/p95, the difference is MaxSim's cost.
+3. `query` with one text, the whole process, with and without the rerank (the default auto on a
+   table with token vectors), median of 5.
+
+Quality is `arrowsmith eval` (benchmarks/RESULTS.md names the commands): every mode on Cranfield
+and on the LIMIT-style set this script writes with --write-limit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from embed import CORPUS, ROOT, read_docs
+
+
+def cpu_flags() -> str:
+    flags = set(Path("/proc/cpuinfo").read_text().split("flags")[1].split("\n")[0].split())
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
+
+
+def embed_cost(n_docs: int, rounds: int) -> None:
+    from arrowsmith.commands.chunk import chunk_documents, make_chunker
+    from arrowsmith.commands.embed import embed_batches
+    from arrowsmith.plugins.registry import load_model
+
+    docs = pa.Table.from_pylist(read_docs(CORPUS, n_docs))
+    chunker = make_chunker("sentences", "model:all-MiniLM-L6-v2", 128, 0)
+    chunked = pa.Table.from_batches(list(chunk_documents(iter(docs.to_batches()), strategy="sentences",
+                                                         tokenizer=chunker.tokenizer, max_tokens=128)))
+    model = load_model(None, device="cpu", dtype="fp32")
+    variants = {"plain": {}, "binary": {"multivector": True},
+                "float16": {"multivector": True, "token_precision": "float16"},
+                "float32": {"multivector": True, "token_precision": "float32"},
+                "binary, pool 2": {"multivector": True, "token_pool": 2.0}}
+    best: dict[str, float] = {}
+    size: dict[str, tuple[int, int, int]] = {}
+    list(embed_batches(chunked.to_batches(), model, **variants["plain"]))  # warm-up: weights, kernels
+    for _ in range(rounds):
+        for name, opts in variants.items():
+            t0 = time.perf_counter()
+            out = pa.Table.from_batches(list(embed_batches(chunked.to_batches(), model, **opts)))
+            best[name] = min(best.get(name, 1e9), time.perf_counter() - t0)
+            tokens = int(pa.compute.sum(pa.compute.list_value_length(out["tokens"])).as_py()) \
+                if "tokens" in out.column_names else 0
+            size[name] = (out.num_rows, tokens, out["tokens"].nbytes if tokens else 0)
+    n_tokens = size["float32"][1]
+    print(f"\n## embed, {n_docs} Cranfield abstracts, {size['plain'][0]:,} chunks, {n_tokens:,} content "
+          f"tokens (fp32, {cpu_flags()})")
+    print("| variant | seconds | content tokens/s | × plain | tokens stored | bytes a token | bytes a chunk |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name in variants:
+        rows, tokens, nbytes = size[name]
+        per_token = nbytes / tokens if tokens else 0
+        print(f"| {name} | {best[name]:.2f} | {n_tokens / best[name]:,.0f} | {best['plain'] / best[name]:.3f} | "
+              f"{tokens:,} | {per_token:.1f} | {nbytes / rows:,.0f} |")
+
+
+def generated_store(root: Path, n: int, tokens_per_chunk: int = 48) -> str:
+    import lancedb
+
+    from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
+    from arrowsmith.commands.spaces import multi
+    from arrowsmith.commands.synthetic import clustered_vectors, generated_table
+
+    vectors = clustered_vectors(n, seed=3)
+    table = generated_table(vectors)
+    settings = multi.TokenSettings(384)
+    rng = np.random.default_rng(4)
+    cols = []
+    for start in range(0, n, 10_000):
+        m = min(10_000, n - start)
+        t = rng.standard_normal((m * tokens_per_chunk, 384), dtype=np.float32)
+        t /= np.linalg.norm(t, axis=1, keepdims=True)
+        cols.append(multi.column(list(t.reshape(m, tokens_per_chunk, 384)), settings))
+    meta = read_meta(table.schema)[MODEL]
+    meta[multi.META_KEY] = settings.as_meta()
+    table = table.append_column(multi.field(settings), pa.chunked_array(cols))
+    table = table.replace_schema_metadata(stage_metadata("embed", model=meta))
+    db = str(root / f"gen{n}")
+    lancedb.connect(db).create_table("chunks", table)
+    return db
+
+
+def rerank_latency(rows: list[int], n_queries: int = 40) -> None:
+    from arrowsmith.commands.query import QueryStats, search
+    from arrowsmith.commands.synthetic import query_vectors
+    from arrowsmith.plugins.registry import load_model
+
+    model = load_model(None, device="cpu", dtype="fp32")
+    texts = [f"generated query number {i} about a topic" for i in range(n_queries)]
+    print(f"\n## rerank maxsim:100 latency, one query at a time ({n_queries} queries, k 10, {cpu_flags()})")
+    print("| rows | vector p50 / p95 ms | vector + rerank p50 / p95 ms | added p50 / p95 ms |")
+    print("|---:|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in rows:
+            db = generated_store(Path(tmp), n)
+            from arrowsmith.commands.synthetic import clustered_vectors
+
+            qv = query_vectors(clustered_vectors(n, seed=3), n_queries)
+            times: dict[str, list[float]] = {"plain": [], "rerank": []}
+            embed_ms = []
+            for i in range(n_queries):
+                for name, rr in (("plain", None), ("rerank", "maxsim:100")):
+                    stats = QueryStats()
+                    search(db, [texts[i]], k=10, mode="vector", query_vectors=qv[i:i + 1], model=model, rerank=rr,
+                           stats=stats)
+                    # search time only: the query's token vectors are embedding, reported apart
+                    times[name].append(stats.search_s * 1000)
+                    if rr:
+                        embed_ms.append(stats.embed_s * 1000)
+            p = {k: (np.percentile(v[2:], 50), np.percentile(v[2:], 95)) for k, v in times.items()}
+            print(f"| {n:,} | {p['plain'][0]:.1f} / {p['plain'][1]:.1f} | {p['rerank'][0]:.1f} / "
+                  f"{p['rerank'][1]:.1f} | {p['rerank'][0] - p['plain'][0]:.1f} / "
+                  f"{p['rerank'][1] - p['plain'][1]:.1f} |")
+            print(f"|  | (the query's token vectors, numpy forward pass: p50 {np.percentile(embed_ms, 50):.1f} ms) "
+                  "| | |")
+
+
+def one_query_process() -> None:
+    """Whole `arrowsmith query` processes on a small store with token vectors (auto: reranked)."""
+    exe = [sys.executable, "-m", "arrowsmith.cli"]
+    with tempfile.TemporaryDirectory() as tmp:
+        db = str(Path(tmp) / "db")
+        chunked = subprocess.run([*exe, "chunk", str(ROOT / "samples"), "--max-tokens", "64"], capture_output=True,
+                                 check=True).stdout
+        subprocess.run([*exe, "embed", "--multivector", "--db", db], input=chunked, capture_output=True,
+                       check=True)
+        subprocess.run([*exe, "index", "--db", db], capture_output=True, check=True)
+        out = {}
+        for name, extra in (("hybrid", ["--mode", "hybrid"]), ("auto = hybrid + maxsim:100", [])):
+            runs = []
+            for _ in range(5):
+                t0 = time.perf_counter()
+                subprocess.run([*exe, "query", "--db", db, "why is the sky blue", *extra], capture_output=True,
+                               check=True)
+                runs.append(time.perf_counter() - t0)
+            out[name] = statistics.median(runs)
+    print(f"\n## `query` one text, whole process, median of 5 ({cpu_flags()})")
+    for name, s in out.items():
+        print(f"- {name}: {s:.2f} s")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--docs", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--rows", default="10000,100000")
+    ap.add_argument("--write-limit", type=Path, help="write the LIMIT-style set (BEIR layout) and stop")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: embed,rerank,process")
+    args = ap.parse_args()
+    if args.write_limit:
+        from arrowsmith.commands.synthetic import likes_collection, write_beir
+
+        write_beir(args.write_limit, *likes_collection(people=25, distractors=2000))
+        print(f"wrote {args.write_limit}: 2,025 documents, 150 queries, 4 relevant each")
+        return
+    skip = set(args.skip.split(","))
+    if "embed" not in skip:
+        embed_cost(args.docs, args.rounds)
+    if "rerank" not in skip:
+        rerank_latency([int(x) for x in args.rows.split(",")])
+    if "process" not in skip:
+        one_query_process()
+
+
+if __name__ == "__main__":
+    main()
