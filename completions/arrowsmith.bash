@@ -13,11 +13,12 @@ _arrowsmith() {
         compress:--format|compress:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
         embed:--dtype) COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         embed:--late-specials) COMPREPLY=($(compgen -W "exclude include" -- "$cur")); return ;;
+        embed:--token-precision) COMPREPLY=($(compgen -W "binary float16 float32" -- "$cur")); return ;;
         embed:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
         embed:--format|embed:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
         embed:--engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;
         eval:--chunker) COMPREPLY=($(compgen -W "tokens sentences markdown none" -- "$cur")); return ;;
-        eval:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid" -- "$cur")); return ;;
+        eval:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid maxsim" -- "$cur")); return ;;
         eval:--fusion) COMPREPLY=($(compgen -W "rrf mix" -- "$cur")); return ;;
         eval:--by) COMPREPLY=($(compgen -W "chunk doc" -- "$cur")); return ;;
         eval:--test) COMPREPLY=($(compgen -W "bootstrap permutation" -- "$cur")); return ;;
@@ -26,7 +27,7 @@ _arrowsmith() {
         index:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
         index:--type) COMPREPLY=($(compgen -W "auto ivf_pq ivf_hnsw_sq none" -- "$cur")); return ;;
         index:--metric) COMPREPLY=($(compgen -W "cosine l2 dot" -- "$cur")); return ;;
-        query:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid" -- "$cur")); return ;;
+        query:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid maxsim" -- "$cur")); return ;;
         query:--fusion) COMPREPLY=($(compgen -W "rrf mix" -- "$cur")); return ;;
         query:--by) COMPREPLY=($(compgen -W "chunk doc" -- "$cur")); return ;;
         query:--format|query:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
@@ -40,11 +41,11 @@ _arrowsmith() {
         compress) opts="--db --table -t --method --rescore --rescore-with --bytes --report --methods --queries --sample --qrels --k --budget --plot --drop --output -o --format -f --wait" ;;
         distill) opts="--output -o --model -m --dim --vocab --corpus --text-col --min-count --max-words --drop-tokens --device --overwrite" ;;
         doctor) opts="--db --table -t --fix --grace --json --wait" ;;
-        embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows --engine --ray-address --workers --gpus-per-worker --cpus-per-worker" ;;
+        embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --multivector --token-precision --token-pool --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows --engine --ray-address --workers --gpus-per-worker --cpus-per-worker" ;;
         eval) opts="--split --k --metric --qrels --queries --run --db --table -t --model -m --chunker --max-tokens --overlap --late --naive --mode --fusion --rrf-k --alpha --by --exact --ann --compare -c --configs --baseline --test --resamples --seed --no-title --json --markdown --plot --plot-kind --device --dtype --workdir --save-runs --ignore-identical-ids" ;;
         index) opts="--db --table -t --input-format --type --partitions --sub-vectors --metric --fts --no-fts --scalar --force --no-force --optimize --keep --grace --stats --json --replace --prune --checkpoint-rows --wait" ;;
         models) opts="--json --check" ;;
-        query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --ann --compressed --no-compressed --output -o --format -f" ;;
+        query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --ann --rerank --compressed --no-compressed --output -o --format -f" ;;
         tune) opts="--output -o --pairs --data --split --unsupervised --corpus --db --table -t --input-format --query-col --positive-col --negative-col --query-id-col --id-col --text-col --title-col --min-grade --guide --hard-negatives --max-pairs --matryoshka --lora --model -m --epochs --batch-size --lr --max-seq-tokens --device --seed --checkpoint-steps --resume --no-resume --overwrite --eval --eval-split --allow-overlap --resamples" ;;
     esac
     if [[ "$cur" == -* || -z "$cmd" ]]; then
