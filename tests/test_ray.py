@@ -122,11 +122,13 @@ def no_ray_start(monkeypatch):
 # ------------------------------------------------------------------ same results as the local engine
 
 
-@pytest.mark.parametrize("late, dest, workers", [(False, "-o", "2"), (True, "--db", "1")],
-                         ids=["naive-o", "late-db"])
+@pytest.mark.parametrize("late, dest, workers, tokens", [(False, "-o", "2", False),
+                                                         (True, "--db", "1", False), (True, "-o", "1", True)],
+                         ids=["naive-o", "late-db", "late-o-multivector"])
 def test_ray_vectors_and_doc_keys_equal_the_local_engine(ray_address, chunked, tmp_path, late, dest,
-                                                         workers):
+                                                         workers, tokens):
     mode = ["--late"] if late else []
+    mode += ["--multivector", "--token-precision", "float32"] if tokens else []
     out = {}
     for engine in ("local", "ray"):
         target = tmp_path / (f"{engine}.arrows" if dest == "-o" else f"{engine}-store")
@@ -151,6 +153,13 @@ def test_ray_vectors_and_doc_keys_equal_the_local_engine(ray_address, chunked, t
     a, b = (np.asarray(t.column("vector").combine_chunks().flatten()).reshape(t.num_rows, -1)
             for t in (local, ray_out))
     assert np.abs(a - b).max() <= 1e-5
+    if tokens:  # the workers' token vectors come back with the group's batch, equal to the local ones
+        from arrowsmith.commands.spaces import multi
+
+        settings = multi.TokenSettings(384, "float32")
+        (ta, oa), (tb, ob) = (multi.decode(t.column("tokens"), settings) for t in (local, ray_out))
+        assert (oa == ob).all() and len(ta) > 0
+        assert np.abs(ta - tb).max() <= 1e-5
 
 
 def test_rerun_embeds_nothing_without_starting_ray_then_replaces_and_prunes(
