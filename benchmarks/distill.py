@@ -33,22 +33,7 @@ import time
 from pathlib import Path
 
 import pyarrow as pa
-
-ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "data" / "cranfield" / "corpus.jsonl"
-
-BASELINE = """
-import json, sys
-import numpy as np
-from sentence_transformers import SentenceTransformer
-texts = json.load(open(sys.argv[2]))
-model = SentenceTransformer(sys.argv[1], device="cpu")
-np.save(sys.argv[3], model.encode(texts, batch_size=32))
-"""
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "arrowsmith.cli", *args]
+from embed import BASELINE, CORPUS, cli  # the same corpus and plain-encode baseline as embed.py
 
 
 def timed(cmd: list[str]) -> tuple[float, float]:
