@@ -64,13 +64,14 @@ def embed_cost(n_docs: int, rounds: int) -> None:
     n_tokens = size["float32"][1]
     print(f"\n## embed, {n_docs} Cranfield abstracts, {size['plain'][0]:,} chunks, {n_tokens:,} content "
           f"tokens (fp32, {cpu_flags()})")
-    print("| variant | seconds | content tokens/s | × plain | tokens stored | bytes a token | bytes a chunk |")
+    print("| variant | seconds | content tokens/s | × plain | tokens stored | bytes a token "
+          "| bytes a chunk |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name in variants:
         rows, tokens, nbytes = size[name]
         per_token = nbytes / tokens if tokens else 0
-        print(f"| {name} | {best[name]:.2f} | {n_tokens / best[name]:,.0f} | {best['plain'] / best[name]:.3f} | "
-              f"{tokens:,} | {per_token:.1f} | {nbytes / rows:,.0f} |")
+        print(f"| {name} | {best[name]:.2f} | {n_tokens / best[name]:,.0f} | "
+              f"{best['plain'] / best[name]:.3f} | {tokens:,} | {per_token:.1f} | {nbytes / rows:,.0f} |")
 
 
 def generated_store(root: Path, n: int, tokens_per_chunk: int = 48) -> str:
@@ -120,8 +121,8 @@ def rerank_latency(rows: list[int], n_queries: int = 40) -> None:
             for i in range(n_queries):
                 for name, rr in (("plain", None), ("rerank", "maxsim:100")):
                     stats = QueryStats()
-                    search(db, [texts[i]], k=10, mode="vector", query_vectors=qv[i:i + 1], model=model, rerank=rr,
-                           stats=stats)
+                    search(db, [texts[i]], k=10, mode="vector", query_vectors=qv[i:i + 1], model=model,
+                           rerank=rr, stats=stats)
                     # search time only: the query's token vectors are embedding, reported apart
                     times[name].append(stats.search_s * 1000)
                     if rr:
@@ -130,8 +131,8 @@ def rerank_latency(rows: list[int], n_queries: int = 40) -> None:
             print(f"| {n:,} | {p['plain'][0]:.1f} / {p['plain'][1]:.1f} | {p['rerank'][0]:.1f} / "
                   f"{p['rerank'][1]:.1f} | {p['rerank'][0] - p['plain'][0]:.1f} / "
                   f"{p['rerank'][1] - p['plain'][1]:.1f} |")
-            print(f"|  | (the query's token vectors, numpy forward pass: p50 {np.percentile(embed_ms, 50):.1f} ms) "
-                  "| | |")
+            embed_p50 = np.percentile(embed_ms, 50)
+            print(f"|  | (the query's token vectors, numpy forward pass: p50 {embed_p50:.1f} ms) | | |")
 
 
 def one_query_process() -> None:
@@ -139,8 +140,8 @@ def one_query_process() -> None:
     exe = [sys.executable, "-m", "arrowsmith.cli"]
     with tempfile.TemporaryDirectory() as tmp:
         db = str(Path(tmp) / "db")
-        chunked = subprocess.run([*exe, "chunk", str(ROOT / "samples"), "--max-tokens", "64"], capture_output=True,
-                                 check=True).stdout
+        chunked = subprocess.run([*exe, "chunk", str(ROOT / "samples"), "--max-tokens", "64"],
+                                 capture_output=True, check=True).stdout
         subprocess.run([*exe, "embed", "--multivector", "--db", db], input=chunked, capture_output=True,
                        check=True)
         subprocess.run([*exe, "index", "--db", db], capture_output=True, check=True)
@@ -149,8 +150,8 @@ def one_query_process() -> None:
             runs = []
             for _ in range(5):
                 t0 = time.perf_counter()
-                subprocess.run([*exe, "query", "--db", db, "why is the sky blue", *extra], capture_output=True,
-                               check=True)
+                subprocess.run([*exe, "query", "--db", db, "why is the sky blue", *extra],
+                               capture_output=True, check=True)
                 runs.append(time.perf_counter() - t0)
             out[name] = statistics.median(runs)
     print(f"\n## `query` one text, whole process, median of 5 ({cpu_flags()})")
