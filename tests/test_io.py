@@ -380,3 +380,34 @@ def test_the_cli_table_renders_rows(tmp_path):
     lines = path.read_text().splitlines()
     assert lines[0].split() == ["id", "text", "n"]
     assert lines[2].split()[0] == "a" and lines[3].split()[0] == "007"
+
+
+def test_a_stream_without_its_end_marker_is_truncated_from_a_file_a_pipe_and_after_another_stream(tmp_path):
+    """Issue 21: pyarrow reads a stream cut at a batch boundary as complete; every reader of Arrow
+    streams refuses it naming the input and the rows read, whole streams before it included."""
+    from conftest import EOS_MARKER
+
+    from arrowsmith.commands.errors import DataError
+    from arrowsmith.commands.io import read_batches
+
+    t = pa.table({"id": ["a", "b", "c"], "text": ["x", "y", "z"]})
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, t.schema) as w:
+        for b in t.to_batches(max_chunksize=1):
+            w.write_batch(b)
+    whole = sink.getvalue()
+    assert whole.endswith(EOS_MARKER)
+    cut = whole[:-len(EOS_MARKER)]
+    (tmp_path / "whole.arrows").write_bytes(whole + whole)  # concatenated, both whole: 6 rows
+    assert sum(b.num_rows for b in read_batches(str(tmp_path / "whole.arrows"))) == 6
+    (tmp_path / "cut.arrows").write_bytes(whole + cut)
+    with pytest.raises(DataError, match=r"cut.arrows: truncated Arrow IPC stream: stream 2 ended after row 3 "
+                                        r"\(6 rows read in all\) without its end-of-stream marker"):
+        list(read_batches(str(tmp_path / "cut.arrows")))
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    writer = threading.Thread(target=lambda: fifo.write_bytes(cut))
+    writer.start()
+    with pytest.raises(DataError, match="pipe: truncated Arrow IPC stream: stream 1 ended after row 3"):
+        list(read_batches(str(fifo)))
+    writer.join(timeout=60)
