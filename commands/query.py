@@ -495,10 +495,10 @@ class _Searcher:
 
     def maxsim_all(self, query: np.ndarray, depth: int) -> Hits:
         """MaxSim over the whole table: LanceDB's multivector search for float token vectors, an
-        exhaustive scan in bounded batches for binary ones (LanceDB's is cosine over floats only)."""
+        exhaustive scan in bounded batches for packed ones (LanceDB's reads floats only)."""
         if len(query) == 0:
             return Hits([], np.empty(0, np.float32))
-        if self.tokens.precision != "binary":
+        if self.tokens.precision in multi.FLOAT_PRECISIONS:
             q = self.tbl.search(query, vector_column_name=multi.COLUMN).distance_type("cosine")
             q = q.select(["id", "doc_id", "_distance"]).limit(depth)
             if self.where:

@@ -39,7 +39,8 @@ def stores(chunked, tmp_path_factory) -> dict[str, Path]:
     for name, extra in {"naive-f32": ["--multivector", "--token-precision", "float32"],
                         "late-f32": ["--late", "--multivector", "--token-precision", "float32"],
                         "naive-f16": ["--multivector", "--token-precision", "float16"],
-                        "naive-bin": ["--multivector"],
+                        "naive-bin": ["--multivector", "--token-precision", "binary"],
+                        "naive-int4": ["--multivector"],
                         "plain": []}.items():
         db = root / name
         r = run([*EMBED, "--db", str(db), *extra], input=chunked)
@@ -75,6 +76,8 @@ def test_stored_token_vectors_are_encode_tokens_content_tokens(stores, model):
     t = stored(stores["naive-f32"])
     settings = multi.settings_of(json.loads(t.schema.metadata[b"arrowsmith.model"]))
     assert settings == multi.TokenSettings(384, "float32", 1.0)
+    assert multi.settings_of(json.loads(stored(stores["naive-int4"]).schema.metadata[b"arrowsmith.model"])
+                             ).precision == "int4"  # the default
     tokens, offsets = multi.decode(t.column("tokens"), settings)
     ref = reference_tokens(model, t.column("text").to_pylist())
     assert [len(r) for r in ref] == np.diff(offsets).tolist()  # one vector per content token
@@ -97,6 +100,10 @@ def test_float16_and_binary_tokens_are_the_float32_ones_at_their_precision(store
     assert np.abs(t16 - t32).max() < 1e-3  # float16's half-ulp at |x| < 1
     assert ((tb > 0) == (t32 > 0)).all()  # the sign bits
     assert np.allclose(np.abs(tb), 1 / np.sqrt(384))
+    t4, off4 = multi.decode(stored(stores["naive-int4"]).column("tokens"), multi.TokenSettings(384, "int4"))
+    assert (off == off4).all()
+    step = np.abs(t32).max(axis=1, keepdims=True) / 7.5  # 16 levels over each token's range
+    assert (np.abs(t4 - t32) <= step / 2 + 1e-3).all()
     assert stored(stores["naive-bin"]).column("tokens").nbytes < f32.column("tokens").nbytes / 30
 
 
@@ -116,7 +123,7 @@ def numpy_maxsim(q: np.ndarray, d: np.ndarray) -> float:
     return float((q @ d.T).max(axis=1).mean())
 
 
-@pytest.mark.parametrize("store", ["naive-f32", "naive-bin"])
+@pytest.mark.parametrize("store", ["naive-f32", "naive-bin", "naive-int4"])
 def test_rerank_scores_are_maxsim_and_order_the_first_stage(stores, store, model):
     db = stores[store]
     r = run(["query", "--db", str(db), *QUERIES, "--mode", "vector", "--rerank", "maxsim:20", "-k", "5",
@@ -157,7 +164,7 @@ def test_mode_maxsim_float16_uses_lancedb_and_scores_as_numpy(stores, model):
 
 
 def test_auto_on_a_table_with_token_vectors_is_hybrid_reranked(stores):
-    r = run(["query", "--db", str(stores["naive-bin"]), QUERIES[0], "-k", "3", "-f", "arrows"])
+    r = run(["query", "--db", str(stores["naive-int4"]), QUERIES[0], "-k", "3", "-f", "arrows"])
     assert r.exit_code == 0, r.stderr
     out = read_ipc(r.stdout_bytes)
     assert "first_rank" in out.column_names
@@ -276,7 +283,26 @@ def test_index_stats_shows_bytes_per_token_and_per_chunk(stores):
     assert reps["dense"]["bytes_per_chunk"] == 384 * 4
     assert (reps["multivector"]["tokens"], reps["multivector"]["bytes_per_token"]) == (n_tokens, 48)
     assert reps["multivector"]["bytes_per_chunk"] == pytest.approx(48 * n_tokens / t.num_rows, abs=0.1)
+    int4 = [r for r in table_stats(stores["naive-int4"])["representations"] if "precision" in r][0]
+    assert (int4["precision"], int4["bytes_per_token"]) == ("int4", 194)
     assert [r["representation"] for r in table_stats(stores["plain"])["representations"]] == ["dense"]
     r = run(["index", "--db", str(stores["naive-f16"]), "--stats"])
     assert r.exit_code == 0 and "float16, pool 1" in r.stdout_bytes.decode() and "768 bytes a token" in \
         r.stdout_bytes.decode()
+
+
+def test_mode_maxsim_on_packed_tokens_scans_the_table_and_scores_as_numpy(stores, model):
+    db = stores["naive-int4"]
+    where = "doc_id != 'sky.md'"
+    r = run(["query", "--db", str(db), QUERIES[0], "--mode", "maxsim", "-k", "4", "--where", where,
+             "-f", "arrows"])
+    assert r.exit_code == 0, r.stderr
+    hits = read_ipc(r.stdout_bytes).to_pylist()
+    t = stored(db)
+    tokens, offsets = multi.decode(t.column("tokens"), multi.TokenSettings(384, "int4"))
+    q = model.encode_token_vectors(QUERIES[:1], "query")[0]
+    rows = zip(t.column("id").to_pylist(), t.column("doc_id").to_pylist(), strict=True)
+    ref = sorted(((numpy_maxsim(q, tokens[offsets[i]:offsets[i + 1]]), rid)
+                  for i, (rid, doc) in enumerate(rows) if doc != "sky.md"), reverse=True)[:4]
+    assert [h["id"] for h in hits] == [rid for _, rid in ref]
+    assert np.allclose([h["score"] for h in hits], [s for s, _ in ref], atol=1e-5)

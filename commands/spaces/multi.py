@@ -36,9 +36,11 @@ import pyarrow as pa
 NAME = "multivector"
 COLUMN = "tokens"
 META_KEY = "multivector"  # in the arrowsmith.model metadata: the settings below, part of doc_key
-PRECISIONS = ("binary", "float16", "float32")
-DEFAULT_PRECISION = "binary"
-BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "binary": 1 / 8}
+PRECISIONS = ("int4", "binary", "float16", "float32")
+DEFAULT_PRECISION = "int4"
+BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "int4": 1 / 2, "binary": 1 / 8}
+FLOAT_PRECISIONS = ("float16", "float32")  # LanceDB's multivector type: its own MaxSim search reads them
+INT4_SCALE_BYTES = 2  # int4 rows lead with the token's scale, a float16
 
 
 @dataclass(frozen=True)
@@ -52,7 +54,8 @@ class TokenSettings:
 
     @property
     def bytes_per_token(self) -> float:
-        return self.dim * BYTES_PER_DIM[self.precision]
+        return _width(self.dim, self.precision) if self.precision in ("binary", "int4") else \
+            self.dim * BYTES_PER_DIM[self.precision]
 
 
 def present(model_meta: dict[str, Any]) -> bool:
@@ -76,15 +79,17 @@ def check_settings(precision: str, pool: float) -> None:
 
 
 def field(s: TokenSettings) -> pa.Field:
-    if s.precision == "binary":
-        inner = pa.list_(pa.uint8(), _packed_width(s.dim))
+    if s.precision in ("binary", "int4"):
+        inner = pa.list_(pa.uint8(), _width(s.dim, s.precision))
     else:
         inner = pa.list_(pa.float16() if s.precision == "float16" else pa.float32(), s.dim)
     return pa.field(COLUMN, pa.list_(inner))
 
 
-def _packed_width(dim: int) -> int:
-    return -(-dim // 8)
+def _width(dim: int, precision: str) -> int:
+    """Bytes a token of the packed precisions: 1 bit a dim (binary); a float16 scale, then 4 bits a
+    dim (int4)."""
+    return -(-dim // 8) if precision == "binary" else INT4_SCALE_BYTES + -(-dim // 2)
 
 
 # ------------------------------------------------------------------ building the column
@@ -107,8 +112,11 @@ def column(tokens: list[np.ndarray], s: TokenSettings) -> pa.Array:
     counts = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
     flat = np.concatenate(tokens) if len(tokens) and counts.sum() else np.empty((0, s.dim), np.float32)
     if s.precision == "binary":
-        width = _packed_width(s.dim)
+        width = _width(s.dim, "binary")
         values = pa.array(np.packbits(flat > 0, axis=1).reshape(-1), pa.uint8())
+    elif s.precision == "int4":
+        width = _width(s.dim, "int4")
+        values = pa.array(_int4_encode(flat).reshape(-1), pa.uint8())
     else:
         width = s.dim
         values = pa.array(flat.astype(np.float16 if s.precision == "float16" else np.float32).reshape(-1))
@@ -138,7 +146,31 @@ def decode(col: pa.Array | pa.ChunkedArray, s: TokenSettings) -> tuple[np.ndarra
     if s.precision == "binary":
         bits = np.unpackbits(raw, axis=1, count=s.dim).astype(np.float32)
         return (bits * 2.0 - 1.0) / math.sqrt(s.dim), offsets
+    if s.precision == "int4":
+        return _int4_decode(raw, s.dim), offsets
     return raw.astype(np.float32, copy=False), offsets
+
+
+def _int4_encode(x: np.ndarray) -> np.ndarray:
+    """``uint8 [n, 2 + dim/2]``: each token's scale (its largest |component| / 7.5, float16), then 16
+    levels a component, (q + 0.5)·scale for q in −8..7, two to a byte."""
+    n, dim = x.shape
+    scale = (np.abs(x).max(axis=1, keepdims=True) / 7.5).astype(np.float16)
+    s32 = np.maximum(scale.astype(np.float32), np.float32(1e-12))
+    q = np.clip(np.floor(x / s32), -8, 7).astype(np.int8) + 8  # 0..15
+    if dim % 2:
+        q = np.concatenate([q, np.full((n, 1), 8, np.int8)], axis=1)
+    packed = (q[:, 0::2].astype(np.uint8) << 4) | q[:, 1::2].astype(np.uint8)
+    return np.concatenate([scale.view(np.uint8).reshape(n, INT4_SCALE_BYTES), packed], axis=1)
+
+
+def _int4_decode(raw: np.ndarray, dim: int) -> np.ndarray:
+    scale = np.ascontiguousarray(raw[:, :INT4_SCALE_BYTES]).view(np.float16).astype(np.float32)
+    packed = raw[:, INT4_SCALE_BYTES:]
+    q = np.empty((len(raw), packed.shape[1] * 2), np.float32)
+    q[:, 0::2] = packed >> 4
+    q[:, 1::2] = packed & 0x0F
+    return (q[:, :dim] - 8 + 0.5) * scale
 
 
 def maxsim(queries: list[np.ndarray], tokens: np.ndarray, offsets: np.ndarray) -> np.ndarray:
@@ -179,8 +211,8 @@ def check_batch(batch: pa.RecordBatch, ids: list, s: TokenSettings, flag: Callab
         wrong = np.flatnonzero((counts >= 0) & (counts != want))
         flag("tokens:chunks whose token vectors are not one per token of their text",
              [f"{ids[r]} ({counts[r]} for {want[r]} tokens)" for r in wrong])
-    if s.precision == "binary" or not len(col):
-        return
+    if s.precision not in FLOAT_PRECISIONS or not len(col):
+        return  # packed codes: no NaN to find, and their norms are the quantizer's
     tokens, offsets = decode(col, s)
     bad = ~np.isfinite(tokens).all(axis=1)
     norms = np.linalg.norm(np.where(np.isfinite(tokens), tokens, 0), axis=1)
