@@ -81,8 +81,8 @@ def embed_command(
                                            "for `query --rerank maxsim` / `--mode maxsim`.")] = False,
     token_precision: Annotated[TokenPrecision, _opt("--token-precision", env="TOKEN_PRECISION",
                                                     rich_help_panel="Token vectors", help=(
-        "How token vectors are stored: int4 (194 bytes a token at 384 dims; >= 99.8% of float32's "
-        "nDCG@10 measured), binary (48; 96-100%), float16 (768), float32 (1,536); "
+        "How token vectors are stored: int4 (194 bytes a token at 384 dims; 99.5-99.8% of float32's "
+        "nDCG@10 measured), binary (48; 96.3-98.7%), float16 (768), float32 (1,536); "
         "benchmarks/RESULTS.md. float16/float32 can be searched by LanceDB's own MaxSim."))] = "int4",
     token_pool: Annotated[float, _opt("--token-pool", env="TOKEN_POOL", rich_help_panel="Token vectors",
                                       help="Keep about 1/F of each chunk's token vectors, merging "

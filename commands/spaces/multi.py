@@ -13,11 +13,13 @@ Storage (``--token-precision``; bytes per token at 384 dims):
 
 - ``float32`` (1,536) and ``float16`` (768): ``list<fixed_size_list<float{32,16}>[dim]>``,
   LanceDB's multivector type, which its own MaxSim search reads (``query --mode maxsim``).
-- ``binary`` (48, the default): the sign of each dimension, packed
-  (``list<fixed_size_list<uint8>[dim/8]>``); a float query token is scored against the signs
-  (asymmetric, as binary dense search is) and divided by sqrt(dim), so scores stay in [-1, 1].
-  It kept 99.6% of float32's nDCG@10 on the LIMIT-style set and all of it on Cranfield
-  (benchmarks/RESULTS.md), at 1/32 of the bytes.
+- ``int4`` (194, the default): each token's scale (largest |component| / 7.5, a float16) and 16
+  levels a component, two to a byte (``list<fixed_size_list<uint8>[2 + dim/2]>``). It kept 99.8%
+  of float32's nDCG@10 on the LIMIT-style set and 99.5% on Cranfield (benchmarks/RESULTS.md).
+- ``binary`` (48): the sign of each dimension, packed (``list<fixed_size_list<uint8>[dim/8]>``);
+  a float query token is scored against the signs (asymmetric, as binary dense search is) and
+  divided by sqrt(dim), so scores stay in [-1, 1]. 96.3% of float32 on the LIMIT-style set, 98.7%
+  on Cranfield.
 
 ``--token-pool F`` keeps about 1/F of a chunk's tokens, merging similar ones with
 sentence-transformers' ``HierarchicalTokenPooling`` (Ward clustering, PyLate's recipe).
