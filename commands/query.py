@@ -38,7 +38,10 @@ MODES = ("auto", "vector", "fts", "hybrid", "maxsim")
 # and the LIMIT-style set the relevant chunks that BM25 or the dense vector find at all are within
 # their first 100 (benchmarks/RESULTS.md); scoring 100 chunks' tokens costs a few ms
 RERANK_DEPTH = 100
-RERANKERS = ("maxsim",)
+# maxsim: order the candidates by MaxSim; maxsim-rrf: MaxSim's order as one more list, fused by RRF
+# with the first stage's own lists (dense and BM25 for hybrid): a rerank that cannot lose what a
+# first-stage list knows that token vectors do not (benchmarks/RESULTS.md, "Issue 19")
+RERANKERS = ("maxsim", "maxsim-rrf")
 FUSIONS = ("rrf", "mix")
 BYS = ("chunk", "doc")
 DEFAULT_FUSION = "rrf"  # see docs/query.md: measured on Cranfield
@@ -102,7 +105,7 @@ def parse_rerank(spec: str | None) -> tuple[str, int] | None:
         return None
     name, _, depth = spec.partition(":")
     if name not in RERANKERS:
-        raise UsageError(f"--rerank {spec!r}: choose maxsim or maxsim:N")
+        raise UsageError(f"--rerank {spec!r}: choose maxsim[:N] or maxsim-rrf[:N]")
     try:
         n = int(depth) if depth else RERANK_DEPTH
     except ValueError:
@@ -187,9 +190,18 @@ def _search(db, queries, *, table: str, mode: str, k: int, fusion: str, rrf_k: f
     def ranked(depth: int, todo: list[int]) -> list[Hits]:
         if reranker is None:
             return first_stage(depth, todo)
-        first = first_stage(max(depth, reranker[1]), todo)
-        return [_cut(searcher.rerank_maxsim(q_tokens[i], hits), depth)
-                for i, hits in zip(todo, first, strict=True)]
+        if reranker[0] == "maxsim":
+            first = first_stage(max(depth, reranker[1]), todo)
+            return [_cut(searcher.rerank_maxsim(q_tokens[i], hits), depth)
+                    for i, hits in zip(todo, first, strict=True)]
+        lists = _first_stage_lists(searcher, mode, texts, vectors, todo, max(depth, reranker[1]), k)
+        out = []
+        for i, parts in zip(todo, lists, strict=True):
+            first = parts[0] if len(parts) == 1 else (fuse_rrf if fusion == "rrf" else fuse_mix)(
+                *parts, rrf_k=rrf_k, alpha=alpha)
+            by_maxsim = searcher.rerank_maxsim(q_tokens[i], first)
+            out.append(_cut(_fuse_lists([*parts, by_maxsim], first, rrf_k), depth))
+        return out
 
     hits = _collect(ranked, len(ids), k, by, searcher)
     params = _params(mode, k, fusion, rrf_k, alpha, where, by)
@@ -631,6 +643,32 @@ def _ranked(searcher: _Searcher, mode: str, texts: list[str], vectors, todo: lis
     sparse = [searcher.fts(texts[i], list_depth) for i in todo]
     fuse = fuse_rrf if fusion == "rrf" else fuse_mix
     return [fuse(d, s, rrf_k=rrf_k, alpha=alpha) for d, s in zip(dense, sparse, strict=True)]
+
+
+def _first_stage_lists(searcher: _Searcher, mode: str, texts: list[str], vectors, todo: list[int],
+                       depth: int, k: int) -> list[list[Hits]]:
+    """Each query's first-stage ranked lists before any fusion: [dense, BM25] for hybrid."""
+    if mode == "vector":
+        return [[h] for h in searcher.dense(vectors[todo], depth)]
+    if mode == "fts":
+        return [[searcher.fts(texts[i], depth)] for i in todo]
+    list_depth = max(depth, HYBRID_DEPTH_FACTOR * k, HYBRID_DEPTH_MIN)
+    dense = searcher.dense(vectors[todo], list_depth)
+    return [[d, searcher.fts(texts[i], list_depth)] for i, d in zip(todo, dense, strict=True)]
+
+
+def _fuse_lists(lists: list[Hits], first: Hits, rrf_k: float) -> Hits:
+    """RRF over several lists (Σ 1/(rrf_k + rank)), each hit keeping its rank and score in ``first``."""
+    scores: dict[str, float] = {}
+    for hits in lists:
+        for rank, rid in enumerate(hits.ids, start=1):
+            scores[rid] = scores.get(rid, 0.0) + 1.0 / (rrf_k + rank)
+    fused = _sorted(scores)
+    place = {rid: j for j, rid in enumerate(first.ids)}
+    ranks = np.array([place.get(r, -1) + 1 for r in fused.ids], np.int32)
+    firsts = np.asarray(first.scores, np.float32)
+    return Hits(fused.ids, fused.scores, ranks,
+                np.array([firsts[r - 1] if r > 0 else np.nan for r in ranks], np.float32))
 
 
 def fuse_rrf(dense: Hits, sparse: Hits, *, rrf_k: float = 60, **_: Any) -> Hits:
