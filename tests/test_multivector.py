@@ -182,7 +182,7 @@ def test_refusals(stores, chunked, tmp_path):
     r = run(["query", "--db", str(stores["naive-bin"]), "x", "--rerank", "maxsim:0"])
     assert r.exit_code == 2 and "at least 1" in r.stderr
     r = run(["query", "--db", str(stores["naive-bin"]), "x", "--rerank", "colbert"])
-    assert r.exit_code == 2
+    assert r.exit_code == 2 and "maxsim-rrf" in r.stderr
     r = run([*EMBED, "--token-precision", "float16"], input=chunked)
     assert r.exit_code == 2 and "without --multivector" in r.stderr
     # a table with token vectors continued without them (and the reverse) is refused, nothing written
@@ -306,3 +306,34 @@ def test_mode_maxsim_on_packed_tokens_scans_the_table_and_scores_as_numpy(stores
                   for i, (rid, doc) in enumerate(rows) if doc != "sky.md"), reverse=True)[:4]
     assert [h["id"] for h in hits] == [rid for _, rid in ref]
     assert np.allclose([h["score"] for h in hits], [s for s, _ in ref], atol=1e-5)
+
+
+def test_rerank_maxsim_rrf_fuses_the_first_stage_lists_with_maxsim(stores, model):
+    """maxsim-rrf over hybrid: Σ 1/(60 + rank) over the dense list, the BM25 list and MaxSim's order of
+    their union, recomputed here from the plain modes and a numpy MaxSim."""
+    db = stores["naive-int4"]
+
+    def ranks(mode: str) -> list[str]:
+        r = run(["query", "--db", str(db), QUERIES[0], "--mode", mode, "-k", "100", "-f", "arrows"])
+        assert r.exit_code == 0, r.stderr
+        return read_ipc(r.stdout_bytes).column("id").to_pylist()
+
+    dense, bm25 = ranks("vector"), ranks("fts")
+    t = stored(db)
+    tokens, offsets = multi.decode(t.column("tokens"), multi.TokenSettings(384, "int4"))
+    row = {rid: i for i, rid in enumerate(t.column("id").to_pylist())}
+    q = model.encode_token_vectors(QUERIES[:1], "query")[0]
+    union = list(dict.fromkeys([*dense, *bm25]))
+    by_maxsim = sorted(union, key=lambda c: -numpy_maxsim(q, tokens[offsets[row[c]]:offsets[row[c] + 1]]))
+    want: dict[str, float] = {}
+    for ranked in (dense, bm25, by_maxsim):
+        for rank, rid in enumerate(ranked, start=1):
+            want[rid] = want.get(rid, 0.0) + 1 / (60 + rank)
+    r = run(["query", "--db", str(db), QUERIES[0], "--mode", "hybrid", "--rerank", "maxsim-rrf", "-k", "5",
+             "-f", "arrows"])
+    assert r.exit_code == 0, r.stderr
+    hits = read_ipc(r.stdout_bytes).to_pylist()
+    best = sorted(want, key=lambda c: -want[c])[:5]
+    assert [h["id"] for h in hits] == best
+    assert np.allclose([h["score"] for h in hits], [want[c] for c in best], atol=1e-6)
+    assert all(h["first_rank"] >= 1 for h in hits)
