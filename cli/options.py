@@ -164,9 +164,9 @@ OVERLAP = 0
 Mode = Annotated[
     ModeName,
     typer.Option("--mode", envvar="ARROWSMITH_MODE",
-                 help="auto: hybrid when the table has a full-text index, else vector, then reranked "
-                      "by MaxSim when it has token vectors; vector: cosine; fts: BM25; hybrid: both, "
-                      "fused; maxsim: MaxSim over every chunk's token vectors (embed --multivector)."),
+                 help="auto: hybrid when the table has a full-text index, else vector; with token "
+                      "vectors, BM25 fused with MaxSim (fts + --rerank maxsim-rrf:100); vector: cosine; "
+                      "fts: BM25; hybrid: both, fused; maxsim: MaxSim over every chunk's token vectors."),
 ]
 MODE = "auto"
 Fusion = Annotated[

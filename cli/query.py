@@ -70,7 +70,8 @@ def query_command(
     rerank: Annotated[str | None, typer.Option(
         "--rerank", envvar="ARROWSMITH_RERANK", show_default=False,
         help="maxsim[:N]: order the first stage's N candidates (default 100) by MaxSim over their token "
-             "vectors (embed --multivector) [default: maxsim:100 with --mode auto on such a table].")] = None,
+             "vectors (embed --multivector); maxsim-rrf[:N]: fuse MaxSim's order with the first stage's "
+             "lists by RRF [default with --mode auto on such a table: --mode fts, maxsim-rrf:100].")] = None,
     compressed: Annotated[bool, typer.Option(
         "--compressed/--no-compressed", help="Use the table's compressed index when there is one.")] = True,
     output: Output = "-",

@@ -130,10 +130,10 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
     of each of ``k`` distinct documents. ``query_vectors`` skips embedding (one row per query).
     ``mode="auto"`` is hybrid (RRF) when the table has a full-text index, else vector: hybrid
     scored best on Cranfield (nDCG@10 0.420 vs 0.382 dense, docs/query.md); on a table with token
-    vectors (``embed --multivector``) its candidates are then reranked by MaxSim (``rerank``
-    "maxsim:100"), which is best on every collection measured (benchmarks/RESULTS.md).
+    vectors (``embed --multivector``) see :func:`auto_mode`.
     ``rerank="maxsim[:N]"``: N first-stage candidates per query, ordered by MaxSim over their token
-    vectors; the output then has ``first_rank`` and ``first_score`` too. ``mode="maxsim"``: MaxSim
+    vectors; ``"maxsim-rrf[:N]"``: MaxSim's order as one more list fused by RRF with the first
+    stage's; the output then has ``first_rank`` and ``first_score`` too. ``mode="maxsim"``: MaxSim
     over the whole table.
     A data or index file deleted from under the table is a StorageError (exit 74) naming it.
     """
@@ -158,9 +158,8 @@ def _search(db, queries, *, table: str, mode: str, k: int, fusion: str, rrf_k: f
     meta = read_meta(tbl.schema)
     token_settings = multi.settings_of(meta.get(MODEL) or {}) if isinstance(meta.get(MODEL), dict) else None
     if mode == "auto":
-        mode = "hybrid" if _has_fts(tbl) else "vector"
-        if token_settings is not None and reranker is None:
-            reranker = ("maxsim", RERANK_DEPTH)
+        mode, auto_rerank = auto_mode(_has_fts(tbl), token_settings is not None)
+        reranker = reranker or auto_rerank
     if (reranker or mode == "maxsim") and token_settings is None:
         what = "--mode maxsim" if mode == "maxsim" else "--rerank maxsim"
         raise UsageError(f"{what}: table {table!r} has no token vectors", hint=(
@@ -372,6 +371,18 @@ def _query_vectors(texts: list[str], meta: dict, model, given, ids: Sequence[str
         raise DataError(f"query {name} has {e.n_tokens} tokens, more than the model's window of {e.limit} "
                         "(prompt and special tokens included); refusing to truncate it",
                         hint="shorten it (eval cuts such queries as MTEB does, and counts them)") from None
+
+
+def auto_mode(has_fts: bool, has_tokens: bool) -> tuple[str, tuple[str, int] | None]:
+    """What ``--mode auto`` searches: (first stage, rerank). Without token vectors, hybrid RRF when
+    the table has a full-text index (best on Cranfield), else vector. With them: BM25's candidates
+    fused by RRF with MaxSim's order of them (``maxsim-rrf:100``) when there is a full-text index,
+    else dense candidates ordered by MaxSim: of the configurations measured on Cranfield and the
+    LIMIT-style set, the one whose loss to the best on either is smallest (−0.023 on Cranfield,
+    −0.0003 on LIMIT; hybrid loses 0.45 there, benchmarks/RESULTS.md "Issue 19")."""
+    if has_tokens:
+        return ("fts", ("maxsim-rrf", RERANK_DEPTH)) if has_fts else ("vector", ("maxsim", RERANK_DEPTH))
+    return ("hybrid" if has_fts else "vector"), None
 
 
 def _query_tokens(texts: list[str], meta: dict, model, ids: Sequence[str]) -> list[np.ndarray]:

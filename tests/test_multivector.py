@@ -163,13 +163,13 @@ def test_mode_maxsim_float16_uses_lancedb_and_scores_as_numpy(stores, model):
     assert np.allclose([h["score"] for h in hits], [s for s, _ in ref], atol=2e-3)  # float16 tokens
 
 
-def test_auto_on_a_table_with_token_vectors_is_hybrid_reranked(stores):
+def test_auto_on_a_table_with_token_vectors_is_bm25_fused_with_maxsim(stores):
     r = run(["query", "--db", str(stores["naive-int4"]), QUERIES[0], "-k", "3", "-f", "arrows"])
     assert r.exit_code == 0, r.stderr
     out = read_ipc(r.stdout_bytes)
     assert "first_rank" in out.column_names
-    assert json.loads(out.schema.metadata[b"arrowsmith.query"])["rerank"] == "maxsim:100"
-    assert "mode hybrid+maxsim:100" in r.stderr
+    assert json.loads(out.schema.metadata[b"arrowsmith.query"])["rerank"] == "maxsim-rrf:100"
+    assert "mode fts+maxsim-rrf:100" in r.stderr
     plain = run(["query", "--db", str(stores["plain"]), QUERIES[0], "-k", "3", "-f", "arrows"])
     assert "first_rank" not in read_ipc(plain.stdout_bytes).column_names  # no token vectors: as before
 

@@ -155,7 +155,7 @@ class Evaluator:
                               counts=dict(built.counts), notes=list(built.notes) + id_notes,
                               bytes_per_vector=_bytes_per_vector(built, config, mode))
         if config.mode == "auto":
-            why = "has a full-text index" if mode == "hybrid" else "has no full-text index"
+            why = "has a full-text index" if built.had_fts else "has no full-text index"
             rerank = search_rerank(config, built)
             then = f", reranked by {rerank} (it has token vectors)" if rerank else ""
             result.notes.append(f"mode auto: {mode}{then}, as query does (the table {why})")
@@ -557,19 +557,24 @@ def search_mode(config: EvalConfig, built: _Built) -> str:
     (before eval built one for another configuration, so the order of configurations is moot)."""
     if config.mode != "auto":
         return config.mode
-    return "hybrid" if built.had_fts else "vector"
+    return _auto(config, built)[0]
 
 
 def search_rerank(config: EvalConfig, built: _Built) -> str | None:
     """The rerank searched: ``auto`` on a table with token vectors reranks as query's auto does."""
     if config.rerank or config.mode != "auto":
         return config.rerank
-    from arrowsmith.commands.query import RERANK_DEPTH
+    rerank = _auto(config, built)[1]
+    return f"{rerank[0]}:{rerank[1]}" if rerank else None
+
+
+def _auto(config: EvalConfig, built: _Built) -> tuple[str, tuple[str, int] | None]:
+    from arrowsmith.commands.query import auto_mode
     from arrowsmith.commands.spaces import multi
     from arrowsmith.commands.store import open_table
 
     has_tokens = config.multivector or multi.COLUMN in open_table(built.db, built.table).schema.names
-    return f"maxsim:{RERANK_DEPTH}" if has_tokens else None
+    return auto_mode(built.had_fts, has_tokens)
 
 
 def _bytes_per_vector(built: _Built, config: EvalConfig, mode: str) -> float | None:
