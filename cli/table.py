@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import pyarrow as pa
 
@@ -33,10 +34,12 @@ def render_table(batch: pa.RecordBatch, widths: list[int] | None) -> tuple[str, 
     if widths is None:
         widths = [max([len(n)] + [len(r[i]) for r in rows]) for i, n in enumerate(names)]
         widths = [min(w, MAX_CELL) for w in widths]
-        # shrink the widest columns until the table fits the terminal
-        total = shutil.get_terminal_size((160, 24)).columns
-        while sum(widths) + 2 * (len(widths) - 1) > total and max(widths) > 8:
-            widths[widths.index(max(widths))] -= 1
+        # on a terminal, shrink the widest columns until the table fits it; a pipe or a file gets
+        # whole headers whatever COLUMNS an outer tool exported (a report piped to `tail`)
+        if sys.stdout.isatty():
+            total = shutil.get_terminal_size((160, 24)).columns
+            while sum(widths) + 2 * (len(widths) - 1) > total and max(widths) > 8:
+                widths[widths.index(max(widths))] -= 1
     out = []
     if header:
         out.append("  ".join(n[:w].ljust(w) for n, w in zip(names, widths, strict=True)))

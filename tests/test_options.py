@@ -109,6 +109,9 @@ HOMONYMS = {
     ("tune", "--db"): "only a source of pairs or negatives: a pipeline's ARROWSMITH_DB must not pick it",
     ("tune", "--id-col"): "--corpus columns, detected (id, else _id) when not given",
     ("tune", "--text-col"): "--corpus columns, detected when not given",
+    ("distill", "--output"): "the model directory to write, not a data stream (as tune's)",
+    ("distill", "--dim"): "the static model's width (PCA of the base's vectors), not embed's truncation",
+    ("distill", "--text-col"): "the --corpus table's text column, detected when not given (as tune's)",
 }
 
 
