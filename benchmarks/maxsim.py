@@ -7,7 +7,7 @@
    plain and with ``--multivector`` at each precision (and pooled), rounds interleaved, best kept:
    tokens/s and the ratio to plain; bytes per token and per chunk of each precision.
 2. rerank latency: generated tables of N one-chunk rows (clustered unit vectors, 48 random unit
-   token vectors a chunk, binary), one query at a time: ``search(mode=vector)`` against
+   token vectors a chunk, int4), one query at a time: ``search(mode=vector)`` against
    ``search(mode=vector, rerank="maxsim:100")``, p50/p95, the difference is MaxSim's cost.
 3. `query` with one text, the whole process, with and without the rerank (the default auto on a
    table with token vectors), median of 5.
@@ -46,10 +46,11 @@ def embed_cost(n_docs: int, rounds: int) -> None:
     chunked = pa.Table.from_batches(list(chunk_documents(iter(docs.to_batches()), strategy="sentences",
                                                          tokenizer=chunker.tokenizer, max_tokens=128)))
     model = load_model(None, device="cpu", dtype="fp32")
-    variants = {"plain": {}, "binary": {"multivector": True},
+    variants = {"plain": {}, "int4 (the default)": {"multivector": True},
+                "binary": {"multivector": True, "token_precision": "binary"},
                 "float16": {"multivector": True, "token_precision": "float16"},
                 "float32": {"multivector": True, "token_precision": "float32"},
-                "binary, pool 2": {"multivector": True, "token_pool": 2.0}}
+                "int4, pool 2": {"multivector": True, "token_pool": 2.0}}
     best: dict[str, float] = {}
     size: dict[str, tuple[int, int, int]] = {}
     list(embed_batches(chunked.to_batches(), model, **variants["plain"]))  # warm-up: weights, kernels
@@ -146,7 +147,7 @@ def one_query_process() -> None:
                        check=True)
         subprocess.run([*exe, "index", "--db", db], capture_output=True, check=True)
         out = {}
-        for name, extra in (("hybrid", ["--mode", "hybrid"]), ("auto = hybrid + maxsim:100", [])):
+        for name, extra in (("hybrid", ["--mode", "hybrid"]), ("auto = fts + maxsim-rrf:100", [])):
             runs = []
             for _ in range(5):
                 t0 = time.perf_counter()
