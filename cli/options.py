@@ -35,6 +35,11 @@ PlotKindName = Literal["auto", "bars", "bytes"]
 ShellName = Literal["bash", "zsh", "fish"]
 
 
+def command_option(*names: str, help: str, **kw):
+    """An option of one command only (no environment variable), its default shown unless told."""
+    return typer.Option(*names, help=help, show_default=kw.pop("show_default", True), **kw)
+
+
 def choices(literal) -> tuple[str, ...]:
     """The values of a ``Literal`` type above, in order."""
     return get_args(literal)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .options import Device, InputFormat, Model, Table
+from .options import Device, InputFormat, Model, Table, command_option
 
 app = typer.Typer()
 
@@ -20,8 +20,7 @@ EPILOG = (
 )
 
 
-def _opt(*names: str, help: str, **kw):
-    return typer.Option(*names, help=help, show_default=kw.pop("show_default", True), **kw)
+_opt = command_option
 
 
 def _dims(text: str | None) -> tuple[int, ...]:
