@@ -89,7 +89,7 @@ def query_command(
         items += read_queries_file(file, start=len(items) + 1)
     if not items:
         raise UsageError("no queries: give them as arguments or with --file (one per line, or - for stdin)")
-    _refuse_ignored(ctx, db, table, mode=mode, fusion=fusion, exact=exact)
+    _refuse_ignored(ctx, db, table, mode=mode, fusion=fusion, exact=exact, rerank=rerank)
     stats = QueryStats()
     result = search(db, items, table=table, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha,
                     where=where, by=by, nprobes=nprobes, refine_factor=refine_factor, ef=ef, exact=exact,
@@ -99,19 +99,28 @@ def query_command(
     info(stats.summary())
 
 
-def _refuse_ignored(ctx: typer.Context, db: str, table: str, *, mode: str, fusion: str, exact: bool) -> None:
+def _refuse_ignored(ctx: typer.Context, db: str, table: str, *, mode: str, fusion: str, exact: bool,
+                    rerank: str | None = None) -> None:
     """Issue 10: a search option that this mode/fusion/--exact would ignore is refused (exit 2)."""
     from .given import given, refuse
 
     if mode == "auto" and given(ctx, "fusion", "rrf_k", "alpha"):
-        from arrowsmith.commands.query import _has_fts, _open
+        from arrowsmith.commands.query import _has_fts, _open, auto_mode
+        from arrowsmith.commands.schemas import MODEL, read_meta
+        from arrowsmith.commands.spaces import multi
 
-        has_fts = _has_fts(_open(db, table))
-        mode = "hybrid" if has_fts else "vector"
+        tbl = _open(db, table)
+        has_fts = _has_fts(tbl)
+        mode, auto_rerank = auto_mode(has_fts, multi.present(read_meta(tbl.schema).get(MODEL) or {}))
+        rerank = rerank or (auto_rerank and auto_rerank[0])
         if not has_fts:
             refuse(ctx, ("fusion", "rrf_k", "alpha"), "with --mode auto on a table without a full-text "
                    "index (auto is vector search there)", hint=f"arrowsmith index --db {db} --table {table}")
-    if mode != "hybrid":
+    if rerank and rerank.startswith("maxsim-rrf") and mode != "hybrid":
+        # its RRF takes --rrf-k; --fusion and --alpha weigh hybrid's two lists, which it has not
+        refuse(ctx, ("fusion", "alpha"), f"with --mode {mode} and --rerank maxsim-rrf (they fuse hybrid's "
+               "lists; maxsim-rrf's own fusion is RRF with --rrf-k)")
+    elif mode != "hybrid":
         refuse(ctx, ("fusion", "rrf_k", "alpha"), f"with --mode {mode} (they fuse hybrid results)")
     elif fusion == "rrf":
         refuse(ctx, ("alpha",), "with --fusion rrf (it weighs --fusion mix)")

@@ -183,6 +183,13 @@ def test_refusals(stores, chunked, tmp_path):
     assert r.exit_code == 2 and "at least 1" in r.stderr
     r = run(["query", "--db", str(stores["naive-bin"]), "x", "--rerank", "colbert"])
     assert r.exit_code == 2 and "maxsim-rrf" in r.stderr
+    # maxsim-rrf's RRF takes --rrf-k, and nothing weighs hybrid's lists there: --alpha is refused
+    db = str(stores["naive-int4"])
+    assert run(["query", "--db", db, "x", "--mode", "fts", "--rerank", "maxsim-rrf", "--rrf-k", "30"]
+               ).exit_code == 0
+    assert run(["query", "--db", db, "x", "--rrf-k", "30"]).exit_code == 0  # auto: fts + maxsim-rrf
+    r = run(["query", "--db", db, "x", "--alpha", "0.3"])
+    assert r.exit_code == 2 and "--rerank maxsim-rrf" in r.stderr
     r = run([*EMBED, "--token-precision", "float16"], input=chunked)
     assert r.exit_code == 2 and "without --multivector" in r.stderr
     # a table with token vectors continued without them (and the reverse) is refused, nothing written
