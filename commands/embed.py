@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from arrowsmith.plugins.base import EmbeddingModel, TooLongError
+from arrowsmith.plugins.base import EmbeddingModel, TooLongError, content_token_vectors
 from arrowsmith.plugins.vectors import l2_normalize
 
 from . import spaces
@@ -498,7 +498,7 @@ class GroupEmbedder:
         self.stats.chunks += len(vectors)
         if tokens is not None and self.params.tokens is not None:
             tokens = multi.pool_tokens(tokens, self.params.tokens.pool)
-        return _build_batch(docs, vectors, schema, tokens)
+        return _build_batch(docs, vectors, schema, tokens, self.params.tokens)
 
     def _naive(self, docs: list[EmbedDoc]) -> np.ndarray:
         texts = [d.text[s:e] for d in docs for s, e in d.spans]
@@ -518,29 +518,23 @@ class GroupEmbedder:
         the model leaves it out, the prompt included: sentence-transformers' Pooling), so one
         ``encode_tokens`` pass gives both; any other pooling runs ``encode`` for the vectors.
         """
-        prompt = _prompt_ids(self.model, self.params.prompt)
         texts = [d.text[s:e] for d in docs for s, e in d.spans]
-        seqs, firsts, counts = [], [], []
-        for ids in (self.model.token_ids(t)[0] for t in texts):
-            seq, first = self.model.wrap_ids([*prompt, *ids])
-            seqs.append(seq)
-            firsts.append(first + len(prompt))
-            counts.append(len(ids))
+        # the contract's own inputs for token vectors: prompt + text wrapped, and where the text is
+        seqs, spans = self.model.token_vector_inputs(texts, "document", self.params.prompt)
         try:
             outs = self.model.encode_tokens(seqs, batch_tokens=self.batch_tokens)
         except TooLongError as e:
             raise _too_long(docs, e) from None
         if self.model.tokens_seen is None:
             self.stats.tokens += sum(len(s) for s in seqs)
-        tokens = [o[f:f + n].astype(np.float32) for o, f, n in zip(outs, firsts, counts, strict=True)]
-        if self.model.pooling == "mean" and (not prompt or self.model.pool_include_prompt):
+        if self.model.pooling == "mean" and (not self.params.prompt or self.model.pool_include_prompt):
             vectors = np.stack([o.mean(axis=0) for o in outs]) if outs else np.empty((0, self.model.dim))
             vectors = vectors.astype(np.float32, copy=False)
             if self.model.normalize:
                 l2_normalize(vectors, in_place=True)
         else:
             vectors = self._naive(docs)
-        return vectors, [_unit_rows(t) for t in tokens]
+        return vectors, content_token_vectors(outs, spans)
 
     def _late(self, docs: list[EmbedDoc]) -> tuple[np.ndarray, list[np.ndarray] | None]:
         plans = [plan_late(self.model, d.text, d.spans, self.params) for d in docs]
@@ -590,7 +584,8 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
 
 
 def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema,
-                 tokens: list[np.ndarray] | None = None) -> pa.RecordBatch:
+                 tokens: list[np.ndarray] | None = None,
+                 token_settings: multi.TokenSettings | None = None) -> pa.RecordBatch:
     ids, doc_ids, idx, texts, starts, ends, keys = [], [], [], [], [], [], []
     for d in docs:
         for i, (s, e) in enumerate(d.spans):
@@ -610,8 +605,7 @@ def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema,
         if f.name in EMBEDDED_CORE:
             continue
         if f.name == multi.COLUMN:
-            settings = multi.settings_of(read_meta(schema).get(MODEL) or {})
-            arrays.append(multi.column(tokens or [], settings))
+            arrays.append(multi.column(tokens or [], token_settings))
             continue
         arrays.append(_metadata_column(docs, f))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)

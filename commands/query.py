@@ -20,6 +20,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -196,8 +197,7 @@ def _search(db, queries, *, table: str, mode: str, k: int, fusion: str, rrf_k: f
         lists = _first_stage_lists(searcher, mode, texts, vectors, todo, max(depth, reranker[1]), k)
         out = []
         for i, parts in zip(todo, lists, strict=True):
-            first = parts[0] if len(parts) == 1 else (fuse_rrf if fusion == "rrf" else fuse_mix)(
-                *parts, rrf_k=rrf_k, alpha=alpha)
+            first = _fused(parts, fusion, rrf_k, alpha)
             by_maxsim = searcher.rerank_maxsim(q_tokens[i], first)
             out.append(_cut(_fuse_lists([*parts, by_maxsim], first, rrf_k), depth))
         return out
@@ -356,17 +356,33 @@ def _query_vectors(texts: list[str], meta: dict, model, given, ids: Sequence[str
     if not isinstance(model_meta, dict):
         raise UsageError("the table has no 'arrowsmith.model' metadata, so its query model is unknown",
                          hint="build it with `arrowsmith embed --db`, or use --mode fts")
-    from .embed import embed_queries, model_from_meta
+    from .embed import embed_queries
+
+    model = _table_model(model_meta, model)
+    with _naming_long_queries(ids):
+        return embed_queries(texts, model, prompt=_query_prompt(model_meta), dim=model_meta.get("dim"))
+
+
+def _table_model(model_meta: dict, model):
+    """``model``, or the table's own, loaded once per process: one process often searches the same
+    table many times (eval, a notebook)."""
+    if model is not None:
+        return model
+    from .embed import model_from_meta
 
     key = json.dumps(model_meta, sort_keys=True, default=str)
-    if model is None:
-        # one process often searches the same table many times (eval, a notebook): load once
-        model = _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
+    return _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
+
+
+@contextmanager
+def _naming_long_queries(ids: Sequence[str]):
+    """A query longer than the window is a DataError naming the query, not its position in one
+    encode call."""
     from arrowsmith.plugins.base import TooLongError
 
     try:
-        return embed_queries(texts, model, prompt=_query_prompt(model_meta), dim=model_meta.get("dim"))
-    except TooLongError as e:  # name the query, not its position in one encode call
+        yield
+    except TooLongError as e:
         name = ids[e.index] if e.index < len(ids) else f"#{e.index + 1}"
         raise DataError(f"query {name} has {e.n_tokens} tokens, more than the model's window of {e.limit} "
                         "(prompt and special tokens included); refusing to truncate it",
@@ -388,19 +404,9 @@ def auto_mode(has_fts: bool, has_tokens: bool) -> tuple[str, tuple[str, int] | N
 def _query_tokens(texts: list[str], meta: dict, model, ids: Sequence[str]) -> list[np.ndarray]:
     """Each query's token vectors from the table's model (``spaces.multi``: what MaxSim scores)."""
     model_meta = meta.get(MODEL)
-    from .embed import model_from_meta
-
-    key = json.dumps(model_meta, sort_keys=True, default=str)
-    if model is None:
-        model = _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
-    from arrowsmith.plugins.base import TooLongError
-
-    try:
+    model = _table_model(model_meta, model)
+    with _naming_long_queries(ids):
         return model.encode_token_vectors(texts, "query", prompt=_query_prompt(model_meta))
-    except TooLongError as e:
-        name = ids[e.index] if e.index < len(ids) else f"#{e.index + 1}"
-        raise DataError(f"query {name} has {e.n_tokens} tokens, more than the model's window of {e.limit} "
-                        "(prompt and special tokens included); refusing to truncate it") from None
 
 
 def _cut(hits: Hits, depth: int) -> Hits:
@@ -532,23 +538,19 @@ class _Searcher:
             # LanceDB's multivector distance is Σ over query tokens of (1 − best cosine)
             dist = res["_distance"].to_numpy(zero_copy_only=False).astype(np.float32)
             return Hits(ids, 1.0 - dist / len(query))
-        from .store import scan_batches
+        from .store import SCAN_ROWS
 
         best_ids: list[str] = []
         best = np.empty(0, np.float32)
+        scan = self.tbl.search()
         if self.where:
-            batches = (self.tbl.search().where(self.where).select(["id", "doc_id", multi.COLUMN])
-                       .limit(None).to_batches(8192))
-        else:
-            batches = scan_batches(self.tbl, ["id", "doc_id", multi.COLUMN], 8192)
-        for batch in batches:
+            scan = scan.where(self.where)
+        for batch in scan.select(["id", "doc_id", multi.COLUMN]).limit(None).to_batches(SCAN_ROWS):
             tokens, offsets = multi.decode(batch.column(multi.COLUMN), self.tokens)
             scores = multi.maxsim([query], tokens, offsets)[0]
             keep = np.argsort(-scores, kind="stable")[:depth]
-            ids = batch.column("id").to_pylist()
-            self.doc_of.update((ids[j], d) for j, d in zip(keep.tolist(),
-                                                           batch.column("doc_id").take(pa.array(keep)).to_pylist(),
-                                                           strict=True))
+            ids, docs = batch.column("id").to_pylist(), batch.column("doc_id").to_pylist()
+            self.doc_of.update((ids[j], docs[j]) for j in keep.tolist())
             best_ids += [ids[j] for j in keep]
             best = np.concatenate([best, scores[keep]])
             top = np.argsort(-best, kind="stable")[:depth]
@@ -645,15 +647,16 @@ def _load_compressed(db, table: str):
 def _ranked(searcher: _Searcher, mode: str, texts: list[str], vectors, todo: list[int], depth: int,
             k: int, fusion: str, rrf_k: float, alpha: float) -> list[Hits]:
     """Ranked hits for queries ``todo`` at candidate depth ``depth``."""
-    if mode == "vector":
-        return searcher.dense(vectors[todo], depth)
-    if mode == "fts":
-        return [searcher.fts(texts[i], depth) for i in todo]
-    list_depth = max(depth, HYBRID_DEPTH_FACTOR * k, HYBRID_DEPTH_MIN)
-    dense = searcher.dense(vectors[todo], list_depth)
-    sparse = [searcher.fts(texts[i], list_depth) for i in todo]
+    return [_fused(parts, fusion, rrf_k, alpha)
+            for parts in _first_stage_lists(searcher, mode, texts, vectors, todo, depth, k)]
+
+
+def _fused(parts: list[Hits], fusion: str, rrf_k: float, alpha: float) -> Hits:
+    """One first stage's ranked list: its only list, or hybrid's two fused."""
+    if len(parts) == 1:
+        return parts[0]
     fuse = fuse_rrf if fusion == "rrf" else fuse_mix
-    return [fuse(d, s, rrf_k=rrf_k, alpha=alpha) for d, s in zip(dense, sparse, strict=True)]
+    return fuse(*parts, rrf_k=rrf_k, alpha=alpha)
 
 
 def _first_stage_lists(searcher: _Searcher, mode: str, texts: list[str], vectors, todo: list[int],
@@ -670,11 +673,7 @@ def _first_stage_lists(searcher: _Searcher, mode: str, texts: list[str], vectors
 
 def _fuse_lists(lists: list[Hits], first: Hits, rrf_k: float) -> Hits:
     """RRF over several lists (Σ 1/(rrf_k + rank)), each hit keeping its rank and score in ``first``."""
-    scores: dict[str, float] = {}
-    for hits in lists:
-        for rank, rid in enumerate(hits.ids, start=1):
-            scores[rid] = scores.get(rid, 0.0) + 1.0 / (rrf_k + rank)
-    fused = _sorted(scores)
+    fused = _rrf(lists, rrf_k)
     place = {rid: j for j, rid in enumerate(first.ids)}
     ranks = np.array([place.get(r, -1) + 1 for r in fused.ids], np.int32)
     firsts = np.asarray(first.scores, np.float32)
@@ -684,8 +683,12 @@ def _fuse_lists(lists: list[Hits], first: Hits, rrf_k: float) -> Hits:
 
 def fuse_rrf(dense: Hits, sparse: Hits, *, rrf_k: float = 60, **_: Any) -> Hits:
     """Reciprocal rank fusion (Cormack et al., 2009): Σ 1 / (rrf_k + rank), rank from 1."""
+    return _rrf([dense, sparse], rrf_k)
+
+
+def _rrf(lists: list[Hits], rrf_k: float) -> Hits:
     scores: dict[str, float] = {}
-    for hits in (dense, sparse):
+    for hits in lists:
         for rank, rid in enumerate(hits.ids, start=1):
             scores[rid] = scores.get(rid, 0.0) + 1.0 / (rrf_k + rank)
     return _sorted(scores)
