@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 
 from .errors import DataError
+from .vectors import l2_normalize
 
 Kind = Literal["document", "query"]
 
@@ -100,6 +101,11 @@ class EmbeddingModel(ABC):
     supports_token_embeddings: bool = False  # token_ids, wrap_ids and encode_tokens work (late chunking)
     # mean pooling counts the prompt's tokens in the mean (sentence-transformers' include_prompt)
     pool_include_prompt: bool = True
+    # what a chunk's token vectors are, recorded with them (commands/spaces/multi.py): "token-vectors",
+    # the contextual vectors of the text's own tokens, one per token (prompt and specials left out);
+    # "multi-vector-encoder", a ColBERT-style model's own output (its markers, query expansion and
+    # skiplist decide how many)
+    token_vector_source: str = "token-vectors"
     # a token's vector depends on the text around it (a transformer). False for a static model (a
     # table lookup, averaged: ``arrowsmith distill``): it has no window (``max_tokens`` NO_WINDOW,
     # so chunk sizes are chunk's choice) and late chunking would only repeat naive chunking
@@ -147,6 +153,29 @@ class EmbeddingModel(ABC):
         ``embed --multivector``). A text longer than ``max_tokens`` raises TooLongError."""
         seqs, spans = self.token_vector_inputs(texts, kind, prompt)
         return content_token_vectors(self.encode_tokens(seqs), spans)
+
+    def encode_with_token_vectors(self, texts: Sequence[str], kind: Kind = "document", *,
+                                  prompt: str | None = None, batch_tokens: int | None = None
+                                  ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """``encode``'s vectors and ``encode_token_vectors``' token vectors of the same texts
+        (``embed --multivector``), from one forward pass where the model allows.
+
+        A mean-pooled model's vector is the mean of every token it sees (special tokens and, unless
+        the model leaves it out, the prompt included: sentence-transformers' Pooling), so one
+        ``encode_tokens`` pass gives both; any other pooling runs ``encode`` for the vectors.
+        """
+        seqs, spans = self.token_vector_inputs(texts, kind, prompt)
+        outs = self.encode_tokens(seqs, batch_tokens=batch_tokens)
+        prompt = self.prompt_for(kind) if prompt is None else prompt
+        if self.pooling == "mean" and (not prompt or self.pool_include_prompt):
+            vectors = np.stack([o.mean(axis=0) for o in outs]).astype(np.float32, copy=False) if outs \
+                else np.empty((0, self.dim), np.float32)
+            if self.normalize:
+                l2_normalize(vectors, in_place=True)
+        else:
+            vectors = np.asarray(self.encode(texts, kind, prompt=prompt, batch_tokens=batch_tokens),
+                                 dtype=np.float32)
+        return vectors, content_token_vectors(outs, spans)
 
     def token_vector_inputs(self, texts: Sequence[str], kind: Kind, prompt: str | None
                             ) -> tuple[list[list[int]], list[tuple[int, int]]]:

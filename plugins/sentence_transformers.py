@@ -153,6 +153,8 @@ class SentenceTransformerModel(EmbeddingModel):
 
     plugin = "sentence-transformers"
     supports_token_embeddings = True
+    # module classes outside sentence_transformers.* that sentence-transformers loads as its own
+    builtin_aliases: frozenset[str] = frozenset()
 
     def __init__(self, name: str, *, device: str = "auto", dtype: str = "auto",
                  trust_remote_code: bool = False, allow_download: bool = False,
@@ -224,7 +226,8 @@ class SentenceTransformerModel(EmbeddingModel):
         self.matryoshka_dims = _matryoshka_dims(root)
         # a module class outside sentence_transformers.* is code too (sentence-transformers 6
         # refuses it with a ValueError: issue 21, exit 1)
-        custom = [t for t in types if t and not t.startswith("sentence_transformers.")]
+        custom = [t for t in types if t and not t.startswith("sentence_transformers.")
+                  and t not in self.builtin_aliases]
         self.has_custom_code = bool(hf_cfg.get("auto_map")) or bool(custom)
         if self.has_custom_code and not self.trust_remote_code:
             what = f" (modules.json names {custom[0]!r})" if custom else ""
@@ -845,6 +848,22 @@ def _save_sha_cache(data: dict[str, Any]) -> None:
         pass
 
 
+def is_multi_vector(root: Path) -> bool:
+    """A ColBERT-style model directory (sentence-transformers' ``MultiVectorEncoder``: its own saves,
+    PyLate's ``ColBERT`` ones, Stanford ``HF_ColBERT`` checkpoints), told from its config files as
+    sentence-transformers tells it, without loading anything."""
+    model_type = _read_json(root / "config_sentence_transformers.json").get("model_type")
+    if model_type is not None:
+        return model_type in ("MultiVectorEncoder", "ColBERT")
+    return "HF_ColBERT" in (_read_json(root / "config.json").get("architectures") or [])
+
+
 def load_model(name: str, **options: Any) -> SentenceTransformerModel:
-    """Entry point ``sentence-transformers`` (see plugins/base.py for the options)."""
+    """Entry point ``sentence-transformers`` (see plugins/base.py for the options): a ColBERT-style
+    directory is served by plugins/multi_vector.py, anything else here."""
+    allow = options.get("allow_download", False) or os.environ.get("ARROWSMITH_ALLOW_DOWNLOAD") == "1"
+    if is_multi_vector(Path(resolve_model_path(name, allow))):
+        from .multi_vector import MultiVectorModel
+
+        return MultiVectorModel(name, **options)
     return SentenceTransformerModel(name, **options)

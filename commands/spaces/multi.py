@@ -50,9 +50,10 @@ class TokenSettings:
     dim: int
     precision: str = DEFAULT_PRECISION
     pool: float = 1.0  # keep ~1/pool of the tokens (1: every token)
+    source: str = "token-vectors"  # the model's token_vector_source (plugins/base.py)
 
     def as_meta(self) -> dict[str, Any]:
-        return {"dim": self.dim, "precision": self.precision, "pool": self.pool, "source": "token-vectors"}
+        return {"dim": self.dim, "precision": self.precision, "pool": self.pool, "source": self.source}
 
     @property
     def bytes_per_token(self) -> float:
@@ -68,7 +69,8 @@ def settings_of(model_meta: dict[str, Any]) -> TokenSettings | None:
     s = model_meta.get(META_KEY)
     if not isinstance(s, dict):
         return None
-    return TokenSettings(int(s["dim"]), s.get("precision", DEFAULT_PRECISION), float(s.get("pool", 1.0)))
+    return TokenSettings(int(s["dim"]), s.get("precision", DEFAULT_PRECISION), float(s.get("pool", 1.0)),
+                         s.get("source", "token-vectors"))
 
 
 def check_settings(precision: str, pool: float) -> None:
