@@ -239,12 +239,13 @@ def _add_lora(model: Any, rank: int, seed: int):
     return peft_model
 
 
-def _arguments(options: TrainOptions, output_dir: Path, device: str, n_pairs: int):
+def _arguments(options: TrainOptions, output_dir: Path, device: str, n_pairs: int, args_class: Any = None):
+    """The recipe's training arguments, in ``args_class`` (the trainer's own, e.g. the multi-vector one)."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
     steps = options.checkpoint_steps
-    return SentenceTransformerTrainingArguments(
+    return (args_class or SentenceTransformerTrainingArguments)(
         output_dir=str(output_dir),
         num_train_epochs=options.epochs,
         per_device_train_batch_size=min(options.batch_size, max(n_pairs, 1)),
@@ -265,7 +266,7 @@ def _arguments(options: TrainOptions, output_dir: Path, device: str, n_pairs: in
 
 
 def _trainer(model: Any, args: Any, dataset: Any, loss: Any, progress: bool,
-             on_step: Callable[[int], None] | None):
+             on_step: Callable[[int], None] | None, trainer_class: Any = None):
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import TrainerCallback
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
@@ -292,7 +293,7 @@ def _trainer(model: Any, args: Any, dataset: Any, loss: Any, progress: bool,
             if self.bar is not None:
                 self.bar.close()
 
-    class Trainer(SentenceTransformerTrainer):
+    class Trainer(trainer_class or SentenceTransformerTrainer):  # type: ignore[misc]
         def add_model_card_callback(self, default_args_dict):
             """No sentence-transformers card (it embeds widget examples): ours is written instead."""
 
