@@ -37,11 +37,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
 from embed import read_docs  # benchmarks/embed.py: this script's directory is on sys.path
+from procs import Run, cli, run  # benchmarks/procs.py
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT.parent / "shared" / "data" / "cranfield" / "corpus.jsonl"
@@ -49,62 +49,6 @@ PARTS = ("pipe", "rss", "late")
 # each one word piece of the model's vocabulary: a document is 3 tokens with [CLS] and [SEP]
 WORDS = ("wing flow lift drag shock heat mass wave jet air fuel gas rate load time test plate cone body "
          "tail nose edge speed force field model data ratio angle layer").split()
-
-
-def cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "arrowsmith.cli", *args]
-
-
-@dataclass
-class Run:
-    wall: float
-    cpu: float
-    rss_mib: float  # the largest peak RSS among the run's processes
-
-
-def run(*cmds: list[str]) -> Run:
-    """Run ``cmds`` as one pipeline (stdout of each into the next); wall, summed CPU, max RSS."""
-    t0 = time.perf_counter()
-    procs: list[subprocess.Popen] = []
-    stdin = subprocess.DEVNULL
-    for i, cmd in enumerate(cmds):
-        last = i == len(cmds) - 1
-        p = subprocess.Popen(cmd, stdin=stdin, stdout=subprocess.DEVNULL if last else subprocess.PIPE,
-                             stderr=subprocess.PIPE)
-        if procs:
-            procs[-1].stdout.close()  # the next process holds the read end now
-        stdin = p.stdout
-        procs.append(p)
-    # stderr is small (a summary line) but read it concurrently, so no process blocks on it
-    errs = {p.pid: b"" for p in procs}
-    cpu, rss = 0.0, 0.0
-    pending = {p.pid: p for p in procs}
-    import threading
-
-    def drain(p: subprocess.Popen) -> None:
-        errs[p.pid] = p.stderr.read()
-
-    readers = [threading.Thread(target=drain, args=(p,), daemon=True) for p in procs]
-    for t in readers:
-        t.start()
-    failed = []
-    while pending:
-        pid, status, usage = os.wait4(-1, 0)
-        if pid not in pending:
-            continue
-        pending.pop(pid)
-        cpu += usage.ru_utime + usage.ru_stime
-        rss = max(rss, usage.ru_maxrss / 1024)  # KiB on Linux
-        if os.waitstatus_to_exitcode(status):
-            failed.append(pid)
-    wall = time.perf_counter() - t0
-    for t in readers:
-        t.join()
-    for p in procs:
-        p.wait()  # already reaped by wait4: Popen takes the ECHILD as done
-        if p.pid in failed:
-            sys.exit(f"{' '.join(p.args)} failed:\n{errs[p.pid].decode(errors='replace')}")
-    return Run(wall, cpu, rss)
 
 
 def best(runs: list[Run]) -> Run:
