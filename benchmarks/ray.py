@@ -139,7 +139,7 @@ def child(args: argparse.Namespace) -> None:
         cpu = cpu_by_role(cpu0, process_tree_cpu())
         busy = time.perf_counter() - t0
     else:
-        from arrowsmith.commands.ray_engine import RayEngine, RayOptions
+        from arrowsmith.commands.embed.ray_engine import RayEngine, RayOptions
 
         workers = int(args.child.split("-")[1])
         cpus = max(1, (os.cpu_count() or 1) // workers) if not args.gpus_per_worker else 1

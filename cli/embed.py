@@ -34,7 +34,7 @@ from .options import (
 
 app = typer.Typer()
 
-EngineName = Literal["local", "ray"]  # commands/engines.py
+EngineName = Literal["local", "ray"]  # commands/embed/engines.py
 TokenPrecision = Literal["int4", "binary", "float16", "float32"]  # commands/spaces/multi.py
 
 EPILOG = (
@@ -124,7 +124,7 @@ def embed_command(
     from arrowsmith.cli.io import BatchSink
     from arrowsmith.cli.progress import track_rows
     from arrowsmith.commands.embed import EmbedStats, embed_to_sink, embed_to_store
-    from arrowsmith.commands.engines import engine_options
+    from arrowsmith.commands.embed.engines import engine_options
     from arrowsmith.commands.errors import UsageError
     from arrowsmith.commands.io import read_many
     from arrowsmith.plugins.registry import load_model

@@ -258,9 +258,9 @@ def _token_counter(model: dict[str, Any], settings: multi.TokenSettings):
     """The table model's tokenizer counting chunk texts (no weights loaded), when every chunk's token
     vectors must be one per token: naive chunks, no pooling. Late chunks take their tokens from the
     document's tokenization, which can differ from the chunk's own at its edges; pooling merges them."""
-    if settings.pool > 1 or model.get("late"):
-        return None
-    from .embed import model_from_meta
+    if settings.pool > 1 or model.get("late") or settings.source != "token-vectors":
+        return None  # a ColBERT-style model's count is its own (markers, expansion, skiplist)
+    from .query_vectors import model_from_meta
 
     try:
         return model_from_meta(model).tokenizer.count_tokens
@@ -277,7 +277,7 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
     recomputed only for tables of text rows (no chunker: each row is one whole document, so
     doc_hash = sha256(text)) or where a ``doc_hash`` column was carried along.
     """
-    from .embed import _key_digest, doc_key, metadata_digest
+    from .embed import doc_key, key_digest, metadata_digest
     from .schemas import CHUNKER
 
     meta = table_meta(tbl)
@@ -288,7 +288,7 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
     if CHUNKER in meta and not has_hash:
         return None, ("the table stores chunk texts but not the documents' doc_hash, so keys of "
                       "chunked documents cannot be recomputed")
-    digest = _key_digest(model, meta.get(CHUNKER, "rows"))
+    digest = key_digest(model, meta.get(CHUNKER, "rows"))
 
     def expected(doc_hash: str | None, text: str, metadata: dict[str, Any]) -> str:
         return doc_key(doc_hash or hashlib.sha256(text.encode()).hexdigest(), digest,

@@ -20,7 +20,6 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -29,6 +28,7 @@ import pyarrow as pa
 
 from . import spaces
 from .errors import DataError, UsageError
+from .query_vectors import dense_query_vectors, query_token_vectors
 from .schemas import MODEL, read_meta, stage_metadata
 from .spaces import dense, multi
 
@@ -60,7 +60,7 @@ MIN_NPROBES = 20  # LanceDB's own default
 # reached recall@10 0.46 on the generated 100k table; ef 300: 0.91, 500: 0.94, 1000: 0.96.
 DEFAULT_HNSW_EF = 500
 HIDDEN_COLUMNS = (*spaces.COLUMNS, "doc_key")  # stored, but not what a reader of results wants
-_MODELS: dict[str, Any] = {}  # model metadata (JSON) -> loaded model
+_UNLOADED = object()
 
 
 @dataclass
@@ -127,89 +127,18 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
            rerank: str | None = None, stats: QueryStats | None = None) -> pa.Table:
     """Top ``k`` results per query as one table: query_id, rank, score, id, doc_id, text + metadata.
 
-    ``queries`` are texts (ids q1..qn) or (id, text) pairs. ``by="doc"`` returns the best chunk
-    of each of ``k`` distinct documents. ``query_vectors`` skips embedding (one row per query).
-    ``mode="auto"`` is hybrid (RRF) when the table has a full-text index, else vector: hybrid
-    scored best on Cranfield (nDCG@10 0.420 vs 0.382 dense, docs/query.md); on a table with token
-    vectors (``embed --multivector``) see :func:`auto_mode`.
-    ``rerank="maxsim[:N]"``: N first-stage candidates per query, ordered by MaxSim over their token
-    vectors; ``"maxsim-rrf[:N]"``: MaxSim's order as one more list fused by RRF with the first
-    stage's; the output then has ``first_rank`` and ``first_score`` too. ``mode="maxsim"``: MaxSim
-    over the whole table.
-    A data or index file deleted from under the table is a StorageError (exit 74) naming it.
+    One call, one :class:`Searcher` (its arguments are split between the searcher's and
+    :meth:`Searcher.search`'s, which documents them); a caller searching one table many times keeps
+    a Searcher instead. A data or index file deleted from under the table is a StorageError (exit
+    74) naming it.
     """
     from .store import read_errors
 
     with read_errors(db, table):
-        return _search(db, queries, table=table, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha,
-                       where=where, by=by, nprobes=nprobes, refine_factor=refine_factor, ef=ef, exact=exact,
-                       use_compressed=use_compressed, model=model, query_vectors=query_vectors,
-                       rerank=rerank, stats=stats)
-
-
-def _search(db, queries, *, table: str, mode: str, k: int, fusion: str, rrf_k: float, alpha: float,
-            where: str | None, by: str, nprobes: int | None, refine_factor: int | None, ef: int | None,
-            exact: bool, use_compressed: bool, model, query_vectors: np.ndarray | None,
-            rerank: str | None, stats: QueryStats | None) -> pa.Table:
-    _check_options(mode, fusion, by, k, alpha, rrf_k)
-    reranker = parse_rerank(rerank)
-    ids, texts = _split_queries(queries)
-    stats = stats if stats is not None else QueryStats()
-    tbl = _open(db, table)
-    meta = read_meta(tbl.schema)
-    token_settings = multi.settings_of(meta.get(MODEL) or {}) if isinstance(meta.get(MODEL), dict) else None
-    if mode == "auto":
-        mode, auto_rerank = auto_mode(_has_fts(tbl), token_settings is not None)
-        reranker = reranker or auto_rerank
-    if (reranker or mode == "maxsim") and token_settings is None:
-        what = "--mode maxsim" if mode == "maxsim" else "--rerank maxsim"
-        raise UsageError(f"{what}: table {table!r} has no token vectors", hint=(
-            f"rebuild it with `arrowsmith embed --multivector --db {db} --table {table} --replace`"))
-    if mode == "maxsim" and reranker:
-        raise UsageError("--rerank with --mode maxsim: the whole table is already ranked by MaxSim")
-    stats.queries, stats.mode = len(ids), mode + (f"+{reranker[0]}:{reranker[1]}" if reranker else "")
-    if where:
-        _check_where(tbl, where)
-    searcher = _Searcher(db, table, tbl, where, nprobes, refine_factor, ef, exact,
-                         use_compressed and mode not in ("fts", "maxsim"), token_settings)
-    vectors = q_tokens = None
-    if ids:
-        t0 = time.perf_counter()
-        if mode not in ("fts", "maxsim"):
-            vectors = _query_vectors(texts, meta, model, query_vectors, ids)
-        if reranker or mode == "maxsim":
-            q_tokens = _query_tokens(texts, meta, model, ids)
-        stats.embed_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-
-    def first_stage(depth: int, todo: list[int]) -> list[Hits]:
-        if mode == "maxsim":
-            return [searcher.maxsim_all(q_tokens[i], depth) for i in todo]
-        return _ranked(searcher, mode, texts, vectors, todo, depth, k, fusion, rrf_k, alpha)
-
-    def ranked(depth: int, todo: list[int]) -> list[Hits]:
-        if reranker is None:
-            return first_stage(depth, todo)
-        if reranker[0] == "maxsim":
-            first = first_stage(max(depth, reranker[1]), todo)
-            return [_cut(searcher.rerank_maxsim(q_tokens[i], hits), depth)
-                    for i, hits in zip(todo, first, strict=True)]
-        lists = _first_stage_lists(searcher, mode, texts, vectors, todo, max(depth, reranker[1]), k)
-        out = []
-        for i, parts in zip(todo, lists, strict=True):
-            first = _fused(parts, fusion, rrf_k, alpha)
-            by_maxsim = searcher.rerank_maxsim(q_tokens[i], first)
-            out.append(_cut(_fuse_lists([*parts, by_maxsim], first, rrf_k), depth))
-        return out
-
-    hits = _collect(ranked, len(ids), k, by, searcher)
-    params = _params(mode, k, fusion, rrf_k, alpha, where, by)
-    if reranker:
-        params["rerank"] = f"{reranker[0]}:{reranker[1]}"
-    result = _assemble(searcher, ids, hits, meta, params)
-    stats.search_s = time.perf_counter() - t0
-    stats.rows, stats.compressed = result.num_rows, searcher.compressed is not None
-    return result
+        searcher = Searcher(db, table, model=model, nprobes=nprobes, refine_factor=refine_factor, ef=ef,
+                            exact=exact, use_compressed=use_compressed)
+        return searcher.search(queries, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha, where=where,
+                               by=by, query_vectors=query_vectors, rerank=rerank, stats=stats)
 
 
 def read_queries_file(source: str, start: int = 1) -> list[tuple[str, str]]:
@@ -346,49 +275,6 @@ def _error_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _query_vectors(texts: list[str], meta: dict, model, given, ids: Sequence[str] = ()) -> np.ndarray:
-    model_meta = meta.get(MODEL)
-    if given is not None:
-        vectors = np.asarray(given, dtype=np.float32)
-        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
-            raise UsageError(f"query_vectors must be [{len(texts)}, dim], got {vectors.shape}")
-        return vectors
-    if not isinstance(model_meta, dict):
-        raise UsageError("the table has no 'arrowsmith.model' metadata, so its query model is unknown",
-                         hint="build it with `arrowsmith embed --db`, or use --mode fts")
-    from .embed import embed_queries
-
-    model = _table_model(model_meta, model)
-    with _naming_long_queries(ids):
-        return embed_queries(texts, model, prompt=_query_prompt(model_meta), dim=model_meta.get("dim"))
-
-
-def _table_model(model_meta: dict, model):
-    """``model``, or the table's own, loaded once per process: one process often searches the same
-    table many times (eval, a notebook)."""
-    if model is not None:
-        return model
-    from .embed import model_from_meta
-
-    key = json.dumps(model_meta, sort_keys=True, default=str)
-    return _MODELS.get(key) or _MODELS.setdefault(key, model_from_meta(model_meta))
-
-
-@contextmanager
-def _naming_long_queries(ids: Sequence[str]):
-    """A query longer than the window is a DataError naming the query, not its position in one
-    encode call."""
-    from arrowsmith.plugins.base import TooLongError
-
-    try:
-        yield
-    except TooLongError as e:
-        name = ids[e.index] if e.index < len(ids) else f"#{e.index + 1}"
-        raise DataError(f"query {name} has {e.n_tokens} tokens, more than the model's window of {e.limit} "
-                        "(prompt and special tokens included); refusing to truncate it",
-                        hint="shorten it (eval cuts such queries as MTEB does, and counts them)") from None
-
-
 def auto_mode(has_fts: bool, has_tokens: bool) -> tuple[str, tuple[str, int] | None]:
     """What ``--mode auto`` searches: (first stage, rerank). Without token vectors, hybrid RRF when
     the table has a full-text index (best on Cranfield), else vector. With them: BM25's candidates
@@ -401,62 +287,178 @@ def auto_mode(has_fts: bool, has_tokens: bool) -> tuple[str, tuple[str, int] | N
     return ("hybrid" if has_fts else "vector"), None
 
 
-def _query_tokens(texts: list[str], meta: dict, model, ids: Sequence[str]) -> list[np.ndarray]:
-    """Each query's token vectors from the table's model (``spaces.multi``: what MaxSim scores)."""
-    model_meta = meta.get(MODEL)
-    model = _table_model(model_meta, model)
-    with _naming_long_queries(ids):
-        return model.encode_token_vectors(texts, "query", prompt=_query_prompt(model_meta))
-
-
 def _cut(hits: Hits, depth: int) -> Hits:
     return hits.take(np.arange(min(depth, len(hits.ids))))
 
 
-def _query_prompt(model_meta: dict) -> str | None:
-    """The prompt the table was built with for queries; None = the model's own."""
-    prompts = model_meta.get("query_prompt")
-    return prompts if isinstance(prompts, str) else None
+# ------------------------------------------------------------------ the searcher
 
 
-# ------------------------------------------------------------------ one searcher per call
+class Searcher:
+    """One table opened for searching, kept between searches: the open table, its indexes and
+    their tuning, its compressed representation, its query model, and what searches learnt (each
+    chunk's document, each candidate's row id). ``query`` makes one per call; ``eval`` keeps one per
+    configuration, and a server keeps one per table and calls :meth:`search` for each request
+    (:meth:`refresh` picks up what writers committed since).
 
+    ``nprobes``/``refine_factor``/``ef`` tune the table's ANN index (an option the table's search
+    would ignore is exit 2); ``exact`` scans every vector; ``use_compressed`` searches the table's
+    ``compress`` representation when it has one; ``model`` replaces the table's own query model.
+    """
 
-class _Searcher:
-    """Runs dense and BM25 searches against one table with fixed options."""
+    def __init__(self, db, table: str = "chunks", *, model=None, nprobes: int | None = None,
+                 refine_factor: int | None = None, ef: int | None = None, exact: bool = False,
+                 use_compressed: bool = True):
+        self.db, self.table, self.model = db, table, model
+        self.tuning = (nprobes, refine_factor, ef)
+        self.exact, self.use_compressed = exact, use_compressed
+        self.tbl = _open(db, table)
+        self._load()
 
-    def __init__(self, db, table: str, tbl, where, nprobes, refine_factor, ef, exact, use_compressed,
-                 token_settings: multi.TokenSettings | None = None):
-        self.db, self.tbl, self.where, self.exact, self.ef = db, tbl, where, exact, ef
-        self.tokens = token_settings
+    def _load(self) -> None:
+        """What the searcher knows of the table's current version."""
+        tbl = self.tbl
+        self.version = tbl.version
+        self.meta = read_meta(tbl.schema)
+        model_meta = self.meta.get(MODEL)
+        self.model_meta = model_meta if isinstance(model_meta, dict) else None
+        self.tokens = multi.settings_of(self.model_meta) if self.model_meta else None
+        self.has_fts = _has_fts(tbl)
         self.columns = [c for c in tbl.schema.names if c not in HIDDEN_COLUMNS]
         self.index_type, self.metric = _vector_index(tbl)
-        self.nprobes, self.refine_factor = nprobes, refine_factor
+        nprobes, refine_factor, ef = self.tuning
+        self.nprobes, self.refine_factor, self.ef = nprobes, refine_factor, ef
         if self.index_type == "IVF_PQ":
-            partitions = _partitions(db, table, tbl)
+            partitions = _partitions(self.db, self.table, tbl)
             self.nprobes = nprobes or max(MIN_NPROBES, math.ceil(partitions * DEFAULT_PQ_PROBE_FRACTION))
             self.refine_factor = refine_factor or DEFAULT_PQ_REFINE
         elif (self.index_type or "").startswith("IVF_HNSW"):
             self.ef = ef or DEFAULT_HNSW_EF
-        self.compressed = None if (exact or not use_compressed) else _load_compressed(db, table)
-        _refuse_unused_tuning(self, nprobes, refine_factor, ef)
+        self._compressed: Any = _UNLOADED
         self.rows = tbl.count_rows()
         self.doc_of: dict[str, str] = {}  # chunk id -> doc_id, learnt from every search (for --by doc)
         # chunk id -> LanceDB row id, learnt from first stages when a rerank will fetch their tokens;
-        # valid for this searcher's table version (row ids move on compaction)
+        # valid for this version of the table (row ids move on compaction)
         self.row_of: dict[str, int] = {}
 
-    def dense(self, vectors: np.ndarray, depth: int) -> list[Hits]:
+    def refresh(self) -> bool:
+        """Move to the table's newest version (what writers committed since); True if it changed."""
+        self.tbl.checkout_latest()
+        if self.tbl.version == self.version:
+            return False
+        self._load()
+        return True
+
+    @property
+    def compressed(self):
+        """The table's compressed representation that dense search reads, or None; loaded once."""
+        if self._compressed is _UNLOADED:
+            wanted = self.use_compressed and not self.exact
+            self._compressed = _load_compressed(self.db, self.table) if wanted else None
+        return self._compressed
+
+    def search(self, queries: Sequence[str] | Sequence[tuple[str, str]], *, mode: str = "vector", k: int = 10,
+               fusion: str = DEFAULT_FUSION, rrf_k: float = 60, alpha: float = 0.5, where: str | None = None,
+               by: str = "chunk", query_vectors: np.ndarray | None = None, rerank: str | None = None,
+               stats: QueryStats | None = None) -> pa.Table:
+        """Top ``k`` results per query as one table: query_id, rank, score, id, doc_id, text + metadata.
+
+        ``queries`` are texts (ids q1..qn) or (id, text) pairs. ``by="doc"`` returns the best chunk
+        of each of ``k`` distinct documents. ``query_vectors`` skips embedding (one row per query).
+        ``mode="auto"`` is hybrid (RRF) when the table has a full-text index, else vector: hybrid
+        scored best on Cranfield (nDCG@10 0.420 vs 0.382 dense, docs/query.md); on a table with
+        token vectors (``embed --multivector``) see :func:`auto_mode`.
+        ``rerank="maxsim[:N]"``: N first-stage candidates per query, ordered by MaxSim over their
+        token vectors; ``"maxsim-rrf[:N]"``: MaxSim's order as one more list fused by RRF with the
+        first stage's; the output then has ``first_rank`` and ``first_score`` too.
+        ``mode="maxsim"``: MaxSim over the whole table.
+        """
+        from .store import read_errors
+
+        with read_errors(self.db, self.table):
+            return self._search(queries, mode=mode, k=k, fusion=fusion, rrf_k=rrf_k, alpha=alpha,
+                                where=where, by=by, query_vectors=query_vectors, rerank=rerank, stats=stats)
+
+    def _search(self, queries, *, mode: str, k: int, fusion: str, rrf_k: float, alpha: float,
+                where: str | None, by: str, query_vectors: np.ndarray | None, rerank: str | None,
+                stats: QueryStats | None) -> pa.Table:
+        _check_options(mode, fusion, by, k, alpha, rrf_k)
+        reranker = parse_rerank(rerank)
+        ids, texts = _split_queries(queries)
+        stats = stats if stats is not None else QueryStats()
+        if mode == "auto":
+            mode, auto_rerank = auto_mode(self.has_fts, self.tokens is not None)
+            reranker = reranker or auto_rerank
+        if (reranker or mode == "maxsim") and self.tokens is None:
+            what = "--mode maxsim" if mode == "maxsim" else "--rerank maxsim"
+            raise UsageError(f"{what}: table {self.table!r} has no token vectors", hint=(
+                f"rebuild it with `arrowsmith embed --multivector --db {self.db} --table {self.table} "
+                "--replace`"))
+        if mode == "maxsim" and reranker:
+            raise UsageError("--rerank with --mode maxsim: the whole table is already ranked by MaxSim")
+        stats.queries, stats.mode = len(ids), mode + (f"+{reranker[0]}:{reranker[1]}" if reranker else "")
+        if where:
+            _check_where(self.tbl, where)
+        _refuse_unused_tuning(self, mode)
+        vectors = q_tokens = None
+        if ids:
+            t0 = time.perf_counter()
+            if mode not in ("fts", "maxsim"):
+                vectors = self._query_vectors(texts, query_vectors, ids)
+            if reranker or mode == "maxsim":
+                q_tokens = query_token_vectors(texts, self.model_meta, self.model, ids)
+            stats.embed_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+
+        def first_stage(depth: int, todo: list[int]) -> list[Hits]:
+            if mode == "maxsim":
+                return [self.maxsim_all(q_tokens[i], depth, where) for i in todo]
+            return _ranked(self, mode, texts, vectors, todo, depth, k, fusion, rrf_k, alpha, where)
+
+        def ranked(depth: int, todo: list[int]) -> list[Hits]:
+            if reranker is None:
+                return first_stage(depth, todo)
+            if reranker[0] == "maxsim":
+                first = first_stage(max(depth, reranker[1]), todo)
+                return [_cut(self.rerank_maxsim(q_tokens[i], hits), depth)
+                        for i, hits in zip(todo, first, strict=True)]
+            lists = _first_stage_lists(self, mode, texts, vectors, todo, max(depth, reranker[1]), k, where)
+            out = []
+            for i, parts in zip(todo, lists, strict=True):
+                first = _fused(parts, fusion, rrf_k, alpha)
+                by_maxsim = self.rerank_maxsim(q_tokens[i], first)
+                out.append(_cut(_fuse_lists([*parts, by_maxsim], first, rrf_k), depth))
+            return out
+
+        hits = _collect(ranked, len(ids), k, by, self)
+        params = _params(mode, k, fusion, rrf_k, alpha, where, by)
+        if reranker:
+            params["rerank"] = f"{reranker[0]}:{reranker[1]}"
+        result = _assemble(self, ids, hits, self.meta, params)
+        stats.search_s = time.perf_counter() - t0
+        dense_searched = mode in ("vector", "hybrid")
+        stats.rows, stats.compressed = result.num_rows, dense_searched and self.compressed is not None
+        return result
+
+    def _query_vectors(self, texts: list[str], given, ids: Sequence[str]) -> np.ndarray:
+        if given is None:
+            return dense_query_vectors(texts, self.model_meta, self.model, ids)
+        vectors = np.asarray(given, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[0] != len(texts):
+            raise UsageError(f"query_vectors must be [{len(texts)}, dim], got {vectors.shape}")
+        return vectors
+
+    def dense(self, vectors: np.ndarray, depth: int, where: str | None = None) -> list[Hits]:
         if self.compressed is not None:
-            out = self.compressed.search(vectors, depth, where=self.where)
+            out = self.compressed.search(vectors, depth, where=where)
             return [Hits(list(ids), np.asarray(scores, np.float32)) for ids, scores in out]
         q = self.tbl.search(vectors if len(vectors) > 1 else vectors[0], vector_column_name=dense.COLUMN)
         q = q.distance_type(self.metric)
         q = q.select(["id", "doc_id", "_distance"]).limit(depth)  # naming _distance keeps lance quiet
         if self.tokens is not None:
             q = q.with_row_id(True)  # a rerank fetches the candidates' tokens by row id
-        if self.where:
-            q = q.where(self.where, prefilter=True)
+        if where:
+            q = q.where(where, prefilter=True)
         if self.exact:
             q = q.bypass_vector_index()
         else:
@@ -474,12 +476,12 @@ class _Searcher:
             out.append(Hits([row_ids[j] for j in sel], scores[sel]))
         return out
 
-    def fts(self, text: str, depth: int) -> Hits:
+    def fts(self, text: str, depth: int, where: str | None = None) -> Hits:
         q = self.tbl.search(text, query_type="fts").select(["id", "doc_id", "_score"]).limit(depth)
         if self.tokens is not None:
             q = q.with_row_id(True)
-        if self.where:
-            q = q.where(self.where, prefilter=True)
+        if where:
+            q = q.where(where, prefilter=True)
         try:
             res = q.to_arrow()
         except ValueError as e:
@@ -522,7 +524,7 @@ class _Searcher:
         return Hits([hits.ids[j] for j in order], mine[order], (order + 1).astype(np.int32),
                     np.asarray(hits.scores, np.float32)[order])
 
-    def maxsim_all(self, query: np.ndarray, depth: int) -> Hits:
+    def maxsim_all(self, query: np.ndarray, depth: int, where: str | None = None) -> Hits:
         """MaxSim over the whole table: LanceDB's multivector search for float token vectors, an
         exhaustive scan in bounded batches for packed ones (LanceDB's reads floats only)."""
         if len(query) == 0:
@@ -530,8 +532,8 @@ class _Searcher:
         if self.tokens.precision in multi.FLOAT_PRECISIONS:
             q = self.tbl.search(query, vector_column_name=multi.COLUMN).distance_type("cosine")
             q = q.select(["id", "doc_id", "_distance"]).limit(depth)
-            if self.where:
-                q = q.where(self.where, prefilter=True)
+            if where:
+                q = q.where(where, prefilter=True)
             res = q.to_arrow()
             ids = res["id"].to_pylist()
             self.doc_of.update(zip(ids, res["doc_id"].to_pylist(), strict=True))
@@ -543,8 +545,8 @@ class _Searcher:
         best_ids: list[str] = []
         best = np.empty(0, np.float32)
         scan = self.tbl.search()
-        if self.where:
-            scan = scan.where(self.where)
+        if where:
+            scan = scan.where(where)
         for batch in scan.select(["id", "doc_id", multi.COLUMN]).limit(None).to_batches(SCAN_ROWS):
             tokens, offsets = multi.decode(batch.column(multi.COLUMN), self.tokens)
             scores = multi.maxsim([query], tokens, offsets)[0]
@@ -568,12 +570,16 @@ class _Searcher:
                                 .to_arrow() for part, where in id_filters(ids))
 
 
-def _refuse_unused_tuning(searcher: _Searcher, nprobes, refine_factor, ef) -> None:
-    """ANN settings that this table's search would ignore are exit 2 (issue 10)."""
+def _refuse_unused_tuning(searcher: Searcher, mode: str) -> None:
+    """ANN settings that this search would ignore are exit 2 (issue 10)."""
+    nprobes, refine_factor, ef = searcher.tuning
     given = [f for f, v in (("--nprobes", nprobes), ("--refine-factor", refine_factor), ("--ef", ef))
              if v is not None]
     if not given or searcher.exact:
         return
+    if mode not in ("vector", "hybrid"):
+        raise UsageError(f"{', '.join(given)}: no effect, --mode {mode} searches no vector index",
+                         hint="--mode vector or hybrid, or leave them out")
     if searcher.compressed is not None:
         raise UsageError(f"{', '.join(given)}: no effect, the table's compressed representation "
                          f"({searcher.compressed.method}) is searched", hint="--no-compressed")
@@ -644,11 +650,11 @@ def _load_compressed(db, table: str):
 # ------------------------------------------------------------------ ranking and fusion
 
 
-def _ranked(searcher: _Searcher, mode: str, texts: list[str], vectors, todo: list[int], depth: int,
-            k: int, fusion: str, rrf_k: float, alpha: float) -> list[Hits]:
+def _ranked(searcher: Searcher, mode: str, texts: list[str], vectors, todo: list[int], depth: int,
+            k: int, fusion: str, rrf_k: float, alpha: float, where: str | None) -> list[Hits]:
     """Ranked hits for queries ``todo`` at candidate depth ``depth``."""
     return [_fused(parts, fusion, rrf_k, alpha)
-            for parts in _first_stage_lists(searcher, mode, texts, vectors, todo, depth, k)]
+            for parts in _first_stage_lists(searcher, mode, texts, vectors, todo, depth, k, where)]
 
 
 def _fused(parts: list[Hits], fusion: str, rrf_k: float, alpha: float) -> Hits:
@@ -659,16 +665,16 @@ def _fused(parts: list[Hits], fusion: str, rrf_k: float, alpha: float) -> Hits:
     return fuse(*parts, rrf_k=rrf_k, alpha=alpha)
 
 
-def _first_stage_lists(searcher: _Searcher, mode: str, texts: list[str], vectors, todo: list[int],
-                       depth: int, k: int) -> list[list[Hits]]:
+def _first_stage_lists(searcher: Searcher, mode: str, texts: list[str], vectors, todo: list[int],
+                       depth: int, k: int, where: str | None) -> list[list[Hits]]:
     """Each query's first-stage ranked lists before any fusion: [dense, BM25] for hybrid."""
     if mode == "vector":
-        return [[h] for h in searcher.dense(vectors[todo], depth)]
+        return [[h] for h in searcher.dense(vectors[todo], depth, where)]
     if mode == "fts":
-        return [[searcher.fts(texts[i], depth)] for i in todo]
+        return [[searcher.fts(texts[i], depth, where)] for i in todo]
     list_depth = max(depth, HYBRID_DEPTH_FACTOR * k, HYBRID_DEPTH_MIN)
-    dense = searcher.dense(vectors[todo], list_depth)
-    return [[d, searcher.fts(texts[i], list_depth)] for i, d in zip(todo, dense, strict=True)]
+    dense = searcher.dense(vectors[todo], list_depth, where)
+    return [[d, searcher.fts(texts[i], list_depth, where)] for i, d in zip(todo, dense, strict=True)]
 
 
 def _fuse_lists(lists: list[Hits], first: Hits, rrf_k: float) -> Hits:
@@ -729,7 +735,7 @@ def _sorted(scores: dict[str, float]) -> Hits:
 
 
 def _collect(ranked: Callable[[int, list[int]], list[Hits]], n: int, k: int, by: str,
-             searcher: _Searcher) -> list[Hits]:
+             searcher: Searcher) -> list[Hits]:
     """k chunks per query, or the best chunk of k distinct documents (fetching deeper as needed)."""
     if n == 0:
         return []
@@ -752,7 +758,7 @@ def _collect(ranked: Callable[[int, list[int]], list[Hits]], n: int, k: int, by:
     return out  # type: ignore[return-value]
 
 
-def _learn_docs(searcher: _Searcher, results: list[Hits]) -> None:
+def _learn_docs(searcher: Searcher, results: list[Hits]) -> None:
     """Document ids of hits that came without them (a compressed index returns chunk ids only)."""
     missing = list({rid for h in results for rid in h.ids if rid not in searcher.doc_of})
     if missing:
@@ -784,7 +790,7 @@ def _params(mode, k, fusion, rrf_k, alpha, where, by) -> dict[str, Any]:
     return p
 
 
-def _assemble(searcher: _Searcher, query_ids: list[str], hits: list[Hits], meta: dict,
+def _assemble(searcher: Searcher, query_ids: list[str], hits: list[Hits], meta: dict,
               params: dict[str, Any]) -> pa.Table:
     all_ids = list(dict.fromkeys(rid for h in hits for rid in h.ids))
     rows = searcher.rows_for(all_ids)

@@ -211,6 +211,11 @@ class EmbeddingModel(ABC):
         """Add special tokens around a window of ids; returns (ids, index of the first content token)."""
         raise NotImplementedError(f"{self.plugin}:{self.name} does not expose token ids")
 
+    def load_options(self) -> dict[str, Any]:
+        """The factory options that load this model again in another process (a Ray worker): what
+        the caller asked for (``device="auto"``, not the device it resolved to). Default: none."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         """What goes into the stream/table metadata under ``arrowsmith.model``."""
         return {

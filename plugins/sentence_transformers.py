@@ -255,6 +255,10 @@ class SentenceTransformerModel(EmbeddingModel):
         """fp32, bf16 or fp16: what the forward pass computes in."""
         return resolve_dtype(self.dtype_request, self.device)
 
+    def load_options(self) -> dict[str, Any]:
+        return {"device": self.device_request, "dtype": self.dtype_request,
+                "trust_remote_code": self.trust_remote_code, "allow_download": self.allow_download}
+
     def describe(self) -> dict[str, Any]:
         out = super().describe()
         # fp32 and half precision differ in the last digits: a store keys documents by it

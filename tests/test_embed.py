@@ -18,12 +18,11 @@ from arrowsmith.commands.embed import (
     LatePlan,
     assign_windows,
     embed_batches,
-    embed_queries,
     late_windows,
-    model_from_meta,
     span_tokens,
 )
 from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.query_vectors import embed_queries, model_from_meta
 from arrowsmith.plugins.sentence_transformers import cpu_has_native_bf16, length_batches
 
 # Our own text in the style of the late-chunking paper's Berlin example: only the first
@@ -529,7 +528,7 @@ def test_no_unknown_warning_below_one_percent():
 
 def test_fit_queries_cuts_where_sentence_transformers_truncates(fp32, reference):
     """eval's queries longer than the window (ArguAna's) are cut as MTEB's encode cuts them."""
-    from arrowsmith.commands.embed import fit_queries
+    from arrowsmith.commands.query_vectors import fit_queries
 
     short = "wing lift at supersonic speed"
     long = "why does the boundary layer separate " + "near the trailing edge of a swept wing " * 40

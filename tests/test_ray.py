@@ -25,9 +25,9 @@ import pyarrow as pa
 import pytest
 from conftest import SAMPLES, chunks_batch, read_ipc, run, run_subprocess, to_ipc
 
-from arrowsmith.commands import ray_engine
+from arrowsmith.commands.embed import ray_engine
+from arrowsmith.commands.embed.ray_engine import Dispatcher, Group, GroupResult, LostGroup
 from arrowsmith.commands.errors import ArrowsmithError
-from arrowsmith.commands.ray_engine import Dispatcher, Group, GroupResult, LostGroup
 from arrowsmith.commands.store import StoreWriter, open_table, table_exists, table_lock
 
 pytestmark = pytest.mark.slow
@@ -417,7 +417,7 @@ def test_engine_ray_without_ray_installed_is_exit_2_naming_the_extra(chunked, mo
 def test_help_and_the_engine_modules_do_not_import_ray():
     code = ("import sys\nfrom typer.testing import CliRunner\nfrom arrowsmith.cli.app import app\n"
             "assert CliRunner().invoke(app, ['embed', '--help']).exit_code == 0\n"
-            "import arrowsmith.commands.engines, arrowsmith.commands.ray_engine\n"
+            "import arrowsmith.commands.embed.engines, arrowsmith.commands.embed.ray_engine\n"
             "print(sorted(m for m in ('ray', 'torch', 'lancedb') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr

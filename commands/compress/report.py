@@ -132,7 +132,7 @@ def load_corpus(db: str | os.PathLike, table: str) -> Corpus:
 
 def encode_queries(meta: dict[str, Any], texts: list[str]) -> np.ndarray:
     """Embed query texts with the model the table names (float32, normalised)."""
-    from arrowsmith.commands.embed import embed_queries, model_from_meta
+    from arrowsmith.commands.query_vectors import embed_queries, model_from_meta
 
     model_meta = meta.get(MODEL) or {}
     # as `query` does: the stored query prompt and dim come with the model (embed.model_from_meta)

@@ -185,7 +185,7 @@ class Evaluator:
 
     def fitted_queries(self, model: Any) -> list[str]:
         """The query texts cut at the model's window as sentence-transformers/MTEB cut them."""
-        from arrowsmith.commands.embed import fit_queries
+        from arrowsmith.commands.query_vectors import fit_queries
 
         return fit_queries(list(self.dataset.queries.values()), model)[0]
 
@@ -193,7 +193,7 @@ class Evaluator:
         """One encoding of the queries per model, shared by every configuration that uses it."""
         key = id(model)
         if key not in self._query_vectors:
-            from arrowsmith.commands.embed import embed_queries, fit_queries
+            from arrowsmith.commands.query_vectors import embed_queries, fit_queries
 
             start = time.perf_counter()
             texts, self._queries_truncated[key] = fit_queries(list(self.dataset.queries.values()), model)
@@ -214,7 +214,7 @@ class Evaluator:
         return built
 
     def _open_existing(self, config: EvalConfig) -> _Built:
-        from arrowsmith.commands.embed import model_from_meta
+        from arrowsmith.commands.query_vectors import model_from_meta
         from arrowsmith.commands.schemas import MODEL
         from arrowsmith.commands.store import open_table, table_meta
 
@@ -335,7 +335,7 @@ class Evaluator:
 
     # ---------------------------------------------------------------- search
     def _search(self, config: EvalConfig, built: _Built, mode: str) -> tuple[Run, dict[str, float]]:
-        from arrowsmith.commands.query import search
+        from arrowsmith.commands.query import Searcher
 
         queries = list(self.dataset.queries.items())
         timing: dict[str, float] = {}
@@ -350,10 +350,11 @@ class Evaluator:
         depth = max(self.options.ks) + (1 if self.options.ignore_identical_ids else 0)
         n_docs = built.counts.get("docs") or self.dataset.n_docs or depth
         n_chunks = built.counts.get("chunks") or n_docs
-        options = dict(table=built.table, mode=mode, fusion=config.fusion, rrf_k=config.rrf_k,
-                       alpha=config.alpha, by=config.by, nprobes=config.nprobes,
-                       refine_factor=config.refine_factor, ef=config.ef, exact=config.exact,
-                       use_compressed=config.use_compressed, model=built.model,
+        # one searcher for the configuration: retrieve_documents may search again, deeper
+        searcher = Searcher(built.db, built.table, model=built.model, nprobes=config.nprobes,
+                            refine_factor=config.refine_factor, ef=config.ef, exact=config.exact,
+                            use_compressed=config.use_compressed)
+        options = dict(mode=mode, fusion=config.fusion, rrf_k=config.rrf_k, alpha=config.alpha, by=config.by,
                        rerank=search_rerank(config, built))
         if built.model is not None:
             # the texts MaxSim embeds token by token: cut at the window, as the query vectors were
@@ -363,7 +364,7 @@ class Evaluator:
 
         def fetch(idx: list[int], k: int) -> pa.Table:
             qv = vectors[idx] if vectors is not None else None
-            return search(built.db, [queries[i] for i in idx], k=k, query_vectors=qv, **options)
+            return searcher.search([queries[i] for i in idx], k=k, query_vectors=qv, **options)
 
         run = retrieve_documents(fetch, [q for q, _ in queries], depth, n_docs=n_docs, n_chunks=n_chunks,
                                  by_doc=config.by == "doc")

@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from arrowsmith.plugins.vectors import l2_normalize
+
 NAME = "dense"
 COLUMN = "vector"
 
@@ -30,6 +32,13 @@ def dim_of(schema: pa.Schema) -> int | None:
         return None
     t = schema.field(COLUMN).type
     return t.list_size if pa.types.is_fixed_size_list(t) else None
+
+
+def truncate(vectors: np.ndarray, dim: int) -> np.ndarray:
+    """``[n, dim]`` of wider vectors: a Matryoshka model's first ``dim`` components, re-normalised."""
+    if vectors.shape[1] == dim:
+        return vectors
+    return l2_normalize(np.ascontiguousarray(vectors[:, :dim]), in_place=True)
 
 
 def column(vectors: np.ndarray, dim: int) -> pa.Array:

@@ -151,8 +151,8 @@ def _dim_result(data: Any, stores: dict[str, str], models: dict[str, Any], dim: 
 
 def truncated_run(db: str, model: Any, queries: dict[str, str], dim: int, depth: int) -> dict:
     """Exact search over a store's vectors cut to ``dim`` and re-normalised (what ``embed --dim`` stores)."""
-    from arrowsmith.commands.embed import embed_queries
     from arrowsmith.commands.evaluate.metrics import docs_from_hits, truncate_run
+    from arrowsmith.commands.query_vectors import embed_queries
     from arrowsmith.commands.store import open_table
 
     data = open_table(db, "chunks").search().select(["doc_id", "vector"]).limit(None).to_arrow()

@@ -87,7 +87,7 @@ def mine_hard_negatives(pair_set: PairSet, model: Any, n: int, *,
 
 def _queries(db: str, table: str, model: Any, pairs: list[Pair]) -> tuple[list[_Query], np.ndarray]:
     """Distinct queries (first-seen order), their vectors, and each pair's score ceiling."""
-    from arrowsmith.commands.embed import embed_queries
+    from arrowsmith.commands.query_vectors import embed_queries
     from arrowsmith.commands.store import model_of, open_table, table_meta
 
     meta = model_of(table_meta(open_table(db, table)))

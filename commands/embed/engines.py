@@ -3,7 +3,7 @@
 An engine is a function with :func:`arrowsmith.commands.embed.embed_batches`'s signature and
 contract: chunked documents in, embedded-chunks batches out (all chunks of a document in one
 batch), ``skip_doc`` asked once per document, the same ``EmbedStats``. ``local`` *is*
-``embed_batches``; ``ray`` (:mod:`arrowsmith.commands.ray_engine`) decides on the driver and
+``embed_batches``; ``ray`` (:mod:`arrowsmith.commands.embed.ray_engine`) decides on the driver and
 embeds on Ray actors. The sinks (a stream, a file, the ``StoreWriter``) are the same for both,
 so outputs, the summary line, exit codes and the store's guarantees are too.
 
@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from .errors import UsageError
+from ..errors import UsageError
 
 ENGINES = ("local", "ray")
 ENV = "ARROWSMITH_ENGINE"
@@ -38,14 +38,14 @@ def engine_batches(engine: str | None = "local", options: Any = None, *, ordered
 
     ``ordered`` (a stream or file): batches come out in input order, as the local engine's do; a
     store takes them in any order (``ordered=False``), so a slow or retried group stalls nothing.
-    ``options`` is a :class:`arrowsmith.commands.ray_engine.RayOptions` for ``ray``.
+    ``options`` is a :class:`arrowsmith.commands.embed.ray_engine.RayOptions` for ``ray``.
     """
     name = resolve_engine(engine)
     if name == "local":
         if options is not None:
             raise UsageError("engine options (--ray-address, --workers, --gpus-per-worker, "
                              "--cpus-per-worker) need --engine ray")
-        from .embed import embed_batches
+        from .stage import embed_batches
 
         yield embed_batches
         return

@@ -34,22 +34,14 @@ from typing import Any, Protocol
 
 import pyarrow as pa
 
-from . import faults, spaces
-from .embed import (
-    GROUP_CHUNKS,
-    GROUP_LATE_TOKENS,
-    EmbedDoc,
-    EmbedParams,
-    EmbedStats,
-    GroupEmbedder,
-    document_groups,
-    embedding_meta,
-    group_weight,
-    resolve_params,
-)
-from .errors import ArrowsmithError, DataError, Interrupted, UsageError
-from .schemas import CHUNK_SPAN, EMBEDDED_CORE
-from .signals import no_interrupt
+from .. import faults, spaces
+from ..errors import ArrowsmithError, DataError, Interrupted, UsageError
+from ..schemas import CHUNK_SPAN, EMBEDDED_CORE
+from ..signals import no_interrupt
+from .embedder import GroupEmbedder
+from .grouping import GROUP_CHUNKS, GROUP_LATE_TOKENS, EmbedDoc, document_groups, group_weight
+from .params import EmbedParams, embedding_meta, resolve_params
+from .stats import EmbedStats
 
 log = logging.getLogger("arrowsmith.ray")
 
@@ -656,12 +648,13 @@ class RayBackend:
         ``--dtype auto`` becomes the driver's resolved precision: it is part of every doc_key the
         driver computed, so the workers must embed in it (``--dtype bf16`` for half on GPUs).
         """
-        opts = dict(self.options.model_options or _model_options_of(self.model))
+        # a library caller may pass only a model object: the contract says how to load it again
+        opts = dict(self.options.model_options or self.model.load_options())
         device = str(opts.get("device") or "auto")
         if device == "auto":
             opts["device"] = "cuda" if gpus else "cpu"
-        resolved = getattr(self.model, "dtype", None)
-        if isinstance(resolved, str) and opts.get("dtype", "auto") == "auto":
+        resolved = self.model.dtype
+        if resolved and opts.get("dtype", "auto") == "auto":
             opts["dtype"] = resolved
         return opts
 
@@ -749,16 +742,6 @@ class RayBackend:
             elif self.connected:
                 ray.shutdown()
             self.started_local = self.connected = False
-
-
-def _model_options_of(model) -> dict[str, Any]:
-    """A library caller passed only a model object: rebuild it from what it says about itself."""
-    opts: dict[str, Any] = {}
-    for key, attr in (("device", "device_request"), ("dtype", "dtype_request"),
-                      ("trust_remote_code", "trust_remote_code"), ("allow_download", "allow_download")):
-        if hasattr(model, attr):
-            opts[key] = getattr(model, attr)
-    return opts
 
 
 def _errors_to_stderr(ray) -> None:

@@ -1,0 +1,157 @@
+"""Embedding one group of documents into one batch of embedded chunks (an engine's unit of work)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from arrowsmith.plugins.base import EmbeddingModel, TooLongError
+from arrowsmith.plugins.vectors import l2_normalize
+
+from ..errors import DataError
+from ..schemas import EMBEDDED_CORE
+from ..spaces import dense, multi
+from .grouping import EmbedDoc
+from .late import plan_late
+from .params import EmbedParams
+from .stats import EmbedStats
+
+
+class GroupEmbedder:
+    """Embeds one group of documents into one batch of embedded chunks (what an engine's worker runs).
+
+    Holds the model and the resolved parameters; counts into ``stats`` (documents, chunks, tokens,
+    model load time). Vectors are those of ``embed_batches`` for the same model and parameters.
+    """
+
+    def __init__(self, model: EmbeddingModel, params: EmbedParams, batch_tokens: int | None = None,
+                 stats: EmbedStats | None = None):
+        self.model, self.params, self.batch_tokens = model, params, batch_tokens
+        self.stats = stats if stats is not None else EmbedStats()
+
+    def embed(self, docs: list[EmbedDoc], schema: pa.Schema) -> pa.RecordBatch:
+        """One row per chunk of ``docs``, in order, in ``schema`` (from :func:`document_groups`)."""
+        before, load_before = self.model.tokens_seen, self.model.load_seconds
+        unknown_before = self.model.unknown_tokens_seen
+        tokens = None
+        if self.params.late:
+            vectors, tokens = self._late(docs)
+        elif self.params.tokens is not None:
+            vectors, tokens = self._naive_with_tokens(docs)
+        else:
+            vectors = self._naive(docs)
+        self.stats.load_seconds += self.model.load_seconds - load_before
+        if before is not None and self.model.tokens_seen is not None:
+            self.stats.tokens += self.model.tokens_seen - before
+        if unknown_before is not None and self.model.unknown_tokens_seen is not None:
+            self.stats.unknown_tokens += self.model.unknown_tokens_seen - unknown_before
+        vectors = dense.truncate(vectors, self.params.dim)
+        self.stats.documents_embedded += len(docs)
+        self.stats.chunks += len(vectors)
+        if tokens is not None and self.params.tokens is not None:
+            tokens = multi.pool_tokens(tokens, self.params.tokens.pool)
+        return _build_batch(docs, vectors, schema, tokens, self.params.tokens)
+
+    def _naive(self, docs: list[EmbedDoc]) -> np.ndarray:
+        texts = [d.text[s:e] for d in docs for s, e in d.spans]
+        try:
+            out = self.model.encode(texts, "document", prompt=self.params.prompt,
+                                    batch_tokens=self.batch_tokens)
+        except TooLongError as e:
+            raise _too_long(docs, e) from None
+        if self.model.tokens_seen is None:  # the plugin does not count: count with its tokenizer
+            self.stats.tokens += sum(self.model.tokenizer.count_tokens(texts))
+        return np.asarray(out, dtype=np.float32)
+
+    def _naive_with_tokens(self, docs: list[EmbedDoc]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Chunk vectors and token vectors, from one forward pass where the model allows (the
+        contract's ``encode_with_token_vectors``)."""
+        texts = [d.text[s:e] for d in docs for s, e in d.spans]
+        try:
+            vectors, tokens = self.model.encode_with_token_vectors(
+                texts, "document", prompt=self.params.prompt, batch_tokens=self.batch_tokens)
+        except TooLongError as e:
+            raise _too_long(docs, e) from None
+        if self.model.tokens_seen is None:  # the plugin does not count: count with its tokenizer
+            self.stats.tokens += sum(self.model.tokenizer.count_tokens(texts))
+        return np.asarray(vectors, dtype=np.float32), tokens
+
+    def _late(self, docs: list[EmbedDoc]) -> tuple[np.ndarray, list[np.ndarray] | None]:
+        plans = [plan_late(self.model, d.text, d.spans, self.params) for d in docs]
+        seqs = [seq for p in plans for seq in p.sequences]
+        outs = self.model.encode_tokens(seqs, batch_tokens=self.batch_tokens)
+        if self.model.tokens_seen is None:
+            self.stats.tokens += sum(len(s) for s in seqs)
+        want_tokens = self.params.tokens is not None
+        vectors, tokens, k = [], [], 0
+        for plan in plans:
+            n = len(plan.sequences)
+            doc_tokens = plan.document_tokens(outs[k:k + n])
+            vectors.append(plan.pool(outs[k:k + n], self.params.late_specials == "include", doc_tokens))
+            if want_tokens:  # each chunk's tokens, from the windows its mean came from
+                tokens += [_unit_rows(doc_tokens[a:b]) for a, b in plan.chunk_tokens]
+            k += n
+        if not vectors:
+            return np.empty((0, self.model.dim), np.float32), ([] if want_tokens else None)
+        out = np.concatenate(vectors).astype(np.float32, copy=False)
+        if self.model.normalize:
+            l2_normalize(out, in_place=True)
+        return out, (tokens if want_tokens else None)
+
+
+def _too_long(docs: list[EmbedDoc], e: TooLongError) -> DataError:
+    k = e.index
+    for d in docs:
+        if k < len(d.spans):
+            s, t = d.spans[k]
+            return DataError(f"chunk {d.id}#{k} (characters {s}-{t}) has {e.n_tokens} tokens, more than "
+                             f"the model's window of {e.limit}; refusing to truncate it",
+                             hint="re-chunk with `arrowsmith chunk --tokenizer model:NAME` so chunks fit")
+        k -= len(d.spans)
+    return DataError(str(e))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, np.float32)
+    return l2_normalize(x, in_place=True) if len(x) else x
+
+
+def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema,
+                 tokens: list[np.ndarray] | None = None,
+                 token_settings: multi.TokenSettings | None = None) -> pa.RecordBatch:
+    ids, doc_ids, idx, texts, starts, ends, keys = [], [], [], [], [], [], []
+    for d in docs:
+        for i, (s, e) in enumerate(d.spans):
+            ids.append(f"{d.id}#{i}")
+            doc_ids.append(d.id)
+            idx.append(i)
+            texts.append(d.text[s:e])
+            starts.append(s)
+            ends.append(e)
+            keys.append(d.key)
+    arrays: list[pa.Array] = [
+        pa.array(ids, pa.string()), pa.array(doc_ids, pa.string()), pa.array(idx, pa.int32()),
+        pa.array(texts, pa.string()), pa.array(starts, pa.int32()), pa.array(ends, pa.int32()),
+        dense.column(vectors, dense.dim_of(schema)), pa.array(keys, pa.string()),
+    ]
+    for f in schema:
+        if f.name in EMBEDDED_CORE:
+            continue
+        if f.name == multi.COLUMN:
+            arrays.append(multi.column(tokens or [], token_settings))
+            continue
+        arrays.append(_metadata_column(docs, f))
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _metadata_column(docs: list[EmbedDoc], f: pa.Field) -> pa.Array:
+    """One value per chunk: each document's metadata repeated over its chunks."""
+    if not docs:
+        return pa.array([], f.type)
+    pieces = []
+    for d in docs:
+        value = d.source.column(f.name).slice(d.row, 1)
+        if len(d.spans) != 1:
+            value = value.take(pa.array(np.zeros(len(d.spans), dtype=np.int64)))
+        pieces.append(value.cast(f.type) if value.type != f.type else value)
+    return pa.concat_arrays(pieces)

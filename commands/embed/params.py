@@ -1,0 +1,187 @@
+"""Embedding parameters and keys: what besides the model and the text changes a vector.
+
+:func:`resolve_params` checks the options against the model; :func:`embedding_meta` is the
+``arrowsmith.model`` metadata a stream or table carries; :func:`doc_key` is what a stored document
+is checked against (text, model and chunker settings, carried metadata).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from arrowsmith.plugins.base import EmbeddingModel
+
+from .. import spaces
+from ..errors import UsageError
+from ..schemas import EMBEDDED_CORE
+from ..spaces import multi
+
+log = logging.getLogger("arrowsmith.embed")
+
+LATE_SPECIALS = ("exclude", "include")
+
+
+@dataclass(frozen=True)
+class EmbedParams:
+    """Everything besides the model and the text that changes a vector (part of ``doc_key``)."""
+
+    prompt: str
+    query_prompt: str
+    dim: int
+    late: bool
+    window: int | None = None
+    window_overlap: int | None = None
+    late_specials: str | None = None
+    tokens: multi.TokenSettings | None = None  # embed --multivector: the chunks' token vectors too
+
+
+# ------------------------------------------------------------------ parameters
+
+
+def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | None = None,
+                   query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
+                   window_overlap: int | None = None, late_specials: str = "exclude",
+                   force: bool = False, multivector: bool = False,
+                   token_precision: str = multi.DEFAULT_PRECISION, token_pool: float = 1.0) -> EmbedParams:
+    """Check options against the model and fill in its defaults."""
+    doc_prompt = model.prompt_for("document") if prompt is None else prompt
+    q_prompt = model.prompt_for("query") if query_prompt is None else query_prompt
+    dim = _check_dim(model, dim)
+    tokens = _token_settings(model, multivector, token_precision, token_pool)
+    if not late:
+        return EmbedParams(doc_prompt, q_prompt, dim, False, tokens=tokens)
+    if late_specials not in LATE_SPECIALS:
+        raise UsageError(f"--late-specials {late_specials!r}: choose exclude or include")
+    if not model.contextual:
+        raise UsageError(f"{model.name} is a static model: its token vectors do not depend on their "
+                         "context, so late chunking would only repeat naive chunking", hint="drop --late")
+    if not model.supports_token_embeddings:
+        if multi.NAME in model.representations:  # a ColBERT-style model (plugins/multi_vector.py)
+            raise UsageError(f"--late: {model.plugin}:{model.name} is a multi-vector model: its token "
+                             "vectors come from its head over its own (prefixed, length-capped) chunk "
+                             "inputs, not from the transformer outputs late chunking pools over "
+                             "whole-document windows",
+                             hint="--naive")
+        raise UsageError(f"{model.plugin}:{model.name} does not expose token vectors, so it cannot "
+                         "late-chunk", hint="--naive")
+    if model.pooling != "mean" and not force:
+        raise UsageError(f"late chunking mean-pools token vectors, but {model.name} is {model.pooling}-"
+                         "pooled: its token vectors were not trained to be averaged",
+                         hint="--force, or --naive")
+    # the model's own window (sentence-transformers max_seq_length), which encode_tokens enforces;
+    # positions past it exist (512 for all-MiniLM-L6-v2) but the model was not trained on them
+    limit = min(model.max_tokens, model.position_limit or model.max_tokens)
+    window = window or limit
+    if window > limit:
+        raise UsageError(f"--window {window} exceeds the model's window of {limit} tokens")
+    content = _content_window(model, doc_prompt, window)
+    # Default overlap window/4: with each token taken from the window where it is most
+    # central, every token then has at least window/8 tokens of context on a cut side,
+    # for at most 1/3 more compute, and only on documents longer than one window.
+    overlap = content // 4 if window_overlap is None else window_overlap
+    if not 0 <= overlap < content:
+        raise UsageError(f"--window-overlap {overlap} must be between 0 and {content - 1} "
+                         f"(the window's {content} content tokens)")
+    return EmbedParams(doc_prompt, q_prompt, dim, True, window, overlap, late_specials, tokens)
+
+
+def _token_settings(model: EmbeddingModel, multivector: bool, precision: str, pool: float
+                    ) -> multi.TokenSettings | None:
+    if not multivector:
+        return None
+    multi.check_settings(precision, pool)
+    if multi.NAME not in model.representations:
+        why = ("a static model's token vectors do not depend on their context" if not model.contextual
+               else "it does not expose token vectors")
+        raise UsageError(f"--multivector: {model.plugin}:{model.name} produces no token vectors ({why})",
+                         hint="a transformer model such as all-MiniLM-L6-v2, or drop --multivector")
+    return multi.TokenSettings(model.dim, precision, pool, model.token_vector_source)
+
+
+def _check_dim(model: EmbeddingModel, dim: int | None) -> int:
+    if dim is None or dim == model.dim:
+        return model.dim
+    if not 0 < dim < model.dim:
+        raise UsageError(f"--dim {dim}: must be between 1 and the model's {model.dim}")
+    trained = tuple(model.matryoshka_dims)
+    if dim not in trained:
+        log.warning("%s is not known to be trained for --dim %d (Matryoshka dims: %s): truncated "
+                    "vectors may lose much of their quality", model.name, dim,
+                    ", ".join(map(str, trained)) or "none declared")
+    return dim
+
+
+def _content_window(model: EmbeddingModel, prompt: str, window: int) -> int:
+    n_prompt = len(prompt_ids(model, prompt))
+    content = window - model.num_special_tokens - n_prompt
+    if content < 8:
+        raise UsageError(f"--window {window} leaves {content} tokens for text after the prompt "
+                         f"({n_prompt} tokens) and special tokens")
+    return content
+
+
+def prompt_ids(model: EmbeddingModel, prompt: str) -> list[int]:
+    return model.token_ids(prompt)[0] if prompt else []
+
+
+def embedding_meta(model: EmbeddingModel, params: EmbedParams) -> dict[str, Any]:
+    """The ``arrowsmith.model`` metadata: model identity + everything that shaped the vectors."""
+    meta = model.describe()
+    meta.update({
+        "model_dim": model.dim,
+        "dim": params.dim,
+        "prompt": params.prompt,
+        "query_prompt": params.query_prompt,
+        "late": params.late,
+    })
+    if params.late:
+        meta.update(window=params.window, window_overlap=params.window_overlap,
+                    late_specials=params.late_specials)
+    if params.tokens is not None:
+        meta[multi.META_KEY] = params.tokens.as_meta()
+    if model.dtype:
+        meta["precision"] = model.dtype
+    return meta
+
+
+def key_digest(meta: dict[str, Any], chunker: Any) -> str:
+    # precision (bf16 vs fp16) and device are left out: describe()'s dtype class is in
+    keyed = {k: v for k, v in meta.items() if k not in ("precision", "query_prompt")}
+    return json.dumps({"model": keyed, "chunker": chunker}, sort_keys=True)
+
+
+def doc_key(doc_hash: str, digest: str, metadata: str = "") -> str:
+    """What a stored document is checked against: text, model/chunker settings, metadata."""
+    key = f"{doc_hash}\0{digest}" + (f"\0{metadata}" if metadata else "")
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+# informational only: a touched but unchanged file is not re-embedded (its stored mtime stays)
+VOLATILE_METADATA = ("mtime",)
+
+
+def carried_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
+    """Input columns that embed carries into its output as metadata, in input order."""
+    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE, *spaces.COLUMNS}
+    return [n for n in names if n not in skip]
+
+
+def metadata_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
+    """The carried metadata columns whose values are part of a document's doc_key.
+
+    A change of metadata alone (a new ``lang`` or ``url``) must reach the store, so it changes
+    the key and the document's rows are replaced.
+    """
+    return sorted(n for n in carried_columns(names, id_col, text_col) if n not in VOLATILE_METADATA)
+
+
+def metadata_digest(values: dict[str, Any]) -> str:
+    if not values:
+        return ""
+    text = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
