@@ -305,3 +305,42 @@ def test_compressed_index_is_used_unless_disabled(tmp_path, model):
     assert got.column("score").to_pylist()[0] == pytest.approx(exact["volcano#0"], abs=0.02)
     res = query(tmp_path, "molten lava", "--k", "1", "--no-compressed")
     assert rows_of(res)[0]["id"] == "volcano#0" and "compressed" not in res.stderr
+
+
+# ------------------------------------------------------------------ a long-lived searcher
+
+
+def test_a_kept_searcher_answers_like_search_and_sees_new_rows_after_refresh(tmp_path, model):
+    """What eval and a server do: one Searcher, many searches; rows committed by a writer after it
+    opened the table are invisible until refresh(), then found."""
+    from arrowsmith.commands.query import Searcher
+    from arrowsmith.commands.store import StoreWriter
+
+    db = tmp_path / "kept"
+    first = {k: v for k, v in CORPUS.items() if k != "volcano"}
+    res = run(["index", "--db", str(db)], input=to_ipc(pa.Table.from_batches([embedded_batch(model, first)])))
+    assert res.exit_code == 0, res.stderr
+    searcher = Searcher(db, model=model)
+    queries = ["a feline that purrs", "lava and ash from a mountain"]
+    kept = searcher.search(queries, k=3, mode="hybrid")
+    once = search(db, queries, k=3, mode="hybrid", model=model)
+    assert kept.column("id").to_pylist() == once.column("id").to_pylist()
+    assert kept.column("id").to_pylist()[0] == "cats#0"
+    assert searcher.search(queries, k=3, where="doc_id = 'dogs'").column("doc_id").to_pylist() == ["dogs"] * 4
+
+    with StoreWriter(str(db), "chunks") as writer:
+        writer.write([embedded_batch(model, {"volcano": CORPUS["volcano"]})])
+    before = searcher.search(queries[1:], k=1, mode="vector")
+    assert before.column("doc_id").to_pylist() != ["volcano"]  # the version it opened
+    assert searcher.refresh() is True
+    after = searcher.search(queries[1:], k=1, mode="vector")
+    assert after.column("doc_id").to_pylist() == ["volcano"]
+    assert searcher.refresh() is False
+
+
+def test_ann_tuning_with_a_mode_that_searches_no_vector_index_is_refused(store, model):
+    """The library refuses what the CLI refuses: an ANN setting the search would ignore."""
+    from arrowsmith.commands.errors import UsageError
+
+    with pytest.raises(UsageError, match="--nprobes: no effect, --mode fts searches no vector index"):
+        search(store, ["cats"], mode="fts", nprobes=5, model=model)
