@@ -303,6 +303,26 @@ def test_stale_compression_falls_back_with_warning(store_copy, caplog):
     assert "arrowsmith compress --db" in caplog.text
 
 
+def test_loaded_codes_are_reused_until_the_table_or_companion_changes(store_copy):
+    """One process searching many times reads the codes once, and never serves codes that a
+    recompression, a drop or a write has replaced."""
+    from arrowsmith.commands.compress import drop_compressed
+    from arrowsmith.commands.store import connect
+
+    compress_table(store_copy, "chunks", "binary", rescore=20)
+    first = load_compressed(store_copy, "chunks")
+    assert load_compressed(store_copy, "chunks") is first
+    drop_compressed(store_copy, "chunks")
+    assert load_compressed(store_copy, "chunks") is None
+    compress_table(store_copy, "chunks", "int8")  # the new companion's versions start again
+    assert load_compressed(store_copy, "chunks").method == "int8"
+    tbl = connect(store_copy).open_table("chunks")
+    row = tbl.search().limit(1).to_arrow()
+    row = row.set_column(row.schema.get_field_index("id"), "id", pa.array(["new#0"]))
+    tbl.add(row.select(tbl.schema.names))
+    assert load_compressed(store_copy, "chunks") is None
+
+
 @pytest.mark.parametrize("args, message", [
     (["--method", "quantum"], "unknown compression method 'quantum'"),
     (["--method", "pq", "--bytes", "7"], "does not divide the vector dimension 384"),

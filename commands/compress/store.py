@@ -12,6 +12,7 @@ compression is detected and never served stale results.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import time
@@ -299,13 +300,27 @@ def load_compressed(db: str | os.PathLike, table: str = "chunks") -> CompressedI
         log.warning("%s: unreadable compression metadata; searching the float vectors", companion_name(table))
         return None
     tbl = open_table(db, table)
+    # a dropped and recompressed companion starts its versions again: its metadata tells it apart
+    key = (os.path.realpath(db), table)
+    stamp = (comp.version, tbl.version, json.dumps(info, sort_keys=True))
+    cached = _LOADED.get(key)
+    if cached is not None and cached[0] == stamp:
+        return cached[1]
     why = staleness(tbl, info) or _incomplete(comp, info)
     if why:
         log.warning("compressed %s is not used: %s; searching the float vectors. "
                     "Refresh it with: arrowsmith compress --db %s --table %s --method %s",
                     table, why, db, table, info.get("method"))
         return None
-    return _index_from(comp, tbl, info)
+    index = _index_from(comp, tbl, info)
+    _LOADED[key] = (stamp, index)
+    return index
+
+
+# The last index loaded per table, valid while neither the table nor its companion has a new
+# version: a process that searches many times (eval, a server, the library's search()) reads the
+# codes once — at a million rows reading them took longer than the search itself.
+_LOADED: dict[tuple[str, str], tuple[tuple[int, int, str], CompressedIndex]] = {}
 
 
 def _incomplete(comp, info: dict[str, Any]) -> str | None:
