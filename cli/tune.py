@@ -82,14 +82,20 @@ def tune_command(
     matryoshka: Annotated[str | None, _opt("--matryoshka", help="Train for these dims too (MatryoshkaLoss), "
                                            "e.g. 384,256,128,64; the full dim is always included.",
                                            show_default=False)] = None,
+    multivector: Annotated[bool, _opt("--multivector", help="Train a ColBERT-style model (sentence-"
+                                      "transformers MultiVectorEncoder: the base plus a token head, MaxSim "
+                                      "loss) for embed --multivector --model DIR.")] = False,
+    token_dim: Annotated[int | None, _opt("--token-dim", help="--multivector: the token head's dim "
+                                          "[default: 128].", show_default=False)] = None,
     lora: Annotated[int | None, _opt("--lora", help="Train rank-R LoRA adapters (merged into the saved "
                                      "model) instead of all weights; needs peft.", show_default=False)
                     ] = None,
     model: Model = None,
-    epochs: Annotated[float, _opt("--epochs", help="Passes over the pairs.")] = 1.0,
+    epochs: Annotated[float | None, _opt("--epochs", help="Passes over the pairs [default: 3; 1 for a static "
+                                         "model].", show_default=False)] = None,
     batch_size: Annotated[int, _opt("--batch-size", help="Pairs per step (the in-batch negatives).")] = 32,
     lr: Annotated[float | None, _opt("--lr", help="Peak learning rate (AdamW, linear warm-up and decay) "
-                                     "[default: 2e-05; 0.05 for a static model].", show_default=False)
+                                     "[default: 5e-05; 0.05 for a static model].", show_default=False)
                   ] = None,
     max_seq_tokens: Annotated[int | None, _opt("--max-seq-tokens", help="Truncate training texts here "
                                                "[default: the model's window]; the saved model keeps its "
@@ -137,7 +143,8 @@ def tune_command(
     options = TuneOptions(output=output, model=model, train=train, hard_negatives=hard_negatives,
                           max_pairs=max_pairs,
                           eval_dir=eval_dir, eval_split=eval_split or "test", allow_overlap=allow_overlap,
-                          overwrite=overwrite, resume=resume, n_resamples=resamples)
+                          overwrite=overwrite, resume=resume, n_resamples=resamples,
+                          multivector=multivector, token_dim=token_dim)
     base = load_base(model, device)
     window = min(max_seq_tokens or base.max_tokens, base.max_tokens)
     pair_set = load_pair_set(source, model=base, max_seq_tokens=window, seed=seed)

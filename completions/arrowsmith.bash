@@ -46,7 +46,7 @@ _arrowsmith() {
         index) opts="--db --table -t --input-format --type --partitions --sub-vectors --metric --fts --no-fts --scalar --force --no-force --optimize --keep --grace --stats --json --replace --prune --checkpoint-rows --wait" ;;
         models) opts="--json --check" ;;
         query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --ann --rerank --compressed --no-compressed --output -o --format -f" ;;
-        tune) opts="--output -o --pairs --data --split --unsupervised --corpus --db --table -t --input-format --query-col --positive-col --negative-col --query-id-col --id-col --text-col --title-col --min-grade --guide --hard-negatives --max-pairs --matryoshka --lora --model -m --epochs --batch-size --lr --max-seq-tokens --device --seed --checkpoint-steps --resume --no-resume --overwrite --eval --eval-split --allow-overlap --resamples" ;;
+        tune) opts="--output -o --pairs --data --split --unsupervised --corpus --db --table -t --input-format --query-col --positive-col --negative-col --query-id-col --id-col --text-col --title-col --min-grade --guide --hard-negatives --max-pairs --matryoshka --multivector --token-dim --lora --model -m --epochs --batch-size --lr --max-seq-tokens --device --seed --checkpoint-steps --resume --no-resume --overwrite --eval --eval-split --allow-overlap --resamples" ;;
     esac
     if [[ "$cur" == -* || -z "$cmd" ]]; then
         COMPREPLY=($(compgen -W "$opts" -- "$cur"))

@@ -29,6 +29,9 @@ def model_card(info: dict[str, Any], before_after: str | None) -> str:
                 f"above {MAX_RELATIVE_SCORE:g} x the pair's positive")
     if t.get("matryoshka_dims"):
         loss = f"MatryoshkaLoss(dims {', '.join(map(str, t['matryoshka_dims']))}) over {loss}"
+    mv = info.get("multivector")
+    if mv:  # tune --multivector: MaxSim over token vectors instead of cosine of pooled vectors
+        loss = loss.replace("MultipleNegativesRankingLoss", f"{t['loss']}, MaxSim scores", 1)
     rows = [
         ("base model", f"{info['base_model']['name']} (revision {info['base_model']['revision']})"),
         ("data", f"{info['data']['source']} (sha256 {info['data']['sha256']})"),
@@ -45,12 +48,23 @@ def model_card(info: dict[str, Any], before_after: str | None) -> str:
     ]
     if info.get("distill"):
         rows.insert(1, ("distilled from", distill_origin(info["distill"])))
+    if mv:
+        head = mv.get("head") or (f"new, seeded; skiplist {mv.get('skiplist')}, prefixes "
+                                  f"{mv.get('prefixes') or 'none'}, query expansion "
+                                  f"{mv.get('query_expansion') or 'none'}")
+        rows.insert(1, ("token head", f"{mv['token_dim']}-d ({head})"))
     if info["data"].get("note"):
         rows.append(("note", info["data"]["note"]))
     intro = (f"Tuned from {info['base_model']['name']} with `arrowsmith tune`. It is an ordinary "
              "sentence-transformers model directory (`--model DIR` in embed, eval, compress); its vectors "
              "are a new embedding space, so a table built with the base model refuses them without "
              "`--replace`.")
+    if mv:
+        intro = (f"Tuned from {info['base_model']['name']} with `arrowsmith tune --multivector`. It is a "
+                 "sentence-transformers MultiVectorEncoder (ColBERT-style) directory: `embed --multivector "
+                 "--model DIR` stores its token vectors, `query --mode maxsim` or `--rerank maxsim` scores "
+                 "them. Before / after compares MaxSim over the base model's own token vectors (zero-shot) "
+                 "with MaxSim over this model's.")
     before = before_after.rstrip() if before_after else "Not evaluated (run `arrowsmith tune … --eval DIR`)."
     return render_card(info, "arrowsmith-tune", intro, rows,
                        [("Before / after", before)], record="Training record")

@@ -16,13 +16,16 @@ from typing import Any
 
 from arrowsmith.commands.errors import UsageError
 
-from . import output
+from . import multivector, output
 from .card import card_record, model_card
 from .evaluate import BeforeAfter, before_after, check_overlap, render
+from .multivector import train_multivector
 from .negatives import mine_hard_negatives
 from .pairs import PairSet
 from .train import (
+    DEFAULT_EPOCHS,
     DEFAULT_LR,
+    STATIC_EPOCHS,
     STATIC_LR,
     TrainOptions,
     TrainResult,
@@ -47,6 +50,8 @@ class TuneOptions:
     overwrite: bool = False
     resume: bool = True
     n_resamples: int = 10_000
+    multivector: bool = False  # train a ColBERT-style token head (.multivector)
+    token_dim: int | None = None  # its dim (None: DEFAULT_TOKEN_DIM, or a multi-vector base's own)
 
 
 @dataclass
@@ -94,6 +99,7 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
     dest.check()
     base = load_base(options.model, options.train.device)
     topts = options.train
+    token_dim = _multivector_dim(base, options)
     if not base.contextual:  # a static model (`arrowsmith distill`): a token table, no window
         if topts.max_seq_tokens is not None:
             raise UsageError("--max-seq-tokens: a static model has no window; it trains on whole texts")
@@ -101,6 +107,8 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
             raise UsageError("--lora: a static model has no linear layers to adapt", hint="drop --lora")
     if topts.lr is None:
         topts.lr = DEFAULT_LR if base.contextual else STATIC_LR
+    if topts.epochs is None:
+        topts.epochs = DEFAULT_EPOCHS if base.contextual else STATIC_EPOCHS
     if topts.matryoshka:
         topts.matryoshka = matryoshka_dims(topts.matryoshka, base.dim)
     topts.max_seq_tokens = min(topts.max_seq_tokens or base.max_tokens, base.max_tokens)
@@ -117,6 +125,8 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
     for note in notes:
         info(f"tune: {note}")
     fingerprint = {"base": base.revision, "pairs": pair_set.digest(), "options": topts.fingerprint()}
+    if token_dim:
+        fingerprint["token_dim"] = token_dim
     ckpt_dir = output.checkpoint_dir(options.output) if topts.checkpoint_steps else None
     resume = output.prepare_checkpoints(ckpt_dir, fingerprint, resume=options.resume) if ckpt_dir else None
     if resume is not None:
@@ -124,8 +134,12 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
     with dest as tmp:
         info(f"tune: training on {len(pair_set.pairs):,} pairs ({topts.epochs:g} epoch(s), "
              f"batch {topts.batch_size})")
-        trained = train(base.path, pair_set.pairs, tmp, topts, checkpoint_dir=ckpt_dir, resume=resume,
-                        progress=progress)
+        if token_dim:
+            trained = train_multivector(base.path, pair_set.pairs, tmp, topts, token_dim, base.max_tokens,
+                                        checkpoint_dir=ckpt_dir, resume=resume, progress=progress)
+        else:
+            trained = train(base.path, pair_set.pairs, tmp, topts, checkpoint_dir=ckpt_dir, resume=resume,
+                            progress=progress)
         from arrowsmith.plugins.registry import load_model
 
         tuned = load_model(str(tmp), device=topts.device, dtype="fp32")
@@ -136,17 +150,34 @@ def tune(pair_set: PairSet, options: TuneOptions, *, progress: bool = False,
                 result.evaluation = before_after(
                     options.eval_dir, options.eval_split, base, tuned, Path(work), seed=topts.seed,
                     device=topts.device, dims=topts.matryoshka, n_resamples=options.n_resamples,
-                    progress=info)
+                    progress=info, multivector=bool(token_dim))
             result.evaluation.overlap_note = overlap
             result.table = render(result.evaluation)
         info_dict = _card_info(Path(options.output).name, base, pair_set, topts, trained, notes, options)
         if result.evaluation is not None:
             info_dict["evaluation"] = result.evaluation.to_dict()
+        if token_dim:
+            info_dict["training"]["loss"] = multivector.LOSS
+            own = multivector.has_own_head(base)
+            info_dict["multivector"] = {"token_dim": token_dim,
+                                        **({"head": "the base model's own"} if own else multivector.RECIPE)}
         (tmp / "README.md").write_text(model_card(info_dict, result.table), encoding="utf-8")
         dest.commit()
     if ckpt_dir is not None:
         output.remove_checkpoints(ckpt_dir)
     return result
+
+
+def _multivector_dim(base: Any, options: TuneOptions) -> int | None:
+    """The token head's dim with --multivector (None without); a multi-vector base needs it."""
+    if options.multivector:
+        return multivector.check_options(base, options.train, options.token_dim)
+    if options.token_dim is not None:
+        raise UsageError("--token-dim is the --multivector head's dim", hint="add --multivector")
+    if multivector.has_own_head(base):
+        raise UsageError(f"--model {base.name} is a multi-vector (ColBERT-style) model",
+                         hint="add --multivector to tune it")
+    return None
 
 
 def _check_shapes(pair_set: PairSet, options: TuneOptions) -> None:

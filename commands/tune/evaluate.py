@@ -92,9 +92,13 @@ def check_overlap(pair_set: PairSet, eval_dir: str | Path, split: str, *, allow:
 
 
 def before_after(eval_dir: str | Path, split: str, base: Any, tuned: Any, workdir: Path, *, seed: int = 0,
-                 device: str = "auto", dims: tuple[int, ...] = (), n_resamples: int = 10_000,
-                 progress=None) -> BeforeAfter:
-    """Score ``base`` and ``tuned`` (loaded plugin models) on a BEIR split, with paired CIs."""
+                  device: str = "auto", dims: tuple[int, ...] = (), n_resamples: int = 10_000,
+                 progress=None, multivector: bool = False) -> BeforeAfter:
+    """Score ``base`` and ``tuned`` (loaded plugin models) on a BEIR split, with paired CIs.
+
+    ``multivector`` (``tune --multivector``): both stores hold token vectors (float32, so the
+    models are compared and not a storage precision), searched by MaxSim over the whole table: the
+    base model's own contextual token vectors (zero-shot) against the trained head's."""
     from arrowsmith.commands.evaluate.config import EvalConfig
     from arrowsmith.commands.evaluate.data import load_beir
     from arrowsmith.commands.evaluate.runner import RunOptions, evaluate
@@ -107,14 +111,15 @@ def before_after(eval_dir: str | Path, split: str, base: Any, tuned: Any, workdi
     stores = {}
     for label, model in (("base", base), ("tuned", tuned)):
         # one store per model and dataset: a caller passing the same workdir reuses the base model's
-        stores[label] = str(workdir / f"eval-{data.name}-{model.revision[:16]}")
+        stores[label] = str(workdir / f"eval-{data.name}-{model.revision[:16]}{'-mv' if multivector else ''}")
         if table_exists(stores[label], "chunks"):
             n_docs = open_table(stores[label], "chunks").count_rows()
             continue
         if progress:
             progress(f"tune: embedding {data.name} with the {label} model")
-        n_docs = _build_store(data, model, stores[label])
-    configs = [EvalConfig(name=label, db=db) for label, db in stores.items()]
+        n_docs = _build_store(data, model, stores[label], multivector)
+    configs = [EvalConfig(name=label, db=db, mode="maxsim" if multivector else "vector")
+               for label, db in stores.items()]
     options = RunOptions(ks=KS, primary=PRIMARY, device=device, seed=seed, n_resamples=n_resamples)
     report = evaluate(data, configs, options)
     result = BeforeAfter(data.name, split, len(data.qrels), n_docs, report, dim=base.dim)
@@ -123,14 +128,18 @@ def before_after(eval_dir: str | Path, split: str, base: Any, tuned: Any, workdi
     return result
 
 
-def _build_store(data: Any, model: Any, db: str) -> int:
-    from arrowsmith.commands.embed import embed_batches
+def _build_store(data: Any, model: Any, db: str, multivector: bool = False) -> int:
+    from arrowsmith.commands.embed import embed_batches, embedding_meta, resolve_params
     from arrowsmith.commands.evaluate.runner import whole_document_chunks
     from arrowsmith.commands.store import StoreWriter
 
+    tokens = {"multivector": True, "token_precision": "float32"} if multivector else {}
     with StoreWriter(db, "chunks", checkpoint_rows=1 << 30) as writer:
-        writer.check_meta(model.describe())
-        stats = writer.write(embed_batches(whole_document_chunks(data.corpus_batches(), model), model))
+        # the table records its token settings (what --mode maxsim reads)
+        writer.check_meta(embedding_meta(model, resolve_params(model, **tokens)) if tokens
+                          else model.describe())
+        chunks = whole_document_chunks(data.corpus_batches(), model)
+        stats = writer.write(embed_batches(chunks, model, **tokens))
     return stats.rows_added
 
 
@@ -153,12 +162,12 @@ def truncated_run(db: str, model: Any, queries: dict[str, str], dim: int, depth:
     """Exact search over a store's vectors cut to ``dim`` and re-normalised (what ``embed --dim`` stores)."""
     from arrowsmith.commands.evaluate.metrics import docs_from_hits, truncate_run
     from arrowsmith.commands.query_vectors import embed_queries
+    from arrowsmith.commands.spaces import dense
     from arrowsmith.commands.store import open_table
 
-    data = open_table(db, "chunks").search().select(["doc_id", "vector"]).limit(None).to_arrow()
+    data = open_table(db, "chunks").search().select(["doc_id", dense.COLUMN]).limit(None).to_arrow()
     doc_ids = data.column("doc_id").to_pylist()
-    flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-    vectors = np.asarray(flat, dtype=np.float32).reshape(len(doc_ids), -1)[:, :dim]
+    vectors = dense.decode(data.column(dense.COLUMN))[:, :dim]
     vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
     qids = list(queries)
     qv = embed_queries([queries[q] for q in qids], model, dim=dim)
