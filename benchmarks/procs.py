@@ -86,7 +86,8 @@ def run(*cmds: list[str], stdout: str | None = None) -> Run:
         sink.close()
     for p in procs:
         p.wait()  # already reaped by wait4: Popen takes the ECHILD as done
-        if p.pid in failed:
-            sys.exit(f"{' '.join(p.args)} failed:\n{errs[p.pid].decode(errors='replace')}")
+    if failed:  # every failed process's stderr: an early one may only have lost its reader
+        sys.exit("\n".join(f"{' '.join(p.args)} failed:\n{errs[p.pid].decode(errors='replace')}"
+                           for p in procs if p.pid in failed))
     stats = [usage_of[p.pid] for p in procs]
     return Run(wall, sum(s.cpu for s in stats), max(s.rss_mib for s in stats), stats)
