@@ -177,12 +177,13 @@ class _Scan:
 
 
 def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
-    vtype = tbl.schema.field("vector").type if "vector" in tbl.schema.names else None
+    names = tbl.schema.names
+    vtype = tbl.schema.field(dense.COLUMN).type if dense.COLUMN in names else None
     model = model_of(table_meta(tbl))
-    if vtype is None or not pa.types.is_fixed_size_list(vtype):
-        report.add("vector", f"the vector column is {vtype}, not a fixed-size list of float32")
+    if dense.dim_of(tbl.schema) is None:
+        report.add("vector", f"the {dense.COLUMN} column is {vtype}, not a fixed-size list of float32")
         return
-    report.dim = vtype.list_size
+    report.dim = dense.dim_of(tbl.schema)
     if model.get("dim") not in (None, report.dim):
         report.add("vector", f"the table's vectors have dim {report.dim} but its model metadata says "
                              f"{model.get('dim')}")

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from . import faults, spaces
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .signals import no_interrupt
+from .spaces import dense
 from .store import (
     DEFAULT_TABLE,
     disk_errors,
@@ -49,7 +50,7 @@ VECTOR_TYPES = ("auto", "ivf_pq", "ivf_hnsw_sq", "none")
 DISTANCE_METRICS = ("cosine", "l2", "dot")
 AUTO_MIN_ROWS = 100_000  # below: exact search over <100k×384 floats takes a few ms, no index
 RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many times larger
-VECTOR_INDEX = "vector_idx"
+VECTOR_INDEX = f"{dense.COLUMN}_idx"
 FTS_COLUMN = "text"
 
 
@@ -183,7 +184,8 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
             and VECTOR_INDEX in existing
         grown = rows >= RETRAIN_GROWTH * (state.get("vector_rows") or rows)
         if force or not same or grown:
-            _create(tbl, report, f"vector {vector['type']}", _vector_config(vector), "vector", VECTOR_INDEX)
+            _create(tbl, report, f"vector {vector['type']}", dense.index_config(vector), dense.COLUMN,
+                    VECTOR_INDEX)
             state["vector_spec"], state["vector_rows"] = vector, rows
     elif wanted["vector_type"] == "none" and VECTOR_INDEX in existing:
         with no_interrupt():
@@ -237,15 +239,6 @@ def _create(tbl, report: IndexReport, label: str, config, column: str, name: str
     report.built.append(label)
 
 
-def _vector_config(spec: dict[str, Any]):
-    from lancedb.index import IvfHnswSq, IvfPq
-
-    if spec["type"] == "IVF_PQ":
-        return IvfPq(distance_type=spec["metric"], num_partitions=spec["partitions"],
-                     num_sub_vectors=spec["sub_vectors"])
-    return IvfHnswSq(distance_type=spec["metric"], num_partitions=spec["partitions"])
-
-
 def _has(existing: dict, column: str, kind: str | None) -> bool:
     return any(list(ix.columns) == [column] and (kind is None or ix.index_type == kind)
                for ix in existing.values())
@@ -257,7 +250,11 @@ def _unindexed(tbl, name: str) -> int:
 
 
 def _dim(tbl) -> int:
-    return tbl.schema.field("vector").type.list_size
+    dim = dense.dim_of(tbl.schema)
+    if dim is None:
+        raise DataError(f"table has no {dense.COLUMN!r} column of fixed-size vectors",
+                        hint="a table written by `arrowsmith embed --db`")
+    return dim
 
 
 # ------------------------------------------------------------------ optimize

@@ -609,7 +609,7 @@ def _has_fts(tbl) -> bool:
 def _vector_index(tbl) -> tuple[str | None, str]:
     """(index type, metric) of the index on `vector`; (None, "cosine") when there is none."""
     for ix in tbl.list_indices():
-        if list(ix.columns) == ["vector"]:
+        if list(ix.columns) == [dense.COLUMN]:
             kind = {"IvfPq": "IVF_PQ", "IvfHnswSq": "IVF_HNSW_SQ", "IvfHnswPq": "IVF_HNSW_PQ",
                     "IvfFlat": "IVF_FLAT", "IvfSq": "IVF_SQ"}.get(str(ix.index_type), str(ix.index_type))
             try:

@@ -12,6 +12,8 @@ from typing import Any
 
 import pyarrow as pa
 
+from .spaces import dense
+
 FORMAT_VERSION = "1"
 META_PREFIX = "arrowsmith."
 # metadata keys
@@ -37,7 +39,8 @@ CHUNKED_FIELDS = [
     pa.field("doc_hash", pa.string()),
 ]
 
-EMBEDDED_CORE = ("id", "doc_id", "chunk_index", "text", "start", "end", "vector", "doc_key")
+# the dense vector is always there (the representation every table has); others: spaces.COLUMNS
+EMBEDDED_CORE = ("id", "doc_id", "chunk_index", "text", "start", "end", dense.COLUMN, "doc_key")
 
 
 def embedded_fields(dim: int) -> list[pa.Field]:
@@ -48,7 +51,7 @@ def embedded_fields(dim: int) -> list[pa.Field]:
         pa.field("text", pa.string()),
         pa.field("start", pa.int32()),
         pa.field("end", pa.int32()),
-        pa.field("vector", pa.list_(pa.float32(), dim)),
+        dense.field(dim),
         pa.field("doc_key", pa.string()),
     ]
 

@@ -42,6 +42,7 @@ from . import faults
 from .errors import DISK_ERRNOS, DataError, LockedError, StorageError, UsageError
 from .schemas import EMBEDDED_CORE, MODEL, SOURCE, conform_batch, read_meta, require_columns
 from .signals import no_interrupt
+from .spaces import dense
 
 log = logging.getLogger("arrowsmith.store")
 
@@ -497,8 +498,7 @@ class StoreWriter:
         if self._schema is not None:  # the table exists and keeps its schema
             return
         dim = self._model.get("dim") or _dim_of(schema)
-        fields = [pa.field("vector", pa.list_(pa.float32(), int(dim))) if f.name == "vector" else f
-                  for f in schema]
+        fields = [dense.field(int(dim)) if f.name == dense.COLUMN else f for f in schema]
         metadata = {k: v for k, v in (schema.metadata or {}).items() if k != SOURCE.encode()}
         metadata[MODEL.encode()] = json.dumps(self._model, sort_keys=True).encode()
         self._schema = pa.schema(fields, metadata=metadata)
@@ -640,9 +640,10 @@ def _describe(model: dict[str, Any]) -> str:
 
 
 def _dim_of(schema: pa.Schema) -> int:
-    t = schema.field("vector").type
-    if pa.types.is_fixed_size_list(t):
-        return t.list_size
+    dim = dense.dim_of(schema)
+    if dim is not None:
+        return dim
+    t = schema.field(dense.COLUMN).type if dense.COLUMN in schema.names else None
     raise DataError("cannot tell the vector dim: no 'dim' in the model metadata and the vector "
                     f"column is {t}, not a fixed-size list")
 

@@ -12,6 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .spaces import dense
+
 DIM = 384
 # the default model, so `query` can embed text queries against a generated table
 MODEL_META = {"plugin": "sentence-transformers", "name": "all-MiniLM-L6-v2", "dim": DIM,
@@ -58,7 +60,7 @@ def generated_table(vectors: np.ndarray) -> pa.Table:
         "chunk_index": pa.array(np.zeros(n, np.int32)),
         "text": pc.binary_join_element_wise(pa.scalar("generated row"), ids, " "),
         "start": pa.array(np.zeros(n, np.int32)), "end": pa.array(np.full(n, 10, np.int32)),
-        "vector": pa.FixedSizeListArray.from_arrays(pa.array(vectors.ravel()), dim),
+        dense.COLUMN: dense.column(vectors, dim),
         "doc_key": pa.array(["k"] * n),
     }
     meta = stage_metadata("embed", model={**MODEL_META, "dim": dim})

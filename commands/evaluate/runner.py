@@ -29,6 +29,7 @@ import numpy as np
 import pyarrow as pa
 
 from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.spaces import dense
 
 from .config import NO_CHUNKING, EvalConfig, unique_labels
 from .data import Dataset, Run
@@ -229,10 +230,9 @@ class Evaluator:
         doc_ids = _doc_ids(table)
         docs = len(doc_ids)
         self.dataset.n_docs = self.dataset.n_docs or docs
-        vector = table.schema.field("vector").type if "vector" in table.schema.names else None
         built = _Built(db=config.db, table=config.table, model=model, counts={"docs": docs, "chunks": rows},
                        fts=True,  # an existing store is searched as it is: `arrowsmith index` makes FTS
-                       had_fts=_has_fts(table), dim=getattr(vector, "list_size", None))
+                       had_fts=_has_fts(table), dim=dense.dim_of(table.schema))
         self._count_absent(built, doc_ids, "the store")
         return built
 

@@ -47,6 +47,26 @@ def column(vectors: np.ndarray, dim: int) -> pa.Array:
     return pa.FixedSizeListArray.from_arrays(flat, dim)
 
 
+def decode(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """``[n, dim]`` float32 vectors of a column (a copy only where Arrow's buffers cannot be shared)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    dim = col.type.list_size
+    flat = col.flatten().to_numpy(zero_copy_only=False)
+    return np.asarray(flat, dtype=np.float32).reshape(len(col), dim)
+
+
+def index_config(spec: dict[str, Any]):
+    """The LanceDB index ``index`` builds on the column for ``spec`` (``index.choose_vector_index``:
+    type, metric, partitions, sub-vectors)."""
+    from lancedb.index import IvfHnswSq, IvfPq
+
+    if spec["type"] == "IVF_PQ":
+        return IvfPq(distance_type=spec["metric"], num_partitions=spec["partitions"],
+                     num_sub_vectors=spec["sub_vectors"])
+    return IvfHnswSq(distance_type=spec["metric"], num_partitions=spec["partitions"])
+
+
 NORM_TOLERANCE = 1e-3  # float32 normalised vectors are within ~1e-6; 1e-3 catches real damage
 
 

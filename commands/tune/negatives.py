@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.spaces import dense
 
 from .pairs import Pair, PairSet
 
@@ -120,8 +121,7 @@ def _passage_vectors(texts: list[str], model: Any, prompt: str | None, dim: int 
     batch = pa.RecordBatch.from_pydict({"id": ids, "text": texts})
     found: dict[str, np.ndarray] = {}
     for b in embed_batches(whole_document_chunks([batch], model), model, prompt=prompt, dim=dim):
-        found.update(zip(b.column("doc_id").to_pylist(),
-                         np.asarray(b.column("vector").to_pylist(), dtype=np.float32), strict=True))
+        found.update(zip(b.column("doc_id").to_pylist(), dense.decode(b.column(dense.COLUMN)), strict=True))
     return np.stack([found[i] for i in ids])
 
 
