@@ -13,7 +13,6 @@ import numpy as np
 
 from arrowsmith.plugins.base import EmbeddingModel
 
-from .embed.params import prompt_ids
 from .errors import DataError, UsageError
 from .schemas import MODEL
 from .spaces import dense
@@ -44,7 +43,7 @@ def fit_queries(texts: list[str], model: EmbeddingModel, *,
         prompt = model.embed_params.get("query_prompt")
     if prompt is None:
         prompt = model.prompt_for("query")
-    limit = model.max_tokens - model.num_special_tokens - len(prompt_ids(model, prompt))
+    limit = model.max_tokens - model.num_special_tokens - len(model.token_ids(prompt)[0] if prompt else ())
     out, cut = [], 0
     for text in texts:
         offsets = model.tokenizer.token_offsets(text)
