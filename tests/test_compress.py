@@ -303,6 +303,26 @@ def test_stale_compression_falls_back_with_warning(store_copy, caplog):
     assert "arrowsmith compress --db" in caplog.text
 
 
+def test_content_fingerprint_ignores_row_order_not_content(tmp_path):
+    """The fingerprint that tells a stale companion: the same rows in another order (as a
+    compaction may leave them) match; a changed doc_key or a missing row does not."""
+    import lancedb
+
+    from arrowsmith.commands.compress.store import content_fingerprint
+    from arrowsmith.commands.synthetic import clustered_vectors, generated_table
+
+    data = generated_table(clustered_vectors(3000, dim=16, seed=5))
+    conn = lancedb.connect(tmp_path / "db")
+    prints = {}
+    for name, t in {"base": data, "reversed": data.take(np.arange(len(data))[::-1]),
+                    "fewer": data.slice(1),
+                    "rekeyed": data.set_column(data.schema.get_field_index("doc_key"), "doc_key",
+                                               pa.array(["k"] * 2999 + ["other"]))}.items():
+        prints[name] = content_fingerprint(conn.create_table(name, t))
+    assert prints["reversed"] == prints["base"]
+    assert len({prints["base"], prints["fewer"], prints["rekeyed"]}) == 3
+
+
 def test_loaded_codes_are_reused_until_the_table_or_companion_changes(store_copy):
     """One process searching many times reads the codes once, and never serves codes that a
     recompression, a drop or a write has replaced."""

@@ -11,13 +11,13 @@ compression is detected and never served stale results.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from hashlib import blake2b
 from typing import Any
 
 import numpy as np
@@ -69,32 +69,30 @@ def vectors_of(batch: pa.RecordBatch | pa.Table, dim: int) -> np.ndarray:
 
 
 def content_fingerprint(tbl) -> str:
-    """sha256 over the sorted (id, doc_key) pairs — or (id, vector) without doc_key.
+    """A digest of the table's (id, doc_key) pairs — or (id, vector) without doc_key.
 
-    Survives what does not change the vectors (index builds, compaction); any
-    added, deleted or re-embedded chunk changes it.
+    Survives what does not change the vectors (index builds, compaction, which may reorder
+    rows); any added, deleted or re-embedded chunk changes it. Read in bounded batches and
+    combined in any order (a sum of per-row 128-bit hashes, with the row count): holding the
+    whole column to sort it grew with the table.
     """
     cols = ["id", "doc_key"] if "doc_key" in tbl.schema.names else ["id", "vector"]
-    data = tbl.search().select(cols).limit(None).to_arrow().sort_by("id")
-    h = hashlib.sha256(f"{data.num_rows}:{','.join(cols)}".encode())
-    for name in cols:
-        arr = data.column(name).combine_chunks()
-        if name == "vector":
-            h.update(np.ascontiguousarray(vectors_of(data, arr.type.list_size)).tobytes())
+    rows, lo, hi = 0, 0, 0
+    for batch in scan_batches(tbl, cols):
+        ids = batch.column("id").to_pylist()
+        if cols[1] == "vector":
+            x = vectors_of(batch, batch.column("vector").type.list_size)
+            values = [row.tobytes() for row in x]
         else:
-            _hash_strings(h, arr)
-    return h.hexdigest()
-
-
-def _hash_strings(h, arr: pa.Array) -> None:
-    if arr.null_count or not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
-        h.update(repr(arr.to_pylist()).encode())
-        return
-    width = 8 if pa.types.is_large_string(arr.type) else 4
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64 if width == 8 else np.int32,
-                            count=len(arr) + 1, offset=arr.offset * width)
-    h.update((offsets - offsets[0]).astype(np.int64).tobytes())
-    h.update(memoryview(arr.buffers()[2])[int(offsets[0]):int(offsets[-1])])
+            values = [(v or "").encode() for v in batch.column("doc_key").to_pylist()]
+        digests = b"".join([blake2b(v + b"\0" + i.encode(), digest_size=16).digest()
+                            for i, v in zip(ids, values, strict=True)])
+        halves = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+        lo += int(halves[:, 0].sum(dtype=np.uint64))  # wraps mod 2**64, as the digest is
+        hi += int(halves[:, 1].sum(dtype=np.uint64))
+        rows += batch.num_rows
+    mask = 0xFFFFFFFFFFFFFFFF
+    return f"sum128:{rows}:{','.join(cols)}:{hi & mask:016x}{lo & mask:016x}"
 
 
 # ------------------------------------------------------------------ compress
