@@ -1,12 +1,19 @@
 """Benchmark `arrowsmith tune` on Cranfield: quality before/after, time and peak memory per configuration.
 
-Cranfield's judged queries are split by id parity (odd ids train, even ids evaluate: done here, in a
-temporary directory of symlinks and two qrels files, never by editing shared/). Each configuration
-trains through the real CLI in its own process (``os.wait4`` gives its wall time and peak RSS), then
+Cranfield's judged queries are split by id parity (odd ids train, even ids evaluate; ``--swap``: even
+train, odd evaluate: done here, in a temporary directory of symlinks and two qrels files, never by
+editing shared/). ``--collection limit`` splits the LIMIT-style set (commands/synthetic.py) alike.
+Each configuration trains in its own process (``os.wait4`` gives its wall time and peak RSS), then
 base and tuned model are scored on the held-out half with tune's before/after code (eval's metrics,
 paired bootstrap CI; the base model's store is built once and shared).
 
-    python benchmarks/tune.py                      # supervised, unsupervised, matryoshka
+``plain`` is not tune: it is the 40-line sentence-transformers script a user would write (issue 20:
+MultipleNegativesRankingLoss, batch 32, lr 5e-05, 10% warm-up, the NO_DUPLICATES sampler, 3 epochs),
+reading the same BEIR split itself, the bar tune's defaults must reach. ``defaults`` is tune with no
+training flag at all; ``--epochs``/``--batch-size``/``--lr`` here apply to the other tune configurations.
+
+    python benchmarks/tune.py --configs plain,defaults,lr-2e-5 --markdown   # the defaults' bar
+    python benchmarks/tune.py --configs supervised,unsupervised,matryoshka --epochs 1
     python benchmarks/tune.py --configs supervised --max-seq-tokens 128 --markdown
 
 Quality numbers do not depend on machine load; time and memory do.
@@ -17,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -26,6 +34,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 CRANFIELD = ROOT.parent / "shared" / "data" / "cranfield"
 CONFIGS = {
+    "plain": [],  # not tune: plain_script() below
+    "defaults": ["--data", "{split}", "--split", "train"],  # tune's own training defaults (no common flags)
+    "lr-2e-5": ["--data", "{split}", "--split", "train", "--epochs", "3", "--lr", "2e-5"],  # issue 20's run
+    "old-defaults": ["--data", "{split}", "--split", "train", "--epochs", "1", "--lr", "2e-5"],  # before it
     "supervised": ["--data", "{split}", "--split", "train"],
     "unsupervised": ["--unsupervised", "--corpus", "{split}/corpus.jsonl", "--max-pairs", "{max_pairs}"],
     "matryoshka": ["--data", "{split}", "--split", "train", "--matryoshka", "384,256,128,64"],
@@ -40,27 +52,90 @@ CONFIGS = {
 }
 
 
+# configurations with a recipe of their own, which the common training flags do not reach
+UNTOUCHED = ("plain", "defaults", "lr-2e-5", "old-defaults")
+
 MAX_PAIRS = 1000  # unsupervised: Cranfield's corpus makes ~3,000 pairs; a sample as large as the rest
 
 
-def parity_split(src: Path, dest: Path) -> tuple[int, int]:
-    """dest/: corpus and queries linked from src, qrels/train.tsv (odd ids) and qrels/test.tsv (even)."""
+def _id_number(query_id: str) -> int:
+    return int(re.sub(r"\D", "", query_id))  # Cranfield's "1", the LIMIT-style set's "q0001"
+
+
+def parity_split(src: Path, dest: Path, swap: bool = False) -> tuple[int, int]:
+    """dest/: corpus and queries linked from src, qrels/train.tsv (odd ids) and qrels/test.tsv (even);
+    ``swap``: even ids train, odd evaluate."""
     (dest / "qrels").mkdir(parents=True)
     for name in ("corpus.jsonl", "queries.jsonl"):
-        (dest / name).symlink_to(src / name)
+        (dest / name).symlink_to(src.resolve() / name)
     lines = (src / "qrels" / "test.tsv").read_text().splitlines()
     header, rows = lines[0], [line for line in lines[1:] if line.strip()]
     counts = []
-    for split, parity in (("train", 1), ("test", 0)):
-        kept = [r for r in rows if int(r.split("\t")[0]) % 2 == parity]
+    for split, parity in (("train", 0 if swap else 1), ("test", 1 if swap else 0)):
+        kept = [r for r in rows if _id_number(r.split("\t")[0]) % 2 == parity]
         (dest / "qrels" / f"{split}.tsv").write_text("\n".join([header, *kept]) + "\n")
         counts.append(len({r.split("\t")[0] for r in kept}))
     return counts[0], counts[1]
 
 
-def train(name: str, split: Path, out: Path, common: list[str], max_pairs: int = MAX_PAIRS) -> dict:
+def plain_script(data: Path, split: str, out: Path, seed: int = 0, max_seq_tokens: int | None = None) -> None:
+    """The recipe tune's defaults are held to, as a user writes it with sentence-transformers alone:
+    one (query, judged-relevant document) pair per qrels line, the document as eval embeds it."""
+    import csv
+
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from arrowsmith.plugins.registry import load_model
+
+    docs = {}
+    with open(data / "corpus.jsonl") as f:
+        for d in map(json.loads, f):
+            docs[d["_id"]] = (d.get("title", "") + " " + d["text"]).strip()
+    with open(data / "queries.jsonl") as f:
+        queries = {q["_id"]: q["text"] for q in map(json.loads, f)}
+    with open(data / "qrels" / f"{split}.tsv") as f:
+        rows = [r for r in csv.DictReader(f, delimiter="\t") if int(r["score"]) >= 1]
+    pairs = Dataset.from_dict({"anchor": [queries[r["query-id"]] for r in rows],
+                               "positive": [docs[r["corpus-id"]] for r in rows]})
+    model = SentenceTransformer(str(load_model(None, device="cpu").path), device="cpu")  # all-MiniLM-L6-v2
+    window = model.max_seq_length
+    if max_seq_tokens:
+        model.max_seq_length = max_seq_tokens
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(out / ".trainer"), num_train_epochs=3, per_device_train_batch_size=32,
+        learning_rate=5e-5, warmup_steps=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES, seed=seed,
+        save_strategy="no", report_to="none", use_cpu=True)
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs,
+                                         loss=MultipleNegativesRankingLoss(model))
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    model.max_seq_length = window
+    model.save_pretrained(str(out))
+    steps = trainer.state.global_step
+    card = {"data": {"pairs": len(pairs)}, "training": {"seconds": seconds, "steps": steps}}
+    (out / "README.md").write_text("plain script\n```json\n" + json.dumps(card) + "\n```\n")
+
+
+def train(name: str, split: Path, out: Path, common: list[str], training: list[str],
+          max_pairs: int = MAX_PAIRS) -> dict:
+    """``common`` (seed, window, device) reaches every configuration, ``training`` (epochs, batch size,
+    lr) only those that do not fix their own recipe."""
     args = [a.format(split=split, max_pairs=max_pairs) for a in CONFIGS[name]]
-    cmd = [sys.executable, "-m", "arrowsmith.cli", "tune", *args, "-o", str(out), *common]
+    if name == "plain":
+        cmd = [sys.executable, __file__, "--plain", str(split), str(out), *common]
+        shown = "python benchmarks/tune.py " + " ".join(cmd[2:])
+    else:
+        extra = [] if name in UNTOUCHED else training
+        cmd = [sys.executable, "-m", "arrowsmith.cli", "tune", *args, "-o", str(out), *common, *extra]
+        shown = "arrowsmith " + " ".join(cmd[3:])
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     err = proc.stderr.read()
@@ -71,10 +146,10 @@ def train(name: str, split: Path, out: Path, common: list[str], max_pairs: int =
         raise SystemExit(f"{name}: exit {code}\n{err}")
     card = (out / "README.md").read_text()
     info = json.loads(card.split("```json\n", 1)[1].split("```", 1)[0])
-    return {"name": name, "command": "arrowsmith " + " ".join(cmd[3:]), "wall_s": round(seconds, 1),
+    return {"name": name, "command": shown, "wall_s": round(seconds, 1),
             "train_s": info["training"]["seconds"], "peak_rss_mb": round(usage.ru_maxrss / 1024),
             "pairs": info["data"]["pairs"], "steps": info["training"]["steps"],
-            "summary": err.strip().splitlines()[-1]}
+            "summary": (err.strip().splitlines() or [""])[-1]}
 
 
 def evaluate(result: dict, split: Path, out: Path, work: Path, dims: tuple[int, ...], resamples: int) -> None:
@@ -91,9 +166,11 @@ def evaluate(result: dict, split: Path, out: Path, work: Path, dims: tuple[int, 
                          "ci": [d.comparison.ci_low, d.comparison.ci_high]} for d in ba.dims])
 
 
-def markdown(results: list[dict], n_train: int, n_test: int, common: list[str]) -> str:
-    lines = [f"Cranfield, judged queries split by id parity: {n_train} odd-id queries train, {n_test} "
-             f"even-id queries evaluate; options {' '.join(common)}.", "",
+def markdown(results: list[dict], n_train: int, n_test: int, common: list[str], name: str = "Cranfield",
+             swap: bool = False) -> str:
+    train, test = ("even", "odd") if swap else ("odd", "even")
+    lines = [f"{name}, judged queries split by id parity: {n_train} {train}-id queries train, {n_test} "
+             f"{test}-id queries evaluate; options {' '.join(common)}.", "",
              "| configuration | pairs | steps | train s | wall s | peak RSS MB | nDCG@10 base | tuned | Δ "
              "| 95% CI |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
@@ -113,12 +190,24 @@ def markdown(results: list[dict], n_train: int, n_test: int, common: list[str]) 
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--plain"]:  # the plain script's own process (train() starts it)
+        pp = argparse.ArgumentParser()
+        pp.add_argument("--plain", nargs=2, type=Path)
+        pp.add_argument("--seed", type=int, default=0)
+        pp.add_argument("--max-seq-tokens", type=int, default=None)
+        pp.add_argument("--device", default="cpu")
+        p = pp.parse_args()
+        plain_script(p.plain[0], "train", p.plain[1], p.seed, p.max_seq_tokens)
+        return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data", default=str(CRANFIELD))
-    ap.add_argument("--configs", default="supervised,unsupervised,matryoshka",
+    ap.add_argument("--data", default=str(CRANFIELD), help="a BEIR directory with qrels/test.tsv")
+    ap.add_argument("--collection", choices=("cranfield", "limit"), default="cranfield",
+                    help="limit: the LIMIT-style set of commands/synthetic.py (25 people, 2,000 distractors)")
+    ap.add_argument("--swap", action="store_true", help="train on the even query ids, evaluate on the odd")
+    ap.add_argument("--configs", default="plain,defaults,lr-2e-5",
                     help=f"comma-separated, of: {', '.join(CONFIGS)}")
-    ap.add_argument("--epochs", default="1")
-    ap.add_argument("--batch-size", default="32")
+    ap.add_argument("--epochs", default=None, help="tune's default if not given")
+    ap.add_argument("--batch-size", default=None, help="tune's default if not given")
     ap.add_argument("--lr", default=None, help="learning rate (tune's default if not given)")
     ap.add_argument("--max-seq-tokens", default=None)
     ap.add_argument("--resamples", type=int, default=10_000)
@@ -127,27 +216,35 @@ def main() -> None:
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--markdown", action="store_true", help="print a Markdown table")
     a = ap.parse_args()
-    common = ["--epochs", a.epochs, "--batch-size", a.batch_size, "--seed", a.seed, "--device", "cpu"]
+    common = ["--seed", a.seed, "--device", "cpu"]
     if a.max_seq_tokens:
         common += ["--max-seq-tokens", a.max_seq_tokens]
-    if a.lr:
-        common += ["--lr", a.lr]
+    training = []
+    for flag, value in (("--epochs", a.epochs), ("--batch-size", a.batch_size), ("--lr", a.lr)):
+        if value:
+            training += [flag, value]
     results = []
     with tempfile.TemporaryDirectory(prefix="arrowsmith-bench-tune-") as tmp:
-        split = Path(tmp) / Path(a.data).name
-        n_train, n_test = parity_split(Path(a.data), split)
-        for name in a.configs.split(","):
-            print(f"tune benchmark: {name}", file=sys.stderr, flush=True)
-            out = Path(tmp) / f"model-{name}"
-            result = train(name, split, out, common, a.max_pairs)
-            dims = (256, 128, 64) if name == "matryoshka" else ()
+        source, name = Path(a.data), "Cranfield"
+        if a.collection == "limit":
+            from arrowsmith.commands.synthetic import likes_collection, write_beir
+
+            source, name = Path(tmp) / "limit-source", "LIMIT-style set"
+            write_beir(source, *likes_collection(people=25, distractors=2000))
+        split = Path(tmp) / "split" / source.name
+        n_train, n_test = parity_split(source, split, swap=a.swap)
+        for config in a.configs.split(","):
+            print(f"tune benchmark: {config}", file=sys.stderr, flush=True)
+            out = Path(tmp) / f"model-{config}"
+            result = train(config, split, out, common, training, a.max_pairs)
+            dims = (256, 128, 64) if config == "matryoshka" else ()
             evaluate(result, split, out, Path(tmp) / "eval", dims, a.resamples)
             print(json.dumps({k: v for k, v in result.items() if k != "table"}), file=sys.stderr, flush=True)
             results.append(result)
     if a.json:
-        Path(a.json).write_text(json.dumps({"n_train": n_train, "n_test": n_test, "options": common,
-                                            "results": results}, indent=1))
-    text = markdown(results, n_train, n_test, common)
+        Path(a.json).write_text(json.dumps({"n_train": n_train, "n_test": n_test,
+                                            "options": common + training, "results": results}, indent=1))
+    text = markdown(results, n_train, n_test, common + training, name, a.swap)
     print(text if a.markdown else "\n".join(r["table"] for r in results))
 
 

@@ -115,7 +115,7 @@ def test_pairs_file_makes_a_model_directory_with_its_card(tuned, pairs_file):
 
     base = load_model(None, device="cpu")
     for expected in (base.revision, sha256(pairs_file), "| pairs | 8 |", "MultipleNegativesRankingLoss",
-                     "| epochs | 2 |", "| batch size | 4 |", "| learning rate | 2e-05", "| seed | 0 |",
+                     "| epochs | 2 |", "| batch size | 4 |", "| learning rate | 5e-05", "| seed | 0 |",
                      "| max sequence tokens (training) | 16 |", "Not evaluated"):
         assert expected in card, expected
     model = load_model(str(out), device="cpu")
@@ -528,3 +528,43 @@ def test_store_built_with_the_base_model_refuses_the_tuned_one(tuned, tmp_path):
     result = run(["tune", "--unsupervised", "--db", db, "-o", str(out), *TINY])
     assert result.exit_code == 0, result.stderr
     assert f"store {db} table chunks" in (out / "README.md").read_text()
+
+
+# ---------------------------------------------------------------- the default recipe
+
+
+def test_defaults_are_the_sentence_transformers_recipe(pairs_file, tmp_path):
+    """`tune` with no training flag trains exactly sentence-transformers' MNRL recipe, written out
+    as a user would (lr 5e-5, 10% warm-up, NO_DUPLICATES batches, 3 epochs): the same weights, byte
+    for byte. Issue 20: the old defaults (lr 2e-5, 1 epoch) left a plain script's gain on the table."""
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+    )
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from arrowsmith.plugins.registry import load_model
+
+    out = tmp_path / "tuned"
+    result = run(["tune", "--pairs", str(pairs_file), "-o", str(out), "--batch-size", "4", "--device", "cpu"])
+    assert result.exit_code == 0, result.stderr
+    card = (out / "README.md").read_text()
+    for expected in ("| epochs | 3 |", "| learning rate | 5e-05 (linear warm-up over 10% of the steps"):
+        assert expected in card, expected
+
+    model = SentenceTransformer(str(load_model(None, device="cpu").path), device="cpu")
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(tmp_path / "plain-trainer"), num_train_epochs=3, per_device_train_batch_size=4,
+        learning_rate=5e-5, warmup_steps=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES, seed=0,
+        save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
+    pairs = Dataset.from_dict({"anchor": [q for q, _ in PAIRS], "positive": [p for _, p in PAIRS]})
+    trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs,
+                                         loss=MultipleNegativesRankingLoss(model))
+    trainer.train()
+    assert trainer.state.global_step == 6  # 8 pairs, batch 4, 3 epochs
+    assert "6 steps" in result.stderr.strip().splitlines()[-1]
+    model.save_pretrained(str(tmp_path / "plain"))
+    assert sha256(tmp_path / "plain" / "model.safetensors") == sha256(out / "model.safetensors")
