@@ -274,7 +274,8 @@ def nightly(args: argparse.Namespace) -> None:
     db = work / "db"
     started = time.perf_counter()
     print(f"# benchmarks/scale.py --chunks {args.chunks:,}\n\n{platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, flags {cpu_flags()}; load average before: {os.getloadavg()}", flush=True)
+          f"{os.cpu_count()} CPUs, flags {cpu_flags()}; load average before: {os.getloadavg()}; code: "
+          f"{os.environ.get('PYTHONPATH') or 'the installed package'}", flush=True)
     t0 = time.perf_counter()
     corpus = child_json("_generate", "--work", str(work), "--chunks", str(args.chunks), "--seed",
                         str(args.seed), "--queries", str(args.queries))
