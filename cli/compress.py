@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from .embed import TokenPrecision
 from .options import TABLE, Output, OutputFormatName, RequiredDb, RescoreWithName, Table, Wait
 
 app = typer.Typer()
@@ -22,7 +23,8 @@ ReportFormat = Annotated[
 
 @app.command("compress", rich_help_panel="Use", epilog=(
     "Examples:  arrowsmith compress --db store/ --report --qrels qrels/test.tsv --queries queries.jsonl\n\n"
-    "           arrowsmith compress --db store/ --method binary --rescore 100"))
+    "           arrowsmith compress --db store/ --method binary --rescore 100\n\n"
+    "           arrowsmith compress --db store/ --tokens binary"))
 def compress_command(
     ctx: typer.Context,
     db: RequiredDb = ...,
@@ -31,6 +33,11 @@ def compress_command(
         "--method", envvar="ARROWSMITH_COMPRESS_METHOD",
         help="float16|int8|binary|pq[:BYTES]|truncate:N, combined with '+' (truncate:256+binary); "
              "written into the store as <table>__compressed.", show_default=False)] = None,
+    tokens: Annotated[TokenPrecision | None, typer.Option(
+        "--tokens", envvar="ARROWSMITH_COMPRESS_TOKENS",
+        help="Re-encode the token vectors (embed --multivector) at a smaller precision, in place "
+             "(one commit; indexes rebuilt). --method leaves them as they are.",
+        show_default=False)] = None,
     rescore: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_RESCORE", help="Re-rank this many first-stage candidates with finer vectors.",
         show_default=False)] = None,
@@ -68,16 +75,22 @@ def compress_command(
 
     `query` uses the compressed form automatically (`--no-compressed` bypasses it); a table
     changed since compression is never served stale: `query` warns and searches the floats.
+    Token vectors are compressed only with --tokens; --report compares their precisions too.
     """
     from arrowsmith.commands import compress as cz
     from arrowsmith.commands.errors import UsageError
 
     from .settings import info
 
-    if sum(bool(x) for x in (method, report, drop)) != 1:
-        raise UsageError("give exactly one of --method, --report or --drop",
+    if sum(bool(x) for x in (method, tokens, report, drop)) != 1:
+        raise UsageError("give exactly one of --method, --tokens, --report or --drop",
                          hint="arrowsmith compress --db STORE --report")
-    _refuse_ignored(ctx, method=bool(method), drop=drop, queries=queries)
+    _refuse_ignored(ctx, method=bool(method), tokens=bool(tokens), drop=drop, queries=queries)
+    if tokens:
+        from arrowsmith.commands.compress.tokens import convert_tokens
+
+        info(convert_tokens(db, table, tokens, wait=wait).summary())
+        return
     if drop:
         info(f"dropped {cz.companion_name(table)}" if cz.drop_compressed(db, table, wait=wait)
              else f"{table!r} has no compressed representation")
@@ -94,11 +107,16 @@ def compress_command(
 REPORT_ONLY = ("methods", "queries", "sample", "qrels", "k", "budget", "plot", "output", "fmt")
 
 
-def _refuse_ignored(ctx: typer.Context, *, method: bool, drop: bool, queries: str | None) -> None:
+def _refuse_ignored(ctx: typer.Context, *, method: bool, tokens: bool, drop: bool, queries: str | None
+                    ) -> None:
     """Issue 10: every option either acts in the chosen mode or is refused (exit 2)."""
     from .given import refuse
 
-    if drop:
+    if tokens:
+        refuse(ctx, REPORT_ONLY, "with --tokens (they are --report's)")
+        refuse(ctx, ("rescore", "rescore_with", "pq_bytes"),
+               "with --tokens (they shape --method's dense codes)")
+    elif drop:
         refuse(ctx, (*REPORT_ONLY, "rescore", "rescore_with", "pq_bytes"), "with --drop")
     elif method:
         refuse(ctx, REPORT_ONLY, "with --method (they are --report's)")
@@ -126,6 +144,10 @@ def _report(db, table, methods, queries, sample, qrels, k, budget, plot, output,
     sampled = "corpus-sampled " if result.query_source == "sample" else ""
     info(f"{result.rows} vectors, dim {result.dim}, {result.queries} {sampled}queries, "
          f"recall@{k} against exact float")
+    if result.tokens:
+        info(f"token vectors ({result.tokens[0].precision} stored): a row per precision they can be "
+             f"re-encoded to (compress --tokens); bytes_per_vector is bytes a chunk, recall@{k} is "
+             "MaxSim's against the stored tokens decoded to float32")
     if budget:
         info(f"budget {budget}: {result.reason}")
     if plot:

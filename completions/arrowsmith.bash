@@ -9,6 +9,7 @@ _arrowsmith() {
         chunk:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
         chunk:--on-error) COMPREPLY=($(compgen -W "fail skip" -- "$cur")); return ;;
         chunk:--format|chunk:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
+        compress:--tokens) COMPREPLY=($(compgen -W "int4 binary float16 float32" -- "$cur")); return ;;
         compress:--rescore-with) COMPREPLY=($(compgen -W "int8 float" -- "$cur")); return ;;
         compress:--format|compress:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
         embed:--dtype) COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
@@ -38,7 +39,7 @@ _arrowsmith() {
         "") opts="--quiet -q --verbose -v --progress --no-progress --version chunk completions compress distill doctor embed eval index models query tune" ;;
         chunk) opts="--strategy -s --max-tokens --overlap --tokenizer --glob -g --id-col --text-col --input-format --explode --on-error --output -o --format -f" ;;
         completions) opts="--write" ;;
-        compress) opts="--db --table -t --method --rescore --rescore-with --bytes --report --methods --queries --sample --qrels --k --budget --plot --drop --output -o --format -f --wait" ;;
+        compress) opts="--db --table -t --method --tokens --rescore --rescore-with --bytes --report --methods --queries --sample --qrels --k --budget --plot --drop --output -o --format -f --wait" ;;
         distill) opts="--output -o --model -m --dim --vocab --corpus --text-col --min-count --max-words --drop-tokens --device --overwrite" ;;
         doctor) opts="--db --table -t --fix --grace --json --wait" ;;
         embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --multivector --token-precision --token-pool --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows --engine --ray-address --workers --gpus-per-worker --cpus-per-worker" ;;

@@ -34,6 +34,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -F
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l db -r -F -d 'LanceDB store directory.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l table -s t -r -F -d 'Table (one per embedding space).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l method -r -F -d 'float16|int8|binary|pq(:BYTES)|truncate:N, combined with + (truncate:256+binary)'
+complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l tokens -xa 'int4 binary float16 float32' -d 'Re-encode the token vectors (embed --multivector) at a smaller precision, in pla'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l rescore -r -F -d 'Re-rank this many first-stage candidates with finer vectors.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l rescore-with -xa 'int8 float' -d 'int8: codes stored beside; float: the stored vectors (default: int8).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from compress' -l bytes -r -F -d 'pq: bytes per vector (must divide the dimension) (default: dim/4).'

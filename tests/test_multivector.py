@@ -344,3 +344,105 @@ def test_rerank_maxsim_rrf_fuses_the_first_stage_lists_with_maxsim(stores, model
     assert [h["id"] for h in hits] == best
     assert np.allclose([h["score"] for h in hits], [want[c] for c in best], atol=1e-6)
     assert all(h["first_rank"] >= 1 for h in hits)
+
+
+# ------------------------------------------------------------------ compress and token vectors
+
+
+def test_convert_reencodes_from_the_decoded_floats_and_keeps_null_rows(stores):
+    """int4 → binary equals float32 → binary (int4 keeps every sign); float32 → int4 equals what
+    embed stores at int4; a null row stays null."""
+    col = stored(stores["naive-f32"]).column("tokens").combine_chunks()
+    s32, s4, sb = (multi.TokenSettings(384, p) for p in ("float32", "int4", "binary"))
+    as_int4 = multi.convert(col, s32, s4)
+    assert as_int4.equals(stored(stores["naive-int4"]).column("tokens").combine_chunks())
+    binary = stored(stores["naive-bin"]).column("tokens").combine_chunks()
+    assert multi.convert(as_int4, s4, sb).equals(binary)
+    holed = pa.ListArray.from_arrays(col.offsets, col.values,
+                                     mask=pa.array([i == 1 for i in range(len(col))]))
+    converted = multi.convert(holed, s32, sb)
+    assert converted.is_null().to_pylist() == holed.is_null().to_pylist()
+    assert multi.coarser(s4) == ["int4", "binary"] and multi.coarser(s32)[0] == "float32"
+
+
+def test_compress_method_leaves_token_vectors_intact(stores, tmp_path):
+    db = tmp_path / "store"
+    shutil.copytree(stores["naive-int4"], db)
+    before = stored(db)
+    r = run(["compress", "--db", str(db), "--method", "binary"])
+    assert r.exit_code == 0, r.stderr
+    after = stored(db)
+    assert after.column("tokens").equals(before.column("tokens"))
+    assert after.schema.metadata == before.schema.metadata
+
+
+def _top_ids(db: Path, mode: str = "maxsim") -> list[str]:
+    r = run(["query", "--db", str(db), *QUERIES, "--mode", mode, "-k", "3", "-f", "arrows"])
+    assert r.exit_code == 0, r.stderr
+    t = read_ipc(r.stdout_bytes)
+    return [t.filter(pa.compute.equal(t["query_id"], q))["id"][0].as_py() for q in ("q1", "q2")]
+
+
+def test_compress_tokens_converts_in_place_and_the_table_queries_the_same(stores, tmp_path):
+    from arrowsmith.commands.index import table_stats
+
+    db = tmp_path / "store"
+    shutil.copytree(stores["naive-f32"], db)
+    before, top = stored(db), _top_ids(db)
+    r = run(["compress", "--db", str(db), "--tokens", "int4"])
+    assert r.exit_code == 0, r.stderr
+    assert "float32 → int4" in r.stderr and "--token-precision int4" in r.stderr
+    after = stored(db)
+    assert after.column("tokens").equals(stored(stores["naive-int4"]).column("tokens"))
+    for name in ("id", "vector", "text", "doc_key"):  # the rest of each row as it was
+        assert after.column(name).equals(before.column(name))
+    assert multi.settings_of(json.loads(after.schema.metadata[b"arrowsmith.model"])).precision == "int4"
+    stats = table_stats(db)
+    assert [r["bytes_per_token"] for r in stats["representations"] if "precision" in r] == [194]
+    assert any(ix["type"] == "FTS" for ix in stats["indexes"])  # rebuilt after the overwrite
+    assert _top_ids(db) == top and _top_ids(db, "auto") == _top_ids(stores["naive-int4"], "auto")
+    assert run(["doctor", "--db", str(db)]).exit_code == 0
+    # a finer precision cannot be made from int4; a run continuing the table must name int4
+    r = run(["compress", "--db", str(db), "--tokens", "float16"])
+    assert r.exit_code == 2 and "stores its token vectors as int4" in r.stderr
+    r = run([*EMBED, "--db", str(db), "--multivector", "--token-precision", "float32"],
+            input=run(["chunk", str(SAMPLES), "--max-tokens", "64"]).stdout_bytes)
+    assert r.exit_code == 2 and "'precision': 'int4'" in r.stderr
+    r = run(["compress", "--db", str(stores["plain"]), "--tokens", "binary"])
+    assert r.exit_code == 2 and "embed --multivector" in r.stderr
+
+
+def test_compress_tokens_killed_before_its_commit_leaves_the_table(stores, tmp_path):
+    from conftest import run_subprocess
+
+    db = tmp_path / "store"
+    shutil.copytree(stores["naive-f16"], db)
+    before = stored(db)
+    r = run_subprocess(["compress", "--db", str(db), "--tokens", "binary"],
+                       env={"ARROWSMITH_FAULT": "before_commit"})
+    assert r.returncode == 137, r.stderr
+    after = stored(db)
+    assert after.column("tokens").equals(before.column("tokens"))
+    assert after.schema.metadata == before.schema.metadata
+    assert run(["doctor", "--db", str(db)]).exit_code == 0
+
+
+def test_compress_report_lists_each_token_precision(stores, tmp_path):
+    queries = tmp_path / "queries.jsonl"
+    queries.write_text("".join(json.dumps({"_id": f"q{i}", "text": t}) + "\n" for i, t in enumerate(QUERIES)))
+    qrels = tmp_path / "qrels.tsv"
+    qrels.write_text("q0\tsky.md\t1\nq1\ttides.md\t1\n")
+    db = stores["naive-f16"]
+    r = run(["compress", "--db", str(db), "--report", "--queries", str(queries), "--qrels", str(qrels),
+             "--methods", "binary", "-f", "arrows"])
+    assert r.exit_code == 0, r.stderr
+    t = read_ipc(r.stdout_bytes).to_pylist()
+    tokens = [x for x in t if x["representation"] == "tokens"]
+    assert [x["method"] for x in tokens] == ["float16", "int4", "binary"]
+    assert [x["bytes_per_token"] for x in tokens] == [768, 194, 48]
+    n_tokens = sum(len(x) for x in stored(db).column("tokens").to_pylist())
+    per_chunk = n_tokens / stored(db).num_rows
+    assert [x["bytes_per_vector"] for x in tokens] == [round(per_chunk * b) for b in (768, 194, 48)]
+    assert tokens[0]["recall@10"] == 1.0 and tokens[0]["ndcg@10_delta"] == 0.0
+    assert all(x["ndcg@10"] is not None for x in tokens)
+    assert [x["method"] for x in t if x["representation"] == "vector"] == ["float32", "binary"]

@@ -1,5 +1,9 @@
 """Compare compression methods on the store's own vectors, without changing the store.
 
+A table with token vectors (``embed --multivector``) gets one more row per token precision
+(:func:`.tokens.token_report`): bytes a token and a chunk, and MaxSim's recall and nDCG against
+its stored tokens decoded to float32.
+
 For each method: bytes per vector, ratio, first-stage memory, recall@k against
 exact float search, top-1 agreement, nDCG@k (and its change) when qrels are
 given, encode time and query latency. Searches go through the same
@@ -22,6 +26,7 @@ import numpy as np
 
 from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta
+from arrowsmith.commands.spaces import multi
 from arrowsmith.commands.units import format_size
 
 from .codecs import SEED, Calibration, Int8Codec, MethodSpec, make_codec, parse_method, transform
@@ -58,6 +63,7 @@ class Report:
     choice: str | None = None
     reason: str | None = None
     hits: dict[str, list[np.ndarray]] = field(default_factory=dict, repr=False)
+    tokens: list[Any] = field(default_factory=list)  # tokens.TokenResult: a table with token vectors
 
     @property
     def quality_key(self) -> str:
@@ -67,10 +73,20 @@ class Report:
         import pyarrow as pa
 
         rows = [asdict(r) for r in self.results]
+        if self.tokens:  # one row per token precision: bytes a chunk where dense has bytes a vector
+            for r in rows:
+                r.update(representation="vector", bytes_per_token=None)
+            rows += [{"method": t.precision, "bytes_per_vector": round(t.bytes_per_chunk), "ratio": t.ratio,
+                      "memory_bytes": t.memory_bytes, "disk_bytes": t.memory_bytes,
+                      "recall_at_k": t.recall_at_k, "top1_agreement": t.top1_agreement,
+                      "ndcg_at_k": t.ndcg_at_k, "ndcg_delta": t.ndcg_delta, "encode_s": t.encode_s,
+                      "query_ms": t.query_ms, "representation": "tokens",
+                      "bytes_per_token": t.bytes_per_token} for t in self.tokens]
         names = {"recall_at_k": f"recall@{self.k}", "ndcg_at_k": f"ndcg@{self.k}",
                  "ndcg_delta": f"ndcg@{self.k}_delta"}
-        cols = {names.get(c, c): [r[c] for r in rows] for c in asdict(self.results[0])}
-        return pa.table(cols)
+        order = (["representation"] if self.tokens else []) + list(asdict(self.results[0])) \
+            + (["bytes_per_token"] if self.tokens else [])
+        return pa.table({names.get(c, c): [r[c] for r in rows] for c in order})
 
 
 @dataclass
@@ -164,6 +180,13 @@ def compress_report(db: str | os.PathLike, table: str = "chunks", *, methods: li
         hits[spec.label] = run.positions
     report = Report(table, len(corpus.ids), dim, k, len(q), source, results,
                     hits=hits if keep_hits else {})
+    if multi.present(corpus.meta.get(MODEL) or {}) and (queries or query_vectors is None):
+        from .tokens import token_report
+
+        report.tokens = token_report(db, table, query_ids=qids,
+                                     query_texts=[queries[i] for i in qids] if queries else None,
+                                     sample_rows=self_pos, doc_ids=corpus.doc_ids, qrels=qrels, k=k,
+                                     depth=depth)
     if budget is not None:
         report.choice, report.reason = pick_for_budget(report, budget)
     return report
@@ -231,11 +254,8 @@ def _evaluate(corpus: Corpus, spec: MethodSpec, q: np.ndarray, qids: list[str], 
         keep = [p != own for p, own in zip(positions, self_pos, strict=True)]
         positions = [p[m][:depth] for p, m in zip(positions, keep, strict=True)]
         scores = [s[m][:depth] for s, m in zip(scores, keep, strict=True)]
-    ndcg = _ndcg(corpus, qids, positions, scores, qrels, k) if qrels is not None else None
-    ref = exact.positions if exact else positions
-    recall = float(np.mean([len(set(a[:k].tolist()) & set(b[:k].tolist())) / max(1, min(k, len(b)))
-                            for a, b in zip(positions, ref, strict=True)])) if len(q) else 0.0
-    top1 = float(np.mean([a[:1].tolist() == b[:1].tolist() for a, b in zip(positions, ref, strict=True)]))
+    ndcg = ndcg_of(corpus.doc_ids, qids, positions, scores, qrels, k) if qrels is not None else None
+    recall, top1 = agreement(positions, exact.positions if exact else positions, k)
     per = index.codec.code_bytes
     rescore_b = rescore_bytes_per_vector(spec, corpus.vectors.shape[1])
     n = len(corpus.ids)
@@ -251,13 +271,24 @@ def rescore_bytes_per_vector(spec: MethodSpec, dim: int) -> int:
     return dim if spec.rescore and spec.rescore_with == "int8" else 0
 
 
-def _ndcg(corpus: Corpus, qids, positions, scores, qrels, k: int) -> float:
+def agreement(positions: list[np.ndarray], ref: list[np.ndarray], k: int) -> tuple[float, float]:
+    """(recall@k, top-1 agreement) of each query's ranked rows against the reference ranking."""
+    if not positions:
+        return 0.0, 0.0
+    recall = float(np.mean([len(set(a[:k].tolist()) & set(b[:k].tolist())) / max(1, min(k, len(b)))
+                            for a, b in zip(positions, ref, strict=True)]))
+    top1 = float(np.mean([a[:1].tolist() == b[:1].tolist() for a, b in zip(positions, ref, strict=True)]))
+    return recall, top1
+
+
+def ndcg_of(doc_ids: np.ndarray, qids, positions, scores, qrels, k: int) -> float:
+    """nDCG@k per document (a document's best chunk) of ranked row positions."""
     from arrowsmith.commands.evaluate.metrics import docs_from_hits, evaluate_run
 
     flat_q, flat_d, flat_s = [], [], []
     for qid, p, s in zip(qids, positions, scores, strict=True):
         flat_q += [qid] * len(p)
-        flat_d += corpus.doc_ids[p].tolist()
+        flat_d += doc_ids[p].tolist()
         flat_s += s.tolist()
     run = docs_from_hits(flat_q, flat_d, flat_s)
     judged = {q: r for q, r in qrels.items() if q in set(qids)}

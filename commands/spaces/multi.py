@@ -41,6 +41,7 @@ META_KEY = "multivector"  # in the arrowsmith.model metadata: the settings below
 PRECISIONS = ("int4", "binary", "float16", "float32")
 DEFAULT_PRECISION = "int4"
 BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "int4": 1 / 2, "binary": 1 / 8}
+PRECISIONS_BY_SIZE = ("float32", "float16", "int4", "binary")
 FLOAT_PRECISIONS = ("float16", "float32")  # LanceDB's multivector type: its own MaxSim search reads them
 INT4_SCALE_BYTES = 2  # int4 rows lead with the token's scale, a float16
 
@@ -57,8 +58,7 @@ class TokenSettings:
 
     @property
     def bytes_per_token(self) -> float:
-        return _width(self.dim, self.precision) if self.precision in ("binary", "int4") else \
-            self.dim * BYTES_PER_DIM[self.precision]
+        return _bytes(self.dim, self.precision)
 
 
 def present(model_meta: dict[str, Any]) -> bool:
@@ -90,6 +90,10 @@ def field(s: TokenSettings) -> pa.Field:
     return pa.field(COLUMN, pa.list_(inner))
 
 
+def _bytes(dim: int, precision: str) -> float:
+    return _width(dim, precision) if precision in ("binary", "int4") else dim * BYTES_PER_DIM[precision]
+
+
 def _width(dim: int, precision: str) -> int:
     """Bytes a token of the packed precisions: 1 bit a dim (binary); a float16 scale, then 4 bits a
     dim (int4)."""
@@ -115,6 +119,13 @@ def column(tokens: list[np.ndarray], s: TokenSettings) -> pa.Array:
     """The batch column for one chunk's ``float32 [n_i, dim]`` unit token vectors per row."""
     counts = np.fromiter((len(t) for t in tokens), np.int64, len(tokens))
     flat = np.concatenate(tokens) if len(tokens) and counts.sum() else np.empty((0, s.dim), np.float32)
+    return column_of(flat, counts, s)
+
+
+def column_of(flat: np.ndarray, counts: np.ndarray, s: TokenSettings,
+              mask: np.ndarray | None = None) -> pa.Array:
+    """The column from every row's token vectors at once (``flat``), ``counts`` a row; rows where
+    ``mask`` is true are null."""
     if s.precision == "binary":
         width = _width(s.dim, "binary")
         values = pa.array(np.packbits(flat > 0, axis=1).reshape(-1), pa.uint8())
@@ -126,7 +137,24 @@ def column(tokens: list[np.ndarray], s: TokenSettings) -> pa.Array:
         values = pa.array(flat.astype(np.float16 if s.precision == "float16" else np.float32).reshape(-1))
     inner = pa.FixedSizeListArray.from_arrays(values, width)
     offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
-    return pa.ListArray.from_arrays(offsets, inner, type=field(s).type)
+    return pa.ListArray.from_arrays(offsets, inner, type=field(s).type,
+                                    mask=None if mask is None or not mask.any() else pa.array(mask))
+
+
+def coarser(s: TokenSettings) -> list[str]:
+    """The precisions a column stored at ``s.precision`` can be re-encoded to without claiming
+    more than it holds: itself and the smaller ones, largest first."""
+    return [p for p in PRECISIONS_BY_SIZE if _bytes(s.dim, p) <= s.bytes_per_token]
+
+
+def convert(col: pa.Array | pa.ChunkedArray, s: TokenSettings, to: TokenSettings) -> pa.Array:
+    """``col`` (stored at ``s``) re-encoded at ``to``'s precision from its decoded floats; null
+    rows stay null. Signs survive int4 exactly, so int4 → binary equals float32 → binary."""
+    if isinstance(col, pa.ChunkedArray):
+        col = pa.concat_arrays(col.chunks) if col.num_chunks else pa.array([], field(s).type)
+    flat, offsets = decode(col, s)
+    mask = np.asarray(col.is_null()) if col.null_count else None
+    return column_of(flat, np.diff(offsets), to, mask)
 
 
 # ------------------------------------------------------------------ reading and scoring
