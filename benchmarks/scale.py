@@ -217,6 +217,24 @@ def latency(args: argparse.Namespace) -> None:
     print(json.dumps(out))
 
 
+def load_cost(args: argparse.Namespace) -> None:
+    """Seconds of two ``load_compressed`` calls in one process and of one ``content_fingerprint``:
+    what a search through the compressed codes pays before it scores anything."""
+    from arrowsmith.commands.compress import load_compressed
+    from arrowsmith.commands.compress.store import content_fingerprint
+    from arrowsmith.commands.store import open_table
+
+    out = {}
+    for name in ("load_1", "load_2"):
+        t0 = time.perf_counter()
+        load_compressed(args.db, args.table)
+        out[name] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    content_fingerprint(open_table(args.db, args.table))
+    out["fingerprint"] = time.perf_counter() - t0
+    print(json.dumps(out))
+
+
 # ------------------------------------------------------------------ the measuring parent
 
 
@@ -384,7 +402,8 @@ def main() -> None:
     ap.add_argument("--query-file")
     args = ap.parse_args()
     if sub:
-        {"_generate": generate, "_reference": reference, "_sample": sample, "_latency": latency}[sub](args)
+        {"_generate": generate, "_reference": reference, "_sample": sample, "_latency": latency,
+         "_load": load_cost}[sub](args)
         return
     if not args.model_dir:
         ap.error("--model-dir: a static model is needed (arrowsmith distill -o DIR)")
