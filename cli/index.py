@@ -21,6 +21,7 @@ from .options import (
     Replace,
     RequiredDb,
     Table,
+    TokenIndexName,
     VectorIndexName,
     Wait,
 )
@@ -50,6 +51,10 @@ def index_command(
     scalar: Annotated[list[str] | None, typer.Option(
         "--scalar", help="Also a scalar (BTree) index on this column; repeatable (doc_id always).",
         show_default=False)] = None,
+    token_index: Annotated[TokenIndexName, typer.Option(
+        "--token-index", envvar="ARROWSMITH_TOKEN_INDEX",
+        help="Index on float16/float32 token vectors (--mode maxsim). auto: none below 1M token vectors, "
+             "else ivf_pq; none drops one. Packed (int4, binary) tokens are scanned.")] = "auto",
     force: Annotated[bool, typer.Option(help="Rebuild every index even if up to date.")] = False,
     optimize: Annotated[bool, typer.Option(
         "--optimize", help="Compact, drop versions older than --keep, remove killed writers' temp files.")
@@ -107,7 +112,7 @@ def index_command(
             info(f"stored: {stored.summary()}")
         report = ix.build_indexes(db, table, vector_type=vector_type, partitions=partitions,
                                   sub_vectors=sub_vectors, metric=metric, fts=fts, scalar=scalar or [],
-                                  wait=wait, force=force, keep=keep_for)
+                                  token_index=token_index, wait=wait, force=force, keep=keep_for)
         info(report.summary())
         if optimize:
             info(ix.optimize_table(db, table, keep=keep_for, wait=wait, grace_s=grace_s).summary())
@@ -119,8 +124,8 @@ def _refuse_ignored(ctx: typer.Context, *, stats: bool, optimize: bool, vector_t
 
     if stats:
         refuse(ctx, ("inputs", "input_format", "vector_type", "partitions", "sub_vectors", "metric", "fts",
-                     "scalar", "force", "optimize", "keep", "grace", "replace", "prune", "checkpoint_rows",
-                     "wait"), "with --stats (it only reads the table)")
+                     "scalar", "token_index", "force", "optimize", "keep", "grace", "replace", "prune",
+                     "checkpoint_rows", "wait"), "with --stats (it only reads the table)")
     if not optimize:
         refuse(ctx, ("grace",), "without --optimize (it protects young files from --optimize's cleanup)")
     if vector_type == "none":

@@ -25,6 +25,7 @@ ChunkerName = Literal["tokens", "sentences", "markdown", "none"]  # eval: a stra
 DtypeName = Literal["auto", "fp32", "bf16", "fp16"]
 LateSpecialsName = Literal["exclude", "include"]
 VectorIndexName = Literal["auto", "ivf_pq", "ivf_hnsw_sq", "none"]
+TokenIndexName = Literal["auto", "ivf_pq", "none"]
 DistanceName = Literal["cosine", "l2", "dot"]
 ModeName = Literal["auto", "vector", "fts", "hybrid", "maxsim"]
 FusionName = Literal["rrf", "mix"]

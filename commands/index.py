@@ -27,7 +27,7 @@ from typing import Any
 from . import faults, spaces
 from .errors import DataError, UsageError
 from .signals import no_interrupt
-from .spaces import dense
+from .spaces import dense, multi
 from .store import (
     DEFAULT_TABLE,
     disk_errors,
@@ -96,19 +96,12 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
         kind = "ivf_pq"
     if kind == "ivf_pq":
         parts = partitions or max(1, min(round(math.sqrt(rows)), rows // 256))
-        sub = sub_vectors or _sub_vectors(dim)
+        sub = sub_vectors or dense.pq_sub_vectors(dim)
         if dim % sub:
             raise UsageError(f"--sub-vectors {sub} must divide the dim {dim}")
         return {"type": "IVF_PQ", "metric": metric, "partitions": parts, "sub_vectors": sub}
     parts = partitions or max(1, round(rows / 100_000))
     return {"type": "IVF_HNSW_SQ", "metric": metric, "partitions": parts}
-
-
-def _sub_vectors(dim: int) -> int:
-    for size in (8, 4, 16, 2, 1):
-        if dim % size == 0:
-            return dim // size
-    return 1
 
 
 # ------------------------------------------------------------------ building
@@ -136,9 +129,13 @@ class IndexReport:
 
 def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_type: str = "auto",
                   partitions: int | None = None, sub_vectors: int | None = None, metric: str | None = None,
-                  fts: bool = True, scalar: tuple[str, ...] | list[str] = (), wait: bool = False,
-                  force: bool = False, keep: timedelta = timedelta(days=1)) -> IndexReport:
-    """Create what is missing, update what is stale, do nothing when nothing changed."""
+                  fts: bool = True, scalar: tuple[str, ...] | list[str] = (), token_index: str = "auto",
+                  wait: bool = False, force: bool = False, keep: timedelta = timedelta(days=1)
+                  ) -> IndexReport:
+    """Create what is missing, update what is stale, do nothing when nothing changed.
+
+    ``token_index`` (auto|ivf_pq|none) is the index on a table's token vectors
+    (:func:`multi.index_spec`); ``vector_type`` and its options are the dense vector's."""
     start = time.perf_counter()
     report = IndexReport()
     with table_lock(db, table, wait=wait), read_errors(db, table):
@@ -152,7 +149,8 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
                                      partitions=partitions, sub_vectors=sub_vectors)
         wanted = {"vector_type": vector_type, "vector": vector, "fts": fts,
                   "scalar": sorted({"doc_id", *scalar}), "metric": metric or "cosine",
-                  "partitions": partitions}
+                  "partitions": partitions, "token_index": token_index,
+                  "tokens": _choose_token_index(tbl, rows, token_index, table)}
         # issue 21: an index whose files were deleted is listed all the same; it is missing
         broken = unreadable_indexes(tbl)
         for name, why in broken.items():
@@ -165,8 +163,8 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
             _build(tbl, state, wanted, rows, force, keep, report, broken)
         report.version = tbl.version
         save_state(db, table, {**state, "version": tbl.version, "wanted": wanted,
-                               "vector_spec": state.get("vector_spec"),
-                               "vector_rows": state.get("vector_rows")})
+                               **{k: state.get(k) for k in ("vector_spec", "vector_rows", "tokens_spec",
+                                                            "tokens_rows")}})
     report.seconds = time.perf_counter() - start
     return report
 
@@ -175,10 +173,12 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
            report: IndexReport, broken: dict[str, str]) -> None:
     listed = {ix.name: ix for ix in tbl.list_indices()}
     existing = {name: ix for name, ix in listed.items() if name not in broken}
-    vector = wanted["vector"]
+    vector, tokens = wanted["vector"], wanted["tokens"]
     if vector is None and VECTOR_INDEX in broken and wanted["vector_type"] != "none":
         vector = state.get("vector_spec")  # rebuild what an earlier `--type` asked for
-    _drop_unrebuildable(tbl, listed, broken, vector, wanted)
+    if tokens is None and multi.INDEX_NAME in broken and wanted["token_index"] != "none":
+        tokens = state.get("tokens_spec")  # ... and an earlier `--token-index`
+    _drop_unrebuildable(tbl, listed, broken, vector, tokens, wanted)
     if vector is not None:
         same = _same_vector_index(state.get("vector_spec"), vector, wanted["partitions"]) \
             and VECTOR_INDEX in existing
@@ -192,6 +192,18 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
             tbl.drop_index(VECTOR_INDEX)
         report.built.append("no vector index (dropped)")
         state["vector_spec"] = state["vector_rows"] = None
+    if tokens is not None:
+        same = _same_vector_index(state.get("tokens_spec"), tokens, None) and multi.INDEX_NAME in existing
+        grown = rows >= RETRAIN_GROWTH * (state.get("tokens_rows") or rows)
+        if force or not same or grown:
+            _create(tbl, report, f"tokens {tokens['type']}", multi.index_config(tokens), multi.COLUMN,
+                    multi.INDEX_NAME)
+            state["tokens_spec"], state["tokens_rows"] = tokens, rows
+    elif wanted["token_index"] == "none" and multi.INDEX_NAME in existing:
+        with no_interrupt():
+            tbl.drop_index(multi.INDEX_NAME)
+        report.built.append("no token index (dropped)")
+        state["tokens_spec"] = state["tokens_rows"] = None
     if wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS")):
         from lancedb.index import FTS
 
@@ -210,16 +222,29 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
 
 
 def _drop_unrebuildable(tbl, listed: dict, broken: dict[str, str], vector: dict | None,
-                        wanted: dict) -> None:
+                        tokens: dict | None, wanted: dict) -> None:
     """Drop the unreadable indexes this run will not rebuild: queries would trip on them."""
     for name in broken:
         ix = listed[name]
         rebuilt = (name == VECTOR_INDEX and vector is not None) or ix.index_type == "BTree" \
+            or (name == multi.INDEX_NAME and tokens is not None) \
             or (list(ix.columns) == [FTS_COLUMN] and ix.index_type == "FTS" and wanted["fts"])
         if not rebuilt:
             log.warning("dropping index %s: it cannot be opened and this run does not rebuild it", name)
             with no_interrupt():
                 tbl.drop_index(name)
+
+
+def _choose_token_index(tbl, rows: int, kind: str, table: str) -> dict[str, Any] | None:
+    """The token column's index spec (None: none), from the table's token settings and size."""
+    settings = multi.settings_of(model_of(table_meta(tbl)))
+    if settings is None:
+        if kind == "ivf_pq":
+            raise UsageError(f"--token-index ivf_pq: table {table!r} has no token vectors",
+                             hint="`arrowsmith embed --multivector --token-precision float16` stores them")
+        return None
+    tokens = multi.estimate_tokens(tbl, rows) if kind != "none" else 0
+    return multi.index_spec(tokens, settings, kind)
 
 
 def _same_vector_index(built: dict | None, vector: dict, explicit_partitions: int | None) -> bool:
@@ -330,6 +355,8 @@ def _table_stats(db: str | os.PathLike, table: str) -> dict[str, Any]:
                  "unindexed_rows": st.num_unindexed_rows if st else None}
         if ix.name == VECTOR_INDEX and state.get("vector_spec"):
             entry["params"] = state["vector_spec"]
+        elif ix.name == multi.INDEX_NAME and state.get("tokens_spec"):
+            entry["params"] = state["tokens_spec"]
         if st and st.distance_type:
             entry["metric"] = st.distance_type
         indexes.append(entry)
@@ -372,6 +399,8 @@ def format_stats(stats: dict[str, Any]) -> str:
         else:
             what += f", {rep['bytes_per_chunk']:,} bytes a chunk"
         lines.append(f"{'stores' if i == 0 else '':<10}{what}")
+        if rep.get("maxsim_search"):
+            lines.append(f"{'':<10}--mode maxsim: {rep['maxsim_search']}")
     if not stats["indexes"]:
         lines.append("indexes   none (exact search)")
     for i, entry in enumerate(stats["indexes"]):

@@ -334,6 +334,13 @@ class Searcher:
             self.refine_factor = refine_factor or DEFAULT_PQ_REFINE
         elif (self.index_type or "").startswith("IVF_HNSW"):
             self.ef = ef or DEFAULT_HNSW_EF
+        # (nprobes, refine) of the token index `index` builds (IVF_PQ): --mode maxsim probes each query
+        # token's partitions, then re-scores the candidates' full MaxSim, as dense IVF_PQ re-ranks
+        self.token_tuning = None
+        if self.tokens is not None and any(ix.name == multi.INDEX_NAME for ix in tbl.list_indices()):
+            partitions = _partitions(self.db, self.table, tbl, "tokens_spec")
+            probes = math.ceil(partitions * DEFAULT_PQ_PROBE_FRACTION)
+            self.token_tuning = (nprobes or max(MIN_NPROBES, probes), refine_factor or DEFAULT_PQ_REFINE)
         self._compressed: Any = _UNLOADED
         self.rows = tbl.count_rows()
         self.doc_of: dict[str, str] = {}  # chunk id -> doc_id, learnt from every search (for --by doc)
@@ -525,8 +532,9 @@ class Searcher:
                     np.asarray(hits.scores, np.float32)[order])
 
     def maxsim_all(self, query: np.ndarray, depth: int, where: str | None = None) -> Hits:
-        """MaxSim over the whole table: LanceDB's multivector search for float token vectors, an
-        exhaustive scan in bounded batches for packed ones (LanceDB's reads floats only)."""
+        """MaxSim over the whole table: LanceDB's multivector search for float token vectors (through
+        the token index when `index` built one), an exhaustive scan in bounded batches for packed
+        ones (LanceDB's reads floats only)."""
         if len(query) == 0:
             return Hits([], np.empty(0, np.float32))
         if self.tokens.precision in multi.FLOAT_PRECISIONS:
@@ -534,6 +542,10 @@ class Searcher:
             q = q.select(["id", "doc_id", "_distance"]).limit(depth)
             if where:
                 q = q.where(where, prefilter=True)
+            if self.exact:
+                q = q.bypass_vector_index()
+            elif self.token_tuning:
+                q = _tune(q, *self.token_tuning, None)
             res = q.to_arrow()
             ids = res["id"].to_pylist()
             self.doc_of.update(zip(ids, res["doc_id"].to_pylist(), strict=True))
@@ -576,6 +588,11 @@ def _refuse_unused_tuning(searcher: Searcher, mode: str) -> None:
     given = [f for f, v in (("--nprobes", nprobes), ("--refine-factor", refine_factor), ("--ef", ef))
              if v is not None]
     if not given or searcher.exact:
+        return
+    if mode == "maxsim" and searcher.token_tuning:
+        if ef is not None:
+            raise UsageError("--ef: no effect on the token index (IVF_PQ)",
+                             hint="--nprobes and --refine-factor tune it")
         return
     if mode not in ("vector", "hybrid"):
         raise UsageError(f"{', '.join(given)}: no effect, --mode {mode} searches no vector index",
@@ -620,12 +637,12 @@ def _vector_index(tbl) -> tuple[str | None, str]:
     return None, "cosine"
 
 
-def _partitions(db, table: str, tbl) -> int:
-    """IVF partitions of the vector index: as `index` recorded them, else its sqrt(rows) rule."""
+def _partitions(db, table: str, tbl, spec_key: str = "vector_spec") -> int:
+    """IVF partitions of the vector (or token) index: as `index` recorded them, else sqrt(rows)."""
     from .store import state_path
 
     try:
-        spec = json.loads(state_path(db, table).read_text()).get("vector_spec") or {}
+        spec = json.loads(state_path(db, table).read_text()).get(spec_key) or {}
         if spec.get("partitions"):
             return int(spec["partitions"])
     except (OSError, ValueError):

@@ -13,6 +13,7 @@ def _library_choices():
     from arrowsmith.commands.chunk import STRATEGIES
     from arrowsmith.commands.embed import LATE_SPECIALS
     from arrowsmith.commands.evaluate.config import BYS, FUSIONS, NO_CHUNKING
+    from arrowsmith.commands.spaces import multi
     from arrowsmith.plugins.sentence_transformers import DTYPES
 
     return [
@@ -23,6 +24,7 @@ def _library_choices():
         (o.DtypeName, DTYPES),
         (o.LateSpecialsName, LATE_SPECIALS),
         (o.VectorIndexName, index.VECTOR_TYPES),
+        (o.TokenIndexName, multi.INDEX_TYPES),
         (o.DistanceName, index.DISTANCE_METRICS),
         (o.ModeName, query.MODES),
         (o.FusionName, query.FUSIONS),

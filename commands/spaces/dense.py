@@ -56,6 +56,15 @@ def decode(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(flat, dtype=np.float32).reshape(len(col), dim)
 
 
+def pq_sub_vectors(dim: int) -> int:
+    """PQ sub-vectors for ``dim``: 8 dims a one-byte code where it divides (48 for 384: 32× smaller
+    than float32), else the nearest size that does."""
+    for size in (8, 4, 16, 2, 1):
+        if dim % size == 0:
+            return dim // size
+    return 1
+
+
 def index_config(spec: dict[str, Any]):
     """The LanceDB index ``index`` builds on the column for ``spec`` (``index.choose_vector_index``:
     type, metric, partitions, sub-vectors)."""

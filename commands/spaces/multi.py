@@ -224,6 +224,68 @@ def maxsim(queries: list[np.ndarray], tokens: np.ndarray, offsets: np.ndarray) -
     return out
 
 
+# ------------------------------------------------------------------ the index on the column
+
+INDEX_NAME = f"{COLUMN}_idx"
+INDEX_TYPES = ("auto", "ivf_pq", "none")
+# auto: below this many token vectors, MaxSim over the whole table is LanceDB's flat multivector
+# scan (recall 1); above, IVF_PQ (benchmarks/RESULTS.md, "Issue 19": flat and indexed latency)
+AUTO_MIN_TOKENS = 1_000_000
+COUNT_SAMPLE_ROWS = 1_000  # rows read to estimate a table's token count (tokens a chunk × rows)
+PACKED_SEARCH = ("--mode maxsim scans {precision} token vectors exhaustively (LanceDB indexes float "
+                 "multivectors only); --rerank maxsim, auto's default, is the scalable path")
+
+
+def index_spec(tokens: int, s: TokenSettings, kind: str = "auto") -> dict[str, Any] | None:
+    """The index to build on the token column (a JSON-able spec), or None: ``--mode maxsim`` scans.
+
+    LanceDB indexes a multivector column of floats, cosine only: IVF_PQ over every token vector,
+    partitions ≈ sqrt(token vectors) (at most one per 256, so each has vectors to train on), PQ
+    sub-vectors dim / 8 as the dense index; a search probes the partitions for each query token
+    and re-scores its candidates' full MaxSim (``query``'s refine). Packed precisions get none.
+    """
+    from arrowsmith.commands.errors import UsageError
+
+    from .dense import pq_sub_vectors
+
+    if kind not in INDEX_TYPES:
+        raise UsageError(f"unknown token index type {kind!r} (use {'|'.join(INDEX_TYPES)})")
+    packed = s.precision not in FLOAT_PRECISIONS
+    if kind == "none" or (kind == "auto" and (packed or tokens < AUTO_MIN_TOKENS)):
+        return None
+    if packed:
+        raise UsageError(f"--token-index {kind}: the table's token vectors are {s.precision} codes, which "
+                         "LanceDB cannot index; " + PACKED_SEARCH.format(precision=s.precision),
+                         hint="embed --multivector --token-precision float16 --replace, for an indexed "
+                              "--mode maxsim")
+    if tokens < 256:
+        raise UsageError(f"a token index needs at least 256 token vectors to train (table has {tokens})",
+                         hint="--token-index none: the flat scan is fast at this size")
+    partitions = max(1, min(round(math.sqrt(tokens)), tokens // 256))
+    return {"type": "IVF_PQ", "metric": "cosine", "partitions": partitions,
+            "sub_vectors": pq_sub_vectors(s.dim)}
+
+
+def index_config(spec: dict[str, Any]):
+    """The LanceDB index ``index`` builds on the column for ``spec`` (:func:`index_spec`)."""
+    from lancedb.index import IvfPq
+
+    return IvfPq(distance_type="cosine", num_partitions=spec["partitions"],
+                 num_sub_vectors=spec["sub_vectors"])
+
+
+def estimate_tokens(tbl: Any, rows: int) -> int:
+    """The table's token vectors, estimated from its first rows' (reading every list would read
+    the whole column; the threshold and the partitions need the size, not the count)."""
+    if not rows:
+        return 0
+    import pyarrow.compute as pc
+
+    head = tbl.search().select([COLUMN]).limit(min(rows, COUNT_SAMPLE_ROWS)).to_arrow().column(COLUMN)
+    lengths = np.asarray(pc.list_value_length(head).fill_null(0), np.int64)
+    return round(float(lengths.mean()) * rows) if len(lengths) else 0
+
+
 # ------------------------------------------------------------------ doctor
 
 
@@ -265,4 +327,15 @@ def stats(tbl: Any, model_meta: dict[str, Any], rows: int) -> dict[str, Any]:
     per_chunk = tokens / rows if rows else 0.0
     return {"representation": NAME, "column": COLUMN, "dim": s.dim, "precision": s.precision,
             "pool": s.pool, "tokens": tokens, "tokens_per_chunk": round(per_chunk, 1),
-            "bytes_per_token": s.bytes_per_token, "bytes_per_chunk": round(per_chunk * s.bytes_per_token, 1)}
+            "bytes_per_token": s.bytes_per_token, "bytes_per_chunk": round(per_chunk * s.bytes_per_token, 1),
+            "maxsim_search": _maxsim_search(tbl, s)}
+
+
+def _maxsim_search(tbl: Any, s: TokenSettings) -> str:
+    """How ``query --mode maxsim`` searches this table, for ``index --stats``."""
+    if s.precision not in FLOAT_PRECISIONS:
+        return "exhaustive scan: " + PACKED_SEARCH.format(precision=s.precision)
+    if any(ix.name == INDEX_NAME for ix in tbl.list_indices()):
+        return f"indexed ({INDEX_NAME})"
+    return (f"flat (LanceDB's exact multivector scan; `index` builds {INDEX_NAME} from "
+            f"{AUTO_MIN_TOKENS:,} token vectors, or with --token-index ivf_pq)")
