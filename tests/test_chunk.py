@@ -334,6 +334,23 @@ def test_property_counting_from_words_gives_the_chunks_of_recounting(text, strat
         check_invariants(text, chunks, bert, max_tokens)
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(text=st.one_of(TEXT, WORDY), strategy=st.sampled_from(["tokens", "sentences"]),
+       which=st.sampled_from(["bert", "cl100k"]), slack=st.integers(-2, 3), overlap=st.integers(0, 7))
+def test_property_a_document_that_fits_is_planned_as_in_full(text, strategy, which, slack, overlap):
+    """plan_chunks' shortcut (a document within the limit is one chunk) plans what planning does."""
+    from arrowsmith.commands.chunk.strategies import plan_chunks, plan_in_full
+
+    tok = load_tokenizer(None if which == "bert" else "cl100k_base")
+    offsets = tok.token_offsets(text)
+    limit = max(len(offsets) + slack, 8)
+    overlap = min(overlap, limit - 1) if strategy == "tokens" else 0
+    planned = plan_chunks(strategy, text, offsets, limit, overlap)
+    assert planned == plan_in_full(strategy, text, offsets, limit, overlap)
+    if len(offsets) <= limit:
+        assert [text[s:e] for s, e, _ in planned] == ([text.strip()] if text.strip() else [])
+
+
 def test_long_documents_are_listed_in_segments_with_the_same_tokens(bert, monkeypatch):
     from arrowsmith.commands.chunk import counting
 

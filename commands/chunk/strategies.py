@@ -227,6 +227,18 @@ def _heading_joins_text(doc: DocTokens, pieces: list[Span], heading: str | None,
 def plan_chunks(strategy: str, text: str, offsets: np.ndarray, max_tokens: int,
                 overlap: int = 0) -> list[tuple[int, int, str | None]]:
     """Candidate chunks ``(start, end, heading)`` of one document (estimates; core verifies)."""
+    if strategy in ("tokens", "sentences") and len(offsets) <= max_tokens:
+        # a whole document's estimate is at most its token count, so tokens and sentences would
+        # plan it as one chunk: said without the planning (most abstract-length documents fit;
+        # tests hold this to plan_in_full)
+        s, e = strip_span(text, 0, len(text))
+        return [(s, e, None)] if e > s else []
+    return plan_in_full(strategy, text, offsets, max_tokens, overlap)
+
+
+def plan_in_full(strategy: str, text: str, offsets: np.ndarray, max_tokens: int,
+                 overlap: int = 0) -> list[tuple[int, int, str | None]]:
+    """``plan_chunks`` without its shortcut for a document that fits whole."""
     doc = DocTokens(text, offsets)
     whole = strip_span(text, 0, len(text))
     if strategy == "tokens":
