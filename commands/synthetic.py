@@ -49,6 +49,29 @@ def query_vectors(base: np.ndarray, n: int, *, spread: float = 0.15, seed: int =
     return q / np.linalg.norm(q, axis=1, keepdims=True)
 
 
+def token_vectors(n: int, per_chunk: int, *, dim: int = DIM, vocab: int = 20_000, topic_words: int = 200,
+                  common: float = 0.3, context: float = 0.7, seed: int = 0
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """(``float32 [n * per_chunk, dim]`` unit token vectors, ``int64 [n * per_chunk]`` word ids) of ``n``
+    chunks, like a contextual model's: each token is its word's vector plus context noise.
+
+    Words are clustered (:func:`clustered_vectors`), a chunk draws its words from its topic's
+    ``topic_words`` and, for a ``common`` share, from the 100 most frequent words (function words
+    every chunk has), so an IVF index over the tokens sees what it sees in real text: many near
+    copies of each word, a few heavy ones. Random unit tokens would have no neighbours at all.
+    """
+    rng = np.random.default_rng(seed)
+    words = clustered_vectors(vocab, dim=dim, cluster_size=10, seed=seed + 1)
+    topics = rng.integers(0, vocab // topic_words, n)
+    ids = topics[:, None] * topic_words + rng.integers(0, topic_words, (n, per_chunk))
+    stop = rng.random((n, per_chunk)) < common
+    ids[stop] = rng.integers(0, 100, int(stop.sum()))
+    ids = ids.reshape(-1)
+    out = words[ids] + (context / np.sqrt(dim)) * rng.standard_normal((len(ids), dim), dtype=np.float32)
+    out /= np.linalg.norm(out, axis=1, keepdims=True)
+    return out, ids
+
+
 def generated_table(vectors: np.ndarray) -> pa.Table:
     """One one-chunk document per vector (ids ``g<i>#0``), in the embedded-chunks schema."""
     from .schemas import embedded_fields, stage_metadata
