@@ -28,6 +28,7 @@ _arrowsmith() {
         index:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
         index:--type) COMPREPLY=($(compgen -W "auto ivf_pq ivf_hnsw_sq none" -- "$cur")); return ;;
         index:--metric) COMPREPLY=($(compgen -W "cosine l2 dot" -- "$cur")); return ;;
+        index:--token-index) COMPREPLY=($(compgen -W "auto ivf_pq none" -- "$cur")); return ;;
         query:--mode) COMPREPLY=($(compgen -W "auto vector fts hybrid maxsim" -- "$cur")); return ;;
         query:--fusion) COMPREPLY=($(compgen -W "rrf mix" -- "$cur")); return ;;
         query:--by) COMPREPLY=($(compgen -W "chunk doc" -- "$cur")); return ;;
@@ -44,7 +45,7 @@ _arrowsmith() {
         doctor) opts="--db --table -t --fix --grace --json --wait" ;;
         embed) opts="--model -m --late --naive --batch-tokens --device --dtype --prompt --query-prompt --dim --window --window-overlap --late-specials --force --multivector --token-precision --token-pool --trust-remote-code --allow-download --id-col --text-col --input-format --output -o --format -f --db --table -t --replace --prune --wait --checkpoint-rows --engine --ray-address --workers --gpus-per-worker --cpus-per-worker" ;;
         eval) opts="--split --k --metric --qrels --queries --run --db --table -t --model -m --chunker --max-tokens --overlap --late --naive --mode --fusion --rrf-k --alpha --by --exact --ann --compare -c --configs --baseline --test --resamples --seed --no-title --json --markdown --plot --plot-kind --device --dtype --workdir --save-runs --ignore-identical-ids" ;;
-        index) opts="--db --table -t --input-format --type --partitions --sub-vectors --metric --fts --no-fts --scalar --force --no-force --optimize --keep --grace --stats --json --replace --prune --checkpoint-rows --wait" ;;
+        index) opts="--db --table -t --input-format --type --partitions --sub-vectors --metric --fts --no-fts --scalar --token-index --force --no-force --optimize --keep --grace --stats --json --replace --prune --checkpoint-rows --wait" ;;
         models) opts="--json --check" ;;
         query) opts="--db --table -t --file -F --k -k --mode --fusion --rrf-k --alpha --where --by --nprobes --refine-factor --ef --exact --ann --rerank --compressed --no-compressed --output -o --format -f" ;;
         tune) opts="--output -o --pairs --data --split --unsupervised --corpus --db --table -t --input-format --query-col --positive-col --negative-col --query-id-col --id-col --text-col --title-col --min-grade --guide --hard-negatives --max-pairs --matryoshka --multivector --token-dim --lora --model -m --epochs --batch-size --lr --max-seq-tokens --device --seed --checkpoint-steps --resume --no-resume --overwrite --eval --eval-split --allow-overlap --resamples" ;;
