@@ -143,3 +143,13 @@ def test_auto_indexes_float_tokens_from_the_threshold_with_partitions_for_the_to
     assert multi.index_spec(10 * multi.AUTO_MIN_TOKENS, int4) is None
     assert multi.index_spec(10 * multi.AUTO_MIN_TOKENS, f16, "none") is None
     assert multi.index_spec(1_000, f16, "ivf_pq")["partitions"] == 3  # a partition per 256 vectors at least
+
+
+def test_compress_tokens_rebuilds_the_token_index_while_tokens_are_floats(float16):
+    assert run(["index", "--db", str(float16), "--token-index", "ivf_pq"]).exit_code == 0
+    # int4 codes cannot be indexed: the conversion rebuilds the other indexes, not this one
+    r = run(["compress", "--db", str(float16), "--tokens", "int4"])
+    assert r.exit_code == 0, r.stderr
+    assert multi.INDEX_NAME not in indexes(float16) and doctor_ok(float16)
+    assert run(["index", "--db", str(float16)]).exit_code == 0  # the recorded ivf_pq is not refused now
+    assert top1(maxsim_hits(float16))["q1"].startswith("sky.md#")

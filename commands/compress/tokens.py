@@ -137,7 +137,7 @@ def convert_tokens(db: str | os.PathLike, table: str, precision: str, *, wait: b
         faults.hit("after_commit")
         wanted = load_state(db, table).get("wanted")
     if isinstance(wanted, dict):
-        result.reindexed = _rebuild_indexes(db, table, wanted, wait)
+        result.reindexed = _rebuild_indexes(db, table, wanted, wait, precision)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -153,16 +153,19 @@ def _converted_schema(schema: pa.Schema, to: multi.TokenSettings) -> pa.Schema:
     return pa.schema(fields, metadata=meta)
 
 
-def _rebuild_indexes(db, table: str, wanted: dict[str, Any], wait: bool) -> list[str]:
-    """The indexes `index` had built, again with the options it recorded (an overwrite drops them)."""
+def _rebuild_indexes(db, table: str, wanted: dict[str, Any], wait: bool, precision: str) -> list[str]:
+    """The indexes `index` had built, again with the options it recorded (an overwrite drops them);
+    the token index only while the tokens are floats (LanceDB cannot index packed ones)."""
     from arrowsmith.commands.index import build_indexes
 
     metric = wanted.get("metric")
+    token_index = wanted.get("token_index", "auto") if precision in multi.FLOAT_PRECISIONS else "auto"
     report = build_indexes(db, table, vector_type=wanted.get("vector_type", "auto"),
                            partitions=wanted.get("partitions"),
                            metric=None if metric == "cosine" else metric,  # recorded as cosine when not given
                            fts=bool(wanted.get("fts", True)),
-                           scalar=[c for c in wanted.get("scalar", []) if c != "doc_id"], wait=wait)
+                           scalar=[c for c in wanted.get("scalar", []) if c != "doc_id"],
+                           token_index=token_index, wait=wait)
     return list(report.built)
 
 
