@@ -34,10 +34,13 @@ from collections.abc import Sequence
 from itertools import pairwise, repeat
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from .tokenizers import PIECE_CHARS, ChunkTokenizer
 
 WORD = re.compile(r"[^ \t\n\r]+")  # a word: a maximal run of characters other than these separators
+SEPARATORS = r"[ \t\n\r]+"  # (what WORD's runs are separated by, for Arrow's regex split)
 # what str.split() splits at besides the separators (tests check the list): without them in a
 # text, its fast split() lists the same words as WORD
 OTHER_SPACES = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x1f", "\x85", "\xa0", "\u1680",
@@ -103,6 +106,25 @@ class WordCounter:
             ids[missing] = np.fromiter(map(vocab.__getitem__, unseen), np.int64, len(unseen))
         return ids
 
+    def _word_ids(self, text: str) -> np.ndarray:
+        """Ids of the words of ``text``, in order. Arrow lists and hashes them (C++), so Python
+        meets each distinct word of the text once rather than every word: texts repeat theirs."""
+        try:
+            one = pa.array([text], pa.string())
+        except (UnicodeEncodeError, pa.ArrowInvalid):  # a lone surrogate (no Arrow input has one)
+            return self._lookup(split_words(text))
+        if "\x0b" in text or "\x0c" in text:
+            words = pc.split_pattern_regex(one, SEPARATORS).flatten()
+        else:  # ASCII whitespace is the separators plus those two; its split is 5x faster than a regex
+            words = pc.ascii_split_whitespace(one).flatten()
+        # a separator at either end (or an empty text) leaves an empty string there
+        if not text or text[-1] in " \t\n\r":
+            words = words.slice(0, len(words) - 1)
+        if text and text[0] in " \t\n\r":
+            words = words.slice(1)
+        encoded = words.dictionary_encode()
+        return self._lookup(encoded.dictionary.to_pylist())[encoded.indices.to_numpy()]
+
     def _tokenize_new(self) -> None:
         """Tokenize the words met since the last call: joined by spaces into pieces that the
         tokenizer batches in parallel (a word too long for a piece is tokenized alone)."""
@@ -164,11 +186,11 @@ class WordCounter:
         joined = "\n".join(texts)
         starts, ends = word_spans(joined)
         if len(joined) <= SEGMENT_CHARS:
-            ids = self._lookup(split_words(joined))
+            ids = self._word_ids(joined)
         else:  # list the words a segment at a time (bounded memory), cut at word starts
             cuts = starts[::max(1, int(len(starts) * SEGMENT_CHARS / len(joined)))].tolist()[1:]
             bounds = [0, *cuts, len(joined)]
-            ids = np.concatenate([self._lookup(split_words(joined[a:b])) for a, b in pairwise(bounds)])
+            ids = np.concatenate([self._word_ids(joined[a:b]) for a, b in pairwise(bounds)])
         if len(ids) != len(starts):  # cannot happen: both list the runs of non-separators
             raise AssertionError("word split mismatch")
         self._tokenize_new()
