@@ -171,16 +171,16 @@ Mode = Annotated[
     ModeName,
     typer.Option("--mode", envvar="ARROWSMITH_MODE",
                  help="auto: hybrid when the table has a full-text index, else vector; with token "
-                      "vectors, BM25 fused with MaxSim (fts + --rerank maxsim-rrf:100); vector: cosine; "
+                      "vectors, hybrid mixed with MaxSim (--rerank maxsim-mix:100); vector: cosine; "
                       "fts: BM25; hybrid: both, fused; maxsim: MaxSim over every chunk's token vectors."),
 ]
 MODE = "auto"
 Fusion = Annotated[
     FusionName,
     typer.Option("--fusion", envvar="ARROWSMITH_FUSION",
-                 help="Hybrid fusion: rrf (reciprocal rank) | mix (z-scores)."),
+                 help="Hybrid fusion: mix (z-scores, weighted by --alpha) | rrf (reciprocal rank)."),
 ]
-FUSION = "rrf"
+FUSION = "mix"
 RrfK = Annotated[
     float,
     typer.Option("--rrf-k", envvar="ARROWSMITH_RRF_K", help="RRF constant k in 1/(k + rank)."),

@@ -70,8 +70,9 @@ def query_command(
     rerank: Annotated[str | None, typer.Option(
         "--rerank", envvar="ARROWSMITH_RERANK", show_default=False,
         help="maxsim[:N]: order the first stage's N candidates (default 100) by MaxSim over their token "
-             "vectors (embed --multivector); maxsim-rrf[:N]: fuse MaxSim's order with the first stage's "
-             "lists by RRF [default with --mode auto on such a table: --mode fts, maxsim-rrf:100].")] = None,
+             "vectors (embed --multivector); maxsim-mix[:N]: mix MaxSim's scores with the first stage's "
+             "lists (z-scores, equal weights); maxsim-rrf[:N]: fuse by RRF instead "
+             "[default with --mode auto on such a table: --mode hybrid, maxsim-mix:100].")] = None,
     compressed: Annotated[bool, typer.Option(
         "--compressed/--no-compressed", help="Use the table's compressed index when there is one.")] = True,
     output: Output = "-",
@@ -116,7 +117,10 @@ def _refuse_ignored(ctx: typer.Context, db: str, table: str, *, mode: str, fusio
         if not has_fts:
             refuse(ctx, ("fusion", "rrf_k", "alpha"), "with --mode auto on a table without a full-text "
                    "index (auto is vector search there)", hint=f"arrowsmith index --db {db} --table {table}")
-    if rerank and rerank.startswith("maxsim-rrf") and mode != "hybrid":
+    if rerank and rerank.startswith("maxsim-mix"):
+        refuse(ctx, ("fusion", "rrf_k", "alpha"), "with --rerank maxsim-mix (it sums the lists' z-scores, "
+               "each list weighing the same)")
+    elif rerank and rerank.startswith("maxsim-rrf") and mode != "hybrid":
         # its RRF takes --rrf-k; --fusion and --alpha weigh hybrid's two lists, which it has not
         refuse(ctx, ("fusion", "alpha"), f"with --mode {mode} and --rerank maxsim-rrf (they fuse hybrid's "
                "lists; maxsim-rrf's own fusion is RRF with --rrf-k)")

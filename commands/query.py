@@ -8,8 +8,10 @@ fuses them here in numpy (LanceDB's own hybrid reranker would hide the per-list 
 Scores (documented in docs/query.md):
   vector  cosine similarity in [-1, 1], whatever metric the vector index was built with
   fts     BM25 (LanceDB's inverted index), unbounded, comparable within one query only
-  hybrid  rrf: sum of 1 / (rrf_k + rank) over the two lists (rank from 1), at most 2 / (rrf_k + 1)
-          mix: alpha * z(dense) + (1 - alpha) * z(bm25), each list z-normalised over its candidates
+  hybrid  mix (default): alpha * z(dense) + (1 - alpha) * z(bm25), each list z-normalised over its
+          candidates; rrf: sum of 1 / (rrf_k + rank) over the two lists (rank from 1)
+  rerank  maxsim: MaxSim (token vectors); maxsim-mix / maxsim-rrf: MaxSim's scores as one more list,
+          mixed with the first stage's lists (equal weights) / fused by RRF
 """
 
 from __future__ import annotations
@@ -39,13 +41,19 @@ MODES = ("auto", "vector", "fts", "hybrid", "maxsim")
 # and the LIMIT-style set the relevant chunks that BM25 or the dense vector find at all are within
 # their first 100 (benchmarks/RESULTS.md); scoring 100 chunks' tokens costs a few ms
 RERANK_DEPTH = 100
-# maxsim: order the candidates by MaxSim; maxsim-rrf: MaxSim's order as one more list, fused by RRF
-# with the first stage's own lists (dense and BM25 for hybrid): a rerank that cannot lose what a
-# first-stage list knows that token vectors do not (benchmarks/RESULTS.md, "Issue 19")
-RERANKERS = ("maxsim", "maxsim-rrf")
+# maxsim: order the candidates by MaxSim; maxsim-rrf / maxsim-mix: MaxSim's scores as one more list,
+# fused with the first stage's own lists (dense and BM25 for hybrid) by RRF / by an equal-weight
+# mix of z-scores: a rerank that keeps what a first-stage list knows that token vectors do not.
+# The mix keeps the scores' margins where RRF keeps only ranks, so a list that is noise for a query
+# (dense on "who likes X?") cannot outvote two that agree (benchmarks/RESULTS.md, "Issue 19")
+RERANKERS = ("maxsim", "maxsim-rrf", "maxsim-mix")
 FUSIONS = ("rrf", "mix")
 BYS = ("chunk", "doc")
-DEFAULT_FUSION = "rrf"  # see docs/query.md: measured on Cranfield
+# hybrid's default fusion: z-scores mixed (alpha 0.5) tie RRF on Cranfield (nDCG@10 0.4193 vs 0.4194)
+# and keep a list that is right when the other is noise: 0.9933 vs RRF's 0.5441 on the LIMIT-style
+# set, where BM25 alone is 0.9933 (docs/query.md; benchmarks/RESULTS.md "Issue 19"). RRF keeps only
+# ranks, so the dense list's confident-looking noise outvotes BM25's large score margins.
+DEFAULT_FUSION = "mix"
 HYBRID_DEPTH_MIN = 50  # candidates per list before fusion: max(4 k, 50)
 HYBRID_DEPTH_FACTOR = 4
 # IVF_PQ defaults (no --nprobes / --refine-factor given), measured on a generated 200k × 384
@@ -106,7 +114,7 @@ def parse_rerank(spec: str | None) -> tuple[str, int] | None:
         return None
     name, _, depth = spec.partition(":")
     if name not in RERANKERS:
-        raise UsageError(f"--rerank {spec!r}: choose maxsim[:N] or maxsim-rrf[:N]")
+        raise UsageError(f"--rerank {spec!r}: choose maxsim[:N], maxsim-rrf[:N] or maxsim-mix[:N]")
     try:
         n = int(depth) if depth else RERANK_DEPTH
     except ValueError:
@@ -276,14 +284,14 @@ def _error_line(e: Exception) -> str:
 
 
 def auto_mode(has_fts: bool, has_tokens: bool) -> tuple[str, tuple[str, int] | None]:
-    """What ``--mode auto`` searches: (first stage, rerank). Without token vectors, hybrid RRF when
-    the table has a full-text index (best on Cranfield), else vector. With them: BM25's candidates
-    fused by RRF with MaxSim's order of them (``maxsim-rrf:100``) when there is a full-text index,
-    else dense candidates ordered by MaxSim: of the configurations measured on Cranfield and the
-    LIMIT-style set, the one whose loss to the best on either is smallest (−0.023 on Cranfield,
-    −0.0003 on LIMIT; hybrid loses 0.45 there, benchmarks/RESULTS.md "Issue 19")."""
+    """What ``--mode auto`` searches: (first stage, rerank). Without token vectors, hybrid (the
+    default fusion, mix) when the table has a full-text index, else vector. With them and a full-text
+    index: hybrid's dense and BM25 candidates (100 each), their scores mixed with MaxSim's over the
+    union (``maxsim-mix:100``): the best measured on both Cranfield (0.4192; hybrid 0.4194) and the
+    LIMIT-style set (0.9933, BM25's; RRF fusions lose 0.1-0.45 there) (benchmarks/RESULTS.md "Issue
+    19"). Without a full-text index: dense candidates ordered by MaxSim."""
     if has_tokens:
-        return ("fts", ("maxsim-rrf", RERANK_DEPTH)) if has_fts else ("vector", ("maxsim", RERANK_DEPTH))
+        return ("hybrid", ("maxsim-mix", RERANK_DEPTH)) if has_fts else ("vector", ("maxsim", RERANK_DEPTH))
     return ("hybrid" if has_fts else "vector"), None
 
 
@@ -376,8 +384,9 @@ class Searcher:
         scored best on Cranfield (nDCG@10 0.420 vs 0.382 dense, docs/query.md); on a table with
         token vectors (``embed --multivector``) see :func:`auto_mode`.
         ``rerank="maxsim[:N]"``: N first-stage candidates per query, ordered by MaxSim over their
-        token vectors; ``"maxsim-rrf[:N]"``: MaxSim's order as one more list fused by RRF with the
-        first stage's; the output then has ``first_rank`` and ``first_score`` too.
+        token vectors; ``"maxsim-mix[:N]"`` / ``"maxsim-rrf[:N]"``: MaxSim's scores as one more list,
+        mixed (z-scores, equal weights) / fused by RRF with the first stage's own lists; the output
+        then has ``first_rank`` and ``first_score`` too.
         ``mode="maxsim"``: MaxSim over the whole table.
         """
         from .store import read_errors
@@ -432,9 +441,10 @@ class Searcher:
             lists = _first_stage_lists(self, mode, texts, vectors, todo, max(depth, reranker[1]), k, where)
             out = []
             for i, parts in zip(todo, lists, strict=True):
-                first = _fused(parts, fusion, rrf_k, alpha)
+                first = _fused(parts, fusion, rrf_k, alpha)  # the candidates, and the ranks reported
                 by_maxsim = self.rerank_maxsim(q_tokens[i], first)
-                out.append(_cut(_fuse_lists([*parts, by_maxsim], first, rrf_k), depth))
+                fuse = _rrf if reranker[0] == "maxsim-rrf" else _mix_equal
+                out.append(_cut(_with_first(fuse([*parts, by_maxsim], rrf_k), first), depth))
             return out
 
         hits = _collect(ranked, len(ids), k, by, self)
@@ -694,9 +704,8 @@ def _first_stage_lists(searcher: Searcher, mode: str, texts: list[str], vectors,
     return [[d, searcher.fts(texts[i], list_depth, where)] for i, d in zip(todo, dense, strict=True)]
 
 
-def _fuse_lists(lists: list[Hits], first: Hits, rrf_k: float) -> Hits:
-    """RRF over several lists (Σ 1/(rrf_k + rank)), each hit keeping its rank and score in ``first``."""
-    fused = _rrf(lists, rrf_k)
+def _with_first(fused: Hits, first: Hits) -> Hits:
+    """``fused`` with each hit's rank and score in ``first``, the first stage's own order."""
     place = {rid: j for j, rid in enumerate(first.ids)}
     ranks = np.array([place.get(r, -1) + 1 for r in fused.ids], np.int32)
     firsts = np.asarray(first.scores, np.float32)
@@ -723,14 +732,29 @@ def fuse_mix(dense: Hits, sparse: Hits, *, alpha: float = 0.5, **_: Any) -> Hits
     A candidate missing from one list gets that list's lowest z-score: it ranked below every
     candidate there, and 0 (the mean) would reward it for being absent.
     """
-    zd, zs = _z(dense.scores), _z(sparse.scores)
-    floor_d = float(zd.min()) if len(zd) else 0.0
-    floor_s = float(zs.min()) if len(zs) else 0.0
-    d = dict(zip(dense.ids, zd.tolist(), strict=True))
-    s = dict(zip(sparse.ids, zs.tolist(), strict=True))
-    scores = {rid: alpha * d.get(rid, floor_d) + (1 - alpha) * s.get(rid, floor_s)
-              for rid in dict.fromkeys([*dense.ids, *sparse.ids])}
-    return _sorted(scores)
+    return _mix([dense, sparse], [alpha, 1 - alpha])
+
+
+def _mix_equal(lists: list[Hits], _rrf_k: float = 0) -> Hits:
+    """``maxsim-mix``: the lists' z-scores summed with equal weights."""
+    return _mix(lists, [1.0] * len(lists))
+
+
+def _mix(lists: list[Hits], weights: list[float]) -> Hits:
+    """Σ weight · z(score) over the lists, z over each list's candidates; a candidate missing from a
+    list gets that list's lowest z-score (it ranked below every candidate there, and 0, the mean,
+    would reward it for being absent). Candidates scored -inf (deleted since) count as missing."""
+    parts = []
+    for hits in lists:
+        raw = np.asarray(hits.scores, dtype=np.float64)
+        ok = np.isfinite(raw)
+        zs = _z(raw[ok])
+        ids = [rid for rid, keep in zip(hits.ids, ok.tolist(), strict=True) if keep]
+        parts.append((dict(zip(ids, zs.tolist(), strict=True)), float(zs.min()) if len(zs) else 0.0))
+    candidates = dict.fromkeys(rid for mine, _ in parts for rid in mine)
+    weighted = list(zip(weights, parts, strict=True))
+    return _sorted({rid: sum(w * mine.get(rid, floor) for w, (mine, floor) in weighted)
+                    for rid in candidates})
 
 
 def _z(scores: np.ndarray) -> np.ndarray:

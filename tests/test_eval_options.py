@@ -16,15 +16,15 @@ from arrowsmith.commands.evaluate.runner import compare_results
     (["--qrels", "q.tsv", "--split", "dev"], "--split has no effect with --qrels"),
     (["--plot-kind", "bytes"], "--plot-kind has no effect without --plot"),
     (["--fusion", "mix"], "--fusion has no effect without a hybrid configuration"),
-    (["--mode", "hybrid", "--alpha", "0.3"], "--alpha has no effect without fusion=mix"),
-    (["--mode", "hybrid", "--fusion", "mix", "--rrf-k", "10"], "--rrf-k has no effect without fusion=rrf"),
+    (["--mode", "hybrid", "--fusion", "rrf", "--alpha", "0.3"], "--alpha has no effect without fusion=mix"),
+    (["--mode", "hybrid", "--rrf-k", "10"], "--rrf-k has no effect without fusion=rrf"),  # mix: the default
     (["--mode", "fts", "--ann"], "--exact/--ann has no effect with mode fts only"),
     (["--test", "permutation"], "--test has no effect with one configuration"),
     (["--baseline", "late"], "--baseline has no effect with one configuration"),
     (["--db", "s", "--late", "--workdir", "w"], "--late/--naive, --workdir have no effect with --db"),
     (["--db", "s", "--compare", "late"], "late= has no effect on an existing store"),
     (["--compare", "vector,fusion=mix"], "fusion= has no effect with mode=vector"),
-    (["--compare", "hybrid,alpha=0.2"], "alpha= has no effect with fusion=rrf"),
+    (["--compare", "hybrid,fusion=rrf,alpha=0.2"], "alpha= has no effect with fusion=rrf"),
     (["--compare", "nprobes=20"], "nprobes= has no effect with exact search"),
     (["--compare", "naive,window_overlap=0"], "window_overlap= has no effect with naive chunking"),
     (["--compare", "late,window_overlap=-1"], "window_overlap must be 0 or more"),
@@ -41,7 +41,8 @@ def test_ignored_option_is_refused_before_any_work(tmp_path, args, message):
 def test_options_that_apply_are_accepted():
     """A setting that applies to one of the configurations is not refused."""
     assert config_from_spec("hybrid,fusion=mix,alpha=0.2").alpha == 0.2
-    assert config_from_spec("auto,rrf_k=10").rrf_k == 10
+    assert config_from_spec("auto,fusion=rrf,rrf_k=10").rrf_k == 10
+    assert config_from_spec("hybrid,alpha=0.2").alpha == 0.2  # mix is the default fusion
     assert config_from_spec("ann,nprobes=20").nprobes == 20
     assert config_from_spec("late", EvalConfig()).late  # a build
     assert config_from_spec("late,window-overlap=0").window_overlap == 0

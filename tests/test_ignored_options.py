@@ -100,8 +100,8 @@ def test_vector_index_settings_without_an_index_are_refused_by_the_library():
 @pytest.mark.parametrize("args, message", [
     (["--mode", "vector", "--fusion", "mix"], "--fusion has no effect with --mode vector"),
     (["--mode", "fts", "--rrf-k", "10"], "--rrf-k has no effect with --mode fts"),
-    (["--mode", "hybrid", "--alpha", "0.3"], "--alpha has no effect with --fusion rrf"),
-    (["--mode", "hybrid", "--fusion", "mix", "--rrf-k", "5"], "--rrf-k has no effect with --fusion mix"),
+    (["--mode", "hybrid", "--fusion", "rrf", "--alpha", "0.3"], "--alpha has no effect with --fusion rrf"),
+    (["--mode", "hybrid", "--rrf-k", "5"], "--rrf-k has no effect with --fusion mix"),  # mix: the default
     (["--exact", "--nprobes", "20"], "--nprobes has no effect with --exact"),
     (["--mode", "fts", "--no-compressed"], "--compressed/--no-compressed has no effect with --mode fts"),
     (["--mode", "fts", "--ann"], "--exact/--ann has no effect with --mode fts"),

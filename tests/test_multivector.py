@@ -163,13 +163,13 @@ def test_mode_maxsim_float16_uses_lancedb_and_scores_as_numpy(stores, model):
     assert np.allclose([h["score"] for h in hits], [s for s, _ in ref], atol=2e-3)  # float16 tokens
 
 
-def test_auto_on_a_table_with_token_vectors_is_bm25_fused_with_maxsim(stores):
+def test_auto_on_a_table_with_token_vectors_is_hybrid_mixed_with_maxsim(stores):
     r = run(["query", "--db", str(stores["naive-int4"]), QUERIES[0], "-k", "3", "-f", "arrows"])
     assert r.exit_code == 0, r.stderr
     out = read_ipc(r.stdout_bytes)
     assert "first_rank" in out.column_names
-    assert json.loads(out.schema.metadata[b"arrowsmith.query"])["rerank"] == "maxsim-rrf:100"
-    assert "mode fts+maxsim-rrf:100" in r.stderr
+    assert json.loads(out.schema.metadata[b"arrowsmith.query"])["rerank"] == "maxsim-mix:100"
+    assert "mode hybrid+maxsim-mix:100" in r.stderr
     plain = run(["query", "--db", str(stores["plain"]), QUERIES[0], "-k", "3", "-f", "arrows"])
     assert "first_rank" not in read_ipc(plain.stdout_bytes).column_names  # no token vectors: as before
 
@@ -182,14 +182,17 @@ def test_refusals(stores, chunked, tmp_path):
     r = run(["query", "--db", str(stores["naive-bin"]), "x", "--rerank", "maxsim:0"])
     assert r.exit_code == 2 and "at least 1" in r.stderr
     r = run(["query", "--db", str(stores["naive-bin"]), "x", "--rerank", "colbert"])
-    assert r.exit_code == 2 and "maxsim-rrf" in r.stderr
+    assert r.exit_code == 2 and "maxsim-mix" in r.stderr
     # maxsim-rrf's RRF takes --rrf-k, and nothing weighs hybrid's lists there: --alpha is refused
     db = str(stores["naive-int4"])
     assert run(["query", "--db", db, "x", "--mode", "fts", "--rerank", "maxsim-rrf", "--rrf-k", "30"]
                ).exit_code == 0
-    assert run(["query", "--db", db, "x", "--rrf-k", "30"]).exit_code == 0  # auto: fts + maxsim-rrf
-    r = run(["query", "--db", db, "x", "--alpha", "0.3"])
+    r = run(["query", "--db", db, "x", "--mode", "fts", "--rerank", "maxsim-rrf", "--alpha", "0.3"])
     assert r.exit_code == 2 and "--rerank maxsim-rrf" in r.stderr
+    # maxsim-mix (auto's rerank here) weighs every list the same: no fusion option applies
+    for option in (["--rrf-k", "30"], ["--alpha", "0.3"], ["--fusion", "rrf"]):
+        r = run(["query", "--db", db, "x", *option])
+        assert r.exit_code == 2 and "--rerank maxsim-mix" in r.stderr, option
     r = run([*EMBED, "--token-precision", "float16"], input=chunked)
     assert r.exit_code == 2 and "without --multivector" in r.stderr
     # a table with token vectors continued without them (and the reverse) is refused, nothing written
@@ -234,7 +237,10 @@ def test_a_store_written_before_the_layer_queries_exactly_as_then(tmp_path):
     shutil.copytree(DATA / "store-wave2", db)
     for line in (DATA / "store-wave2.expected.jsonl").read_text().splitlines():
         expected = json.loads(line)
-        r = run(["query", "--db", str(db), "--mode", expected["mode"], "-k", "5", "-f", "jsonl", *QUERIES])
+        # hybrid's default fusion was RRF then (mix since issue 19): the search it recorded is asked for
+        fusion = ["--fusion", "rrf"] if expected["mode"] == "hybrid" else []
+        r = run(["query", "--db", str(db), "--mode", expected["mode"], *fusion, "-k", "5", "-f", "jsonl",
+                 *QUERIES])
         assert r.exit_code == 0, r.stderr
         rows = [json.loads(x) for x in r.stdout_bytes.decode().splitlines()]
         assert [[x["query_id"], x["rank"], x["id"]] for x in rows] == [h[:3] for h in expected["hits"]]
@@ -343,6 +349,42 @@ def test_rerank_maxsim_rrf_fuses_the_first_stage_lists_with_maxsim(stores, model
     best = sorted(want, key=lambda c: -want[c])[:5]
     assert [h["id"] for h in hits] == best
     assert np.allclose([h["score"] for h in hits], [want[c] for c in best], atol=1e-6)
+    assert all(h["first_rank"] >= 1 for h in hits)
+
+
+def test_rerank_maxsim_mix_sums_the_z_scores_of_the_first_stage_lists_and_maxsim(stores, model):
+    """maxsim-mix over hybrid: Σ z(score) over the dense list, the BM25 list and MaxSim's scores of
+    their union, a candidate missing from a list at that list's lowest z; recomputed here from the
+    plain modes' scores and a numpy MaxSim."""
+    db = stores["naive-int4"]
+
+    def scored(mode: str) -> dict[str, float]:
+        r = run(["query", "--db", str(db), QUERIES[0], "--mode", mode, "-k", "100", "-f", "arrows"])
+        assert r.exit_code == 0, r.stderr
+        t = read_ipc(r.stdout_bytes)
+        return dict(zip(t.column("id").to_pylist(), t.column("score").to_pylist(), strict=True))
+
+    dense, bm25 = scored("vector"), scored("fts")
+    t = stored(db)
+    tokens, offsets = multi.decode(t.column("tokens"), multi.TokenSettings(384, "int4"))
+    row = {rid: i for i, rid in enumerate(t.column("id").to_pylist())}
+    q = model.encode_token_vectors(QUERIES[:1], "query")[0]
+    union = list(dict.fromkeys([*dense, *bm25]))
+    by_maxsim = {c: numpy_maxsim(q, tokens[offsets[row[c]]:offsets[row[c] + 1]]) for c in union}
+    want = dict.fromkeys(union, 0.0)
+    for scores in (dense, bm25, by_maxsim):
+        values = np.array(list(scores.values()), np.float64)
+        z = {c: (v - values.mean()) / values.std() for c, v in scores.items()}
+        floor = min(z.values())
+        for c in union:
+            want[c] += z.get(c, floor)
+    r = run(["query", "--db", str(db), QUERIES[0], "--mode", "hybrid", "--rerank", "maxsim-mix", "-k", "5",
+             "-f", "arrows"])
+    assert r.exit_code == 0, r.stderr
+    hits = read_ipc(r.stdout_bytes).to_pylist()
+    best = sorted(want, key=lambda c: -want[c])[:5]
+    assert [h["id"] for h in hits] == best
+    assert np.allclose([h["score"] for h in hits], [want[c] for c in best], atol=1e-3)
     assert all(h["first_rank"] >= 1 for h in hits)
 
 

@@ -13,8 +13,8 @@ Spec grammar: comma-separated items, each a bare word or ``key=value``::
 
 Bare words: ``late``, ``naive``, ``none`` (no chunking: one chunk per document, truncated at the
 model's window as MTEB does), ``auto``/``vector``/``fts``/``hybrid``/``maxsim`` (the search mode;
-``auto`` is query's default: hybrid RRF when the table has a full-text index, else vector, reranked
-by MaxSim when the table has token vectors), ``doc``/``chunk`` (``by``), ``multivector`` (embed
+``auto`` is query's default: hybrid when the table has a full-text index, else vector, with MaxSim
+mixed in when the table has token vectors), ``doc``/``chunk`` (``by``), ``multivector`` (embed
 ``--multivector``: token vectors stored too). Keys are the field names of :class:`EvalConfig`
 (``chunk`` and ``chunker`` are one).
 A file holds ``[[config]]`` tables (TOML) or a list of objects (JSON) with the same keys.
@@ -30,7 +30,7 @@ from typing import Any
 from arrowsmith.commands.errors import DataError, UsageError
 
 # eval measures what query does
-from arrowsmith.commands.query import BYS, FUSIONS, MODES, parse_rerank
+from arrowsmith.commands.query import BYS, DEFAULT_FUSION, FUSIONS, MODES, parse_rerank
 from arrowsmith.commands.spaces.multi import DEFAULT_PRECISION, PRECISIONS
 
 NO_CHUNKING = "none"
@@ -53,7 +53,7 @@ class EvalConfig:
     token_pool: float = 1.0  # embed --token-pool
     # search
     mode: str = "vector"
-    fusion: str = "rrf"
+    fusion: str = DEFAULT_FUSION
     rrf_k: float = 60.0  # a float, as query's --rrf-k
     alpha: float = 0.5
     by: str = "chunk"
