@@ -243,7 +243,8 @@ def _choose_token_index(tbl, rows: int, kind: str, table: str) -> dict[str, Any]
             raise UsageError(f"--token-index ivf_pq: table {table!r} has no token vectors",
                              hint="`arrowsmith embed --multivector --token-precision float16` stores them")
         return None
-    tokens = multi.estimate_tokens(tbl, rows) if kind != "none" else 0
+    indexable = kind != "none" and settings.precision in multi.FLOAT_PRECISIONS
+    tokens = multi.estimate_tokens(tbl, rows) if indexable else 0
     return multi.index_spec(tokens, settings, kind)
 
 
