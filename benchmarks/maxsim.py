@@ -255,7 +255,7 @@ def one_query_process() -> None:
                        check=True)
         subprocess.run([*exe, "index", "--db", db], capture_output=True, check=True)
         out = {}
-        for name, extra in (("hybrid", ["--mode", "hybrid"]), ("auto = fts + maxsim-rrf:100", [])):
+        for name, extra in (("hybrid", ["--mode", "hybrid"]), ("auto = hybrid + maxsim-mix:100", [])):
             runs = []
             for _ in range(5):
                 t0 = time.perf_counter()
