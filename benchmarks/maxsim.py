@@ -169,7 +169,9 @@ def token_index(n: int, per_chunk: int, n_queries: int = 100, query_tokens: int 
         probes, refine = Searcher(db).token_tuning
         configs = {"flat (LanceDB's exact multivector scan, `--exact`)": Searcher(db, exact=True),
                    f"token index, query's defaults (nprobes {probes}, refine {refine})": Searcher(db),
-                   f"token index, nprobes {3 * probes}, refine {refine}": Searcher(db, nprobes=3 * probes)}
+                   f"token index, nprobes {3 * probes}, refine {refine}": Searcher(db, nprobes=3 * probes),
+                   f"token index, nprobes {probes}, refine {5 * refine}": Searcher(db,
+                                                                                   refine_factor=5 * refine)}
         out = {}
         for name, searcher in configs.items():
             searcher.maxsim_all(queries[0], 10)  # warm: open files, plan
