@@ -70,13 +70,14 @@ def test_is_current_lets_embed_skip_and_counts(tmp_path):
     assert (stats.docs_written, stats.docs_replaced, stats.docs_skipped) == (2, 1, 1)
 
 
-def test_changed_doc_with_fewer_chunks_replaces_all_in_one_commit(tmp_path):
+def test_changed_doc_with_fewer_chunks_loses_its_old_extra_chunks(tmp_path):
     write(tmp_path, chunks_batch(DOCS))
     before = versions(tmp_path)
     stats = write(tmp_path, chunks_batch({"a": (1, "ka2"), "b": (2, "kb1"), "d": (2, "kd1")}))
     assert (stats.docs_written, stats.docs_replaced, stats.docs_skipped) == (2, 1, 1)
     assert (stats.rows_added, stats.rows_deleted, stats.checkpoints) == (3, 2, 1)
-    assert versions(tmp_path) == before + 1  # the replacement and the stale-chunk delete: one commit
+    # the replacement (one merge_insert), then the chunks "a" no longer has, deleted by id
+    assert versions(tmp_path) == before + 2
     rows = store_rows(tmp_path)
     assert sorted(rows) == ["a#0", "b#0", "b#1", "c#0", "d#0", "d#1"]
     assert rows["a#0"] == ("a", "ka2")
