@@ -178,12 +178,13 @@ def _columns(pairs: list[Pair]) -> dict[str, list[str]]:
     return cols
 
 
-# --lr's defaults. A transformer: sentence-transformers' MNRL recipe (5e-5, 10% warm-up, 3 epochs,
-# batch 32, NO_DUPLICATES): 2e-5 trailed it on every collection measured (benchmarks/tune.py
-# --configs plain,defaults,lr-2e-5; RESULTS.md#tune, issue 20), and on a held-back scientific-claims
-# set 0.686 against its 0.717. A static model (StaticEmbedding, `arrowsmith distill`) trains a lookup
-# table: on Cranfield (odd-id queries train, even-id evaluate, 1 epoch) 2e-5 moved its nDCG@10 by
-# +0.0001, 1e-2 by +0.043, 5e-2 by +0.086, 1e-1 by +0.068, 2e-1 by +0.027 (benchmarks/RESULTS.md#distill)
+# --lr's and --epochs' defaults. A transformer: sentence-transformers' MNRL recipe (5e-5, 10% warm-up,
+# 3 epochs, batch 32, NO_DUPLICATES; tests/test_tune.py pins it). With 2e-5 and 3 epochs tune reached
+# nDCG@10 0.686 on a held-back scientific-claims set where that recipe reached 0.717 (issue 20); on
+# Cranfield 1 epoch at 2e-5 gained +0.0068, the recipe +0.0174 (benchmarks/RESULTS.md#tune).
+# A static model (StaticEmbedding, `arrowsmith distill`) trains a lookup table: on Cranfield (odd-id
+# queries train, even-id evaluate, 1 epoch) 2e-5 moved its nDCG@10 by +0.0001, 1e-2 by +0.043,
+# 5e-2 by +0.086, 1e-1 by +0.068, 2e-1 by +0.027 (benchmarks/RESULTS.md#distill)
 DEFAULT_LR = 5e-5
 DEFAULT_EPOCHS = 3.0
 STATIC_LR = 5e-2
