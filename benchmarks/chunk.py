@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/chunk.py --baseline bf41d4c    # old vs new, side by side
     .venv/bin/python benchmarks/chunk.py --corpus zipf         # a large vocabulary (many distinct words)
     .venv/bin/python benchmarks/chunk.py --jsonl ../shared/data/cranfield/corpus.jsonl --text-col text
+    .venv/bin/python benchmarks/chunk.py --process --baseline bf41d4c --rounds 3   # whole processes
 
 Side by side in one run, for each tokenizer: tokenizing the corpus alone (one encoding
 of every document, the old floor), then each strategy end to end through
@@ -14,6 +15,15 @@ every row runs old then new on the same batches, in alternation, ``--rounds`` ti
 best round counts); both must give the same chunks. Wall seconds are what the targets
 are about; CPU seconds (``getrusage``, all threads of the process) and the token totals
 are printed too because they are far less sensitive to a loaded machine.
+
+``--process`` (issue 20) measures what a user runs instead: ``arrowsmith chunk FILE.jsonl --id-col _id
+--text-col text -o OUT.arrows`` as a fresh process, start-up, JSON parsing and writing included, on
+a JSONL corpus of abstract-length records (``--abstracts-mb``, made from the Cranfield abstracts:
+each record one abstract with its sentences shuffled and one word in ten replaced by another word of
+the collection; or ``--jsonl FILE``). The ``--baseline`` revision's whole CLI (its ``cli``,
+``commands`` and ``plugins``, imported through ``PYTHONPATH`` with this venv's packages) runs as a
+process beside this tree's, alternating, ``--rounds`` times; the best round counts and both outputs
+must hold the same ids, texts and chunks.
 """
 
 from __future__ import annotations
@@ -26,6 +36,7 @@ import os
 import platform
 import random
 import resource
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -37,6 +48,7 @@ import pyarrow as pa
 from arrowsmith.commands import chunk as new_chunk
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
 WORDS = ("the of and to in is that for it as was with be by on not he this are or his from at which but "
          "have an they you were her she there been one all we their has would when if so no will what "
          "light scattering atmosphere molecule wavelength tide moon gravity magma pressure starter dough "
@@ -114,6 +126,100 @@ def read_jsonl(path: str, id_col: str, text_col: str) -> list[pa.RecordBatch]:
     return batches_of(ids, texts)
 
 
+CRANFIELD = os.path.join(os.path.dirname(ROOT), "shared", "data", "cranfield", "corpus.jsonl")
+
+
+def abstracts(mb: float, seed: int, path: str) -> int:
+    """A JSONL corpus of abstract-length records (``_id``, ``title``, ``text``) made from Cranfield's
+    abstracts: sentences shuffled, one word in ten replaced by another word of the collection."""
+    rng = random.Random(seed)
+    with open(CRANFIELD, encoding="utf-8") as f:
+        rows = [r for r in map(json.loads, f) if r["text"].strip()]
+    vocab = [w for r in rows for w in r["text"].split()]
+    n = size = 0
+    with open(path, "w", encoding="utf-8") as out:
+        while size < mb * 1e6:
+            row = rng.choice(rows)
+            sentences = [s for s in row["text"].split(" . ") if s]
+            rng.shuffle(sentences)
+            words = " . ".join(sentences).split(" ")
+            for _ in range(len(words) // 10):
+                words[rng.randrange(len(words))] = rng.choice(vocab)
+            line = json.dumps({"_id": f"a{n:07d}", "title": row["title"], "text": " ".join(words)}) + "\n"
+            out.write(line)
+            n, size = n + 1, size + len(line.encode())
+    return n
+
+
+def baseline_tree(rev: str) -> str:
+    """A folder for ``PYTHONPATH`` whose ``arrowsmith`` package is ``cli``, ``commands`` and
+    ``plugins`` as of git revision ``rev`` (how the project installs them)."""
+    tar = subprocess.run(["git", "-C", ROOT, "archive", rev, "cli", "commands", "plugins"], check=True,
+                         capture_output=True).stdout
+    root = tempfile.mkdtemp(prefix="chunk-baseline-")
+    package = os.path.join(root, "arrowsmith")
+    os.makedirs(package)
+    tarfile.open(fileobj=io.BytesIO(tar)).extractall(package, filter="data")
+    open(os.path.join(package, "__init__.py"), "w").close()
+    return root
+
+
+def same_output(a: str, b: str) -> bool:
+    def read(path):
+        with pa.ipc.open_stream(path) as reader:
+            return reader.read_all().select(["id", "text", "doc_hash", "chunks"])
+    return read(a).equals(read(b))
+
+
+def processes(args) -> None:
+    from procs import cli
+    from procs import run as run_procs
+
+    work = tempfile.mkdtemp(prefix="chunk-process-")
+    if args.jsonl:
+        path, label = args.jsonl, os.path.basename(args.jsonl)
+    else:
+        path = os.path.join(work, "abstracts.jsonl")
+        docs = abstracts(args.abstracts_mb, args.seed, path)
+        label = f"{docs:,} records made from Cranfield abstracts, seed {args.seed}"
+    mb = os.path.getsize(path) / 1e6
+    chunk_args = ["chunk", path, "--id-col", args.id_col, "--text-col", args.text_col]
+    codes = {"new": [*cli(*chunk_args), "-o", os.path.join(work, "new.arrows")]}
+    if args.baseline:
+        tree = baseline_tree(args.baseline)
+        where = subprocess.run(["env", f"PYTHONPATH={tree}", sys.executable, "-c",
+                                "import arrowsmith.commands.chunk as c; print(c.__file__)"],
+                               check=True, capture_output=True, text=True).stdout
+        assert where.startswith(tree), f"the baseline imports {where}, not {tree}"
+        old = ["env", f"PYTHONPATH={tree}", *cli(*chunk_args), "-o", os.path.join(work, "old.arrows")]
+        codes = {"old": old, **codes}
+    print(f"corpus: {path}: {mb:.1f} MB ({label}); python {platform.python_version()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+    print(f"command: arrowsmith {' '.join(chunk_args)} -o OUT.arrows")
+    best: dict[str, tuple[float, float]] = {}
+    for r in range(args.rounds):
+        for code, cmd in codes.items():
+            t = run_procs(cmd)
+            print(f"round {r + 1} {code}: {t.wall:.2f} s wall, {t.cpu:.2f} s CPU "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+            if code not in best or t.wall < best[code][0]:
+                best[code] = (t.wall, t.cpu)
+    print(f"\n| code | wall s (best of {args.rounds}) | cpu s | MB/s |" + (" × old wall | × old cpu | same |"
+                                                                        if args.baseline else ""))
+    print("|---|---:|---:|---:|" + ("---:|---:|---|" if args.baseline else ""))
+    for code, (wall, cpu) in best.items():
+        line = f"| {code} | {wall:.2f} | {cpu:.2f} | {mb / wall:.1f} |"
+        if args.baseline:
+            old_wall, old_cpu = best["old"]
+            same = same_output(os.path.join(work, "old.arrows"), os.path.join(work, "new.arrows"))
+            line += (f" {old_wall / wall:.2f} | {old_cpu / cpu:.2f} | {'yes' if same else 'NO'} |"
+                     if code == "new" else " | | |")
+        print(line)
+    shutil.rmtree(work)
+    if args.baseline:
+        shutil.rmtree(tree)
+
+
 def load_baseline(rev: str):
     """``commands/chunk`` as of git revision ``rev``, imported as the package ``chunk_<rev>``."""
     tar = subprocess.run(["git", "-C", ROOT, "archive", rev, "commands/chunk"], check=True,
@@ -165,7 +271,14 @@ def main() -> None:
     ap.add_argument("--strategies", default="tokens,sentences,markdown")
     ap.add_argument("--baseline", help="git revision whose commands/chunk runs side by side (old vs new)")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--process", action="store_true",
+                    help="whole `arrowsmith chunk` processes on a JSONL corpus (see the module doc)")
+    ap.add_argument("--abstracts-mb", type=float, default=60.0,
+                    help="--process: size of the generated abstracts corpus (without --jsonl)")
     args = ap.parse_args()
+    if args.process:
+        processes(args)
+        return
     if args.jsonl:
         batches, label = read_jsonl(args.jsonl, args.id_col, args.text_col), os.path.basename(args.jsonl)
     else:
