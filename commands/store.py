@@ -574,6 +574,7 @@ class StoreWriter:
             found = self._table.search().where(where).select(["id"]).limit(None).to_arrow()
             old_ids.update(found.column("id").to_pylist())
         self._table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        faults.hit("between_merge_and_delete")
         deleted = 0
         for _, where in id_filters(sorted(old_ids - set(data.column("id").to_pylist()))):
             deleted += int(getattr(self._table.delete(where), "num_deleted_rows", 0) or 0)

@@ -131,6 +131,30 @@ def test_kill_at_fault_point_then_rerun_converges(fault, expect_committed, base_
     assert run(["doctor", "--db", str(db), "--grace", "0"]).exit_code == 0
 
 
+def test_kill_between_a_changed_documents_merge_and_its_delete_is_repaired_by_the_rerun(
+        fake_chunks, stored, tmp_path):
+    """A changed document with fewer chunks is written in two commits (its chunks merged by id, then
+    the ones it no longer has deleted). Killed between them, the document has mixed doc_keys: doctor
+    says so, it is never "current", and the re-run leaves exactly what a clean run does."""
+    db = tmp_path / "store"
+    with StoreWriter(db) as w:
+        w.write([fake_chunks.batch({"keep": (2, "kk"), "shrink": (3, "k1")})])
+    shrunk = fake_chunks.stream({"keep": (2, "kk"), "shrink": (2, "k2")})
+    r = ingest(db, shrunk, env={FAULT: "between_merge_and_delete"})
+    assert r.returncode == 137, r.stderr.decode()
+    rows = stored.snapshot(db)
+    assert sorted(i for i, v in rows.items() if v[0] == "shrink") == ["shrink#0", "shrink#1", "shrink#2"]
+    assert {v[1] for v in rows.values() if v[0] == "shrink"} == {"k1", "k2"}  # mixed: not current
+    assert not diagnose(db, grace_s=0).healthy
+    r = ingest_here(db, shrunk)
+    assert r.returncode == 0, r.stderr.decode()
+    assert stored_summary(r.stderr.decode())["written"] == 1  # "shrink" again; "keep" unchanged
+    rows = stored.snapshot(db)
+    assert sorted(rows) == ["keep#0", "keep#1", "shrink#0", "shrink#1"]
+    assert {v[1] for v in rows.values() if v[0] == "shrink"} == {"k2"}
+    assert diagnose(db, grace_s=0).healthy
+
+
 def test_truncated_input_never_prunes(base_store, stream, stored, tmp_path):
     db = tmp_path / "store"
     shutil.copytree(base_store, db)
