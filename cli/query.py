@@ -61,7 +61,7 @@ def query_command(
         show_default=False)] = None,
     refine_factor: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_REFINE_FACTOR",
-        help="Re-rank refine_factor·k candidates on full vectors [default: 10 for IVF_PQ].",
+        help="Re-rank refine_factor·k candidates on full vectors [default: 30 for IVF_PQ].",
         show_default=False)] = None,
     ef: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_EF", help="HNSW search breadth [default: 500 for IVF_HNSW_* indexes].",

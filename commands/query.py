@@ -59,9 +59,11 @@ HYBRID_DEPTH_FACTOR = 4
 # IVF_PQ defaults (no --nprobes / --refine-factor given), measured on a generated 200k × 384
 # clustered table (benchmarks/query.py, 447 partitions, 48 sub-vectors): recall@10 vs exact is
 # 0.55 from PQ codes alone at any nprobes, and with refine 10: 0.964 at 20 probes, 0.989 at
-# 40, 0.988 at 80. So: re-rank 10·k candidates on full vectors, probe a tenth of the
+# 40, 0.988 at 80. Real (static-model, 256-d) vectors at 100k and 1M rows (benchmarks/scale.py)
+# need a deeper refine: recall@10 0.826 / 0.824 at refine 10, 0.958 / 0.934 at 30, for ~4 ms more
+# (nprobes changed nothing there). So: re-rank 30·k candidates on full vectors, probe a tenth of the
 # partitions (5–15% is LanceDB's advice), never fewer than LanceDB's own 20.
-DEFAULT_PQ_REFINE = 10
+DEFAULT_PQ_REFINE = 30
 DEFAULT_PQ_PROBE_FRACTION = 1 / 10  # of the IVF partitions
 MIN_NPROBES = 20  # LanceDB's own default
 # IVF_HNSW_* (what `index` builds by default above 100k rows), no --ef given: LanceDB's own ef

@@ -31,7 +31,7 @@ def test_ivf_pq_default_recall_at_10(tmp_path, monkeypatch):
     connect(tmp_path).create_table("chunks", generated_table(base))
     build_indexes(tmp_path, fts=False)  # `arrowsmith index` at its defaults
     assert "IvfPq" in {ix.index_type for ix in open_table(tmp_path).list_indices()}
-    # query's defaults: nprobes a tenth of the partitions, at least 20 (20 of 155), refine 10
+    # query's defaults: nprobes a tenth of the partitions, at least 20 (20 of 155), refine 30
     recall = recall_at_k(str(tmp_path), queries)
     assert recall >= 0.9, f"recall@10 {recall:.3f} at default settings"
     # PQ codes alone find about half the neighbours (benchmarks/RESULTS.md): the re-ranking
