@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import run
 
-TINY = ["--max-seq-tokens", "16", "--batch-size", "4", "--device", "cpu"]
+# one epoch: the default is the recipe's 3; a test asking for more names --epochs after TINY (last wins)
+TINY = ["--max-seq-tokens", "16", "--batch-size", "4", "--device", "cpu", "--epochs", "1"]
 
 PAIRS = [
     ("how do harbour cranes move containers", "Harbour cranes lift containers from ships onto trucks."),
@@ -86,7 +87,7 @@ def pairs_file(tmp_path_factory) -> Path:
 def tuned(pairs_file, tmp_path_factory) -> tuple[Path, object]:
     """One plain run on the pairs file: 8 pairs, batch 4, 2 epochs = 4 steps."""
     out = tmp_path_factory.mktemp("tuned") / "model"
-    result = run(["tune", "--pairs", str(pairs_file), "-o", str(out), "--epochs", "2", *TINY])
+    result = run(["tune", "--pairs", str(pairs_file), "-o", str(out), *TINY, "--epochs", "2"])
     assert result.exit_code == 0, result.stderr
     return out, result
 
@@ -131,7 +132,7 @@ def test_pairs_file_makes_a_model_directory_with_its_card(tuned, pairs_file):
 def test_same_seed_same_weights(tuned, pairs_file, tmp_path):
     out, _ = tuned
     again = tmp_path / "again"
-    result = run(["tune", "--pairs", str(pairs_file), "-o", str(again), "--epochs", "2", *TINY])
+    result = run(["tune", "--pairs", str(pairs_file), "-o", str(again), *TINY, "--epochs", "2"])
     assert result.exit_code == 0, result.stderr
     assert sha256(again / "model.safetensors") == sha256(out / "model.safetensors")
 
@@ -151,8 +152,8 @@ def test_existing_output_is_refused_before_training(tuned, pairs_file):
 def test_interrupt_leaves_no_half_model_and_the_same_command_resumes(tuned, pairs_file, tmp_path,
                                                                      cli_process):
     out = tmp_path / "model"
-    args = ["tune", "--pairs", str(pairs_file), "-o", str(out), "--epochs", "2", "--checkpoint-steps", "1",
-            *TINY]
+    args = ["tune", "--pairs", str(pairs_file), "-o", str(out), "--checkpoint-steps", "1",
+            *TINY, "--epochs", "2"]
     proc = cli_process(args, env={"ARROWSMITH_FAULT": "tune_step:2:pause"})
     proc.wait_for_stderr("paused at tune_step (hit 2)")
     proc.signal(signal.SIGINT)
@@ -533,7 +534,7 @@ def test_store_built_with_the_base_model_refuses_the_tuned_one(tuned, tmp_path):
 # ---------------------------------------------------------------- the default recipe
 
 
-def test_defaults_are_the_sentence_transformers_recipe(pairs_file, tmp_path):
+def test_defaults_are_the_sentence_transformers_recipe(tmp_path):
     """`tune` with no training flag trains exactly sentence-transformers' MNRL recipe, written out
     as a user would (lr 5e-5, 10% warm-up, NO_DUPLICATES batches, 3 epochs): the same weights, byte
     for byte. Issue 20: the old defaults (lr 2e-5, 1 epoch) left a plain script's gain on the table."""
@@ -549,22 +550,27 @@ def test_defaults_are_the_sentence_transformers_recipe(pairs_file, tmp_path):
     from arrowsmith.plugins.registry import load_model
 
     out = tmp_path / "tuned"
-    result = run(["tune", "--pairs", str(pairs_file), "-o", str(out), "--batch-size", "4", "--device", "cpu"])
+    # 4 pairs of 16-token texts keep the two trainings quick (one batch an epoch); no training flag
+    # is given: epochs, lr and warm-up are tune's defaults
+    pairs_file = write_pairs(tmp_path / "pairs.jsonl", PAIRS[:4])
+    result = run(["tune", "--pairs", str(pairs_file), "-o", str(out), "--batch-size", "4", "--device", "cpu",
+                  "--max-seq-tokens", "16"])
     assert result.exit_code == 0, result.stderr
     card = (out / "README.md").read_text()
     for expected in ("| epochs | 3 |", "| learning rate | 5e-05 (linear warm-up over 10% of the steps"):
         assert expected in card, expected
 
     model = SentenceTransformer(str(load_model(None, device="cpu").path), device="cpu")
+    model.max_seq_length = 16
     args = SentenceTransformerTrainingArguments(
         output_dir=str(tmp_path / "plain-trainer"), num_train_epochs=3, per_device_train_batch_size=4,
         learning_rate=5e-5, warmup_steps=0.1, batch_sampler=BatchSamplers.NO_DUPLICATES, seed=0,
         save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True)
-    pairs = Dataset.from_dict({"anchor": [q for q, _ in PAIRS], "positive": [p for _, p in PAIRS]})
+    pairs = Dataset.from_dict({"anchor": [q for q, _ in PAIRS[:4]], "positive": [p for _, p in PAIRS[:4]]})
     trainer = SentenceTransformerTrainer(model=model, args=args, train_dataset=pairs,
                                          loss=MultipleNegativesRankingLoss(model))
     trainer.train()
-    assert trainer.state.global_step == 6  # 8 pairs, batch 4, 3 epochs
-    assert "6 steps" in result.stderr.strip().splitlines()[-1]
+    assert trainer.state.global_step == 3  # 4 pairs, batch 4, 3 epochs
+    assert "3 steps" in result.stderr.strip().splitlines()[-1]
     model.save_pretrained(str(tmp_path / "plain"))
     assert sha256(tmp_path / "plain" / "model.safetensors") == sha256(out / "model.safetensors")
