@@ -18,7 +18,6 @@ training on a few hundred pairs cannot turn into signal.
 from __future__ import annotations
 
 import string
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from .train import (
     _trainer,
     check_training_available,
     resolve_train_device,
+    run_trainer,
 )
 
 DEFAULT_TOKEN_DIM = 128  # ColBERT's: 64 bytes a token at int4 (spaces/multi.py), 4x fewer than MiniLM's 384
@@ -113,14 +113,7 @@ def train_multivector(model_path: str, pairs: list[Pair], out_dir: Path, options
     if options.max_seq_tokens:  # training texts cut here; the saved model keeps its window
         args.max_length = options.max_seq_tokens
     trainer = _trainer(model, args, dataset, loss, progress, on_step, trainer_class=MultiVectorEncoderTrainer)
-    result = TrainResult(device=device, resumed_from=str(resume) if resume else None)
-    result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    result.total_params = sum(p.numel() for p in model.parameters())
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    result.seconds = time.perf_counter() - start
-    result.steps = int(trainer.state.global_step)
-    result.loss = float(output.training_loss) if output.training_loss is not None else None
+    result = run_trainer(trainer, model, device, resume)
     with torch.no_grad():
         model.save_pretrained(str(out_dir), create_model_card=False)
     _remove(out_dir / ".trainer")

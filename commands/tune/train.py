@@ -126,14 +126,7 @@ def train(model_path: str, pairs: list[Pair], out_dir: Path, options: TrainOptio
     loss = _loss(model, options.matryoshka, guide)
     args = _arguments(options, checkpoint_dir or out_dir / ".trainer", device, len(pairs))
     trainer = _trainer(model, args, dataset, loss, progress, on_step)
-    result = TrainResult(device=device, resumed_from=str(resume) if resume else None)
-    result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    result.total_params = sum(p.numel() for p in model.parameters())
-    start = time.perf_counter()
-    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    result.seconds = time.perf_counter() - start
-    result.steps = int(trainer.state.global_step)
-    result.loss = float(output.training_loss) if output.training_loss is not None else None
+    result = run_trainer(trainer, model, device, resume)
     if peft_model is not None:
         model[0].model = peft_model.merge_and_unload()
     _set_window(model, window)  # the model keeps its window: --max-seq-tokens only bounds training
@@ -167,6 +160,19 @@ def _quiet_libraries() -> None:
         pass
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="torch")
+
+
+def run_trainer(trainer: Any, model: Any, device: str, resume: Any) -> TrainResult:
+    """Train (from the checkpoint ``resume``, if any) and count what a TrainResult reports."""
+    result = TrainResult(device=device, resumed_from=str(resume) if resume else None)
+    result.trainable_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    result.total_params = sum(p.numel() for p in model.parameters())
+    start = time.perf_counter()
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    result.seconds = time.perf_counter() - start
+    result.steps = int(trainer.state.global_step)
+    result.loss = float(output.training_loss) if output.training_loss is not None else None
+    return result
 
 
 def _columns(pairs: list[Pair]) -> dict[str, list[str]]:
