@@ -114,8 +114,8 @@ def test_hybrid_mode(store, fusion):
 
 
 def test_rrf_k_changes_scores(store):
-    rows = rows_of(query(store, "interpreter lock threads", "--mode", "hybrid", "--fusion", "rrf", "--rrf-k", "10",
-                          "--k", "1"))
+    rows = rows_of(query(store, "interpreter lock threads", "--mode", "hybrid", "--fusion", "rrf",
+                         "--rrf-k", "10", "--k", "1"))
     assert rows[0]["score"] == pytest.approx(2 / 11, rel=1e-5)
 
 
