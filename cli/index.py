@@ -53,7 +53,7 @@ def index_command(
         show_default=False)] = None,
     token_index: Annotated[TokenIndexName, typer.Option(
         "--token-index", envvar="ARROWSMITH_TOKEN_INDEX",
-        help="Index on float16/float32 token vectors (--mode maxsim). auto: none below 1M token vectors, "
+        help="Index on float16/float32 token vectors (--mode maxsim). auto: none below 100k token vectors, "
              "else ivf_pq; none drops one. Packed (int4, binary) tokens are scanned.")] = "auto",
     force: Annotated[bool, typer.Option(help="Rebuild every index even if up to date.")] = False,
     optimize: Annotated[bool, typer.Option(

@@ -229,8 +229,11 @@ def maxsim(queries: list[np.ndarray], tokens: np.ndarray, offsets: np.ndarray) -
 INDEX_NAME = f"{COLUMN}_idx"
 INDEX_TYPES = ("auto", "ivf_pq", "none")
 # auto: below this many token vectors, MaxSim over the whole table is LanceDB's flat multivector
-# scan (recall 1); above, IVF_PQ (benchmarks/RESULTS.md, "Issue 19": flat and indexed latency)
-AUTO_MIN_TOKENS = 1_000_000
+# scan (recall 1); from it, IVF_PQ. A flat scan is slow long before a dense one (64k float16 tokens:
+# p50 435 ms, against 107 ms through the index at recall@10 0.986), and the build is slow too (355 s
+# for those 64k on 2 busy cores, growing ~tokens^1.5): here it costs what the dense index costs at
+# its own threshold (benchmarks/RESULTS.md, "Issue 19", token index)
+AUTO_MIN_TOKENS = 100_000
 COUNT_SAMPLE_ROWS = 1_000  # rows read to estimate a table's token count (tokens a chunk × rows)
 PACKED_SEARCH = ("--mode maxsim scans {precision} token vectors exhaustively (LanceDB indexes float "
                  "multivectors only); --rerank maxsim, auto's default, is the scalable path")
