@@ -114,6 +114,8 @@ HOMONYMS = {
     ("distill", "--output"): "the model directory to write, not a data stream (as tune's)",
     ("distill", "--dim"): "the static model's width (PCA of the base's vectors), not embed's truncation",
     ("distill", "--text-col"): "the --corpus table's text column, detected when not given (as tune's)",
+    ("tune", "--multivector"): "train a ColBERT-style head, not store token vectors: a pipeline's "
+                               "ARROWSMITH_MULTIVECTOR (embed's) must not switch what tune trains",
 }
 
 
