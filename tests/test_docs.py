@@ -207,7 +207,7 @@ def test_every_option_in_the_docs_exists_somewhere():
 
 
 def _benchmark_options() -> set[str]:
-    """The flags benchmarks/*.py define (RESULTS.md names them in prose wrapped over lines)."""
+    """The flags benchmarks/*.py define (benchmarks/RESULTS.md names them in prose wrapped over lines)."""
     flags: set[str] = set()
     for script in (ROOT / "benchmarks").glob("*.py"):
         flags.update(re.findall(r"add_argument\(\s*\"(--[a-z0-9-]+)\"", script.read_text(encoding="utf-8")))
