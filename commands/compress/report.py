@@ -26,7 +26,7 @@ import numpy as np
 
 from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta
-from arrowsmith.commands.spaces import multi
+from arrowsmith.commands.spaces import dense, multi
 from arrowsmith.commands.units import format_size
 
 from .codecs import SEED, Calibration, Int8Codec, MethodSpec, make_codec, parse_method, transform
@@ -134,7 +134,7 @@ def load_corpus(db: str | os.PathLike, table: str) -> Corpus:
     tbl = open_table(db, table)
     dim = vector_dim(tbl, table)
     tbl.checkout(tbl.version)
-    cols = ["id", "vector"] + (["doc_id"] if "doc_id" in tbl.schema.names else [])
+    cols = ["id", dense.COLUMN] + (["doc_id"] if "doc_id" in tbl.schema.names else [])
     ids, docs, vecs = [], [], []
     for batch in scan_batches(tbl, cols):
         ids += batch.column("id").to_pylist()

@@ -23,9 +23,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.errors import DataError, UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
 from arrowsmith.commands.signals import no_interrupt
+from arrowsmith.commands.spaces import dense
 from arrowsmith.commands.store import scan_batches
 from arrowsmith.commands.units import format_size
 
@@ -50,22 +51,22 @@ def companion_name(table: str) -> str:
 def vector_dim(tbl, table: str) -> int:
     """The dimension of the table's ``vector`` column; UsageError (exit 2) when there is none."""
     schema = tbl.schema
-    if "vector" not in schema.names:
-        raise UsageError(f"table {table!r} has no 'vector' column (it has: {', '.join(schema.names)}), "
-                         "so there is nothing to compress",
+    if dense.COLUMN not in schema.names:
+        raise UsageError(f"table {table!r} has no {dense.COLUMN!r} column (it has: "
+                         f"{', '.join(schema.names)}), so there is nothing to compress",
                          hint="compress a table written by `arrowsmith embed --db`")
-    t = schema.field("vector").type
+    t = schema.field(dense.COLUMN).type
     if not (pa.types.is_fixed_size_list(t) and pa.types.is_floating(t.value_type)):
-        raise UsageError(f"table {table!r}: column 'vector' is {t}, not a fixed-size list of floats")
+        raise UsageError(f"table {table!r}: column {dense.COLUMN!r} is {t}, not a fixed-size list of floats")
     return t.list_size
 
 
 def vectors_of(batch: pa.RecordBatch | pa.Table, dim: int) -> np.ndarray:
-    col = batch.column("vector")
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    values = col.flatten().to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float32).reshape(len(col), dim)
+    """``[n, dim]`` float32 dense vectors of a batch (``dim``: the table's, checked)."""
+    vectors = dense.decode(batch.column(dense.COLUMN))
+    if vectors.shape[1] != dim:
+        raise DataError(f"vectors of dim {vectors.shape[1]} where the table's is {dim}")
+    return vectors
 
 
 def content_fingerprint(tbl) -> str:
@@ -76,12 +77,12 @@ def content_fingerprint(tbl) -> str:
     combined in any order (a sum of per-row 128-bit hashes, with the row count): holding the
     whole column to sort it grew with the table.
     """
-    cols = ["id", "doc_key"] if "doc_key" in tbl.schema.names else ["id", "vector"]
+    cols = ["id", "doc_key"] if "doc_key" in tbl.schema.names else ["id", dense.COLUMN]
     rows, lo, hi = 0, 0, 0
     for batch in scan_batches(tbl, cols):
         ids = batch.column("id").to_pylist()
-        if cols[1] == "vector":
-            x = vectors_of(batch, batch.column("vector").type.list_size)
+        if cols[1] == dense.COLUMN:
+            x = dense.decode(batch.column(dense.COLUMN))
             values = [row.tobytes() for row in x]
         else:
             values = [(v or "").encode() for v in batch.column("doc_key").to_pylist()]
@@ -125,7 +126,7 @@ def calibrate(tbl, spec: MethodSpec, dim: int, *, full: bool) -> tuple[Calibrati
     """One pass: statistics of the codec's input, and of the full vectors for int8 rescoring."""
     calib = Calibration(spec.truncate or dim)
     calib_full = Calibration(dim) if full else None
-    for batch in scan_batches(tbl, ["vector"]):
+    for batch in scan_batches(tbl, [dense.COLUMN]):
         x = vectors_of(batch, dim)
         calib.update(transform(spec, x))
         if calib_full is not None:
@@ -229,7 +230,7 @@ def _write_companion(db, table: str, tbl, spec: MethodSpec, codec: Codec,
         pending = []
 
     held = 0
-    for batch in scan_batches(tbl, ["id", "vector"]):
+    for batch in scan_batches(tbl, ["id", dense.COLUMN]):
         x = vectors_of(batch, dim)
         cols = [batch.column("id"), _fixed_binary(codec.encode(transform(spec, x)))]
         if rescore_codec is not None:
@@ -379,7 +380,7 @@ class SourceRescorer(Rescorer):
         wanted = self.ids[positions].tolist()
         found: dict[str, np.ndarray] = {}
         for _, where in id_filters(wanted):
-            got = self.tbl.search().where(where).select(["id", "vector"]).limit(None).to_arrow()
+            got = self.tbl.search().where(where).select(["id", dense.COLUMN]).limit(None).to_arrow()
             found.update(zip(got.column("id").to_pylist(), vectors_of(got, self.dim), strict=True))
         return np.stack([found[i] for i in wanted]).astype(np.float32)
 
