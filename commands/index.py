@@ -179,31 +179,11 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
     if tokens is None and multi.INDEX_NAME in broken and wanted["token_index"] != "none":
         tokens = state.get("tokens_spec")  # ... and an earlier `--token-index`
     _drop_unrebuildable(tbl, listed, broken, vector, tokens, wanted)
-    if vector is not None:
-        same = _same_vector_index(state.get("vector_spec"), vector, wanted["partitions"]) \
-            and VECTOR_INDEX in existing
-        grown = rows >= RETRAIN_GROWTH * (state.get("vector_rows") or rows)
-        if force or not same or grown:
-            _create(tbl, report, f"vector {vector['type']}", dense.index_config(vector), dense.COLUMN,
-                    VECTOR_INDEX)
-            state["vector_spec"], state["vector_rows"] = vector, rows
-    elif wanted["vector_type"] == "none" and VECTOR_INDEX in existing:
-        with no_interrupt():
-            tbl.drop_index(VECTOR_INDEX)
-        report.built.append("no vector index (dropped)")
-        state["vector_spec"] = state["vector_rows"] = None
-    if tokens is not None:
-        same = _same_vector_index(state.get("tokens_spec"), tokens, None) and multi.INDEX_NAME in existing
-        grown = rows >= RETRAIN_GROWTH * (state.get("tokens_rows") or rows)
-        if force or not same or grown:
-            _create(tbl, report, f"tokens {tokens['type']}", multi.index_config(tokens), multi.COLUMN,
-                    multi.INDEX_NAME)
-            state["tokens_spec"], state["tokens_rows"] = tokens, rows
-    elif wanted["token_index"] == "none" and multi.INDEX_NAME in existing:
-        with no_interrupt():
-            tbl.drop_index(multi.INDEX_NAME)
-        report.built.append("no token index (dropped)")
-        state["tokens_spec"] = state["tokens_rows"] = None
+    _ann_index(tbl, state, report, existing, "vector", vector, wanted["vector_type"] == "none", rows, force,
+               column=dense.COLUMN, name=VECTOR_INDEX, config=dense.index_config,
+               explicit_partitions=wanted["partitions"])
+    _ann_index(tbl, state, report, existing, "tokens", tokens, wanted["token_index"] == "none", rows, force,
+               column=multi.COLUMN, name=multi.INDEX_NAME, config=multi.index_config, label="token")
     if wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS")):
         from lancedb.index import FTS
 
@@ -219,6 +199,26 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
         with no_interrupt():
             tbl.optimize(cleanup_older_than=keep)
         report.updated = True
+
+
+def _ann_index(tbl, state: dict, report: IndexReport, existing: dict, key: str, spec: dict | None,
+               drop: bool, rows: int, force: bool, *, column: str, name: str, config, label: str = "",
+               explicit_partitions: int | None = None) -> None:
+    """One ANN index (the dense vector's, the token vectors'): built when missing, changed, forced
+    or outgrown (RETRAIN_GROWTH), dropped when asked for none; ``state["<key>_spec"/"<key>_rows"]``
+    record what was built."""
+    spec_key, rows_key = f"{key}_spec", f"{key}_rows"
+    if spec is not None:
+        same = _same_vector_index(state.get(spec_key), spec, explicit_partitions) and name in existing
+        grown = rows >= RETRAIN_GROWTH * (state.get(rows_key) or rows)
+        if force or not same or grown:
+            _create(tbl, report, f"{key} {spec['type']}", config(spec), column, name)
+            state[spec_key], state[rows_key] = spec, rows
+    elif drop and name in existing:
+        with no_interrupt():
+            tbl.drop_index(name)
+        report.built.append(f"no {label or key} index (dropped)")
+        state[spec_key] = state[rows_key] = None
 
 
 def _drop_unrebuildable(tbl, listed: dict, broken: dict[str, str], vector: dict | None,
