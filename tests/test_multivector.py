@@ -321,25 +321,32 @@ def test_mode_maxsim_on_packed_tokens_scans_the_table_and_scores_as_numpy(stores
     assert np.allclose([h["score"] for h in hits], [s for s, _ in ref], atol=1e-5)
 
 
-def test_rerank_maxsim_rrf_fuses_the_first_stage_lists_with_maxsim(stores, model):
-    """maxsim-rrf over hybrid: Σ 1/(60 + rank) over the dense list, the BM25 list and MaxSim's order of
-    their union, recomputed here from the plain modes and a numpy MaxSim."""
-    db = stores["naive-int4"]
-
-    def ranks(mode: str) -> list[str]:
+def hybrid_lists_and_maxsim(db, model) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
+    """QUERIES[0]'s dense and BM25 lists as the plain modes return them at depth 100 (id → score,
+    best first), and a numpy MaxSim over the stored int4 tokens of every candidate in their union."""
+    def scored(mode: str) -> dict[str, float]:
         r = run(["query", "--db", str(db), QUERIES[0], "--mode", mode, "-k", "100", "-f", "arrows"])
         assert r.exit_code == 0, r.stderr
-        return read_ipc(r.stdout_bytes).column("id").to_pylist()
+        t = read_ipc(r.stdout_bytes)
+        return dict(zip(t.column("id").to_pylist(), t.column("score").to_pylist(), strict=True))
 
-    dense, bm25 = ranks("vector"), ranks("fts")
+    dense, bm25 = scored("vector"), scored("fts")
     t = stored(db)
     tokens, offsets = multi.decode(t.column("tokens"), multi.TokenSettings(384, "int4"))
     row = {rid: i for i, rid in enumerate(t.column("id").to_pylist())}
     q = model.encode_token_vectors(QUERIES[:1], "query")[0]
     union = list(dict.fromkeys([*dense, *bm25]))
-    by_maxsim = sorted(union, key=lambda c: -numpy_maxsim(q, tokens[offsets[row[c]]:offsets[row[c] + 1]]))
+    return dense, bm25, {c: numpy_maxsim(q, tokens[offsets[row[c]]:offsets[row[c] + 1]]) for c in union}
+
+
+def test_rerank_maxsim_rrf_fuses_the_first_stage_lists_with_maxsim(stores, model):
+    """maxsim-rrf over hybrid: Σ 1/(60 + rank) over the dense list, the BM25 list and MaxSim's order of
+    their union, recomputed here from the plain modes and a numpy MaxSim."""
+    db = stores["naive-int4"]
+    dense, bm25, maxsim = hybrid_lists_and_maxsim(db, model)
+    by_maxsim = sorted(maxsim, key=lambda c: -maxsim[c])
     want: dict[str, float] = {}
-    for ranked in (dense, bm25, by_maxsim):
+    for ranked in (list(dense), list(bm25), by_maxsim):
         for rank, rid in enumerate(ranked, start=1):
             want[rid] = want.get(rid, 0.0) + 1 / (60 + rank)
     r = run(["query", "--db", str(db), QUERIES[0], "--mode", "hybrid", "--rerank", "maxsim-rrf", "-k", "5",
@@ -357,20 +364,8 @@ def test_rerank_maxsim_mix_sums_the_z_scores_of_the_first_stage_lists_and_maxsim
     their union, a candidate missing from a list at that list's lowest z; recomputed here from the
     plain modes' scores and a numpy MaxSim."""
     db = stores["naive-int4"]
-
-    def scored(mode: str) -> dict[str, float]:
-        r = run(["query", "--db", str(db), QUERIES[0], "--mode", mode, "-k", "100", "-f", "arrows"])
-        assert r.exit_code == 0, r.stderr
-        t = read_ipc(r.stdout_bytes)
-        return dict(zip(t.column("id").to_pylist(), t.column("score").to_pylist(), strict=True))
-
-    dense, bm25 = scored("vector"), scored("fts")
-    t = stored(db)
-    tokens, offsets = multi.decode(t.column("tokens"), multi.TokenSettings(384, "int4"))
-    row = {rid: i for i, rid in enumerate(t.column("id").to_pylist())}
-    q = model.encode_token_vectors(QUERIES[:1], "query")[0]
-    union = list(dict.fromkeys([*dense, *bm25]))
-    by_maxsim = {c: numpy_maxsim(q, tokens[offsets[row[c]]:offsets[row[c] + 1]]) for c in union}
+    dense, bm25, by_maxsim = hybrid_lists_and_maxsim(db, model)
+    union = list(by_maxsim)
     want = dict.fromkeys(union, 0.0)
     for scores in (dense, bm25, by_maxsim):
         values = np.array(list(scores.values()), np.float64)
