@@ -48,6 +48,11 @@ def lean_config(root: Path, module_types: list[str], hf_cfg: dict[str, Any], poo
     other_modes = ("max_tokens", "mean_sqrt_len_tokens", "weightedmean_tokens")
     if pooling not in ("mean", "cls") or any(pool_cfg.get(f"pooling_mode_{m}") for m in other_modes):
         return None
+    return bert_config(root, hf_cfg)
+
+
+def bert_config(root: Path, hf_cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """``config.json`` when its transformer is a BERT both forward passes here run exactly, else None."""
     if hf_cfg.get("model_type") != "bert" or hf_cfg.get("auto_map"):
         return None
     if hf_cfg.get("position_embedding_type", "absolute") != "absolute":
@@ -178,15 +183,22 @@ class NumpyBert:
         except KeyError:
             return None
 
-    def token_embeddings(self, ids: list[int]) -> np.ndarray:
-        """float32 ``[length, hidden]`` for one text's token ids (special tokens included)."""
+    def token_embeddings(self, ids: list[int], attended: np.ndarray | None = None) -> np.ndarray:
+        """float32 ``[length, hidden]`` for one text's token ids (special tokens included).
+        ``attended``: bool ``[length]``, the positions every token may attend to (BertModel's
+        ``attention_mask``; a ColBERT query's [MASK] expansion may be computed but not attended to);
+        None: all of them."""
         length, h, heads = len(ids), self.hidden, self.heads
+        # BertModel adds the dtype's minimum to masked keys' scores: their softmax weight is 0
+        bias = None if attended is None else np.where(attended, 0, np.finfo(np.float32).min).astype("f4")
         x = self.word[ids] + self.pos[:length] + self.type0
         x = _layer_norm(x, *self.ln0, self.eps)
         for layer in self.layers:
             q, k, v = (_linear(x, *layer[n]).reshape(length, heads, h // heads).transpose(1, 0, 2)
                        for n in ("q", "k", "v"))
             scores = (q @ k.transpose(0, 2, 1)) * np.float32(1 / math.sqrt(h // heads))
+            if bias is not None:
+                scores += bias
             scores = np.exp(scores - scores.max(-1, keepdims=True))
             ctx = (scores / scores.sum(-1, keepdims=True)) @ v
             ctx = ctx.transpose(1, 0, 2).reshape(length, h)

@@ -522,8 +522,11 @@ class SentenceTransformerModel(EmbeddingModel):
         numpy then runs them in fp32 without importing torch (plugins/bert.py). With auto this holds
         on a CPU with native bf16 too: importing torch costs more than a few texts' forward pass, and
         fp32 query vectors sit within cosine 0.99997 of bf16 ones (docs/embed.md)."""
-        return (self.lean_config is not None and n_texts <= NUMPY_MAX_TEXTS
-                and self.device_request in ("auto", "cpu")
+        return self.lean_config is not None and self._numpy_allowed(n_texts)
+
+    def _numpy_allowed(self, n_texts: int) -> bool:
+        """A few texts, on the CPU, in fp32 or at auto: what a numpy forward pass may serve."""
+        return (n_texts <= NUMPY_MAX_TEXTS and self.device_request in ("auto", "cpu")
                 and (self.dtype_request == "auto" or resolve_dtype(self.dtype_request, "cpu") == "fp32"))
 
     def _numpy_bert(self) -> NumpyBert | None:

@@ -168,3 +168,129 @@ def test_tune_multivector_writes_a_model_embed_reads(chunked, tmp_path):
     r = run(["query", "--db", str(db), "why is the sky blue", "--mode", "maxsim", "-k", "1", "-f", "arrows"])
     assert r.exit_code == 0, r.stderr
     assert read_ipc(r.stdout_bytes).num_rows == 1
+    from arrowsmith.plugins.registry import load_model
+
+    model = load_model(str(out))
+    assert model.numpy_plan is not None, model.numpy_refusal  # its queries are encoded without torch
+
+
+# ------------------------------------------------------------------ queries in numpy (no torch)
+
+WORDS = "one two three four five six seven eight nine ten eleven twelve thirteen".split()
+# "query: " + 8 words = 12 tokens with [CLS]/[SEP]: exactly the expansion length, so no [MASK]
+QUERIES = ["x", "what makes the tides", " ".join(WORDS[:8]),
+           "why do volcanoes erupt (magma, gas & pressure)?"]
+
+
+def _variant(colbert_dir: Path, out: Path, *, expansion: dict | None = None,
+             activation: str | None = None) -> Path:
+    """The fixture's model with another query expansion or head activation (the same weights)."""
+    import shutil
+
+    shutil.copytree(colbert_dir, out)
+    cfg = json.loads((out / "sentence_bert_config.json").read_text())
+    cfg["query_expansion"] = expansion
+    (out / "sentence_bert_config.json").write_text(json.dumps(cfg))
+    if activation:
+        head = json.loads((out / "1_Dense" / "config.json").read_text())
+        (out / "1_Dense" / "config.json").write_text(json.dumps({**head, "activation_function": activation}))
+    return out
+
+
+def _assert_same_tokens(got: list[np.ndarray], want: list[np.ndarray]) -> None:
+    assert [len(g) for g in got] == [len(w) for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert g.dtype == np.float32 and np.abs(g - w).max() <= 1e-4
+
+
+def _no_torch(monkeypatch, model) -> None:
+    def refuse():
+        raise AssertionError("the torch path was taken")
+    monkeypatch.setattr(model, "_load", refuse)
+
+
+def test_numpy_query_token_vectors_are_encode_querys(colbert_dir, encoder, monkeypatch):
+    from arrowsmith.plugins.registry import load_model
+
+    model = load_model(str(colbert_dir), device="cpu", dtype="fp32")
+    assert model.numpy_plan is not None, model.numpy_refusal
+    _no_torch(monkeypatch, model)
+    lengths = [len(encoder.tokenizer(PROMPTS["query"] + q)["input_ids"]) for q in QUERIES]
+    assert min(lengths) < EXPANSION == lengths[2] < max(lengths)  # [MASK]-expanded, filled, past it
+    want = encoder.encode_query(QUERIES, convert_to_numpy=True)
+    assert [len(w) for w in want] == [max(n, EXPANSION) for n in lengths]
+    _assert_same_tokens(model.encode_token_vectors(QUERIES, "query"), want)
+    _assert_same_tokens([model.encode_token_vectors([q], "query")[0] for q in QUERIES], want)
+    means = np.stack([w.mean(axis=0) for w in want])  # the dense query vector: their mean, unit
+    dense = model.encode(QUERIES, "query")
+    assert np.abs(dense - means / np.linalg.norm(means, axis=1, keepdims=True)).max() <= 1e-4
+
+
+@pytest.mark.parametrize("expansion", [{"strategy": "fixed", "length": 16, "attend": False},
+                                       {"strategy": "fixed", "length": 16, "attend": True}, None],
+                         ids=["fixed", "fixed-attended", "none"])
+def test_numpy_query_token_vectors_under_other_expansions(colbert_dir, tmp_path, monkeypatch, expansion):
+    """Classic ColBERT pads every query to a fixed width of [MASK]s, attended to or not."""
+    from sentence_transformers import MultiVectorEncoder
+
+    from arrowsmith.plugins.base import TooLongError
+    from arrowsmith.plugins.registry import load_model
+
+    path = _variant(colbert_dir, tmp_path / "model", expansion=expansion)
+    reference = MultiVectorEncoder(str(path), device="cpu", local_files_only=True)
+    model = load_model(str(path), device="cpu", dtype="fp32")
+    _no_torch(monkeypatch, model)
+    full = " ".join(WORDS[:12])  # 16 tokens: the whole fixed width, no [MASK]
+    queries = [*QUERIES[:3], full]
+    want = reference.encode_query(queries, convert_to_numpy=True)
+    if expansion:
+        assert {len(w) for w in want} == {16}
+    _assert_same_tokens(model.encode_token_vectors(queries, "query"), want)
+    if expansion:  # one token more would be cut to the width: refused, as on the torch path
+        with pytest.raises(TooLongError):
+            model.encode_token_vectors([full + " thirteen"], "query")
+
+
+def test_a_head_numpy_does_not_run_falls_back_to_torch(colbert_dir, tmp_path, caplog):
+    import logging
+
+    from sentence_transformers import MultiVectorEncoder
+
+    from arrowsmith.plugins.registry import load_model
+
+    path = _variant(colbert_dir, tmp_path / "model", activation="torch.nn.modules.activation.Sigmoid",
+                    expansion={"strategy": "min", "length": EXPANSION})
+    model = load_model(str(path), device="cpu", dtype="fp32")
+    assert model.numpy_plan is None and "Dense" in model.numpy_refusal
+    with caplog.at_level(logging.DEBUG, logger="arrowsmith.plugins"):
+        got = model.encode_token_vectors(QUERIES[:2], "query")
+    assert "from sentence-transformers (torch)" in caplog.text
+    want = MultiVectorEncoder(str(path), device="cpu", local_files_only=True).encode_query(
+        QUERIES[:2], convert_to_numpy=True)
+    _assert_same_tokens(got, want)
+
+
+def test_query_process_on_a_colbert_table_imports_no_torch(store):
+    from conftest import modules_loaded_by
+
+    args = ["query", "--db", str(store), "what makes the tides", "-k", "1", "-f", "jsonl"]
+    loaded, proc = modules_loaded_by(args, ("torch", "sentence_transformers", "transformers"))
+    assert proc.returncode == 0, proc.stderr
+    assert loaded == []
+    assert json.loads(proc.stdout.splitlines()[0])["doc_id"] == "tides.txt"
+
+
+@pytest.mark.parametrize("mode", ["auto", "maxsim"])
+def test_query_ranking_is_the_torch_paths(colbert_dir, store, mode):
+    from arrowsmith.commands.query import search
+    from arrowsmith.plugins.registry import load_model
+
+    queries = ["what makes the tides", "how is bread made", "x"]
+    numpy_model = load_model(str(colbert_dir), device="cpu", dtype="fp32")
+    torch_model = load_model(str(colbert_dir), device="cpu", dtype="fp32")
+    torch_model.numpy_plan = None  # as for a model the numpy path does not run
+    by_numpy = search(store, queries, mode=mode, k=10, model=numpy_model).to_pylist()
+    by_torch = search(store, queries, mode=mode, k=10, model=torch_model).to_pylist()
+    assert torch_model._st is not None and numpy_model._st is None  # each took its own path
+    assert [(h["query_id"], h["id"]) for h in by_numpy] == [(h["query_id"], h["id"]) for h in by_torch]
+    assert max(abs(a["score"] - b["score"]) for a, b in zip(by_numpy, by_torch, strict=True)) < 1e-4
