@@ -191,6 +191,20 @@ def residual(n_centroids: int, bits: int, k: int | None = None):
     return run
 
 
+def product_residual():
+    """The product's fitted codec (``--token-precision residual``): fitted on the sample, as
+    ``embed`` fits it on a table's first batch."""
+    def run(x, fit):
+        from arrowsmith.commands.spaces import codebook
+
+        book = codebook.fit(fit)
+        out = np.empty_like(x)
+        for a in range(0, len(x), 65536):
+            out[a:a + 65536] = book.decode(book.encode(x[a:a + 65536]))
+        return out, 2 + x.shape[1] * codebook.BITS / 8
+    return run
+
+
 def allocate_bits(variances: np.ndarray, total_bits: int, max_bits: int = 8) -> np.ndarray:
     """Bits a dimension (reverse water-filling, greedily): each next bit to the dimension whose
     expected squared error, variance · 4^-bits, is largest now."""
@@ -243,6 +257,7 @@ CODECS = {
     "pca rotation + bits by variance, 96 B": pca_allocated(96),
     "no rotation, bits by variance, 128 B": pca_allocated(128, rotate=False),
     "pca384 (rotation) + 2-bit Lloyd per dim": pca_per_dim(384, 2, lloyd=True),
+    "residual (product: commands/spaces/codebook.py)": product_residual(),
     "residual 4096 + 2-bit (ColBERTv2)": residual(4096, 2),
     "residual 4096 + 3-bit on pca320": residual(4096, 3, k=320),
     "int4, token pool 1.5": int4_pooled(1.5),

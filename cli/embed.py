@@ -35,7 +35,7 @@ from .options import (
 app = typer.Typer()
 
 EngineName = Literal["local", "ray"]  # commands/embed/engines.py
-TokenPrecision = Literal["int4", "binary", "float16", "float32"]  # commands/spaces/multi.py
+TokenPrecision = Literal["int4", "residual", "binary", "float16", "float32"]  # commands/spaces/multi.py
 
 EPILOG = (
     "Example: `arrowsmith chunk docs/ | arrowsmith embed --late --db store/`\n\n"
@@ -70,8 +70,9 @@ def embed_command(
         "(its max_seq_length: 256 for all-MiniLM-L6-v2) [default: the model's window]."))] = None,
     window_overlap: Annotated[int | None, _opt("--window-overlap", env="WINDOW_OVERLAP", show_default=False,
                                                help="Late: tokens shared by consecutive windows; 0 runs "
-                                                    "at naive's speed [default: a quarter of a window's "
-                                                    "text tokens].")] = None,
+                                                    "at naive's speed [default: a sixteenth of a window's "
+                                                    "text tokens; with --db, an existing table's own]."
+                                               )] = None,
     late_specials: Annotated[LateSpecialsName, _opt("--late-specials", env="LATE_SPECIALS", help=(
         "Late: leave prompt and special tokens out of chunk means, or include them."))] = "exclude",
     force: Annotated[bool, _opt("--force", env="FORCE", help="Late-chunk a model that is not mean-pooled.")

@@ -40,7 +40,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from .errors import UsageError
+from .errors import DataError, UsageError
 from .spaces import dense, multi
 from .store import (
     DEFAULT_TABLE,
@@ -193,6 +193,11 @@ def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
         report.notes.append(f"doc_keys checked for consistency only: {why_not}")
     wanted = ["id", "doc_id", "chunk_index", "doc_key", dense.COLUMN]
     scan.tokens = multi.settings_of(model)
+    if scan.tokens is not None and scan.tokens.fitted:
+        try:  # the codebook file beside the table, checked against the sha256 the table records
+            multi.settings_of(model, report.db, report.table)
+        except DataError as e:
+            report.add("tokens", e.message)
     if scan.tokens is not None:
         wanted += [multi.COLUMN, "text"]
         scan.count_tokens = _token_counter(model, scan.tokens)

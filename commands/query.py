@@ -325,6 +325,13 @@ class Searcher:
         self.tbl = _open(db, table)
         self._load()
 
+    def _token_codec(self) -> multi.TokenSettings:
+        """The token settings, with the table's codebook when its precision has one (loaded when
+        token vectors are first decoded: a dense-only search does not need the file)."""
+        if self._decodable_tokens is None:
+            self._decodable_tokens = multi.settings_of(self.model_meta, self.db, self.table)
+        return self._decodable_tokens
+
     def _load(self) -> None:
         """What the searcher knows of the table's current version."""
         tbl = self.tbl
@@ -333,6 +340,7 @@ class Searcher:
         model_meta = self.meta.get(MODEL)
         self.model_meta = model_meta if isinstance(model_meta, dict) else None
         self.tokens = multi.settings_of(self.model_meta) if self.model_meta else None
+        self._decodable_tokens: multi.TokenSettings | None = None  # with a fitted codec's codebook
         self.has_fts = _has_fts(tbl)
         self.columns = [c for c in tbl.schema.names if c not in HIDDEN_COLUMNS]
         self.index_type, self.metric = _vector_index(tbl)
@@ -535,7 +543,7 @@ class Searcher:
             return Hits([], np.empty(0, np.float32), np.empty(0, np.int32), np.empty(0, np.float32))
         rows = self.token_rows(hits.ids)
         pos = {rid: i for i, rid in enumerate(rows["id"].to_pylist())}
-        tokens, offsets = multi.decode(rows[multi.COLUMN], self.tokens)
+        tokens, offsets = multi.decode(rows[multi.COLUMN], self._token_codec())
         scores = multi.maxsim([query], tokens, offsets)[0]
         # a candidate deleted since the first stage scores below every other
         mine = np.array([scores[pos[r]] if r in pos else -np.inf for r in hits.ids], np.float32)
@@ -572,7 +580,7 @@ class Searcher:
         if where:
             scan = scan.where(where)
         for batch in scan.select(["id", "doc_id", multi.COLUMN]).limit(None).to_batches(SCAN_ROWS):
-            tokens, offsets = multi.decode(batch.column(multi.COLUMN), self.tokens)
+            tokens, offsets = multi.decode(batch.column(multi.COLUMN), self._token_codec())
             scores = multi.maxsim([query], tokens, offsets)[0]
             keep = np.argsort(-scores, kind="stable")[:depth]
             ids, docs = batch.column("id").to_pylist(), batch.column("doc_id").to_pylist()

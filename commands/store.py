@@ -42,7 +42,8 @@ from . import faults
 from .errors import DISK_ERRNOS, DataError, LockedError, StorageError, UsageError
 from .schemas import EMBEDDED_CORE, MODEL, SOURCE, conform_batch, read_meta, require_columns
 from .signals import no_interrupt
-from .spaces import dense
+from .spaces import codebook as codebooks
+from .spaces import dense, multi
 
 log = logging.getLogger("arrowsmith.store")
 
@@ -495,13 +496,36 @@ class StoreWriter:
             raise DataError(f"input stream has no '{MODEL}' schema metadata, so the table "
                             "cannot record which model made its vectors",
                             hint="pipe the output of `arrowsmith embed`")
+        if self._schema is None and MODEL in meta:
+            self._model = meta[MODEL]  # a new table records the stream's settings (its codebook)
+        self._keep_codebook(schema)
         if self._schema is not None:  # the table exists and keeps its schema
             return
         dim = self._model.get("dim") or _dim_of(schema)
         fields = [dense.field(int(dim)) if f.name == dense.COLUMN else f for f in schema]
-        metadata = {k: v for k, v in (schema.metadata or {}).items() if k != SOURCE.encode()}
+        dropped = (SOURCE.encode(), codebooks.STREAM_KEY.encode())  # the codebook lives in its file
+        metadata = {k: v for k, v in (schema.metadata or {}).items() if k not in dropped}
         metadata[MODEL.encode()] = json.dumps(self._model, sort_keys=True).encode()
         self._schema = pa.schema(fields, metadata=metadata)
+
+    def _keep_codebook(self, schema: pa.Schema) -> None:
+        """Token codes of a fitted precision: the codebook the stream carries is written beside the
+        table before the first commit that uses it (a kill between leaves an unused file)."""
+        tokens = multi.settings_of(self._model or {})
+        if tokens is None or not tokens.fitted or not tokens.codebook:
+            return
+        book = codebooks.from_stream_metadata(schema.metadata)
+        if book is None:
+            if not codebooks.path(self.db, self.table_name, tokens.codebook).exists():
+                raise DataError(f"the input's token vectors are coded with codebook {tokens.codebook[:16]}…, "
+                                "which the stream does not carry and the store does not have",
+                                hint="pipe the output of `arrowsmith embed --multivector` itself")
+            return
+        if book.sha256 != tokens.codebook:
+            raise DataError(f"the input stream carries token codebook {book.sha256[:16]}… but its "
+                            f"metadata names {tokens.codebook[:16]}…")
+        with disk_errors(self.db):
+            codebooks.save(self.db, self.table_name, book)
 
     def _classify(self, doc_id: str, doc_key: str) -> bool:
         """Count the document; True when its rows must be written."""

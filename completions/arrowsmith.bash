@@ -9,12 +9,12 @@ _arrowsmith() {
         chunk:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
         chunk:--on-error) COMPREPLY=($(compgen -W "fail skip" -- "$cur")); return ;;
         chunk:--format|chunk:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
-        compress:--tokens) COMPREPLY=($(compgen -W "int4 binary float16 float32" -- "$cur")); return ;;
+        compress:--tokens) COMPREPLY=($(compgen -W "int4 residual binary float16 float32" -- "$cur")); return ;;
         compress:--rescore-with) COMPREPLY=($(compgen -W "int8 float" -- "$cur")); return ;;
         compress:--format|compress:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
         embed:--dtype) COMPREPLY=($(compgen -W "auto fp32 bf16 fp16" -- "$cur")); return ;;
         embed:--late-specials) COMPREPLY=($(compgen -W "exclude include" -- "$cur")); return ;;
-        embed:--token-precision) COMPREPLY=($(compgen -W "int4 binary float16 float32" -- "$cur")); return ;;
+        embed:--token-precision) COMPREPLY=($(compgen -W "int4 residual binary float16 float32" -- "$cur")); return ;;
         embed:--input-format) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv" -- "$cur")); return ;;
         embed:--format|embed:-f) COMPREPLY=($(compgen -W "arrows arrow parquet jsonl csv tsv table" -- "$cur")); return ;;
         embed:--engine) COMPREPLY=($(compgen -W "local ray" -- "$cur")); return ;;

@@ -399,7 +399,7 @@ def test_convert_reencodes_from_the_decoded_floats_and_keeps_null_rows(stores):
                                      mask=pa.array([i == 1 for i in range(len(col))]))
     converted = multi.convert(holed, s32, sb)
     assert converted.is_null().to_pylist() == holed.is_null().to_pylist()
-    assert multi.coarser(s4) == ["int4", "binary"] and multi.coarser(s32)[0] == "float32"
+    assert multi.coarser(s4) == ["int4", "residual", "binary"] and multi.coarser(s32)[0] == "float32"
 
 
 def test_compress_method_leaves_token_vectors_intact(stores, tmp_path):
@@ -475,11 +475,11 @@ def test_compress_report_lists_each_token_precision(stores, tmp_path):
     assert r.exit_code == 0, r.stderr
     t = read_ipc(r.stdout_bytes).to_pylist()
     tokens = [x for x in t if x["representation"] == "tokens"]
-    assert [x["method"] for x in tokens] == ["float16", "int4", "binary"]
-    assert [x["bytes_per_token"] for x in tokens] == [768, 194, 48]
+    assert [x["method"] for x in tokens] == ["float16", "int4", "residual", "binary"]
+    assert [x["bytes_per_token"] for x in tokens] == [768, 194, 98, 48]
     n_tokens = sum(len(x) for x in stored(db).column("tokens").to_pylist())
     per_chunk = n_tokens / stored(db).num_rows
-    assert [x["bytes_per_vector"] for x in tokens] == [round(per_chunk * b) for b in (768, 194, 48)]
+    assert [x["bytes_per_vector"] for x in tokens] == [round(per_chunk * b) for b in (768, 194, 98, 48)]
     assert tokens[0]["recall@10"] == 1.0 and tokens[0]["ndcg@10_delta"] == 0.0
     assert all(x["ndcg@10"] is not None for x in tokens)
     assert [x["method"] for x in t if x["representation"] == "vector"] == ["float32", "binary"]

@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -31,15 +31,17 @@ import pyarrow as pa
 
 from arrowsmith.commands.errors import UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta
+from arrowsmith.commands.spaces import codebook as codebooks
 from arrowsmith.commands.spaces import multi
 from arrowsmith.commands.units import format_size
 
 log = logging.getLogger("arrowsmith.compress")
 
 
-def token_settings(tbl, table: str) -> multi.TokenSettings:
-    """The table's recorded token settings; UsageError (exit 2) when it holds no token vectors."""
-    s = multi.settings_of(read_meta(tbl.schema).get(MODEL) or {})
+def token_settings(tbl, db: str | os.PathLike, table: str) -> multi.TokenSettings:
+    """The table's recorded token settings (a fitted precision's codebook loaded); UsageError
+    (exit 2) when it holds no token vectors."""
+    s = multi.settings_of(read_meta(tbl.schema).get(MODEL) or {}, db, table)
     if s is None or multi.COLUMN not in tbl.schema.names:
         raise UsageError(f"table {table!r} has no token vectors, so --tokens has nothing to compress",
                          hint="build it with `arrowsmith embed --multivector --db STORE`")
@@ -94,7 +96,7 @@ def convert_tokens(db: str | os.PathLike, table: str, precision: str, *, wait: b
     start = time.perf_counter()
     with table_lock(db, table, wait=wait):
         tbl = open_table(db, table)
-        s = token_settings(tbl, table)
+        s = token_settings(tbl, db, table)
         allowed = multi.coarser(s)
         if precision not in multi.PRECISIONS:
             raise UsageError(f"--tokens {precision!r}: choose {', '.join(multi.PRECISIONS_BY_SIZE)}")
@@ -110,13 +112,16 @@ def convert_tokens(db: str | os.PathLike, table: str, precision: str, *, wait: b
         counts = [np.asarray(b.column(multi.COLUMN).value_lengths().fill_null(0))
                   for b in scan_batches(tbl, [multi.COLUMN])]
         n_tokens = int(sum(c.sum() for c in counts))
-        to = replace(s, precision=precision)
+        to = _fitted(tbl, s, multi.at_precision(s, precision), rows)
         result = TokenConversion(table, rows, n_tokens, s.precision, precision,
                                  round(n_tokens * s.bytes_per_token), round(n_tokens * to.bytes_per_token),
                                  version, [], 0.0)
         if precision == s.precision:
             return result
         schema = _converted_schema(tbl.schema, to)
+        if to.codec is not None:  # beside the table before the commit that names it
+            with disk_errors(table_path(db, table)):
+                codebooks.save(db, table, to.codec)
 
         def batches():
             for batch in scan_batches(tbl, tbl.schema.names):
@@ -147,7 +152,8 @@ def _converted_schema(schema: pa.Schema, to: multi.TokenSettings) -> pa.Schema:
 
     meta = dict(schema.metadata or {})
     model = read_meta(schema).get(MODEL) or {}
-    model[multi.META_KEY] = {**model.get(multi.META_KEY, {}), **to.as_meta()}
+    kept = {k: v for k, v in model.get(multi.META_KEY, {}).items() if k != "codebook"}
+    model[multi.META_KEY] = {**kept, **to.as_meta()}
     meta[MODEL.encode()] = json.dumps(model, sort_keys=True).encode()
     fields = [multi.field(to) if f.name == multi.COLUMN else f for f in schema]
     return pa.schema(fields, metadata=meta)
@@ -230,7 +236,7 @@ def token_report(db: str | os.PathLike, table: str, *, query_ids: list[str], que
     from .report import agreement, ndcg_of
 
     tbl = open_table(db, table)
-    s = token_settings(tbl, table)
+    s = token_settings(tbl, db, table)
     tbl.checkout(tbl.version)
     precisions = multi.coarser(s)
     if query_texts is not None:
@@ -241,6 +247,8 @@ def token_report(db: str | os.PathLike, table: str, *, query_ids: list[str], que
         queries = _sampled_tokens(tbl, s, sample_rows)
     extra = 1 if sample_rows is not None else 0
     tops = {p: _Top(depth + extra, len(queries)) for p in precisions}
+    rows_now = tbl.count_rows()
+    targets = {p: _fitted(tbl, s, multi.at_precision(s, p), rows_now) for p in precisions}
     encode_s = dict.fromkeys(precisions, 0.0)
     search_s = dict.fromkeys(precisions, 0.0)
     first = n_tokens = 0
@@ -249,7 +257,7 @@ def token_report(db: str | os.PathLike, table: str, *, query_ids: list[str], que
         n_tokens += int(np.asarray(col.value_lengths().fill_null(0)).sum())
         for p in precisions:
             t0 = time.perf_counter()
-            to = replace(s, precision=p)
+            to = targets[p]
             flat, offsets = multi.decode(col if p == s.precision else multi.convert(col, s, to), to)
             t1 = time.perf_counter()
             tops[p].add(multi.maxsim(queries, flat, offsets), first)
@@ -280,6 +288,20 @@ def token_report(db: str | os.PathLike, table: str, *, query_ids: list[str], que
                                None if ndcg is None or base is None else ndcg - base, encode_s[p],
                                1000 * search_s[p] / max(1, len(queries))))
     return out
+
+
+FIT_ROWS = 4_096  # chunks whose tokens a fitted precision's codebook is fitted on (evenly spread)
+
+
+def _fitted(tbl, s: multi.TokenSettings, to: multi.TokenSettings, rows: int) -> multi.TokenSettings:
+    """``to`` with a codebook fitted on the table's own tokens, when its precision needs one: from
+    :data:`FIT_ROWS` chunks spread over the whole table (``embed`` has only its first batch)."""
+    if not to.fitted or to.codec is not None or not rows:
+        return to
+    picked = np.unique(np.linspace(0, rows - 1, min(rows, FIT_ROWS)).astype(np.int64))
+    got = tbl.take_offsets([int(r) for r in picked]).select([multi.COLUMN]).to_arrow()
+    flat, _ = multi.decode(got.column(multi.COLUMN), s)
+    return multi.fit_codec(to, flat)
 
 
 def _sampled_tokens(tbl, s: multi.TokenSettings, rows: np.ndarray) -> list[np.ndarray]:

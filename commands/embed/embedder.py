@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+
 import numpy as np
 import pyarrow as pa
 
@@ -9,7 +12,8 @@ from arrowsmith.plugins.base import EmbeddingModel, TooLongError
 from arrowsmith.plugins.vectors import l2_normalize
 
 from ..errors import DataError
-from ..schemas import EMBEDDED_CORE
+from ..schemas import EMBEDDED_CORE, MODEL
+from ..spaces import codebook as codebooks
 from ..spaces import dense, multi
 from .grouping import EmbedDoc
 from .late import plan_late
@@ -28,6 +32,7 @@ class GroupEmbedder:
                  stats: EmbedStats | None = None):
         self.model, self.params, self.batch_tokens = model, params, batch_tokens
         self.stats = stats if stats is not None else EmbedStats()
+        self._schemas: dict[int, tuple[pa.Schema, pa.Schema]] = {}  # input schema → with the codebook
 
     def embed(self, docs: list[EmbedDoc], schema: pa.Schema) -> pa.RecordBatch:
         """One row per chunk of ``docs``, in order, in ``schema`` (from :func:`document_groups`)."""
@@ -50,7 +55,32 @@ class GroupEmbedder:
         self.stats.chunks += len(vectors)
         if tokens is not None and self.params.tokens is not None:
             tokens = multi.pool_tokens(tokens, self.params.tokens.pool)
+            if self.params.tokens.fitted:
+                schema = self._with_codebook(schema, tokens)
         return _build_batch(docs, vectors, schema, tokens, self.params.tokens)
+
+    def _with_codebook(self, schema: pa.Schema, tokens: list[np.ndarray]) -> pa.Schema:
+        """A fitted token precision (``residual``): the codebook is fitted on the first group's
+        tokens, unless the table had one (``resolve_params(token_codebook=)``), and every batch
+        from then on names it (its sha256 in the model metadata) and carries it (the stream key),
+        so a stream stays decodable and a store writes it beside the table."""
+        s = self.params.tokens
+        if s.codec is None:
+            if not any(len(t) for t in tokens):
+                return schema  # nothing to fit on (an empty last group): the next group fits
+            s = multi.fit_codec(s, np.concatenate(tokens))
+            self.params = replace(self.params, tokens=s)
+        known = self._schemas.get(id(schema))
+        if known is not None and known[0] is schema:
+            return known[1]
+        meta = dict(schema.metadata or {})
+        model = json.loads(meta[MODEL.encode()])
+        model[multi.META_KEY] = s.as_meta()
+        meta[MODEL.encode()] = json.dumps(model, sort_keys=True).encode()
+        meta[codebooks.STREAM_KEY.encode()] = s.codec.to_stream_value()
+        out = schema.with_metadata(meta)
+        self._schemas[id(schema)] = (schema, out)
+        return out
 
     def _naive(self, docs: list[EmbedDoc]) -> np.ndarray:
         texts = [d.text[s:e] for d in docs for s, e in d.spans]

@@ -47,12 +47,16 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
                    query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                    window_overlap: int | None = None, late_specials: str = "exclude",
                    force: bool = False, multivector: bool = False,
-                   token_precision: str = multi.DEFAULT_PRECISION, token_pool: float = 1.0) -> EmbedParams:
-    """Check options against the model and fill in its defaults."""
+                   token_precision: str = multi.DEFAULT_PRECISION, token_pool: float = 1.0,
+                   token_codebook: Any = None) -> EmbedParams:
+    """Check options against the model and fill in its defaults. ``token_codebook``: the fitted
+    token codec a table already has (``spaces.codebook``), which a continuing run must code with."""
     doc_prompt = model.prompt_for("document") if prompt is None else prompt
     q_prompt = model.prompt_for("query") if query_prompt is None else query_prompt
     dim = _check_dim(model, dim)
     tokens = _token_settings(model, multivector, token_precision, token_pool)
+    if tokens is not None and tokens.fitted and token_codebook is not None:
+        tokens = tokens.with_codec(token_codebook)
     if not late:
         return EmbedParams(doc_prompt, q_prompt, dim, False, tokens=tokens)
     if late_specials not in LATE_SPECIALS:
@@ -152,6 +156,10 @@ def embedding_meta(model: EmbeddingModel, params: EmbedParams) -> dict[str, Any]
 def key_digest(meta: dict[str, Any], chunker: Any) -> str:
     # precision (bf16 vs fp16) and device are left out: describe()'s dtype class is in
     keyed = {k: v for k, v in meta.items() if k not in ("precision", "query_prompt")}
+    if isinstance(keyed.get(multi.META_KEY), dict):
+        # which codebook coded the tokens is the table's (one for its life), not the document's:
+        # a table's first run fits it after the keys of its first documents were made
+        keyed[multi.META_KEY] = {k: v for k, v in keyed[multi.META_KEY].items() if k != "codebook"}
     return json.dumps({"model": keyed, "chunker": chunker}, sort_keys=True)
 
 

@@ -38,6 +38,7 @@ from .. import faults, spaces
 from ..errors import ArrowsmithError, DataError, Interrupted, UsageError
 from ..schemas import CHUNK_SPAN, EMBEDDED_CORE
 from ..signals import no_interrupt
+from ..spaces import multi
 from .embedder import GroupEmbedder
 from .grouping import GROUP_CHUNKS, GROUP_LATE_TOKENS, EmbedDoc, document_groups, group_weight
 from .params import EmbedParams, embedding_meta, resolve_params
@@ -421,8 +422,9 @@ class RayEngine:
                       batch_tokens: int | None = None, prompt: str | None = None,
                       query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                       window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
-                      multivector: bool = False, token_precision: str = "binary", token_pool: float = 1.0,
-                      id_col: str = "id", text_col: str = "text", skip_doc=None,
+                      multivector: bool = False, token_precision: str = multi.DEFAULT_PRECISION,
+                      token_pool: float = 1.0, token_codebook=None, id_col: str = "id",
+                      text_col: str = "text", skip_doc=None,
                       group_rows: int | None = None, stats: EmbedStats | None = None
                       ) -> Iterator[pa.RecordBatch]:
         """:func:`arrowsmith.commands.embed.embed_batches`, the groups embedded by Ray actors."""
@@ -430,7 +432,13 @@ class RayEngine:
         params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
                                 window=window, window_overlap=window_overlap, late_specials=late_specials,
                                 force=force, multivector=multivector, token_precision=token_precision,
-                                token_pool=token_pool)
+                                token_pool=token_pool, token_codebook=token_codebook)
+        if params.tokens is not None and params.tokens.fitted and params.tokens.codec is None:
+            # each actor would fit its own codebook on its own first group, and a table has one
+            raise UsageError(f"--token-precision {params.tokens.precision} with --engine ray needs the "
+                             "table's codebook, fitted by a first run: this table (or stream) has none yet",
+                             hint="embed a first part with the local engine (`--engine local`), then "
+                                  "continue with --engine ray; or --token-precision int4")
         # on accelerators, larger groups (as the local engine's): a forward pass takes more tokens
         scale = 4 if self.options.gpus_per_worker or str(model.device) != "cpu" else 1
         limit = (GROUP_LATE_TOKENS if params.late else GROUP_CHUNKS) * scale

@@ -12,7 +12,7 @@ from arrowsmith.plugins.base import EmbeddingModel
 
 from ..io import BatchSink
 from .engines import engine_batches
-from .params import embedding_meta, resolve_params
+from .params import EmbedParams, embedding_meta, resolve_params
 from .stats import EmbedStats
 
 log = logging.getLogger("arrowsmith.embed")
@@ -35,15 +35,23 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
                    table: str = "chunks", *, replace: bool = False, prune: bool = False, wait: bool = False,
                    checkpoint_rows: int = 10_000, stats: EmbedStats | None = None,
                    engine: str | None = "local", engine_options: Any = None, **options: Any):
-    """Embed into a LanceDB table, skipping documents whose doc_key is stored. Returns WriteStats."""
+    """Embed into a LanceDB table, skipping documents whose doc_key is stored. Returns WriteStats.
+
+    Without ``window_overlap``, a late table of the same model is continued at its recorded
+    window and overlap (see :func:`_table_window`); given, it must match (or ``replace``).
+    """
     from ..store import StoreWriter
 
-    late_keys = ("late", "prompt", "query_prompt", "dim", "window", "window_overlap", "late_specials",
-                 "force", "multivector", "token_precision", "token_pool")
-    params = resolve_params(model, **{k: options[k] for k in late_keys if k in options})
+    # options are checked before the lock is waited for and the table's keys are read
+    params = resolve_params(model, **_param_options(options))
     stats = stats if stats is not None else EmbedStats()
     with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,
                      checkpoint_rows=checkpoint_rows) as writer:
+        adopted = {**_table_window(writer.table, model, params, options),
+                   **_table_codebook(writer, params)}
+        if adopted:
+            options = {**options, **adopted}  # the engine (local or ray) resolves the same params
+            params = resolve_params(model, **_param_options(options))
         # a different model is refused before anything is read or embedded
         writer.check_meta(embedding_meta(model, params))
         # the engine starts inside the lock (a second writer exits 75 first) and ends before it
@@ -52,6 +60,52 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
                                          group_rows=checkpoint_rows, **options))
     _warn_unknown(stats, model)
     return written
+
+
+PARAM_KEYS = ("late", "prompt", "query_prompt", "dim", "window", "window_overlap", "late_specials",
+              "force", "multivector", "token_precision", "token_pool", "token_codebook")
+
+
+def _param_options(options: dict[str, Any]) -> dict[str, Any]:
+    return {k: options[k] for k in PARAM_KEYS if k in options}
+
+
+def _table_window(table: Any, model: EmbeddingModel, params: EmbedParams, options: dict[str, Any]
+                  ) -> dict[str, int]:
+    """The recorded ``window``/``window_overlap`` of a late table of this model, when the run gives
+    no overlap (and no other window): the default overlap changed (issue 20), and the overlap is
+    part of every stored document's doc_key, so a table built at the old default must go on at it
+    rather than be refused or re-embedded. An explicit overlap is the user's and is checked as given."""
+    from ..store import model_identity, model_of, table_meta
+
+    if table is None or not params.late or options.get("window_overlap") is not None:
+        return {}
+    stored = model_of(table_meta(table))
+    window, overlap = stored.get("window"), stored.get("window_overlap")
+    if (not stored.get("late") or overlap is None or window is None
+            or model_identity(stored) != model_identity(embedding_meta(model, params))
+            or options.get("window") not in (None, window)):
+        return {}
+    if (window, overlap) == (params.window, params.window_overlap):
+        return {}
+    log.info("table records window %d, overlap %d: continuing with them (a new table's default "
+             "overlap is %d)", window, overlap, params.window_overlap)
+    return {"window": window, "window_overlap": overlap}
+
+
+def _table_codebook(writer: Any, params: EmbedParams) -> dict[str, Any]:
+    """A fitted token precision (``residual``) continuing a table codes with the table's codebook:
+    one table, one codebook (a new one is fitted only for a new or replaced table)."""
+    from ..spaces import multi
+    from ..store import model_of, table_meta
+
+    if writer.table is None or params.tokens is None or not params.tokens.fitted:
+        return {}
+    stored = multi.settings_of(model_of(table_meta(writer.table)))
+    if stored is None or stored.precision != params.tokens.precision or not stored.codebook:
+        return {}  # another precision: check_meta refuses it as a changed setting
+    return {"token_codebook": multi.settings_of(model_of(table_meta(writer.table)), writer.db,
+                                                writer.table_name).codec}
 
 
 def _warn_unknown(stats: EmbedStats, model: EmbeddingModel) -> None:

@@ -21,7 +21,7 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
                   query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                   window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
                   multivector: bool = False, token_precision: str = multi.DEFAULT_PRECISION,
-                  token_pool: float = 1.0, id_col: str = "id", text_col: str = "text",
+                  token_pool: float = 1.0, token_codebook=None, id_col: str = "id", text_col: str = "text",
                   skip_doc: Callable[[str, str], bool] | None = None,
                   group_rows: int | None = None,
                   stats: EmbedStats | None = None) -> Iterator[pa.RecordBatch]:
@@ -35,7 +35,7 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
     params = resolve_params(model, late=late, prompt=prompt, query_prompt=query_prompt, dim=dim,
                             window=window, window_overlap=window_overlap, late_specials=late_specials,
                             force=force, multivector=multivector, token_precision=token_precision,
-                            token_pool=token_pool)
+                            token_pool=token_pool, token_codebook=token_codebook)
     embedder = GroupEmbedder(model, params, batch_tokens, stats)
     t0 = time.perf_counter()
     ahead = read_ahead(batches)

@@ -16,6 +16,11 @@ Storage (``--token-precision``; bytes per token at 384 dims):
 - ``int4`` (194, the default): each token's scale (largest |component| / 7.5, a float16) and 16
   levels a component, two to a byte (``list<fixed_size_list<uint8>[2 + dim/2]>``). It kept 99.8%
   of float32's nDCG@10 on the LIMIT-style set and 99.5% on Cranfield (benchmarks/RESULTS.md).
+- ``residual`` (98): ColBERTv2's residual compression — each token's nearest of up to 4,096
+  centroids (a uint16) and 2 bits a dimension for what the centroid misses
+  (``list<fixed_size_list<uint8>[2 + dim/4]>``). Its codebook is fitted on the table's first
+  batch and kept beside the table (:mod:`.codebook`); the ``multivector`` metadata names it by
+  its sha256.
 - ``binary`` (48): the sign of each dimension, packed (``list<fixed_size_list<uint8>[dim/8]>``);
   a float query token is scored against the signs (asymmetric, as binary dense search is) and
   divided by sqrt(dim), so scores stay in [-1, 1]. 96.3% of float32 on the LIMIT-style set, 98.7%
@@ -29,19 +34,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from dataclasses import field as dc_field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
+from . import codebook as codebooks
+
 NAME = "multivector"
 COLUMN = "tokens"
 META_KEY = "multivector"  # in the arrowsmith.model metadata: the settings below, part of doc_key
-PRECISIONS = ("int4", "binary", "float16", "float32")
+PRECISIONS = ("int4", "residual", "binary", "float16", "float32")
 DEFAULT_PRECISION = "int4"
-BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0, "int4": 1 / 2, "binary": 1 / 8}
-PRECISIONS_BY_SIZE = ("float32", "float16", "int4", "binary")
+BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0}
+PRECISIONS_BY_SIZE = ("float32", "float16", "int4", "residual", "binary")
+PACKED_PRECISIONS = ("int4", "residual", "binary")  # uint8 codes, two or more dims a byte
+FITTED_PRECISIONS = ("residual",)  # codecs with parameters fitted on the table's tokens (a codebook)
 FLOAT_PRECISIONS = ("float16", "float32")  # LanceDB's multivector type: its own MaxSim search reads them
 INT4_SCALE_BYTES = 2  # int4 rows lead with the token's scale, a float16
 
@@ -52,9 +62,22 @@ class TokenSettings:
     precision: str = DEFAULT_PRECISION
     pool: float = 1.0  # keep ~1/pool of the tokens (1: every token)
     source: str = "token-vectors"  # the model's token_vector_source (plugins/base.py)
+    codebook: str | None = None  # fitted precisions: the sha256 of the table's codebook, once fitted
+    codec: codebooks.Codebook | None = dc_field(default=None, compare=False, repr=False)
 
     def as_meta(self) -> dict[str, Any]:
-        return {"dim": self.dim, "precision": self.precision, "pool": self.pool, "source": self.source}
+        meta = {"dim": self.dim, "precision": self.precision, "pool": self.pool, "source": self.source}
+        if self.codebook:
+            meta["codebook"] = self.codebook
+        return meta
+
+    @property
+    def fitted(self) -> bool:
+        """A precision whose codec is fitted on the tokens (it needs :attr:`codec` to code)."""
+        return self.precision in FITTED_PRECISIONS
+
+    def with_codec(self, book: codebooks.Codebook) -> TokenSettings:
+        return replace(self, codebook=book.sha256, codec=book)
 
     @property
     def bytes_per_token(self) -> float:
@@ -65,12 +88,31 @@ def present(model_meta: dict[str, Any]) -> bool:
     return isinstance(model_meta.get(META_KEY), dict)
 
 
-def settings_of(model_meta: dict[str, Any]) -> TokenSettings | None:
+def settings_of(model_meta: dict[str, Any], db: Any = None, table: str | None = None
+                ) -> TokenSettings | None:
+    """The token settings a table or stream records; with ``db`` and ``table``, a fitted
+    precision's codebook is loaded from beside the table (checked against its sha256)."""
     s = model_meta.get(META_KEY)
     if not isinstance(s, dict):
         return None
-    return TokenSettings(int(s["dim"]), s.get("precision", DEFAULT_PRECISION), float(s.get("pool", 1.0)),
-                         s.get("source", "token-vectors"))
+    out = TokenSettings(int(s["dim"]), s.get("precision", DEFAULT_PRECISION), float(s.get("pool", 1.0)),
+                        s.get("source", "token-vectors"), s.get("codebook"))
+    if out.fitted and out.codebook and db is not None and table is not None:
+        out = out.with_codec(codebooks.load(db, table, out.codebook))
+    return out
+
+
+def at_precision(s: TokenSettings, precision: str) -> TokenSettings:
+    """``s`` recoded at ``precision`` (another precision has no codebook until one is fitted)."""
+    return s if precision == s.precision else replace(s, precision=precision, codebook=None, codec=None)
+
+
+def fit_codec(s: TokenSettings, flat: np.ndarray) -> TokenSettings:
+    """``s`` with a codebook fitted on ``flat`` (``float32 [n, dim]`` token vectors), if its
+    precision needs one and it has none yet."""
+    if not s.fitted or s.codec is not None:
+        return s
+    return s.with_codec(codebooks.fit(flat))
 
 
 def check_settings(precision: str, pool: float) -> None:
@@ -83,7 +125,7 @@ def check_settings(precision: str, pool: float) -> None:
 
 
 def field(s: TokenSettings) -> pa.Field:
-    if s.precision in ("binary", "int4"):
+    if s.precision in PACKED_PRECISIONS:
         inner = pa.list_(pa.uint8(), _width(s.dim, s.precision))
     else:
         inner = pa.list_(pa.float16() if s.precision == "float16" else pa.float32(), s.dim)
@@ -91,13 +133,17 @@ def field(s: TokenSettings) -> pa.Field:
 
 
 def _bytes(dim: int, precision: str) -> float:
-    return _width(dim, precision) if precision in ("binary", "int4") else dim * BYTES_PER_DIM[precision]
+    return _width(dim, precision) if precision in PACKED_PRECISIONS else dim * BYTES_PER_DIM[precision]
 
 
 def _width(dim: int, precision: str) -> int:
     """Bytes a token of the packed precisions: 1 bit a dim (binary); a float16 scale, then 4 bits a
-    dim (int4)."""
-    return -(-dim // 8) if precision == "binary" else INT4_SCALE_BYTES + -(-dim // 2)
+    dim (int4); a uint16 centroid, then 2 bits a dim (residual)."""
+    if precision == "binary":
+        return -(-dim // 8)
+    if precision == "residual":
+        return 2 + -(-dim * codebooks.BITS // 8)
+    return INT4_SCALE_BYTES + -(-dim // 2)
 
 
 # ------------------------------------------------------------------ building the column
@@ -132,6 +178,9 @@ def column_of(flat: np.ndarray, counts: np.ndarray, s: TokenSettings,
     elif s.precision == "int4":
         width = _width(s.dim, "int4")
         values = pa.array(_int4_encode(flat).reshape(-1), pa.uint8())
+    elif s.precision == "residual":
+        width = _width(s.dim, "residual")
+        values = pa.array(_codec(s).encode(flat).reshape(-1) if len(flat) else [], pa.uint8())
     else:
         width = s.dim
         values = pa.array(flat.astype(np.float16 if s.precision == "float16" else np.float32).reshape(-1))
@@ -180,7 +229,17 @@ def decode(col: pa.Array | pa.ChunkedArray, s: TokenSettings) -> tuple[np.ndarra
         return (bits * 2.0 - 1.0) / math.sqrt(s.dim), offsets
     if s.precision == "int4":
         return _int4_decode(raw, s.dim), offsets
+    if s.precision == "residual":
+        return _codec(s).decode(raw), offsets
     return raw.astype(np.float32, copy=False), offsets
+
+
+def _codec(s: TokenSettings) -> codebooks.Codebook:
+    if s.codec is None:  # a caller's bug: settings_of(meta, db, table) or fit_codec loads one
+        raise ValueError(f"{s.precision} token codes need the table's codebook, which was not loaded")
+    if s.codec.dim != s.dim:
+        raise ValueError(f"the token codebook has {s.codec.dim} dims, the tokens {s.dim}")
+    return s.codec
 
 
 def _int4_encode(x: np.ndarray) -> np.ndarray:

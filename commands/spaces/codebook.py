@@ -1,0 +1,233 @@
+"""The fitted token codec: ColBERTv2's residual compression (Santhanam et al. 2022, PLAID's storage).
+
+Each token vector is stored as the index of its nearest centroid (a uint16) and, per dimension,
+which of four buckets its residual (vector − centroid) falls in (2 bits): 2 + dim/4 bytes, 98 at
+384 dims. It decodes to centroid + the bucket's value. Token vectors cluster by word, so the
+centroid carries most of a vector and the residual bits the rest: on the LIMIT-style set it kept
+all of float32's nDCG@10 at half int4's bytes (benchmarks/RESULTS.md, "Token codecs").
+
+Unlike int4 or binary, the codec has parameters — the centroids (k-means, scikit-learn's
+``KMeans``) and each dimension's bucket cut-offs and values (quantiles of the residuals)
+— fitted once on a table's first tokens and then used for every row the table ever gets: one
+table, one codebook. It is serialised deterministically (:meth:`Codebook.to_bytes`), named by its
+sha256, which the table's ``multivector`` metadata records; the bytes live beside the table as
+``<db>/<table>.tokens-<sha256[:16]>.codebook`` and travel inside an Arrow stream's schema
+metadata (:data:`STREAM_KEY`), so ``embed -o`` output stays self-contained.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+BITS = 2
+LEVELS = 2 ** BITS
+MAX_CENTROIDS = 4096  # uint16 codes could hold 65,536; 4,096 measured best per second (RESULTS.md)
+FIT_SAMPLE = 32_768  # token vectors the k-means sees (drawn evenly from the first batch)
+TOKENS_PER_CENTROID = 8  # below MAX_CENTROIDS × this, fewer centroids: each needs points to sit on
+STREAM_KEY = "arrowsmith.token_codebook"  # base64 codebook bytes in an embedded stream's schema
+MAGIC = b"ASCB1\n"
+ENCODE_ROWS = 16_384  # token vectors scored against the centroids at once (16k × 4k × 4 B = 256 MiB)
+
+
+@dataclass(frozen=True, eq=False)
+class Codebook:
+    centroids: np.ndarray  # float16 [k, dim]
+    cuts: np.ndarray  # float32 [LEVELS - 1, dim]: bucket boundaries of each dimension's residual
+    values: np.ndarray  # float32 [LEVELS, dim]: what each bucket decodes to
+    fitted_tokens: int  # how many token vectors it was fitted on (doctor reports it)
+
+    @property
+    def dim(self) -> int:
+        return int(self.centroids.shape[1])
+
+    @property
+    def size(self) -> int:
+        return int(self.centroids.shape[0])
+
+    @cached_property
+    def _centroids32(self) -> np.ndarray:
+        return self.centroids.astype(np.float32)
+
+    @cached_property
+    def _half_norms(self) -> np.ndarray:
+        return (self._centroids32 ** 2).sum(axis=1) / 2
+
+    @cached_property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    # -- coding ------------------------------------------------------------------------------
+    def nearest(self, x: np.ndarray) -> np.ndarray:
+        """Each row's nearest centroid (argmin |x − c|² = argmax x·c − |c|²/2: one BLAS product)."""
+        out = np.empty(len(x), np.uint16)
+        for a in range(0, len(x), ENCODE_ROWS):
+            scores = x[a:a + ENCODE_ROWS] @ self._centroids32.T
+            scores -= self._half_norms
+            out[a:a + ENCODE_ROWS] = scores.argmax(axis=1)
+        return out
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        """``uint8 [n, 2 + dim/4]``: the centroid (uint16, little-endian), then 2 bits a dimension."""
+        x = np.ascontiguousarray(x, np.float32)
+        n, dim = x.shape
+        codes = self.nearest(x)
+        buckets = np.zeros((n, dim), np.uint8)
+        residual = x - self._centroids32[codes]
+        for cut in self.cuts:
+            buckets += residual > cut
+        pad = -dim % 4
+        if pad:
+            buckets = np.concatenate([buckets, np.zeros((n, pad), np.uint8)], axis=1)
+        packed = ((buckets[:, 0::4] << 6) | (buckets[:, 1::4] << 4)
+                  | (buckets[:, 2::4] << 2) | buckets[:, 3::4])
+        return np.concatenate([codes.astype("<u2").view(np.uint8).reshape(n, 2), packed], axis=1)
+
+    def decode(self, raw: np.ndarray) -> np.ndarray:
+        """``float32 [n, dim]`` from :meth:`encode`'s rows."""
+        n, dim = len(raw), self.dim
+        codes = np.ascontiguousarray(raw[:, :2]).view("<u2").reshape(n)
+        packed = raw[:, 2:]
+        buckets = np.empty((n, packed.shape[1] * 4), np.uint8)
+        for j, shift in enumerate((6, 4, 2, 0)):
+            buckets[:, j::4] = (packed >> shift) & 3
+        buckets = buckets[:, :dim]
+        out = self._centroids32[codes]
+        out += np.take_along_axis(self.values, buckets.astype(np.intp), axis=0) if n else 0
+        return out
+
+    # -- bytes -------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        header = json.dumps({"k": self.size, "dim": self.dim, "bits": BITS,
+                             "fitted_tokens": self.fitted_tokens}, sort_keys=True).encode()
+        return b"".join([MAGIC, len(header).to_bytes(4, "little"), header,
+                         np.ascontiguousarray(self.centroids, "<f2").tobytes(),
+                         np.ascontiguousarray(self.cuts, "<f4").tobytes(),
+                         np.ascontiguousarray(self.values, "<f4").tobytes()])
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "codebook") -> Codebook:
+        if not data.startswith(MAGIC):
+            raise ValueError(f"{where}: not an arrowsmith token codebook")
+        at = len(MAGIC)
+        n = int.from_bytes(data[at:at + 4], "little")
+        header = json.loads(data[at + 4:at + 4 + n])
+        k, dim, at = int(header["k"]), int(header["dim"]), at + 4 + n
+        if header.get("bits") != BITS:
+            raise ValueError(f"{where}: {header.get('bits')}-bit residuals; this version reads {BITS}")
+        sizes = (k * dim * 2, (LEVELS - 1) * dim * 4, LEVELS * dim * 4)
+        if len(data) != at + sum(sizes):
+            raise ValueError(f"{where}: truncated ({len(data)} bytes, expected {at + sum(sizes)})")
+        cent = np.frombuffer(data, "<f2", k * dim, at).reshape(k, dim).astype(np.float16)
+        cuts = np.frombuffer(data, "<f4", (LEVELS - 1) * dim, at + sizes[0]).reshape(LEVELS - 1, dim)
+        values = np.frombuffer(data, "<f4", LEVELS * dim, at + sizes[0] + sizes[1]).reshape(LEVELS, dim)
+        return cls(cent, cuts.astype(np.float32), values.astype(np.float32), int(header["fitted_tokens"]))
+
+    def to_stream_value(self) -> bytes:
+        return base64.b64encode(self.to_bytes())
+
+
+def centroids_for(tokens: int) -> int:
+    """A power of two up to :data:`MAX_CENTROIDS`, with about :data:`TOKENS_PER_CENTROID` tokens each."""
+    k = 1
+    while k * 2 <= min(MAX_CENTROIDS, tokens // TOKENS_PER_CENTROID):
+        k *= 2
+    return k
+
+
+def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
+    """A codebook fitted on ``tokens`` (``float32 [n, dim]``, unit rows): k-means centroids, then
+    each dimension's residual quantiles (ColBERTv2's buckets, one set per dimension here: the
+    dimensions of these models differ in spread by up to ~4×)."""
+    from sklearn.cluster import KMeans
+
+    x = np.ascontiguousarray(tokens, np.float32)
+    if len(x) > FIT_SAMPLE:  # evenly spaced: the first batch's documents in proportion
+        x = x[np.linspace(0, len(x) - 1, FIT_SAMPLE).astype(np.int64)]
+    k = centroids_for(len(x))
+    if k == 1:
+        centroids = x.mean(axis=0, keepdims=True) if len(x) else np.zeros((1, x.shape[1]), np.float32)
+    else:
+        # random initial centres and 10 Lloyd rounds: k-means++ seeding of 4,096 centres took
+        # 150 s on 20k tokens here, MiniBatchKMeans left 2.6× this inertia; this fits 32k in ~10 s
+        km = KMeans(k, init="random", n_init=1, max_iter=10, random_state=seed).fit(x)
+        centroids = km.cluster_centers_
+    provisional = Codebook(centroids.astype(np.float16), np.zeros((LEVELS - 1, x.shape[1]), np.float32),
+                           np.zeros((LEVELS, x.shape[1]), np.float32), len(x))
+    residual = x - provisional._centroids32[provisional.nearest(x)]
+    if len(residual):
+        values = np.quantile(residual, (np.arange(LEVELS) + 0.5) / LEVELS, axis=0).astype(np.float32)
+    else:
+        values = np.zeros((LEVELS, x.shape[1]), np.float32)
+    cuts = ((values[1:] + values[:-1]) / 2).astype(np.float32)
+    return Codebook(provisional.centroids, cuts, values, len(x))
+
+
+# ------------------------------------------------------------------ beside the table
+
+
+def path(db: str | os.PathLike, table: str, sha256: str) -> Path:
+    return Path(db) / f"{table}.tokens-{sha256[:16]}.codebook"
+
+
+_LOADED: dict[tuple[str, str], Codebook] = {}  # (file, sha) → codebook, per process
+
+
+def load(db: str | os.PathLike, table: str, sha256: str) -> Codebook:
+    """The table's codebook, checked against the sha256 its metadata records (DataError, exit 65,
+    naming the file when it is missing or another file)."""
+    from arrowsmith.commands.errors import DataError
+
+    p = path(db, table, sha256)
+    key = (os.path.realpath(p), sha256)
+    if key in _LOADED:
+        return _LOADED[key]
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise DataError(f"{p}: the token codebook of table {table!r} is missing, so its token vectors "
+                        "cannot be decoded", hint="restore the file from a backup of the store, or "
+                        "rebuild with `arrowsmith embed --multivector --replace`") from None
+    got = hashlib.sha256(data).hexdigest()
+    if got != sha256:
+        raise DataError(f"{p}: sha256 {got[:16]}… is not the {sha256[:16]}… table {table!r} records")
+    try:
+        book = Codebook.from_bytes(data, str(p))
+    except ValueError as e:
+        raise DataError(str(e)) from None
+    _LOADED[key] = book
+    return book
+
+
+def save(db: str | os.PathLike, table: str, book: Codebook) -> Path:
+    """Write the codebook beside the table, atomically (temp file, fsync, rename); a file already
+    there with this name holds these bytes (its name is their hash), so it is left."""
+    p = path(db, table, book.sha256)
+    if p.exists() and hashlib.sha256(p.read_bytes()).hexdigest() == book.sha256:
+        return p
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as f:
+        f.write(book.to_bytes())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, p)
+    fd = os.open(p.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    _LOADED[(os.path.realpath(p), book.sha256)] = book
+    return p
+
+
+def from_stream_metadata(metadata: dict[bytes, bytes] | None) -> Codebook | None:
+    raw = (metadata or {}).get(STREAM_KEY.encode())
+    return None if raw is None else Codebook.from_bytes(base64.b64decode(raw), "stream metadata")
