@@ -186,3 +186,24 @@ def test_ray_engine_refuses_to_fit_a_codebook_per_worker(chunked, tmp_path):
     r = run([*RESIDUAL, "--engine", "ray", "--workers", "1", "-o", str(out)], input=chunked)
     assert r.exit_code == 2, r.stderr
     assert "codebook" in r.stderr and "--engine local" in r.stderr
+
+
+def test_token_vectors_packed_slice_by_slice_equal_one_pass(stores, chunked, tmp_path, monkeypatch):
+    """A group's texts are encoded and packed in slices (bounded float32 memory): the stored token
+    vectors and chunk vectors are those of one pass over the group."""
+    from arrowsmith.commands.embed import embedder
+
+    monkeypatch.setattr(embedder, "TOKEN_SLICE", 40)  # a slice every chunk or two
+    assert len(embedder._token_slices(["x" * 200] * 10)) == 10
+    db = tmp_path / "db"
+    r = run([*EMBED, "--token-precision", "float32", "--db", str(db)], input=chunked)
+    assert r.exit_code == 0, r.stderr
+    s = multi.settings_of(model_meta(db))
+    ids, flat, offsets = sorted_tokens(db, s)
+    ref_ids, ref, ref_offsets = sorted_tokens(stores["f32"], s)
+    assert ids == ref_ids
+    np.testing.assert_array_equal(offsets, ref_offsets)
+    np.testing.assert_allclose(flat, ref, atol=1e-5)
+    got = open_table(db).to_arrow().sort_by("id").column("vector").to_pylist()
+    want = open_table(stores["f32"]).to_arrow().sort_by("id").column("vector").to_pylist()
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)

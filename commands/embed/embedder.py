@@ -38,11 +38,13 @@ class GroupEmbedder:
         """One row per chunk of ``docs``, in order, in ``schema`` (from :func:`document_groups`)."""
         before, load_before = self.model.tokens_seen, self.model.load_seconds
         unknown_before = self.model.unknown_tokens_seen
-        tokens = None
+        token_column = None
         if self.params.late:
             vectors, tokens = self._late(docs)
+            if tokens is not None:
+                schema, token_column = self._pack(schema, tokens)
         elif self.params.tokens is not None:
-            vectors, tokens = self._naive_with_tokens(docs)
+            vectors, schema, token_column = self._naive_with_tokens(docs, schema)
         else:
             vectors = self._naive(docs)
         self.stats.load_seconds += self.model.load_seconds - load_before
@@ -53,11 +55,14 @@ class GroupEmbedder:
         vectors = dense.truncate(vectors, self.params.dim)
         self.stats.documents_embedded += len(docs)
         self.stats.chunks += len(vectors)
-        if tokens is not None and self.params.tokens is not None:
-            tokens = multi.pool_tokens(tokens, self.params.tokens.pool)
-            if self.params.tokens.fitted:
-                schema = self._with_codebook(schema, tokens)
-        return _build_batch(docs, vectors, schema, tokens, self.params.tokens)
+        return _build_batch(docs, vectors, schema, token_column)
+
+    def _pack(self, schema: pa.Schema, tokens: list[np.ndarray]) -> tuple[pa.Schema, pa.Array]:
+        """Chunks' float32 token vectors → the stored column (pooled, coded at the precision)."""
+        tokens = multi.pool_tokens(tokens, self.params.tokens.pool)
+        if self.params.tokens.fitted:
+            schema = self._with_codebook(schema, tokens)
+        return schema, multi.column(tokens, self.params.tokens)
 
     def _with_codebook(self, schema: pa.Schema, tokens: list[np.ndarray]) -> pa.Schema:
         """A fitted token precision (``residual``): the codebook is fitted on the first group's
@@ -93,18 +98,30 @@ class GroupEmbedder:
             self.stats.tokens += sum(self.model.tokenizer.count_tokens(texts))
         return np.asarray(out, dtype=np.float32)
 
-    def _naive_with_tokens(self, docs: list[EmbedDoc]) -> tuple[np.ndarray, list[np.ndarray]]:
-        """Chunk vectors and token vectors, from one forward pass where the model allows (the
-        contract's ``encode_with_token_vectors``)."""
+    def _naive_with_tokens(self, docs: list[EmbedDoc], schema: pa.Schema
+                           ) -> tuple[np.ndarray, pa.Schema, pa.Array]:
+        """Chunk vectors and the packed token column, from one forward pass where the model allows
+        (the contract's ``encode_with_token_vectors``). Texts go in slices of about
+        :data:`TOKEN_SLICE` tokens, each slice's float32 token vectors packed before the next is
+        encoded: a group's float32 tokens (10k chunks: ~1.5 GB at 384 dims) never exist at once."""
         texts = [d.text[s:e] for d in docs for s, e in d.spans]
-        try:
-            vectors, tokens = self.model.encode_with_token_vectors(
-                texts, "document", prompt=self.params.prompt, batch_tokens=self.batch_tokens)
-        except TooLongError as e:
-            raise _too_long(docs, e) from None
+        vectors, columns, done = [], [], 0
+        for part in _token_slices(texts):
+            try:
+                v, tokens = self.model.encode_with_token_vectors(
+                    part, "document", prompt=self.params.prompt, batch_tokens=self.batch_tokens)
+            except TooLongError as e:
+                e.index += done
+                raise _too_long(docs, e) from None
+            done += len(part)
+            vectors.append(np.asarray(v, dtype=np.float32))
+            schema, column = self._pack(schema, tokens)
+            columns.append(column)
         if self.model.tokens_seen is None:  # the plugin does not count: count with its tokenizer
             self.stats.tokens += sum(self.model.tokenizer.count_tokens(texts))
-        return np.asarray(vectors, dtype=np.float32), tokens
+        if not vectors:
+            return np.empty((0, self.model.dim), np.float32), schema, multi.column([], self.params.tokens)
+        return np.concatenate(vectors), schema, pa.concat_arrays(columns)
 
     def _late(self, docs: list[EmbedDoc]) -> tuple[np.ndarray, list[np.ndarray] | None]:
         plans = [plan_late(self.model, d.text, d.spans, self.params) for d in docs]
@@ -146,9 +163,24 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return l2_normalize(x, in_place=True) if len(x) else x
 
 
+TOKEN_SLICE = 65_536  # tokens (estimated at 4 characters each) encoded before their vectors are packed
+
+
+def _token_slices(texts: list[str]) -> list[list[str]]:
+    out, part, weight = [], [], 0
+    for t in texts:
+        part.append(t)
+        weight += len(t) // 4 + 1
+        if weight >= TOKEN_SLICE:
+            out.append(part)
+            part, weight = [], 0
+    if part:
+        out.append(part)
+    return out
+
+
 def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema,
-                 tokens: list[np.ndarray] | None = None,
-                 token_settings: multi.TokenSettings | None = None) -> pa.RecordBatch:
+                 token_column: pa.Array | None = None) -> pa.RecordBatch:
     ids, doc_ids, idx, texts, starts, ends, keys = [], [], [], [], [], [], []
     for d in docs:
         for i, (s, e) in enumerate(d.spans):
@@ -168,7 +200,7 @@ def _build_batch(docs: list[EmbedDoc], vectors: np.ndarray, schema: pa.Schema,
         if f.name in EMBEDDED_CORE:
             continue
         if f.name == multi.COLUMN:
-            arrays.append(multi.column(tokens or [], token_settings))
+            arrays.append(token_column)
             continue
         arrays.append(_metadata_column(docs, f))
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
