@@ -22,6 +22,7 @@ Quality numbers do not depend on machine load; time and memory do.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -145,10 +146,11 @@ def train(name: str, split: Path, out: Path, common: list[str], training: list[s
     if code != 0:
         raise SystemExit(f"{name}: exit {code}\n{err}")
     card = (out / "README.md").read_text()
+    weights = hashlib.sha256((out / "model.safetensors").read_bytes()).hexdigest()[:12]  # same: same model
     info = json.loads(card.split("```json\n", 1)[1].split("```", 1)[0])
     return {"name": name, "command": shown, "wall_s": round(seconds, 1),
             "train_s": info["training"]["seconds"], "peak_rss_mb": round(usage.ru_maxrss / 1024),
-            "pairs": info["data"]["pairs"], "steps": info["training"]["steps"],
+            "pairs": info["data"]["pairs"], "steps": info["training"]["steps"], "weights": weights,
             "summary": (err.strip().splitlines() or [""])[-1]}
 
 
@@ -172,13 +174,13 @@ def markdown(results: list[dict], n_train: int, n_test: int, common: list[str], 
     lines = [f"{name}, judged queries split by id parity: {n_train} {train}-id queries train, {n_test} "
              f"{test}-id queries evaluate; options {' '.join(common)}.", "",
              "| configuration | pairs | steps | train s | wall s | peak RSS MB | nDCG@10 base | tuned | Δ "
-             "| 95% CI |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "| 95% CI | weights sha256 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in results:
         lines.append(f"| {r['name']} | {r['pairs']:,} | {r['steps']} | {r['train_s']:.0f} | "
                      f"{r['wall_s']:.0f} | "
                      f"{r['peak_rss_mb']:,} | {r['base']:.4f} | {r['tuned']:.4f} | {r['diff']:+.4f} | "
-                     f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] |")
+                     f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | `{r['weights']}` |")
     for r in results:
         if r["dims"]:
             lines += ["", f"{r['name']}: nDCG@10 per dim (tuned vs base truncated alike)", "",
