@@ -162,6 +162,39 @@ def test_ray_vectors_and_doc_keys_equal_the_local_engine(ray_address, chunked, t
         assert np.abs(ta - tb).max() <= 1e-5
 
 
+def test_ray_codes_residual_tokens_with_one_codebook_fitted_on_the_driver(ray_address, chunked, tmp_path):
+    """--token-precision residual: the driver embeds the first unit and fits the table's one
+    codebook; the actors code with it (every batch names it); a continuing ray run keeps it."""
+    import json
+
+    from arrowsmith.commands.spaces import codebook as codebooks
+    from arrowsmith.commands.spaces import multi
+
+    db = tmp_path / "store"
+    mode = ["--multivector", "--token-precision", "residual"]
+    r = run([*EMBED, *mode, "--db", str(db), *RAY[:2], "--workers", "2", "--cpus-per-worker", "0.5"],
+            input=to_ipc(chunked))
+    assert r.exit_code == 0, r.stderr
+    meta = json.loads(open_table(db).schema.metadata[b"arrowsmith.model"])
+    s = multi.settings_of(meta, db, "chunks")
+    assert s.precision == "residual" and [p.name for p in db.glob("*.codebook")] == [
+        codebooks.path(db, "chunks", s.codebook).name]
+    ref = tmp_path / "ref"  # the same chunks' float32 token vectors, local engine
+    assert run([*EMBED, "--multivector", "--token-precision", "float32", "--db", str(ref)],
+               input=to_ipc(chunked)).exit_code == 0
+    got, want = (open_table(d).to_arrow().sort_by("id") for d in (db, ref))
+    assert got.column("id").to_pylist() == want.column("id").to_pylist()
+    (ta, oa), (tb, ob) = multi.decode(got.column("tokens"), s), multi.decode(
+        want.column("tokens"), multi.TokenSettings(384, "float32"))
+    assert (oa == ob).all()
+    cos = (ta * tb).sum(axis=1) / np.linalg.norm(ta, axis=1)
+    assert cos.mean() > 0.9  # every row decodes with the one codebook
+    again = run([*EMBED, *mode, "--db", str(db), *RAY], input=to_ipc(chunked))
+    assert again.exit_code == 0, again.stderr
+    after = json.loads(open_table(db).schema.metadata[b"arrowsmith.model"])
+    assert after["multivector"] == meta["multivector"]
+
+
 def test_rerun_embeds_nothing_without_starting_ray_then_replaces_and_prunes(
         ray_address, chunked, local_naive, tmp_path, monkeypatch):
     db = tmp_path / "store"

@@ -181,13 +181,6 @@ def test_compress_tokens_residual_fits_on_the_table_and_back_to_binary_drops_it(
     assert "codebook" not in model_meta(db)["multivector"]
 
 
-def test_ray_engine_refuses_to_fit_a_codebook_per_worker(chunked, tmp_path):
-    out = tmp_path / "out.arrows"
-    r = run([*RESIDUAL, "--engine", "ray", "--workers", "1", "-o", str(out)], input=chunked)
-    assert r.exit_code == 2, r.stderr
-    assert "codebook" in r.stderr and "--engine local" in r.stderr
-
-
 def test_token_vectors_packed_slice_by_slice_equal_one_pass(stores, chunked, tmp_path, monkeypatch):
     """A group's texts are encoded and packed in slices (bounded float32 memory): the stored token
     vectors and chunk vectors are those of one pass over the group."""

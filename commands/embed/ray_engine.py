@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import importlib.util
+import itertools
 import logging
 import math
 import os
@@ -433,12 +434,6 @@ class RayEngine:
                                 window=window, window_overlap=window_overlap, late_specials=late_specials,
                                 force=force, multivector=multivector, token_precision=token_precision,
                                 token_pool=token_pool, token_codebook=token_codebook)
-        if params.tokens is not None and params.tokens.fitted and params.tokens.codec is None:
-            # each actor would fit its own codebook on its own first group, and a table has one
-            raise UsageError(f"--token-precision {params.tokens.precision} with --engine ray needs the "
-                             "table's codebook, fitted by a first run: this table (or stream) has none yet",
-                             hint="embed a first part with the local engine (`--engine local`), then "
-                                  "continue with --engine ray; or --token-precision int4")
         # on accelerators, larger groups (as the local engine's): a forward pass takes more tokens
         scale = 4 if self.options.gpus_per_worker or str(model.device) != "cpu" else 1
         limit = (GROUP_LATE_TOKENS if params.late else GROUP_CHUNKS) * scale
@@ -450,6 +445,18 @@ class RayEngine:
                                 group_rows=max(1, min(rows or limit, GROUP_CHUNKS * scale) // UNIT_DIV),
                                 stats=stats)
         dispatcher: Dispatcher | None = None
+        fitted_here: pa.RecordBatch | None = None
+        if params.tokens is not None and params.tokens.fitted and params.tokens.codec is None:
+            # a table has one token codebook, and each actor would fit its own: the driver embeds
+            # the first unit of documents itself, fits the codebook on it, and the actors code with it
+            units = iter(units)
+            first = next(units, None)
+            if first is not None and first[0]:
+                local = GroupEmbedder(model, params, batch_tokens, stats)
+                fitted_here = local.embed(*first)
+                params = local.params
+            elif first is not None:
+                units = itertools.chain([first], units)
 
         def start() -> int:  # the first document to embed: only now is Ray started
             nonlocal dispatcher
@@ -460,6 +467,9 @@ class RayEngine:
         emitted, ended, next_id = False, False, 0
         t0 = time.perf_counter()
         try:
+            if fitted_here is not None:
+                emitted = True
+                yield fitted_here
             while not ended:
                 ready: list[GroupResult] = []
                 if dispatcher is not None:
