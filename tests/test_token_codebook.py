@@ -200,3 +200,17 @@ def test_token_vectors_packed_slice_by_slice_equal_one_pass(stores, chunked, tmp
     got = open_table(db).to_arrow().sort_by("id").column("vector").to_pylist()
     want = open_table(stores["f32"]).to_arrow().sort_by("id").column("vector").to_pylist()
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+def test_a_new_tables_codebook_is_fitted_on_its_whole_first_group(chunked, tmp_path, monkeypatch):
+    """Encoded a slice at a time, the first group's tokens are all sampled for the codebook (the
+    first slice alone would be a few chunks of the first document)."""
+    from arrowsmith.commands.embed import embedder
+
+    monkeypatch.setattr(embedder, "TOKEN_SLICE", 40)
+    db = tmp_path / "db"
+    r = run([*RESIDUAL, "--db", str(db)], input=chunked)
+    assert r.exit_code == 0, r.stderr
+    s = multi.settings_of(model_meta(db), db, "chunks")
+    n_tokens = sum(len(t) for t in open_table(db).to_arrow().column(multi.COLUMN).to_pylist())
+    assert s.codec.fitted_tokens == n_tokens < codebooks.FIT_SAMPLE

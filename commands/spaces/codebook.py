@@ -137,6 +137,35 @@ class Codebook:
         return base64.b64encode(self.to_bytes())
 
 
+class Reservoir:
+    """A uniform sample of up to ``capacity`` token vectors from a stream of them (Vitter's
+    algorithm R, a slice at a time): what a codebook is fitted on, in bounded memory."""
+
+    def __init__(self, capacity: int, dim: int, seed: int = 0):
+        self._values = np.empty((capacity, dim), np.float32)
+        self._seen = 0
+        self._rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return min(self._seen, len(self._values))
+
+    def add(self, tokens: list[np.ndarray]) -> None:
+        flat = np.concatenate(tokens) if tokens else np.empty((0, self._values.shape[1]), np.float32)
+        capacity = len(self._values)
+        free = max(0, min(len(flat), capacity - self._seen))
+        self._values[self._seen:self._seen + free] = flat[:free]
+        rest = flat[free:]
+        if len(rest):
+            index = self._seen + free + np.arange(len(rest))  # each one's position in the stream
+            keep = self._rng.random(len(rest)) < capacity / (index + 1)
+            slots = self._rng.integers(0, capacity, int(keep.sum()))
+            self._values[slots] = rest[keep]  # a later one replacing an earlier: as one at a time
+        self._seen += len(flat)
+
+    def values(self) -> np.ndarray:
+        return self._values[:len(self)]
+
+
 def centroids_for(tokens: int) -> int:
     """A power of two up to :data:`MAX_CENTROIDS`, with about :data:`TOKENS_PER_CENTROID` tokens each."""
     k = 1
@@ -188,7 +217,7 @@ def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
         x = x[np.linspace(0, len(x) - 1, FIT_SAMPLE).astype(np.int64)]
     # the bucket values come from tokens the centroids were not fitted on (ColBERTv2 holds out 5%):
     # in-sample residuals are smaller than those of the tokens the codebook will code
-    k = centroids_for(len(x))
+    k, sampled = centroids_for(len(x)), len(x)
     held = np.zeros(len(x), bool)
     if len(x) >= 2 * HELD_OUT_MIN:
         n_held = max(HELD_OUT_MIN, len(x) // 20)
@@ -200,14 +229,14 @@ def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
         km = KMeans(k, init=seed_centres(x, k, seed), n_init=1, max_iter=10).fit(x)
         centroids = km.cluster_centers_
     provisional = Codebook(centroids.astype(np.float16), np.zeros((LEVELS - 1, x.shape[1]), np.float32),
-                           np.zeros((LEVELS, x.shape[1]), np.float32), len(x))
+                           np.zeros((LEVELS, x.shape[1]), np.float32), sampled)
     residual = heldout - provisional._centroids32[provisional.nearest(heldout)]
     if len(residual):
         values = np.quantile(residual, (np.arange(LEVELS) + 0.5) / LEVELS, axis=0).astype(np.float32)
     else:
         values = np.zeros((LEVELS, x.shape[1]), np.float32)
     cuts = ((values[1:] + values[:-1]) / 2).astype(np.float32)
-    return Codebook(provisional.centroids, cuts, values, len(x))
+    return Codebook(provisional.centroids, cuts, values, sampled)
 
 
 # ------------------------------------------------------------------ beside the table
