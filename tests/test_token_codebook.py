@@ -63,7 +63,7 @@ def test_codebook_bytes_are_deterministic_and_decode_what_encode_wrote():
     again = codebooks.Codebook.from_bytes(book.to_bytes())
     assert again.sha256 == book.sha256 == hashlib.sha256(book.to_bytes()).hexdigest()
     codes = book.encode(x)
-    assert codes.shape == (3000, 2 + 40 // 4) and codes.dtype == np.uint8
+    assert codes.shape == (3000, 4 + 40 // 4) and codes.dtype == np.uint8
     np.testing.assert_array_equal(again.decode(codes), book.decode(codes))
     decoded = book.decode(codes)
     cos = (decoded * x).sum(axis=1) / np.linalg.norm(decoded, axis=1)
@@ -75,7 +75,7 @@ def test_codebook_bytes_are_deterministic_and_decode_what_encode_wrote():
 def test_residual_table_has_one_codebook_named_by_its_sha_and_tokens_close_to_float32(stores):
     db = stores["residual"]
     s = multi.settings_of(model_meta(db), db, "chunks")
-    assert (s.precision, s.bytes_per_token) == ("residual", 98)
+    assert (s.precision, s.bytes_per_token) == ("residual", 100)
     [path] = codebook_files(db)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == s.codebook
     assert path == codebooks.path(db, "chunks", s.codebook)

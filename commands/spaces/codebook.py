@@ -1,10 +1,14 @@
 """The fitted token codec: ColBERTv2's residual compression (Santhanam et al. 2022, PLAID's storage).
 
-Each token vector is stored as the index of its nearest centroid (a uint16) and, per dimension,
-which of four buckets its residual (vector − centroid) falls in (2 bits): 2 + dim/4 bytes, 98 at
-384 dims. It decodes to centroid + the bucket's value. Token vectors cluster by word, so the
-centroid carries most of a vector and the residual bits the rest: on the LIMIT-style set it kept
-all of float32's nDCG@10 at half int4's bytes (benchmarks/RESULTS.md, "Token codecs").
+Each token vector is stored as the index of its nearest centroid (a uint16), the size of its
+residual (vector − centroid; its RMS, a float16) and, per dimension, which of four buckets the
+residual falls in, in units of that size (2 bits): 4 + dim/4 bytes, 100 at 384 dims. It decodes
+to centroid + size × the bucket's value, normalised. Token vectors cluster by word, so the
+centroid carries most of a vector and the residual bits the rest. The per-token size is ours,
+not ColBERTv2's: a rare word far from every centroid has a residual several times the typical
+one, which fixed buckets clip — and rare words are what tells documents apart (MaxSim on the
+LIMIT-style set: fixed buckets 91–100% of float32 depending on the sample, scaled 99.2–100.7%;
+benchmarks/RESULTS.md, "Token codecs").
 
 Unlike int4 or binary, the codec has parameters — the centroids (k-means, scikit-learn's
 ``KMeans``) and each dimension's bucket cut-offs and values (quantiles of the residuals)
@@ -34,14 +38,15 @@ FIT_SAMPLE = 32_768  # token vectors the k-means sees (drawn evenly from the fir
 TOKENS_PER_CENTROID = 8  # below MAX_CENTROIDS × this, fewer centroids: each needs points to sit on
 STREAM_KEY = "arrowsmith.token_codebook"  # base64 codebook bytes in an embedded stream's schema
 MAGIC = b"ASCB1\n"
+HEAD_BYTES = 4  # a token's uint16 centroid and float16 residual size, before its bucket bits
 ENCODE_ROWS = 16_384  # token vectors scored against the centroids at once (16k × 4k × 4 B = 256 MiB)
 
 
 @dataclass(frozen=True, eq=False)
 class Codebook:
     centroids: np.ndarray  # float16 [k, dim]
-    cuts: np.ndarray  # float32 [LEVELS - 1, dim]: bucket boundaries of each dimension's residual
-    values: np.ndarray  # float32 [LEVELS, dim]: what each bucket decodes to
+    cuts: np.ndarray  # float32 [LEVELS - 1, dim]: bucket boundaries of each dimension's residual / size
+    values: np.ndarray  # float32 [LEVELS, dim]: what each bucket decodes to, in units of the size
     fitted_tokens: int  # how many token vectors it was fitted on (doctor reports it)
 
     @property
@@ -75,12 +80,15 @@ class Codebook:
         return out
 
     def encode(self, x: np.ndarray) -> np.ndarray:
-        """``uint8 [n, 2 + dim/4]``: the centroid (uint16, little-endian), then 2 bits a dimension."""
+        """``uint8 [n, 4 + dim/4]``: the centroid (uint16, little-endian), the residual's size
+        (float16), then 2 bits a dimension."""
         x = np.ascontiguousarray(x, np.float32)
         n, dim = x.shape
         codes = self.nearest(x)
-        buckets = np.zeros((n, dim), np.uint8)
         residual = x - self._centroids32[codes]
+        size = residual_size(residual).astype(np.float16)
+        residual /= np.maximum(size.astype(np.float32), np.float32(1e-12))
+        buckets = np.zeros((n, dim), np.uint8)
         for cut in self.cuts:
             buckets += residual > cut
         pad = -dim % 4
@@ -88,7 +96,8 @@ class Codebook:
             buckets = np.concatenate([buckets, np.zeros((n, pad), np.uint8)], axis=1)
         packed = ((buckets[:, 0::4] << 6) | (buckets[:, 1::4] << 4)
                   | (buckets[:, 2::4] << 2) | buckets[:, 3::4])
-        return np.concatenate([codes.astype("<u2").view(np.uint8).reshape(n, 2), packed], axis=1)
+        return np.concatenate([codes.astype("<u2").view(np.uint8).reshape(n, 2),
+                               size.astype("<f2").view(np.uint8).reshape(n, 2), packed], axis=1)
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
         """``float32 [n, dim]`` unit vectors from :meth:`encode`'s rows (token vectors are unit, and
@@ -96,19 +105,21 @@ class Codebook:
         ColBERTv2 normalises too — LIMIT-style 98.9% → 100.4% of float32)."""
         n, dim = len(raw), self.dim
         codes = np.ascontiguousarray(raw[:, :2]).view("<u2").reshape(n)
-        packed = raw[:, 2:]
+        size = np.ascontiguousarray(raw[:, 2:4]).view("<f2").astype(np.float32).reshape(n, 1)
+        packed = raw[:, HEAD_BYTES:]
         buckets = np.empty((n, packed.shape[1] * 4), np.uint8)
         for j, shift in enumerate((6, 4, 2, 0)):
             buckets[:, j::4] = (packed >> shift) & 3
         buckets = buckets[:, :dim]
         out = self._centroids32[codes]
-        out += np.take_along_axis(self.values, buckets.astype(np.intp), axis=0) if n else 0
+        if n:
+            out += size * np.take_along_axis(self.values, buckets.astype(np.intp), axis=0)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         return np.divide(out, norms, out=out, where=norms > 0)
 
     # -- bytes -------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        header = json.dumps({"k": self.size, "dim": self.dim, "bits": BITS,
+        header = json.dumps({"k": self.size, "dim": self.dim, "bits": BITS, "scaled": True,
                              "fitted_tokens": self.fitted_tokens}, sort_keys=True).encode()
         return b"".join([MAGIC, len(header).to_bytes(4, "little"), header,
                          np.ascontiguousarray(self.centroids, "<f2").tobytes(),
@@ -123,7 +134,7 @@ class Codebook:
         n = int.from_bytes(data[at:at + 4], "little")
         header = json.loads(data[at + 4:at + 4 + n])
         k, dim, at = int(header["k"]), int(header["dim"]), at + 4 + n
-        if header.get("bits") != BITS:
+        if header.get("bits") != BITS or header.get("scaled") is not True:
             raise ValueError(f"{where}: {header.get('bits')}-bit residuals; this version reads {BITS}")
         sizes = (k * dim * 2, (LEVELS - 1) * dim * 4, LEVELS * dim * 4)
         if len(data) != at + sum(sizes):
@@ -164,6 +175,11 @@ class Reservoir:
 
     def values(self) -> np.ndarray:
         return self._values[:len(self)]
+
+
+def residual_size(residual: np.ndarray) -> np.ndarray:
+    """``[n, 1]``: each residual's root mean square over its dimensions."""
+    return np.sqrt((residual * residual).mean(axis=1, keepdims=True))
 
 
 def centroids_for(tokens: int) -> int:
@@ -231,6 +247,7 @@ def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
     provisional = Codebook(centroids.astype(np.float16), np.zeros((LEVELS - 1, x.shape[1]), np.float32),
                            np.zeros((LEVELS, x.shape[1]), np.float32), sampled)
     residual = heldout - provisional._centroids32[provisional.nearest(heldout)]
+    residual /= np.maximum(residual_size(residual), np.float32(1e-12))
     if len(residual):
         values = np.quantile(residual, (np.arange(LEVELS) + 0.5) / LEVELS, axis=0).astype(np.float32)
     else:

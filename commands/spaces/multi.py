@@ -16,9 +16,9 @@ Storage (``--token-precision``; bytes per token at 384 dims):
 - ``int4`` (194, the default): each token's scale (largest |component| / 7.5, a float16) and 16
   levels a component, two to a byte (``list<fixed_size_list<uint8>[2 + dim/2]>``). It kept 99.8%
   of float32's nDCG@10 on the LIMIT-style set and 99.5% on Cranfield (benchmarks/RESULTS.md).
-- ``residual`` (98): ColBERTv2's residual compression — each token's nearest of up to 4,096
-  centroids (a uint16) and 2 bits a dimension for what the centroid misses
-  (``list<fixed_size_list<uint8>[2 + dim/4]>``). Its codebook is fitted on the table's first
+- ``residual`` (100): ColBERTv2's residual compression — each token's nearest of up to 4,096
+  centroids (a uint16), the residual's size (a float16) and 2 bits a dimension for what the
+  centroid misses (``list<fixed_size_list<uint8>[4 + dim/4]>``). Its codebook is fitted on the table's first
   batch and kept beside the table (:mod:`.codebook`); the ``multivector`` metadata names it by
   its sha256.
 - ``binary`` (48): the sign of each dimension, packed (``list<fixed_size_list<uint8>[dim/8]>``);
@@ -138,11 +138,11 @@ def _bytes(dim: int, precision: str) -> float:
 
 def _width(dim: int, precision: str) -> int:
     """Bytes a token of the packed precisions: 1 bit a dim (binary); a float16 scale, then 4 bits a
-    dim (int4); a uint16 centroid, then 2 bits a dim (residual)."""
+    dim (int4); a uint16 centroid and a float16 residual size, then 2 bits a dim (residual)."""
     if precision == "binary":
         return -(-dim // 8)
     if precision == "residual":
-        return 2 + -(-dim * codebooks.BITS // 8)
+        return codebooks.HEAD_BYTES + -(-dim * codebooks.BITS // 8)
     return INT4_SCALE_BYTES + -(-dim // 2)
 
 
