@@ -5,7 +5,8 @@ train, odd evaluate: done here, in a temporary directory of symlinks and two qre
 editing shared/). ``--collection limit`` splits the LIMIT-style set (commands/synthetic.py) alike.
 Each configuration trains in its own process (``os.wait4`` gives its wall time and peak RSS), then
 base and tuned model are scored on the held-out half with tune's before/after code (eval's metrics,
-paired bootstrap CI; the base model's store is built once and shared).
+paired bootstrap CI; the base model's store is built once and shared); every configuration after
+the first is also compared with the first's tuned model, paired by query ("Δ vs first").
 
 ``plain`` is not tune: it is the 40-line sentence-transformers script a user would write (issue 20:
 MultipleNegativesRankingLoss, batch 32, lr 5e-05, 10% warm-up, the NO_DUPLICATES sampler, 3 epochs),
@@ -162,10 +163,25 @@ def evaluate(result: dict, split: Path, out: Path, work: Path, dims: tuple[int, 
     tuned = load_model(str(out), device="cpu", dtype="fp32")
     ba = before_after(split, "test", base, tuned, work, dims=dims, n_resamples=resamples)
     c = ba.comparison
+    scores = ba.report.results[1].scores  # base, then tuned
     result.update(base=c.baseline_mean, tuned=c.candidate_mean, diff=c.diff, ci=[c.ci_low, c.ci_high],
-                  p=c.p_value, table=render(ba),
+                  p=c.p_value, table=render(ba), query_ids=scores.query_ids,
+                  per_query=scores.values[ba.report.primary].tolist(),
                   dims=[{"dim": d.dim, "base": d.base, "tuned": d.tuned, "diff": d.comparison.diff,
                          "ci": [d.comparison.ci_low, d.comparison.ci_high]} for d in ba.dims])
+
+
+def versus_first(results: list[dict], resamples: int) -> None:
+    """Each configuration's tuned model against the first's (the bar, ``plain``), paired by query with
+    eval's bootstrap: how far apart two recipes are, not each one's distance from the base."""
+    from arrowsmith.commands.evaluate.stats import paired_test
+
+    bar = results[0]
+    for r in results[1:]:
+        if r["query_ids"] != bar["query_ids"]:
+            raise SystemExit(f"{r['name']} and {bar['name']} were scored on different queries")
+        c = paired_test(bar["per_query"], r["per_query"], n_resamples=resamples)
+        r["versus_first"] = {"name": bar["name"], "diff": c.diff, "ci": [c.ci_low, c.ci_high], "p": c.p_value}
 
 
 def markdown(results: list[dict], n_train: int, n_test: int, common: list[str], name: str = "Cranfield",
@@ -174,13 +190,15 @@ def markdown(results: list[dict], n_train: int, n_test: int, common: list[str], 
     lines = [f"{name}, judged queries split by id parity: {n_train} {train}-id queries train, {n_test} "
              f"{test}-id queries evaluate; options {' '.join(common)}.", "",
              "| configuration | pairs | steps | train s | wall s | peak RSS MB | nDCG@10 base | tuned | Δ "
-             "| 95% CI | weights sha256 |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
+             "| 95% CI | Δ vs first | 95% CI | weights sha256 |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|---|"]
     for r in results:
+        v = r.get("versus_first")
+        versus = f"{v['diff']:+.4f} | [{v['ci'][0]:+.4f}, {v['ci'][1]:+.4f}]" if v else "– | –"
         lines.append(f"| {r['name']} | {r['pairs']:,} | {r['steps']} | {r['train_s']:.0f} | "
                      f"{r['wall_s']:.0f} | "
                      f"{r['peak_rss_mb']:,} | {r['base']:.4f} | {r['tuned']:.4f} | {r['diff']:+.4f} | "
-                     f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | `{r['weights']}` |")
+                     f"[{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | {versus} | `{r['weights']}` |")
     for r in results:
         if r["dims"]:
             lines += ["", f"{r['name']}: nDCG@10 per dim (tuned vs base truncated alike)", "",
@@ -241,8 +259,10 @@ def main() -> None:
             result = train(config, split, out, common, training, a.max_pairs)
             dims = (256, 128, 64) if config == "matryoshka" else ()
             evaluate(result, split, out, Path(tmp) / "eval", dims, a.resamples)
-            print(json.dumps({k: v for k, v in result.items() if k != "table"}), file=sys.stderr, flush=True)
+            shown = {k: v for k, v in result.items() if k not in ("table", "query_ids", "per_query")}
+            print(json.dumps(shown), file=sys.stderr, flush=True)
             results.append(result)
+    versus_first(results, a.resamples)
     if a.json:
         Path(a.json).write_text(json.dumps({"n_train": n_train, "n_test": n_test,
                                             "options": common + training, "results": results}, indent=1))
