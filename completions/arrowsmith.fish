@@ -83,7 +83,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l window-overlap 
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l late-specials -xa 'exclude include' -d 'Late: leave prompt and special tokens out of chunk means, or include them.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l force -d 'Late-chunk a model that is not mean-pooled.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l multivector -d 'Also store each chunks token vectors (column tokens), for query --rerank maxsim '
-complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l token-precision -xa 'int4 residual binary float16 float32' -d 'How token vectors are stored: int4 (194 bytes a token at 384 dims; 99.5-99.8% of'
+complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l token-precision -xa 'int4 residual binary float16 float32' -d 'How token vectors are stored: residual (100 bytes a token at 384 dims, a codeboo'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l token-pool -r -F -d 'Keep about 1/F of each chunks token vectors, merging similar ones (hierarchical '
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l trust-remote-code -d 'Run Python code shipped with the model (never on by default).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from embed' -l allow-download -d 'Download a model that is not installed locally.'

@@ -40,7 +40,7 @@ def stores(chunked, tmp_path_factory) -> dict[str, Path]:
                         "late-f32": ["--late", "--multivector", "--token-precision", "float32"],
                         "naive-f16": ["--multivector", "--token-precision", "float16"],
                         "naive-bin": ["--multivector", "--token-precision", "binary"],
-                        "naive-int4": ["--multivector"],
+                        "naive-int4": ["--multivector", "--token-precision", "int4"],
                         "plain": []}.items():
         db = root / name
         r = run([*EMBED, "--db", str(db), *extra], input=chunked)
@@ -77,7 +77,7 @@ def test_stored_token_vectors_are_encode_tokens_content_tokens(stores, model):
     settings = multi.settings_of(json.loads(t.schema.metadata[b"arrowsmith.model"]))
     assert settings == multi.TokenSettings(384, "float32", 1.0)
     assert multi.settings_of(json.loads(stored(stores["naive-int4"]).schema.metadata[b"arrowsmith.model"])
-                             ).precision == "int4"  # the default
+                             ).precision == "int4"
     tokens, offsets = multi.decode(t.column("tokens"), settings)
     ref = reference_tokens(model, t.column("text").to_pylist())
     assert [len(r) for r in ref] == np.diff(offsets).tolist()  # one vector per content token
@@ -208,6 +208,9 @@ def test_refusals(stores, chunked, tmp_path):
             input=chunked)
     assert r.exit_code == 0
     r = run([*EMBED, "--db", str(tmp_path / "rebuilt"), "--multivector"], input=chunked)
+    assert r.exit_code == 0 and "0 embedded" in r.stderr  # no precision named: the table's own
+    r = run([*EMBED, "--db", str(tmp_path / "rebuilt"), "--multivector", "--token-precision", "int4"],
+            input=chunked)
     assert r.exit_code == 2 and "'precision': 'float16'" in r.stderr
 
 

@@ -214,3 +214,21 @@ def test_a_new_tables_codebook_is_fitted_on_its_whole_first_group(chunked, tmp_p
     s = multi.settings_of(model_meta(db), db, "chunks")
     n_tokens = sum(len(t) for t in open_table(db).to_arrow().column(multi.COLUMN).to_pylist())
     assert s.codec.fitted_tokens == n_tokens < codebooks.FIT_SAMPLE
+
+
+def test_residual_is_the_default_and_a_table_goes_on_at_its_own_precision(chunked, tmp_path):
+    """A new table gets residual; one built at int4 (the default before) is continued at int4 when
+    no precision is named — nothing re-embedded, nothing refused — and a named other one is refused."""
+    new = tmp_path / "new"
+    r = run([*EMBED, "--db", str(new)], input=chunked)
+    assert r.exit_code == 0, r.stderr
+    assert model_meta(new)["multivector"]["precision"] == "residual"
+    old = tmp_path / "old"
+    assert run([*EMBED, "--token-precision", "int4", "--db", str(old)], input=chunked).exit_code == 0
+    before = open_table(old).version
+    r = run([*EMBED, "--db", str(old)], input=chunked)
+    assert r.exit_code == 0, r.stderr
+    assert "0 embedded" in r.stderr and open_table(old).version == before
+    assert model_meta(old)["multivector"]["precision"] == "int4" and not codebook_files(old)
+    r = run([*EMBED, "--token-precision", "residual", "--db", str(old)], input=chunked)
+    assert r.exit_code == 2 and "'precision': 'int4'" in r.stderr

@@ -22,13 +22,13 @@ QUERIES = ["why is the sky blue", "what makes the tides", "how to bake bread"]
 
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory) -> dict[str, Path]:
-    """The samples embedded with float16 and with int4 (the default) token vectors, not indexed."""
+    """The samples embedded with float16 and with int4 token vectors, not indexed."""
     root = tmp_path_factory.mktemp("token-index")
     chunked = run(["chunk", str(SAMPLES), "--max-tokens", "64"])
     assert chunked.exit_code == 0, chunked.stderr
     out = {}
-    for name, extra in {"float16": ["--token-precision", "float16"], "int4": []}.items():
-        r = run([*EMBED, "--db", str(root / name), *extra], input=chunked.stdout_bytes)
+    for name in ("float16", "int4"):
+        r = run([*EMBED, "--db", str(root / name), "--token-precision", name], input=chunked.stdout_bytes)
         assert r.exit_code == 0, r.stderr
         out[name] = root / name
     return out

@@ -47,14 +47,14 @@ def resolve_params(model: EmbeddingModel, *, late: bool = False, prompt: str | N
                    query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                    window_overlap: int | None = None, late_specials: str = "exclude",
                    force: bool = False, multivector: bool = False,
-                   token_precision: str = multi.DEFAULT_PRECISION, token_pool: float = 1.0,
+                   token_precision: str | None = None, token_pool: float = 1.0,
                    token_codebook: Any = None) -> EmbedParams:
     """Check options against the model and fill in its defaults. ``token_codebook``: the fitted
     token codec a table already has (``spaces.codebook``), which a continuing run must code with."""
     doc_prompt = model.prompt_for("document") if prompt is None else prompt
     q_prompt = model.prompt_for("query") if query_prompt is None else query_prompt
     dim = _check_dim(model, dim)
-    tokens = _token_settings(model, multivector, token_precision, token_pool)
+    tokens = _token_settings(model, multivector, token_precision or multi.DEFAULT_PRECISION, token_pool)
     if tokens is not None and tokens.fitted and token_codebook is not None:
         tokens = tokens.with_codec(token_codebook)
     if not late:

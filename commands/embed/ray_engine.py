@@ -39,7 +39,6 @@ from .. import faults, spaces
 from ..errors import ArrowsmithError, DataError, Interrupted, UsageError
 from ..schemas import CHUNK_SPAN, EMBEDDED_CORE
 from ..signals import no_interrupt
-from ..spaces import multi
 from .embedder import GroupEmbedder
 from .grouping import GROUP_CHUNKS, GROUP_LATE_TOKENS, EmbedDoc, document_groups, group_weight
 from .params import EmbedParams, embedding_meta, resolve_params
@@ -423,7 +422,7 @@ class RayEngine:
                       batch_tokens: int | None = None, prompt: str | None = None,
                       query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                       window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
-                      multivector: bool = False, token_precision: str = multi.DEFAULT_PRECISION,
+                      multivector: bool = False, token_precision: str | None = None,
                       token_pool: float = 1.0, token_codebook=None, id_col: str = "id",
                       text_col: str = "text", skip_doc=None,
                       group_rows: int | None = None, stats: EmbedStats | None = None

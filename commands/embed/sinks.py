@@ -48,9 +48,13 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
     with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,
                      checkpoint_rows=checkpoint_rows) as writer:
         adopted = {**_table_window(writer.table, model, params, options),
-                   **_table_codebook(writer, params)}
+                   **_table_token_precision(writer.table, params, options)}
         if adopted:
             options = {**options, **adopted}  # the engine (local or ray) resolves the same params
+            params = resolve_params(model, **_param_options(options))
+        codebook = _table_codebook(writer, params)
+        if codebook:
+            options = {**options, **codebook}
             params = resolve_params(model, **_param_options(options))
         # a different model is refused before anything is read or embedded
         writer.check_meta(embedding_meta(model, params))
@@ -91,6 +95,23 @@ def _table_window(table: Any, model: EmbeddingModel, params: EmbedParams, option
     log.info("table records window %d, overlap %d: continuing with them (a new table's default "
              "overlap is %d)", window, overlap, params.window_overlap)
     return {"window": window, "window_overlap": overlap}
+
+
+def _table_token_precision(table: Any, params: EmbedParams, options: dict[str, Any]) -> dict[str, str]:
+    """The recorded token precision of a table with token vectors, when the run names none: the
+    default changed (int4 → residual, issue 19) and the precision is part of every document's
+    doc_key, so a table goes on at its own rather than be refused. A named one is checked as given."""
+    from ..spaces import multi
+    from ..store import model_of, table_meta
+
+    if table is None or params.tokens is None or options.get("token_precision") is not None:
+        return {}
+    stored = multi.settings_of(model_of(table_meta(table)))
+    if stored is None or stored.precision == params.tokens.precision:
+        return {}
+    log.info("table records token precision %s: continuing with it (a new table's default is %s)",
+             stored.precision, params.tokens.precision)
+    return {"token_precision": stored.precision}
 
 
 def _table_codebook(writer: Any, params: EmbedParams) -> dict[str, Any]:

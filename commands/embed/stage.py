@@ -9,7 +9,6 @@ import pyarrow as pa
 
 from arrowsmith.plugins.base import EmbeddingModel
 
-from ..spaces import multi
 from .embedder import GroupEmbedder
 from .grouping import document_groups, read_ahead
 from .params import resolve_params
@@ -20,7 +19,7 @@ def embed_batches(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, *, l
                   batch_tokens: int | None = None, prompt: str | None = None,
                   query_prompt: str | None = None, dim: int | None = None, window: int | None = None,
                   window_overlap: int | None = None, late_specials: str = "exclude", force: bool = False,
-                  multivector: bool = False, token_precision: str = multi.DEFAULT_PRECISION,
+                  multivector: bool = False, token_precision: str | None = None,
                   token_pool: float = 1.0, token_codebook=None, id_col: str = "id", text_col: str = "text",
                   skip_doc: Callable[[str, str], bool] | None = None,
                   group_rows: int | None = None,

@@ -33,8 +33,10 @@ import numpy as np
 
 BITS = 2
 LEVELS = 2 ** BITS
-MAX_CENTROIDS = 4096  # uint16 codes could hold 65,536; 4,096 measured best per second (RESULTS.md)
-FIT_SAMPLE = 32_768  # token vectors the k-means sees (drawn evenly from the first batch)
+# uint16 codes could hold 65,536; each centroid costs a multiply-add per dimension for every token
+# coded and k-means time, and 4,096 measured ≥ 99% of float32 (benchmarks/RESULTS.md, "Token codecs")
+MAX_CENTROIDS = 4096
+FIT_SAMPLE = 32_768  # token vectors the k-means sees (a uniform sample of the first group)
 TOKENS_PER_CENTROID = 8  # below MAX_CENTROIDS × this, fewer centroids: each needs points to sit on
 STREAM_KEY = "arrowsmith.token_codebook"  # base64 codebook bytes in an embedded stream's schema
 MAGIC = b"ASCB1\n"

@@ -47,7 +47,10 @@ NAME = "multivector"
 COLUMN = "tokens"
 META_KEY = "multivector"  # in the arrowsmith.model metadata: the settings below, part of doc_key
 PRECISIONS = ("int4", "residual", "binary", "float16", "float32")
-DEFAULT_PRECISION = "int4"
+# residual: the one precision measured at ≥ 99% of float32's nDCG@10 (MaxSim over the whole table,
+# Cranfield and the LIMIT-style set) at ≤ 128 bytes a token (benchmarks/RESULTS.md, "Token codecs")
+DEFAULT_PRECISION = "residual"
+UNRECORDED_PRECISION = "int4"  # what a table's metadata without one meant (the default until then)
 BYTES_PER_DIM = {"float32": 4.0, "float16": 2.0}
 PRECISIONS_BY_SIZE = ("float32", "float16", "int4", "residual", "binary")
 PACKED_PRECISIONS = ("int4", "residual", "binary")  # uint8 codes, two or more dims a byte
@@ -95,7 +98,7 @@ def settings_of(model_meta: dict[str, Any], db: Any = None, table: str | None = 
     s = model_meta.get(META_KEY)
     if not isinstance(s, dict):
         return None
-    out = TokenSettings(int(s["dim"]), s.get("precision", DEFAULT_PRECISION), float(s.get("pool", 1.0)),
+    out = TokenSettings(int(s["dim"]), s.get("precision", UNRECORDED_PRECISION), float(s.get("pool", 1.0)),
                         s.get("source", "token-vectors"), s.get("codebook"))
     if out.fitted and out.codebook and db is not None and table is not None:
         out = out.with_codec(codebooks.load(db, table, out.codebook))
@@ -116,6 +119,7 @@ def fit_codec(s: TokenSettings, flat: np.ndarray) -> TokenSettings:
 
 
 def check_settings(precision: str, pool: float) -> None:
+    """``UsageError`` (exit 2) for a precision or pooling no token column can have."""
     from arrowsmith.commands.errors import UsageError
 
     if precision not in PRECISIONS:
