@@ -201,7 +201,7 @@ def product_residual():
         out = np.empty_like(x)
         for a in range(0, len(x), 65536):
             out[a:a + 65536] = book.decode(book.encode(x[a:a + 65536]))
-        return out, 2 + x.shape[1] * codebook.BITS / 8
+        return out, codebook.HEAD_BYTES + x.shape[1] * codebook.BITS / 8
     return run
 
 

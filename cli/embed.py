@@ -83,7 +83,7 @@ def embed_command(
     token_precision: Annotated[TokenPrecision | None, _opt("--token-precision", env="TOKEN_PRECISION",
                                                            rich_help_panel="Token vectors", help=(
         "How token vectors are stored: residual (100 bytes a token at 384 dims, a codebook fitted on "
-        "the first group and kept beside the table; 99.2-100.7% of float32's MaxSim nDCG@10 "
+        "the first group and kept beside the table; 99.0-100.6% of float32's MaxSim nDCG@10 "
         "measured), int4 (194; 99.8-100.2%), binary (48; 96.7-99.9%), float16 (768), float32 (1,536); "
         "benchmarks/RESULTS.md. float16/float32 can be searched by LanceDB's own MaxSim. "
         "[default: the table's own when continuing one, else residual]"), show_default=False)] = None,
