@@ -35,6 +35,14 @@ os.environ.pop("ARROWSMITH_DB", None)
 os.environ.pop("ARROWSMITH_MODEL", None)
 
 
+@pytest.fixture(scope="module")
+def samples_chunked_64() -> bytes:
+    """The samples chunked at 64 tokens (several chunks a document): an Arrow stream."""
+    r = run(["chunk", str(SAMPLES), "--max-tokens", "64"])
+    assert r.exit_code == 0, r.stderr
+    return r.stdout_bytes
+
+
 def run(args: list[str], input: bytes | None = None, env: dict | None = None):
     """Run the real Typer app in-process; result has exit_code, stdout_bytes, stderr."""
     from arrowsmith.cli.app import app

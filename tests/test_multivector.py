@@ -25,10 +25,8 @@ QUERIES = ["why is the sky blue", "what makes the tides"]
 
 
 @pytest.fixture(scope="module")
-def chunked() -> bytes:
-    r = run(["chunk", str(SAMPLES), "--max-tokens", "64"])
-    assert r.exit_code == 0, r.stderr
-    return r.stdout_bytes
+def chunked(samples_chunked_64) -> bytes:
+    return samples_chunked_64
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, read_ipc, run
+from conftest import read_ipc, run
 
 from arrowsmith.commands.spaces import multi
 from arrowsmith.commands.store import open_table
@@ -58,10 +58,8 @@ def encoder(colbert_dir):
 
 
 @pytest.fixture(scope="module")
-def chunked() -> bytes:
-    r = run(["chunk", str(SAMPLES), "--max-tokens", "64"])
-    assert r.exit_code == 0, r.stderr
-    return r.stdout_bytes
+def chunked(samples_chunked_64) -> bytes:
+    return samples_chunked_64
 
 
 @pytest.fixture(scope="module")

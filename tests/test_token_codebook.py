@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLES, read_ipc, run
+from conftest import read_ipc, run
 
 from arrowsmith.commands.spaces import codebook as codebooks
 from arrowsmith.commands.spaces import multi
@@ -21,23 +21,22 @@ RESIDUAL = [*EMBED, "--token-precision", "residual"]
 
 
 @pytest.fixture(scope="module")
-def chunked() -> bytes:
-    r = run(["chunk", str(SAMPLES), "--max-tokens", "64"])
-    assert r.exit_code == 0, r.stderr
-    return r.stdout_bytes
+def chunked(samples_chunked_64) -> bytes:
+    return samples_chunked_64
 
 
 @pytest.fixture(scope="module")
 def stores(chunked, tmp_path_factory) -> dict[str, Path]:
+    """The samples' token vectors stored at float32 (the reference) and as residual codes."""
     root = tmp_path_factory.mktemp("codebook")
-    out = {}
-    for name, extra in {"f32": ["--token-precision", "float32"], "residual": ["--token-precision", "residual"]
-                        }.items():
-        db = root / name
-        r = run([*EMBED, "--db", str(db), *extra], input=chunked)
-        assert r.exit_code == 0, r.stderr
-        out[name] = db
-    return out
+    return {"f32": embedded(root / "f32", chunked, "float32"),
+            "residual": embedded(root / "residual", chunked)}
+
+
+def embedded(db: Path, chunked: bytes, precision: str = "residual") -> Path:
+    r = run([*EMBED, "--db", str(db), "--token-precision", precision], input=chunked)
+    assert r.exit_code == 0, r.stderr
+    return db
 
 
 def model_meta(db: Path) -> dict:
