@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/maxsim.py --write-limit DIR    # the LIMIT-style set, for `eval`
 
 1. embed: the same chunked Cranfield abstracts through ``embed_batches`` (the model loaded once),
-   plain and with ``--multivector`` at each precision (and pooled), rounds interleaved, best kept:
+   plain and with ``--multivector`` at each precision (and pooled), rounds interleaved, best kept
+   (``--variants`` picks some):
    tokens/s and the ratio to plain; bytes per token and per chunk of each precision.
 2. rerank latency: generated tables of N one-chunk rows (clustered unit vectors, 48 random unit
    token vectors a chunk, int4), one query at a time: ``search(mode=vector)`` against
@@ -41,7 +42,7 @@ def cpu_flags() -> str:
     return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags)
 
 
-def embed_cost(n_docs: int, rounds: int) -> None:
+def embed_cost(n_docs: int, rounds: int, only: str = "") -> None:
     from arrowsmith.commands.chunk import chunk_documents, make_chunker
     from arrowsmith.commands.embed import embed_batches
     from arrowsmith.plugins.registry import load_model
@@ -51,14 +52,25 @@ def embed_cost(n_docs: int, rounds: int) -> None:
     chunked = pa.Table.from_batches(list(chunk_documents(iter(docs.to_batches()), strategy="sentences",
                                                          tokenizer=chunker.tokenizer, max_tokens=128)))
     model = load_model(None, device="cpu", dtype="fp32")
-    variants = {"plain": {}, "int4 (the default)": {"multivector": True},
+    # residual fits its codebook on each run's first group (a new table's cost, included here)
+    variants = {"plain": {}, "residual (the default)": {"multivector": True},
+                "int4": {"multivector": True, "token_precision": "int4"},
                 "binary": {"multivector": True, "token_precision": "binary"},
                 "float16": {"multivector": True, "token_precision": "float16"},
                 "float32": {"multivector": True, "token_precision": "float32"},
-                "int4, pool 2": {"multivector": True, "token_pool": 2.0}}
+                "int4, pool 2": {"multivector": True, "token_precision": "int4", "token_pool": 2.0}}
+    if only:  # plain and float32 stay: the ratio's base and the token count
+        variants = {k: v for k, v in variants.items()
+                    if k in ("plain", "float32") or any(w in k for w in only.split(","))}
     best: dict[str, float] = {}
     size: dict[str, tuple[int, int, int]] = {}
     list(embed_batches(chunked.to_batches(), model, **variants["plain"]))  # warm-up: weights, kernels
+    if "residual (the default)" in variants:  # a continuing table's run: its codebook already fitted
+        from arrowsmith.commands.spaces import codebook
+
+        first = next(iter(embed_batches(chunked.to_batches(), model, multivector=True)))
+        variants["residual, the table's codebook"] = {
+            "multivector": True, "token_codebook": codebook.from_stream_metadata(first.schema.metadata)}
     for _ in range(rounds):
         for name, opts in variants.items():
             t0 = time.perf_counter()
@@ -274,6 +286,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--docs", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--variants", default="", help="embed part: comma list of variant names (substrings)")
     ap.add_argument("--rows", default="10000,100000")
     ap.add_argument("--write-limit", type=Path, help="write the LIMIT-style set (BEIR layout) and stop")
     ap.add_argument("--index-rows", default="20000", help="token index part: rows (comma list)")
@@ -292,7 +305,7 @@ def main() -> None:
         return
     skip = set(args.skip.split(","))
     if "embed" not in skip:
-        embed_cost(args.docs, args.rounds)
+        embed_cost(args.docs, args.rounds, args.variants)
     if "rerank" not in skip:
         rerank_latency([int(x) for x in args.rows.split(",")])
     if "process" not in skip:
