@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/late.py [--docs 600] [--rounds 3] [--max-tokens 128] [--overlaps 63,0]
     .venv/bin/python benchmarks/late.py --corpus rst [--processes] [--lengths] [--dtypes fp32,auto]
+    .venv/bin/python benchmarks/late.py --corpus rst --overlaps 63,31,16,0 --quality 190 --no-model-alone
     .venv/bin/python benchmarks/late.py --select-rst   # re-make benchmarks/late_rst_files.txt
 
 Two corpora. ``cranfield`` (default): the first ``--docs`` Cranfield abstracts, `arrowsmith chunk
@@ -23,7 +24,11 @@ lengths, padded tokens and forward passes at the batch budget). Then, per dtype:
   batches of the budget), and the cost per token each side's length mix predicts from it: the part
   of late's cost per token that is the model's (attention grows with the window), not ours.
 - ``--processes``: whole processes, `arrowsmith embed FILE --db D` against `embed FILE --late --db D`
-  (a fresh store each run), alternating, best of ``--rounds`` kept.
+  (a fresh store each run) at each of ``--overlaps`` (none given: embed's default), alternating,
+  best of ``--rounds`` kept.
+- ``--quality REFERENCE``: what an overlap buys, without timing: each chunk's late vector at each
+  of ``--overlaps`` against its vector at overlap REFERENCE (cosine: mean, 1st percentile, min),
+  in the first dtype.
 
 Rounds are interleaved and the best is kept, so a busy machine slows every configuration alike.
 """
@@ -205,9 +210,16 @@ def length_costs(model, texts, naive: list[int], late: list[int], budget: int, r
           f"(naive {predicted(naive) * 1e6:.0f} µs, late {predicted(late) * 1e6:.0f} µs per token)")
 
 
-def processes(chunks: Path, tmp: Path, dtypes: list[str], rounds: int, content: int) -> None:
-    configs = {f"embed --db --dtype {d}": ("--dtype", d) for d in dtypes}
-    configs |= {f"embed --late --db --dtype {d}": ("--late", "--dtype", d) for d in dtypes}
+def processes(chunks: Path, tmp: Path, dtypes: list[str], rounds: int, content: int,
+              overlaps: list[int | None]) -> None:
+    """Whole `embed --db` processes: naive, then late at each overlap (None: embed's default)."""
+    configs: dict[str, tuple[str, ...]] = {}
+    for d in dtypes:
+        configs[f"embed --db --dtype {d}"] = ("--dtype", d)
+        for o in overlaps:
+            given = () if o is None else ("--window-overlap", str(o))
+            label = " ".join(("embed --late", *given, f"--db --dtype {d}"))
+            configs[label] = ("--late", *given, "--dtype", d)
     best: dict[str, tuple[float, float]] = {}
     for r in range(rounds):
         for k, (label, flags) in enumerate(configs.items()):
@@ -220,9 +232,42 @@ def processes(chunks: Path, tmp: Path, dtypes: list[str], rounds: int, content: 
     print("| process | wall s | CPU s | document tokens/s | late ÷ naive (wall) | late ÷ naive (CPU) |")
     print("|---|---:|---:|---:|---:|---:|")
     for label, (wall, cpu) in best.items():
-        naive = best[label.replace("--late ", "")]
+        naive = best[f"embed --db --dtype {label.rsplit(' ', 1)[1]}"]
         ratio = f"{naive[0] / wall:.3f} | {naive[1] / cpu:.3f}" if "--late" in label else " | "
         print(f"| `{label}` | {wall:.2f} | {cpu:.2f} | {content / wall:,.0f} | {ratio} |")
+
+
+def quality(model, docs, texts, overlaps: list[int], reference: int) -> None:
+    """What an overlap buys: each chunk's late vector at each overlap against the same chunk's
+    vector at ``reference`` (a large overlap: every token gets at least reference/2 tokens of
+    context on a cut side), and naive's vector for scale. Vectors do not depend on load."""
+    from arrowsmith.commands.embed import plan_late, resolve_params
+
+    def late_vectors(overlap: int) -> tuple[np.ndarray, int]:
+        params = resolve_params(model, late=True, window_overlap=overlap)
+        plans = [plan_late(model, t, spans, params) for t, spans in docs]
+        outs = model.encode_tokens([s for p in plans for s in p.sequences])
+        vecs, k = [], 0
+        for p in plans:
+            vecs.append(p.pool(outs[k:k + len(p.sequences)], False))
+            k += len(p.sequences)
+        return unit(np.concatenate(vecs)), sum(len(s) for p in plans for s in p.sequences)
+
+    def unit(v: np.ndarray) -> np.ndarray:
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    ref, ref_tokens = late_vectors(reference)
+    rows = [(f"late, overlap {o}", *late_vectors(o)) for o in overlaps]
+    rows.append(("naive (for scale)", unit(model.encode(texts, "document")), 0))
+    print(f"\nquality: each chunk's vector against late at overlap {reference} ({ref_tokens:,} tokens "
+          f"computed), {len(ref):,} chunks, dtype {model.dtype}:\n")
+    print("| vectors | tokens computed | mean cosine | 1st percentile | min | chunks < 0.99 "
+          "| chunks < 0.95 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for name, vecs, tokens in rows:
+        cos = np.sum(vecs * ref, axis=1)
+        print(f"| {name} | {tokens:,} | {cos.mean():.4f} | {np.percentile(cos, 1):.4f} | {cos.min():.4f} | "
+              f"{np.mean(cos < 0.99):.1%} | {np.mean(cos < 0.95):.1%} |")
 
 
 def main() -> None:
@@ -239,6 +284,8 @@ def main() -> None:
     ap.add_argument("--no-model-alone", action="store_true")
     ap.add_argument("--lengths", action="store_true", help="forward cost per token by sequence length")
     ap.add_argument("--processes", action="store_true", help="whole `embed --db` processes too")
+    ap.add_argument("--quality", type=int, metavar="REFERENCE", help="each overlap's chunk vectors "
+                    "against those at overlap REFERENCE (e.g. 190: 3/4 of a 254-token window's text)")
     ap.add_argument("--select-rst", action="store_true", help=f"re-make {RST_LIST.name} and stop")
     args = ap.parse_args()
     if args.select_rst:
@@ -269,15 +316,20 @@ def main() -> None:
             model = load_model(None, device="cpu", dtype=dtype)
             late_params = [resolve_params(model, late=True, window_overlap=o) for o in overlaps]
             if k == 0:  # the same for every dtype
-                naive, late = shape(model, docs, texts, late_params[0], args.batch_tokens, [31, 0])
+                naive, late = shape(model, docs, texts, late_params[0], args.batch_tokens,
+                                    [o for o in overlaps if o is not None] or [31, 0])
             print(f"\n## --dtype {dtype} ({model.dtype})")
             if not args.no_model_alone:
                 model_alone(model, docs, texts, late_params, args.rounds, content)
             if args.lengths:
                 length_costs(model, texts, naive, late, args.batch_tokens, args.rounds)
             sys.stdout.flush()
+            if args.quality is not None and k == 0:
+                quality(model, docs, texts, [o for o in overlaps if o is not None] or
+                        [late_params[0].window_overlap], args.quality)
+                sys.stdout.flush()
         if args.processes:
-            processes(chunks, tmp, dtypes, args.rounds, content)
+            processes(chunks, tmp, dtypes, args.rounds, content, overlaps)
 
 
 if __name__ == "__main__":

@@ -335,7 +335,7 @@ def test_late_default_window_and_overlap(fp32):
     batch = chunked([("d", "Short.", [(0, 6)])])
     meta = json.loads(pa.Table.from_batches(list(embed_batches([batch], fp32, late=True)))
                       .schema.metadata[b"arrowsmith.model"])
-    assert (meta["window"], meta["window_overlap"]) == (256, 63)  # max length; quarter of 254
+    assert (meta["window"], meta["window_overlap"]) == (256, 15)  # max length; a sixteenth of 254
     # positions up to 512 exist, but the model's window is 256: refused before any work
     with pytest.raises(UsageError, match="--window 512 exceeds the model's window of 256 tokens"):
         list(embed_batches([batch], fp32, late=True, window=512))

@@ -107,7 +107,7 @@ def test_late_window_overlap_is_a_build_setting(cranfield, tmp_path):
     # some of these abstracts are longer than one 254-token window, so the default overlap costs tokens
     assert no_overlap["counts"]["tokens_embedded"] < default["counts"]["tokens_embedded"]
     stored = [table_meta(open_table(str(work / f"store-{i}"), "chunks"))[MODEL] for i in (0, 1)]
-    assert [m["window_overlap"] for m in stored] == [63, 0]
+    assert [m["window_overlap"] for m in stored] == [15, 0]
     assert no_overlap["metrics"]["ndcg@10"] > 0
 
 
