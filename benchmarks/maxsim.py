@@ -250,7 +250,7 @@ def embed_rss(sizes: list[int], max_tokens: int = 64) -> None:
                 shutil.rmtree(db)
     first = rows[0][3].rss_mib
     print(f"\n## embed's peak RSS against corpus size (Cranfield abstracts repeated under new ids, "
-          f"`chunk --max-tokens {max_tokens}`, fp32, int4 tokens; {cpu_flags()})")
+          f"`chunk --max-tokens {max_tokens}`, fp32, the default token precision; {cpu_flags()})")
     print("| process | chunks | content tokens | wall s | CPU s | peak RSS MiB | × the smallest |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, n_chunks, n_tokens, r in rows:

@@ -41,7 +41,7 @@ TOKENS_PER_CENTROID = 8  # below MAX_CENTROIDS × this, fewer centroids: each ne
 STREAM_KEY = "arrowsmith.token_codebook"  # base64 codebook bytes in an embedded stream's schema
 MAGIC = b"ASCB1\n"
 HEAD_BYTES = 4  # a token's uint16 centroid and float16 residual size, before its bucket bits
-ENCODE_ROWS = 16_384  # token vectors scored against the centroids at once (16k × 4k × 4 B = 256 MiB)
+ENCODE_ROWS = 2_048  # token vectors scored against the centroids at once (2k × 4k × 4 B = 32 MiB)
 
 
 @dataclass(frozen=True, eq=False)
