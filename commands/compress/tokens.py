@@ -299,9 +299,7 @@ def _fitted(tbl, s: multi.TokenSettings, to: multi.TokenSettings, rows: int) -> 
     if not to.fitted or to.codec is not None or not rows:
         return to
     picked = np.unique(np.linspace(0, rows - 1, min(rows, FIT_ROWS)).astype(np.int64))
-    got = tbl.take_offsets([int(r) for r in picked]).select([multi.COLUMN]).to_arrow()
-    flat, _ = multi.decode(got.column(multi.COLUMN), s)
-    return multi.fit_codec(to, flat)
+    return multi.fit_codec(to, np.concatenate(_sampled_tokens(tbl, s, picked)))
 
 
 def _sampled_tokens(tbl, s: multi.TokenSettings, rows: np.ndarray) -> list[np.ndarray]:

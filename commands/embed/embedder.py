@@ -32,7 +32,7 @@ class GroupEmbedder:
                  stats: EmbedStats | None = None):
         self.model, self.params, self.batch_tokens = model, params, batch_tokens
         self.stats = stats if stats is not None else EmbedStats()
-        self._schemas: dict[int, tuple[pa.Schema, pa.Schema]] = {}  # input schema → with the codebook
+        self._with_book: tuple[pa.Schema, pa.Schema] | None = None  # (input schema, it with the codebook)
 
     def embed(self, docs: list[EmbedDoc], schema: pa.Schema) -> pa.RecordBatch:
         """One row per chunk of ``docs``, in order, in ``schema`` (from :func:`document_groups`)."""
@@ -77,16 +77,15 @@ class GroupEmbedder:
                 return schema  # nothing to fit on (an empty last group): the next group fits
             s = multi.fit_codec(s, np.concatenate(tokens))
             self.params = replace(self.params, tokens=s)
-        known = self._schemas.get(id(schema))
-        if known is not None and known[0] is schema:
-            return known[1]
+        if self._with_book is not None and self._with_book[0] is schema:
+            return self._with_book[1]
         meta = dict(schema.metadata or {})
         model = json.loads(meta[MODEL.encode()])
         model[multi.META_KEY] = s.as_meta()
         meta[MODEL.encode()] = json.dumps(model, sort_keys=True).encode()
         meta[codebooks.STREAM_KEY.encode()] = s.codec.to_stream_value()
         out = schema.with_metadata(meta)
-        self._schemas[id(schema)] = (schema, out)
+        self._with_book = (schema, out)
         return out
 
     def _naive(self, docs: list[EmbedDoc]) -> np.ndarray:
@@ -131,7 +130,7 @@ class GroupEmbedder:
             schema, column = self._pack(schema, tokens)
             columns.append(column)
         if sample is not None and len(sample):
-            self.params = replace(self.params, tokens=s.with_codec(codebooks.fit(sample.values())))
+            self.params = replace(self.params, tokens=multi.fit_codec(s, sample.values()))
         for tokens in waiting:  # pooled already
             schema, column = self._pack(schema, [t.astype(np.float32) for t in tokens], pooled=True)
             columns.append(column)

@@ -48,13 +48,9 @@ def embed_to_store(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, db:
     with StoreWriter(db, table, replace=replace, prune=prune, wait=wait,
                      checkpoint_rows=checkpoint_rows) as writer:
         adopted = {**_table_window(writer.table, model, params, options),
-                   **_table_token_precision(writer.table, params, options)}
+                   **_table_tokens(writer, params, options)}
         if adopted:
             options = {**options, **adopted}  # the engine (local or ray) resolves the same params
-            params = resolve_params(model, **_param_options(options))
-        codebook = _table_codebook(writer, params)
-        if codebook:
-            options = {**options, **codebook}
             params = resolve_params(model, **_param_options(options))
         # a different model is refused before anything is read or embedded
         writer.check_meta(embedding_meta(model, params))
@@ -97,36 +93,33 @@ def _table_window(table: Any, model: EmbeddingModel, params: EmbedParams, option
     return {"window": window, "window_overlap": overlap}
 
 
-def _table_token_precision(table: Any, params: EmbedParams, options: dict[str, Any]) -> dict[str, str]:
-    """The recorded token precision of a table with token vectors, when the run names none: the
-    default changed (int4 → residual, issue 19) and the precision is part of every document's
-    doc_key, so a table goes on at its own rather than be refused. A named one is checked as given."""
+def _table_tokens(writer: Any, params: EmbedParams, options: dict[str, Any]) -> dict[str, Any]:
+    """What a run with token vectors takes from the table it continues:
+
+    - its recorded precision, when the run names none: the default changed (int4 → residual,
+      issue 19) and the precision is part of every document's doc_key, so a table goes on at its
+      own rather than be refused (a named one is checked as given);
+    - its codebook, at a fitted precision (``residual``): one table, one codebook (a new one is
+      fitted only for a new table or one replaced with other settings).
+    """
+    from ..spaces import codebook as codebooks
     from ..spaces import multi
     from ..store import model_of, table_meta
 
-    if table is None or params.tokens is None or options.get("token_precision") is not None:
-        return {}
-    stored = multi.settings_of(model_of(table_meta(table)))
-    if stored is None or stored.precision == params.tokens.precision:
-        return {}
-    log.info("table records token precision %s: continuing with it (a new table's default is %s)",
-             stored.precision, params.tokens.precision)
-    return {"token_precision": stored.precision}
-
-
-def _table_codebook(writer: Any, params: EmbedParams) -> dict[str, Any]:
-    """A fitted token precision (``residual``) continuing a table codes with the table's codebook:
-    one table, one codebook (a new one is fitted only for a new or replaced table)."""
-    from ..spaces import multi
-    from ..store import model_of, table_meta
-
-    if writer.table is None or params.tokens is None or not params.tokens.fitted:
+    if writer.table is None or params.tokens is None:
         return {}
     stored = multi.settings_of(model_of(table_meta(writer.table)))
-    if stored is None or stored.precision != params.tokens.precision or not stored.codebook:
-        return {}  # another precision: check_meta refuses it as a changed setting
-    return {"token_codebook": multi.settings_of(model_of(table_meta(writer.table)), writer.db,
-                                                writer.table_name).codec}
+    if stored is None:
+        return {}
+    out: dict[str, Any] = {}
+    precision = params.tokens.precision
+    if options.get("token_precision") is None and stored.precision != precision:
+        log.info("table records token precision %s: continuing with it (a new table's default is %s)",
+                 stored.precision, precision)
+        out["token_precision"] = precision = stored.precision
+    if stored.fitted and stored.codebook and stored.precision == precision:
+        out["token_codebook"] = codebooks.load(writer.db, writer.table_name, stored.codebook)
+    return out  # another precision: check_meta refuses it as a changed setting
 
 
 def _warn_unknown(stats: EmbedStats, model: EmbeddingModel) -> None:
