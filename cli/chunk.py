@@ -10,6 +10,7 @@ import typer
 from .options import (
     ID_COL,
     OVERLAP,
+    TABLE,
     TEXT_COL,
     IdCol,
     InputFormat,
@@ -20,6 +21,7 @@ from .options import (
     OutputFormat,
     Overlap,
     StrategyName,
+    Table,
     TextCol,
 )
 
@@ -30,6 +32,9 @@ EPILOG = (
     "\n\nText files (.txt .md .markdown .rst .html .htm): one file = one document, id = path relative "
     "to the directory given. Tables (.jsonl .csv .tsv .parquet .arrow .arrows, or stdin) need an id and "
     "a text column; other columns are kept as metadata."
+    "\n\nNightly: `arrowsmith chunk docs/ --db store/ | arrowsmith embed --db store/ --prune` chunks only "
+    "the documents that are new or changed; the others pass as rows marked `unchanged` (no text), "
+    "which embed skips and --prune keeps."
 )
 
 
@@ -59,6 +64,13 @@ def chunk_command(
         help="One row per chunk (id `DOC#INDEX`, text, start, end, n_tokens) instead of one per document.")
     ] = False,
     on_error: OnError = "fail",
+    db: Annotated[str | None, typer.Option(
+        "--db", show_default=False,
+        help="Store that `embed --db` will write: a document its --table holds unchanged (same "
+             "text, metadata and settings: the same doc_key) is not chunked but written as one row "
+             "marked `unchanged`, for `embed --db` with the same store. Not read from ARROWSMITH_DB: "
+             "the marked rows have no text, so they are only for a store.")] = None,
+    table: Table = TABLE,
     output: Output = "-",
     fmt: OutputFormat = None,
 ) -> None:
@@ -77,10 +89,15 @@ def chunk_command(
     if tables and len(tables) < len(paths):
         raise UsageError("give either tables (JSONL/CSV/Parquet/Arrow/stdin) or text files and directories, "
                          "not both in one run")
-    _refuse_ignored(ctx, tables=bool(tables))
+    _refuse_ignored(ctx, tables=bool(tables), db=db)
     globs = [g.strip() for value in (glob or []) for g in value.split(",") if g.strip()]
     stats = ChunkStats()
     chunker = make_chunker(strategy, tokenizer, max_tokens, overlap)  # bad options fail before reading
+    stored = None
+    if db is not None:
+        from arrowsmith.commands.chunk.stored import stored_keys
+
+        stored = stored_keys(db, table, chunker.describe())
     docs = read_many(paths, input_format) if tables else read_sources(paths, glob=globs, on_error=on_error,
                                                                        stats=stats)
     with BatchSink(output, fmt) as sink:
@@ -88,15 +105,17 @@ def chunk_command(
         out = chunk_documents(track_rows(docs, "chunk", "docs"), strategy=strategy,
                               tokenizer=chunker.tokenizer, max_tokens=chunker.max_tokens, overlap=overlap,
                               id_col=id_col, text_col=text_col, on_error=on_error, stats=stats,
-                              explode=explode or sink.fmt == "table")
+                              explode=explode or sink.fmt == "table", stored=stored)
         sink.write_all(out)
     info(stats.summary())
 
 
-def _refuse_ignored(ctx: typer.Context, *, tables: bool) -> None:
+def _refuse_ignored(ctx: typer.Context, *, tables: bool, db: str | None) -> None:
     """Issue 10: an option that these inputs would ignore is refused (exit 2)."""
     from .given import refuse
 
+    if db is None:
+        refuse(ctx, ("table",), "without --db")
     if tables:
         refuse(ctx, ("glob",), "with table inputs (it picks files from directories)")
     else:

@@ -22,6 +22,7 @@ VERSION = "arrowsmith.format_version"
 CHUNKER = "arrowsmith.chunker"  # JSON: strategy, tokenizer, max_tokens, overlap
 MODEL = "arrowsmith.model"  # JSON: plugin, name, revision, dim, pooling, dtype, prompt, late...
 SOURCE = "arrowsmith.source"  # in memory only: the input file a batch came from, for messages
+STORE = "arrowsmith.store"  # JSON (chunk --db): db, table, and the table's model settings keyed against
 
 CHUNK_SPAN = pa.struct(
     [
@@ -38,6 +39,10 @@ CHUNKED_FIELDS = [
     pa.field("text", pa.string()),
     pa.field("doc_hash", pa.string()),
 ]
+# chunk --db: true on a row for a document the table holds unchanged (same doc_key). Such a row
+# carries id, doc_hash and metadata, no text and no chunks: `embed --db` skips the document and
+# counts it as present for --prune (docs/chunk.md, "Nightly builds")
+UNCHANGED = "unchanged"
 
 # the dense vector is always there (the representation every table has); others: spaces.COLUMNS
 EMBEDDED_CORE = ("id", "doc_id", "chunk_index", "text", "start", "end", dense.COLUMN, "doc_key")

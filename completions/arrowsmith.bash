@@ -38,7 +38,7 @@ _arrowsmith() {
     local opts=""
     case "$cmd" in
         "") opts="--quiet -q --verbose -v --progress --no-progress --version chunk completions compress distill doctor embed eval index models query tune" ;;
-        chunk) opts="--strategy -s --max-tokens --overlap --tokenizer --glob -g --id-col --text-col --input-format --explode --on-error --output -o --format -f" ;;
+        chunk) opts="--strategy -s --max-tokens --overlap --tokenizer --glob -g --id-col --text-col --input-format --explode --on-error --db --table -t --output -o --format -f" ;;
         completions) opts="--write" ;;
         compress) opts="--db --table -t --method --tokens --rescore --rescore-with --bytes --report --methods --queries --sample --qrels --k --budget --plot --drop --output -o --format -f --wait" ;;
         distill) opts="--output -o --model -m --dim --vocab --corpus --text-col --min-count --max-words --drop-tokens --device --overwrite" ;;

@@ -26,6 +26,8 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l text-col -r -F 
 complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l input-format -xa 'arrows arrow parquet jsonl csv tsv' -d 'Input format (default: from the extension, or sniffed on stdin).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l explode -d 'One row per chunk (id DOC#INDEX, text, start, end, n_tokens) instead of one per '
 complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l on-error -xa 'fail skip' -d 'fail: stop at the first bad document (exit 65); skip: report it, count it, go on'
+complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l db -r -F -d 'Store that embed --db will write: a document its --table holds unchanged (same t'
+complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l table -s t -r -F -d 'Table (one per embedding space).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l output -s o -r -F -d 'Write here instead of stdout (-); format from the extension, written atomically.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from chunk' -l format -s f -xa 'arrows arrow parquet jsonl csv tsv table' -d 'Output format (default: table on a terminal, else arrows, or the output files ex'
 complete -c arrowsmith -n '__fish_seen_subcommand_from completions' -F

@@ -14,24 +14,29 @@ import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from arrowsmith.commands import schemas
 from arrowsmith.commands.errors import DataError, UsageError
+from arrowsmith.commands.keys import text_hash
 
 from .counting import NotSeparable, RecountCounter, WordCounter, make_counter
 from .stats import ChunkStats
 from .strategies import STRATEGIES, plan_chunks, strip_span
 from .tokenizers import MIN_MAX_TOKENS, ChunkTokenizer, load_tokenizer
 
+if TYPE_CHECKING:
+    from .stored import StoredKeys
+
 log = logging.getLogger("arrowsmith.chunk")
 
 CHUNKER_VERSION = "1"
 BATCH_DOCS = 256
 BATCH_BYTES = 16 << 20
-RECOMPUTED = ("doc_hash", "chunks")  # re-chunking a chunked stream replaces these
+RECOMPUTED = ("doc_hash", "chunks", schemas.UNCHANGED)  # re-chunking a chunked stream replaces these
 
 Chunk = tuple[int, int, int, "str | None"]  # start, end, n_tokens, heading
 
@@ -135,9 +140,12 @@ def make_chunker(strategy: str = "sentences", tokenizer: ChunkTokenizer | str | 
     return Chunker(strategy, tok, limit, overlap)
 
 
-def chunked_schema(chunker: Chunker, metadata: pa.Schema | None = None, *, explode: bool = False
-                   ) -> pa.Schema:
+def chunked_schema(chunker: Chunker, metadata: pa.Schema | None = None, *, explode: bool = False,
+                   stored: StoredKeys | None = None) -> pa.Schema:
+    """The output schema; with ``stored`` (``chunk --db``), chunked documents get the ``unchanged``
+    column and the ``arrowsmith.store`` metadata (one row per chunk has no row for those)."""
     meta_fields = list(metadata) if metadata is not None else []
+    entries = {}
     if explode:
         fields = [pa.field("id", pa.string()), pa.field("doc_id", pa.string()),
                   pa.field("chunk_index", pa.int32()), pa.field("text", pa.string()),
@@ -153,14 +161,18 @@ def chunked_schema(chunker: Chunker, metadata: pa.Schema | None = None, *, explo
                              "chunked documents (-f arrows|jsonl without --explode)")
     else:
         fields = [*schemas.CHUNKED_FIELDS, pa.field("chunks", pa.list_(chunker.span_type))]
+        if stored is not None:
+            fields.append(pa.field(schemas.UNCHANGED, pa.bool_(), nullable=False))
+            entries[schemas.STORE] = stored.describe()
     return pa.schema(fields + meta_fields, metadata=schemas.stage_metadata(
-        "chunk", chunker=chunker.describe(), layout="chunks" if explode else "documents"))
+        "chunk", chunker=chunker.describe(), layout="chunks" if explode else "documents", **entries))
 
 
 def chunk_documents(batches: Iterable[pa.RecordBatch], *, strategy: str = "sentences",
                     tokenizer: ChunkTokenizer | str | None = None, max_tokens: int | None = None,
                     overlap: int = 0, id_col: str = "id", text_col: str = "text", on_error: str = "fail",
                     stats: ChunkStats | None = None, explode: bool = False,
+                    stored: StoredKeys | None = None,
                     batch_docs: int = BATCH_DOCS, batch_bytes: int = BATCH_BYTES
                     ) -> Iterator[pa.RecordBatch]:
     """Chunk documents (``id_col``, ``text_col``, other columns kept as metadata).
@@ -168,7 +180,9 @@ def chunk_documents(batches: Iterable[pa.RecordBatch], *, strategy: str = "sente
     Yields the chunked-documents schema (``id, text, doc_hash, chunks`` + metadata),
     or one row per chunk with ``explode``. Null ids/texts and duplicate ids are a
     DataError naming the row (or skipped and counted with ``on_error="skip"``);
-    empty and whitespace-only texts are skipped and counted.
+    empty and whitespace-only texts are skipped and counted. ``stored``
+    (:func:`.stored.stored_keys`): a document the table holds unchanged is not chunked but
+    written as one row marked ``unchanged`` (no text, no chunks; none with ``explode``).
     """
     if on_error not in ("fail", "skip"):
         raise UsageError(f"--on-error must be fail or skip, not {on_error!r}")
@@ -179,16 +193,16 @@ def chunk_documents(batches: Iterable[pa.RecordBatch], *, strategy: str = "sente
     produced = False
     for batch in batches:
         ids, texts, meta = docs.prepare(batch)
-        schema = schema or chunked_schema(chunker, meta.schema, explode=explode)
+        schema = schema or chunked_schema(chunker, meta.schema, explode=explode, stored=stored)
         for lo, hi in _slices(texts, batch_docs, batch_bytes):
             out = _chunk_slice(chunker, ids[lo:hi], texts[lo:hi], meta.slice(lo, hi - lo), schema,
-                               explode, stats)
+                               explode, stats, stored)
             if out.num_rows:
                 produced = True
                 yield out
     if not produced:
         # an empty result still carries its schema, so a writer can say what it would hold
-        yield _empty_batch(schema or chunked_schema(chunker, explode=explode))
+        yield _empty_batch(schema or chunked_schema(chunker, explode=explode, stored=stored))
 
 
 def _empty_batch(schema: pa.Schema) -> pa.RecordBatch:
@@ -208,9 +222,23 @@ def _slices(texts: pa.Array, max_docs: int, max_bytes: int) -> Iterator[tuple[in
 
 
 def _chunk_slice(chunker: Chunker, ids: pa.Array, texts: pa.Array, meta: pa.RecordBatch,
-                 schema: pa.Schema, explode: bool, stats: ChunkStats) -> pa.RecordBatch:
+                 schema: pa.Schema, explode: bool, stats: ChunkStats, stored: StoredKeys | None = None
+                 ) -> pa.RecordBatch:
     text_list = texts.to_pylist()
-    per_doc = chunker.chunk_texts(text_list)
+    hashes = [text_hash(t) for t in text_list]
+    markers = None
+    if stored is not None:
+        unchanged = stored.unchanged(meta, ids.to_pylist(), hashes)
+        if any(unchanged):
+            kept = pa.array([i for i, u in enumerate(unchanged) if u], pa.int64())
+            stats.unchanged += len(kept)
+            if not explode:  # one row per chunk: an unchanged document has none
+                markers = _markers(schema, ids.take(kept), [hashes[i] for i in kept.to_pylist()],
+                                   meta.take(kept))
+            todo = [i for i, u in enumerate(unchanged) if not u]
+            ids, texts, meta = (x.take(pa.array(todo, pa.int64())) for x in (ids, texts, meta))
+            text_list, hashes = [text_list[i] for i in todo], [hashes[i] for i in todo]
+    per_doc = chunker.chunk_texts(text_list) if text_list else []
     keep = [i for i, chunks in enumerate(per_doc) if chunks]
     # a text of only characters that str.strip() drops (but Arrow does not) has no chunk
     stats.skipped_empty += len(text_list) - len(keep)
@@ -218,6 +246,7 @@ def _chunk_slice(chunker: Chunker, ids: pa.Array, texts: pa.Array, meta: pa.Reco
         idx = pa.array(keep, pa.int64())
         ids, texts, meta = ids.take(idx), texts.take(idx), meta.take(idx)
         text_list = [text_list[i] for i in keep]
+        hashes = [hashes[i] for i in keep]
         per_doc = [per_doc[i] for i in keep]
     stats.chunked += len(keep)
     stats.chunks += sum(len(c) for c in per_doc)
@@ -235,8 +264,20 @@ def _chunk_slice(chunker: Chunker, ids: pa.Array, texts: pa.Array, meta: pa.Reco
         fields.append(pa.array([c[3] for c in flat], pa.string()))
     spans = pa.StructArray.from_arrays(fields, fields=list(chunker.span_type))
     chunks = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), spans, type=pa.list_(chunker.span_type))
-    hashes = pa.array([hashlib.sha256(t.encode("utf-8")).hexdigest() for t in text_list], pa.string())
-    return pa.RecordBatch.from_arrays([ids, texts, hashes, chunks, *meta.columns], schema=schema)
+    columns = [ids, texts, pa.array(hashes, pa.string()), chunks]
+    if stored is not None:
+        columns.append(pa.array([False] * len(text_list), pa.bool_()))
+    out = pa.RecordBatch.from_arrays([*columns, *meta.columns], schema=schema)
+    return out if markers is None else pa.concat_batches([out, markers])
+
+
+def _markers(schema: pa.Schema, ids: pa.Array, hashes: list[str], meta: pa.RecordBatch) -> pa.RecordBatch:
+    """``chunk --db``'s rows for documents the table holds unchanged: id, doc_hash and metadata
+    (embed recomputes the key from them), ``unchanged`` true, no text and no chunks."""
+    n = len(ids)
+    columns = [ids, pa.nulls(n, pa.string()), pa.array(hashes, pa.string()),
+               pa.nulls(n, schema.field("chunks").type), pa.array([True] * n, pa.bool_())]
+    return pa.RecordBatch.from_arrays([*columns, *meta.columns], schema=schema)
 
 
 def _exploded(chunker: Chunker, ids: pa.Array, texts: list[str], per_doc: list[list[Chunk]],

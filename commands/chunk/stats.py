@@ -8,6 +8,7 @@ from dataclasses import dataclass
 @dataclass
 class ChunkStats:
     chunked: int = 0  # documents that produced chunks
+    unchanged: int = 0  # chunk --db: stored with the same doc_key, so not chunked (marked)
     skipped_empty: int = 0  # empty or whitespace-only text
     skipped_encoding: int = 0  # files that are not valid UTF-8 (on_error="skip")
     skipped_unreadable: int = 0  # files that could not be read (on_error="skip")
@@ -24,7 +25,7 @@ class ChunkStats:
 
     @property
     def read(self) -> int:
-        return self.chunked + self.skipped
+        return self.chunked + self.unchanged + self.skipped
 
     def summary(self) -> str:
         reasons = [f"{self.skipped_empty:,} empty", f"{self.skipped_encoding:,} bad encoding"]
@@ -35,5 +36,6 @@ class ChunkStats:
         if self.skipped_special:
             reasons.append(f"{self.skipped_special:,} not regular files")
         return (f"chunk: {self.read:,} documents read, {self.chunked:,} chunked, "
-                f"{self.skipped:,} skipped ({', '.join(reasons)}); "
+                + (f"{self.unchanged:,} unchanged (stored: not chunked), " if self.unchanged else "")
+                + f"{self.skipped:,} skipped ({', '.join(reasons)}); "
                 f"{self.chunks:,} chunks, {self.tokens:,} tokens")

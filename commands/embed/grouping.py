@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
+import json
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -13,18 +13,21 @@ import pyarrow as pa
 
 from arrowsmith.plugins.base import EmbeddingModel
 
-from ..errors import DataError
-from ..schemas import CHUNKER, EMBEDDED_CORE, MODEL, embedded_fields, read_meta, require_text, stage_metadata
-from ..spaces import multi
-from .params import (
-    EmbedParams,
-    carried_columns,
-    doc_key,
-    embedding_meta,
-    key_digest,
-    metadata_columns,
-    metadata_digest,
+from ..errors import DataError, UsageError
+from ..keys import carried_columns, document_keys, key_digest, text_hash
+from ..schemas import (
+    CHUNKER,
+    EMBEDDED_CORE,
+    MODEL,
+    STORE,
+    UNCHANGED,
+    embedded_fields,
+    read_meta,
+    require_text,
+    stage_metadata,
 )
+from ..spaces import multi
+from .params import EmbedParams, embedding_meta
 from .stats import EmbedStats
 
 log = logging.getLogger("arrowsmith.embed")
@@ -47,6 +50,7 @@ class EmbedDoc:
     source: pa.RecordBatch  # the input batch, whose row ``row`` holds the carried metadata
     row: int
     key: str = ""  # doc_key: what decides whether a stored copy is current
+    unchanged: bool = False  # `chunk --db` found it stored with this key: no text, no spans
 
 
 def read_ahead(batches: Iterable[pa.RecordBatch], max_bytes: int = PREFETCH_BYTES
@@ -134,8 +138,13 @@ def document_groups(batches: Iterable[pa.RecordBatch], model: EmbeddingModel, pa
         if schema is None:
             schema, chunker = _output_schema(batch.schema, params.dim, meta, id_col, text_col)
             digest = key_digest(meta, chunker)
+            _check_unchanged_input(batch.schema, digest, chunker, skip_doc)
         for doc in keyed_documents(batch, digest, id_col, text_col):
             stats.documents_seen += 1
+            if doc.unchanged:
+                _skip_unchanged(doc, batch.schema, skip_doc)
+                stats.documents_skipped += 1
+                continue
             if not doc.text.strip() and "chunks" not in batch.schema.names:
                 # "" and " " embed to one meaningless vector that would match any query
                 stats.documents_empty += 1
@@ -190,7 +199,8 @@ def keyed_documents(batch: pa.RecordBatch, digest: str, id_col: str = "id", text
     """The documents of one input batch with their spans and doc_key.
 
     ``digest`` is the model, chunker and embedding settings (``key_digest``); the key adds the
-    text's hash and the carried metadata (``metadata_columns``), so changing any of them re-embeds.
+    text's hash and the carried metadata (``keys.document_keys``), so changing any of them
+    re-embeds. A row ``chunk --db`` marked unchanged has no text: its key comes from its doc_hash.
     """
     require_text(batch.schema.field(text_col).type, text_col)  # the check `chunk` makes
     ids = batch.column(id_col).to_pylist()
@@ -198,21 +208,63 @@ def keyed_documents(batch: pa.RecordBatch, digest: str, id_col: str = "id", text
     chunked = "chunks" in batch.schema.names
     spans = batch.column("chunks").to_pylist() if chunked else None
     hashes = batch.column("doc_hash").to_pylist() if "doc_hash" in batch.schema.names else None
-    carried = metadata_columns(batch.schema.names, id_col, text_col)
-    metadata = batch.select(carried).to_pylist() if carried else None
+    marked = batch.column(UNCHANGED).to_pylist() if UNCHANGED in batch.schema.names else None
+    rows = []
     for row, (doc_id, text) in enumerate(zip(ids, texts, strict=True)):
         if doc_id is None:
             raise DataError(f"row {row} of a batch: {id_col!r} is null")
-        doc_id = str(doc_id)
-        if text is None:
+        unchanged = bool(marked and marked[row])
+        doc_hash = hashes[row] if hashes else None
+        if unchanged and not doc_hash:
+            raise DataError(f"document {doc_id}: marked {UNCHANGED!r} but it has no doc_hash")
+        if text is None and not unchanged:
             raise DataError(f"document {doc_id}: {text_col!r} is null")
-        if chunked:
+        rows.append((str(doc_id), text or "", doc_hash or text_hash(text), unchanged))
+    keys = document_keys(batch, [h for _, _, h, _ in rows], digest, id_col, text_col)
+    for row, ((doc_id, text, doc_hash, unchanged), key) in enumerate(zip(rows, keys, strict=True)):
+        if unchanged:
+            doc_spans = []
+        elif chunked:
             doc_spans = _check_spans(doc_id, text, spans[row] or [])
         else:
             doc_spans = [(0, len(text))]
-        doc_hash = (hashes[row] if hashes else None) or hashlib.sha256(text.encode()).hexdigest()
-        key = doc_key(doc_hash, digest, metadata_digest(metadata[row]) if metadata else "")
-        yield EmbedDoc(doc_id, text, doc_hash, doc_spans, batch, row, key=key)
+        yield EmbedDoc(doc_id, text, doc_hash, doc_spans, batch, row, key=key, unchanged=unchanged)
+
+
+def _check_unchanged_input(schema: pa.Schema, digest: str, chunker: Any,
+                           skip_doc: Callable[[str, str], bool] | None) -> None:
+    """A stream from `chunk --db` (its rows may be marked unchanged: no text) needs the store, and
+    this run's settings must be the table's that chunk kept documents under; refused before any
+    document is embedded (exit 2)."""
+    if UNCHANGED not in schema.names:
+        return
+    if skip_doc is None:
+        raise UsageError("the input comes from `chunk --db`: documents the store holds unchanged are "
+                         "marked, without their text, so they can only be skipped in that store",
+                         hint="embed --db STORE (the store chunk read), or chunk without --db")
+    store = read_meta(schema).get(STORE) or {}
+    table_model = store.get("model")
+    if not isinstance(table_model, dict) or key_digest(table_model, chunker) == digest:
+        return
+    theirs, ours = json.loads(key_digest(table_model, chunker))["model"], json.loads(digest)["model"]
+    changed = [f"{k}={ours.get(k)!r} (table: {theirs.get(k)!r})"
+               for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    raise UsageError(f"`chunk --db` kept the documents table {store.get('table')!r} holds unchanged "
+                     f"under its settings, but this run embeds with {', '.join(changed)}: every "
+                     "document would need embedding again, and the kept ones carry no text",
+                     hint="embed with the table's settings, or chunk without --db to embed everything")
+
+
+def _skip_unchanged(doc: EmbedDoc, schema: pa.Schema, skip_doc: Callable[[str, str], bool] | None) -> None:
+    """A document marked unchanged is skipped (and counted as present, for --prune) only when the
+    store agrees: chunk read the table earlier, maybe another one."""
+    if skip_doc is not None and skip_doc(doc.id, doc.key):
+        return
+    store = read_meta(schema).get(STORE) or {}
+    raise DataError(f"document {doc.id}: `chunk --db {store.get('db')} --table {store.get('table')}` "
+                    "marked it unchanged, but the table this run writes does not hold it with that "
+                    "doc_key (it changed after chunk read it, or it is another store or table)",
+                    hint="run chunk | embed again, with the same --db and --table on both sides")
 
 
 def _check_spans(doc_id: str, text: str, spans: list[dict]) -> list[tuple[int, int]]:

@@ -1,24 +1,28 @@
 """Embedding parameters and keys: what besides the model and the text changes a vector.
 
 :func:`resolve_params` checks the options against the model; :func:`embedding_meta` is the
-``arrowsmith.model`` metadata a stream or table carries; :func:`doc_key` is what a stored document
-is checked against (text, model and chunker settings, carried metadata).
+``arrowsmith.model`` metadata a stream or table carries. :func:`doc_key`, what a stored document
+is checked against (text, model and chunker settings, carried metadata), is in commands/keys.py
+(`chunk --db` computes it too) and re-exported here.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from arrowsmith.plugins.base import EmbeddingModel
 
-from .. import spaces
 from ..errors import UsageError
-from ..schemas import EMBEDDED_CORE
+from ..keys import (  # noqa: F401
+    VOLATILE_METADATA,
+    carried_columns,
+    doc_key,
+    key_digest,
+    metadata_columns,
+    metadata_digest,
+)
 from ..spaces import multi
 
 log = logging.getLogger("arrowsmith.embed")
@@ -159,45 +163,3 @@ def embedding_meta(model: EmbeddingModel, params: EmbedParams) -> dict[str, Any]
     if model.dtype:
         meta["precision"] = model.dtype
     return meta
-
-
-def key_digest(meta: dict[str, Any], chunker: Any) -> str:
-    # precision (bf16 vs fp16) and device are left out: describe()'s dtype class is in
-    keyed = {k: v for k, v in meta.items() if k not in ("precision", "query_prompt")}
-    if isinstance(keyed.get(multi.META_KEY), dict):
-        # which codebook coded the tokens is the table's (one for its life), not the document's:
-        # a table's first run fits it after the keys of its first documents were made
-        keyed[multi.META_KEY] = {k: v for k, v in keyed[multi.META_KEY].items() if k != "codebook"}
-    return json.dumps({"model": keyed, "chunker": chunker}, sort_keys=True)
-
-
-def doc_key(doc_hash: str, digest: str, metadata: str = "") -> str:
-    """What a stored document is checked against: text, model/chunker settings, metadata."""
-    key = f"{doc_hash}\0{digest}" + (f"\0{metadata}" if metadata else "")
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-# informational only: a touched but unchanged file is not re-embedded (its stored mtime stays)
-VOLATILE_METADATA = ("mtime",)
-
-
-def carried_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
-    """Input columns that embed carries into its output as metadata, in input order."""
-    skip = {id_col, text_col, "chunks", "doc_hash", *EMBEDDED_CORE, *spaces.COLUMNS}
-    return [n for n in names if n not in skip]
-
-
-def metadata_columns(names: Sequence[str], id_col: str = "id", text_col: str = "text") -> list[str]:
-    """The carried metadata columns whose values are part of a document's doc_key.
-
-    A change of metadata alone (a new ``lang`` or ``url``) must reach the store, so it changes
-    the key and the document's rows are replaced.
-    """
-    return sorted(n for n in carried_columns(names, id_col, text_col) if n not in VOLATILE_METADATA)
-
-
-def metadata_digest(values: dict[str, Any]) -> str:
-    if not values:
-        return ""
-    text = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
-    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,193 @@
+"""Nightly builds (issue 20): `chunk --db` leaves documents the table holds unchanged unchunked,
+`embed --db --prune` skips and keeps them; `index` compacts a new table before its first build.
+
+Real model (all-MiniLM-L6-v2, fp32), real LanceDB, a handful of documents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from conftest import chunks_batch, read_ipc, run, store_rows
+
+EMBED = ["embed", "--dtype", "fp32", "--device", "cpu"]
+NIGHT1 = {
+    "a": "Alpha is the first letter of the Greek alphabet. It stands for beginnings.",
+    "b": "Bravo is a word of praise, shouted at the end of a good performance.",
+    "c": "Charlie was a common name in radio alphabets before the NATO one.",
+    "d": "Delta is where a river meets the sea and drops its sand.",
+}
+# b changed, c deleted, e new; a and d as they were
+NIGHT2 = {"a": NIGHT1["a"], "b": "Bravo, now rewritten: a cheer for the players.", "d": NIGHT1["d"],
+          "e": "Echo is a sound that comes back from a far wall."}
+
+
+def jsonl(path, docs: dict[str, str]) -> str:
+    path.write_text("".join(json.dumps({"id": k, "text": v, "lang": "en"}) + "\n" for k, v in docs.items()))
+    return str(path)
+
+
+def chunk(*args: str):
+    r = run(["chunk", *args, "--max-tokens", "32"])
+    assert r.exit_code == 0, r.stderr
+    return r
+
+
+def embed(stream: bytes, *args: str):
+    return run([*EMBED, *args], input=stream)
+
+
+def vectors(db) -> dict[str, list[float]]:
+    from arrowsmith.commands.store import open_table
+
+    t = open_table(db).search().select(["id", "vector"]).limit(None).to_arrow()
+    return dict(zip(t.column("id").to_pylist(), t.column("vector").to_pylist(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def nights(tmp_path_factory):
+    """Night 1 (a first build through `chunk --db`), then night 2 through the same command."""
+    root = tmp_path_factory.mktemp("nightly")
+    db = root / "store"
+    first = chunk(jsonl(root / "night1.jsonl", NIGHT1), "--db", str(db))
+    r = embed(first.stdout_bytes, "--db", str(db), "--prune")
+    assert r.exit_code == 0, r.stderr
+    before_rows, before_vectors = store_rows(db), vectors(db)
+    second = chunk(jsonl(root / "night2.jsonl", NIGHT2), "--db", str(db))
+    r = embed(second.stdout_bytes, "--db", str(db), "--prune")
+    assert r.exit_code == 0, r.stderr
+    return {"root": root, "db": db, "first": first, "second": second, "embed2": r,
+            "before": before_rows, "before_vectors": before_vectors}
+
+
+def test_first_night_has_no_table_so_every_document_is_chunked(nights):
+    out = read_ipc(nights["first"].stdout_bytes)
+    assert out.column("unchanged").to_pylist() == [False] * 4
+    assert sorted(out.column("id").to_pylist()) == ["a", "b", "c", "d"]
+    assert "unchanged" not in nights["first"].stderr
+
+
+def test_unchanged_documents_are_marked_not_chunked(nights):
+    out = read_ipc(nights["second"].stdout_bytes).to_pylist()
+    marked = {r["id"]: r for r in out if r["unchanged"]}
+    assert sorted(marked) == ["a", "d"]
+    assert all(r["text"] is None and r["chunks"] is None and r["lang"] == "en" for r in marked.values())
+    assert marked["a"]["doc_hash"] == [r for r in read_ipc(nights["first"].stdout_bytes).to_pylist()
+                                       if r["id"] == "a"][0]["doc_hash"]
+    assert sorted(r["id"] for r in out if not r["unchanged"]) == ["b", "e"]
+    assert "2 chunked, 2 unchanged" in nights["second"].stderr
+
+
+def test_unchanged_are_kept_changed_replaced_deleted_pruned(nights):
+    after, before = store_rows(nights["db"]), nights["before"]
+    docs = {doc for doc, _ in after.values()}
+    assert docs == {"a", "b", "d", "e"}  # c pruned; a and d, which embed never saw the text of, kept
+    for doc in ("a", "d"):  # not re-embedded: same rows, same keys, same vectors
+        rows = {i: v for i, v in after.items() if v[0] == doc}
+        assert rows == {i: v for i, v in before.items() if v[0] == doc}
+        assert all(nights["before_vectors"][i] == vectors(nights["db"])[i] for i in rows)
+    key_b = {k for d, k in after.values() if d == "b"}
+    assert key_b.isdisjoint({k for d, k in before.values() if d == "b"})
+    assert "2 unchanged, 2 embedded, 1 pruned" in nights["embed2"].stderr
+
+
+def test_the_store_equals_a_full_rebuild_of_the_second_night(nights, tmp_path):
+    """The keys chunk --db compares are embed's own: a plain pipe into a new store gives the same
+    ids and doc_keys as the two nights did."""
+    full = chunk(str(nights["root"] / "night2.jsonl"))
+    r = embed(full.stdout_bytes, "--db", str(tmp_path / "ref"))
+    assert r.exit_code == 0, r.stderr
+    assert store_rows(tmp_path / "ref") == store_rows(nights["db"])
+
+
+def test_a_rerun_embeds_nothing_and_changes_no_row(nights):
+    stream = chunk(str(nights["root"] / "night2.jsonl"), "--db", str(nights["db"])).stdout_bytes
+    assert read_ipc(stream).column("unchanged").to_pylist() == [True] * 4
+    before = store_rows(nights["db"])
+    r = embed(stream, "--db", str(nights["db"]), "--prune")
+    assert r.exit_code == 0 and "4 unchanged, 0 embedded, 0 pruned" in r.stderr
+    assert store_rows(nights["db"]) == before
+
+
+def test_other_chunk_settings_chunk_everything_and_say_so(nights):
+    r = run(["chunk", str(nights["root"] / "night2.jsonl"), "--max-tokens", "48", "--db", str(nights["db"])])
+    assert r.exit_code == 0, r.stderr
+    assert read_ipc(r.stdout_bytes).column("unchanged").to_pylist() == [False] * 4
+    assert "max_tokens=48 (table: 32)" in r.stderr and "chunked again" in r.stderr
+
+
+def test_a_marked_stream_needs_the_store_it_was_keyed_against(nights, tmp_path):
+    stream = chunk(str(nights["root"] / "night2.jsonl"), "--db", str(nights["db"])).stdout_bytes
+    # without a store the marked documents could only be dropped: refused before anything is embedded
+    r = embed(stream, "-o", str(tmp_path / "out.arrows"))
+    assert r.exit_code == 2 and "comes from `chunk --db`" in r.stderr
+    assert not (tmp_path / "out.arrows").exists()
+    # settings that change every key (another precision class) would need the texts chunk left out
+    r = run(["embed", "--dtype", "bf16", "--device", "cpu", "--db", str(nights["db"])], input=stream)
+    assert r.exit_code == 2 and "dtype='half' (table: 'fp32')" in r.stderr
+    # another store does not hold the marked documents: bad input, nothing written
+    r = embed(stream, "--db", str(tmp_path / "other"))
+    assert r.exit_code == 65 and "marked it unchanged" in r.stderr
+    assert not (tmp_path / "other" / "chunks.lance").exists()
+
+
+def test_table_without_db_is_refused(tmp_path):
+    r = run(["chunk", jsonl(tmp_path / "d.jsonl", NIGHT1), "--table", "t"])
+    assert r.exit_code == 2 and "--table has no effect without --db" in r.stderr
+
+
+def test_files_are_kept_by_the_same_key_a_touch_is_not_a_change(tmp_path):
+    src, db = tmp_path / "docs", tmp_path / "store"
+    src.mkdir()
+    (src / "one.md").write_text("# One\n\nThe first file, about tides and the moon.\n")
+    (src / "two.txt").write_text("The second file is about volcanoes and their ash.\n")
+    r = embed(chunk(str(src), "--db", str(db)).stdout_bytes, "--db", str(db))
+    assert r.exit_code == 0, r.stderr
+    os.utime(src / "one.md", (1, 1))  # mtime is not part of the key
+    (src / "two.txt").write_text("The second file, edited: volcanoes, ash and lava.\n")
+    out = read_ipc(chunk(str(src), "--db", str(db)).stdout_bytes).to_pylist()
+    assert {r["id"]: r["unchanged"] for r in out} == {"one.md": True, "two.txt": False}
+
+
+def test_index_compacts_a_new_table_before_its_first_build_only(tmp_path, monkeypatch):
+    """A table of many checkpoints is one fragment after its first `index`, answering the same ids;
+    a later night's rows are compacted among themselves, the indexed fragment is not rewritten."""
+    from arrowsmith.commands import index
+    from arrowsmith.commands.store import StoreWriter
+
+    monkeypatch.setattr(index, "COMPACT_MIN_ROWS", 0)  # 100k rows in the product: too slow here
+    db = tmp_path / "store"
+
+    def night(*parts: int) -> None:
+        for part in parts:  # one commit (one fragment) each, as checkpoints make them
+            with StoreWriter(db) as w:
+                w.write([chunks_batch({f"d{part}-{i}": (3, f"k{part}-{i}") for i in range(10)})])
+
+    night(0, 1, 2, 3)
+    probes = [vectors(db)[i] for i in ("d0-0#0", "d3-9#2")]
+    before = [nearest(db, v) for v in probes]
+    assert len(fragments(db)) == 4
+    index.build_indexes(db)
+    (compacted,) = fragments(db)
+    assert [nearest(db, v) for v in probes] == before
+    night(4, 5)
+    assert len(fragments(db)) == 3
+    index.build_indexes(db)
+    assert fragments(db)[0] == compacted and len(fragments(db)) == 2
+    assert len(store_rows(db)) == 6 * 30
+
+
+def fragments(db) -> list[int]:
+    """The ids of the fragments holding rows (a row address is fragment id << 32 | offset)."""
+    from arrowsmith.commands.store import open_table
+
+    t = open_table(db).search().with_row_id(True).select(["id"]).limit(None).to_arrow()
+    return sorted({a >> 32 for a in t.column("_rowid").to_pylist()})
+
+
+def nearest(db, vector) -> list[str]:
+    from arrowsmith.commands.store import open_table
+
+    return open_table(db).search(vector).limit(10).select(["id"]).to_arrow().column("id").to_pylist()
