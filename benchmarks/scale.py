@@ -6,17 +6,19 @@
 STATIC is a static model (``arrowsmith distill -o STATIC``). Stages, each a fresh ``arrowsmith``
 process (``procs.run``: wall, user + system CPU and ``ru_maxrss`` per process, from ``os.wait4``):
 
-1. ``chunk corpus.jsonl --max-tokens 128 | tee chunks.arrows | embed --model STATIC --db DB``
-   (``tee`` keeps the chunked documents: they are the reference for the row check);
+1. ``chunk corpus.jsonl --max-tokens 128 --db DB | tee chunks.arrows | embed --model STATIC --db DB``
+   (``tee`` keeps the chunked documents: they are the reference for the row check; ``--db`` is the
+   nightly command's: on this first night there is no table yet, so every document is chunked);
 2. ``index --db DB`` (auto: IVF_PQ from 100k rows, BM25, the doc_id BTree);
 3. query latency and recall@10 (``--queries`` texts, ``search(..., mode="vector")`` of the library,
    one call per query in one process, after 3 warm-up calls; recall against ``exact=True``);
 4. ``compress --method binary --rescore 100``, then the query measurement again (now through the
    compressed first stage);
 5. ``doctor --json``; the stored ids against the reference (every id once, none missing or extra);
-6. the second night: 1% of documents changed, 1% deleted, the same pipe with ``embed --prune``,
+6. the second night: 1% of documents changed, 1% deleted, the same pipe with ``embed --prune``
+   (``chunk --db`` chunks only the new and changed documents and marks the rest ``unchanged``),
    then ``index``, ``compress`` (the same method) and ``doctor`` again, and the ids against the
-   new reference;
+   new reference (a marked document's ids are its first-night ones);
 7. ``--minilm-sample N``: the first documents of the chunked corpus up to N chunks, embedded by
    all-MiniLM-L6-v2 (``embed --db``) at ``--dtype fp32`` and ``--dtype auto``: tokens/s, and the
    hours the whole corpus would take.
@@ -137,21 +139,34 @@ def generate(args: argparse.Namespace) -> None:
                       "deleted": len(deleted)}))
 
 
-def reference(args: argparse.Namespace) -> None:
-    """The stored ids against the chunked documents' ids: counts, missing, extra, duplicates."""
+def chunk_counts(path: str) -> tuple[dict[str, int | None], int]:
+    """doc id → chunks of a chunked stream (None: marked unchanged by ``chunk --db``), and tokens."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
-    from arrowsmith.commands.store import open_table, scan_batches
-
-    expected: set[str] = set()
+    counts: dict[str, int | None] = {}
     tokens = 0
-    with pa.ipc.open_stream(args.chunked) as r:
+    with pa.ipc.open_stream(path) as r:
         for batch in r:
             lengths = pc.list_value_length(batch.column("chunks")).to_pylist()
-            for doc, n in zip(batch.column("id").to_pylist(), lengths, strict=True):
-                expected.update(f"{doc}#{j}" for j in range(n))
+            marked = (batch.column("unchanged").to_pylist() if "unchanged" in batch.schema.names
+                      else [False] * batch.num_rows)
+            for doc, n, kept in zip(batch.column("id").to_pylist(), lengths, marked, strict=True):
+                counts[doc] = None if kept else n
             tokens += pc.sum(pc.list_flatten(batch.column("chunks")).field("n_tokens")).as_py() or 0
+    return counts, tokens
+
+
+def reference(args: argparse.Namespace) -> None:
+    """The stored ids against the chunked documents' ids: counts, missing, extra, duplicates. A
+    document marked unchanged has the chunks it had in ``--before`` (the first night's stream)."""
+    from arrowsmith.commands.store import open_table, scan_batches
+
+    counts, tokens = chunk_counts(args.chunked)
+    before = chunk_counts(args.before)[0] if args.before else {}
+    expected: set[str] = set()
+    for doc, n in counts.items():
+        expected.update(f"{doc}#{j}" for j in range(before[doc] if n is None else n))
     stored: set[str] = set()
     rows = 0
     for batch in scan_batches(open_table(args.db, args.table), ["id"]):
@@ -311,7 +326,8 @@ def nightly(args: argparse.Namespace) -> None:
     checks: dict[str, dict] = {}
 
     def build(corpus_file: str, chunked: str, *extra: str) -> Run:
-        return run(cli("chunk", str(work / corpus_file), "--max-tokens", str(MAX_TOKENS)),
+        # the nightly command (docs/chunk.md): chunk only what the table does not hold unchanged
+        return run(cli("chunk", str(work / corpus_file), "--max-tokens", str(MAX_TOKENS), "--db", str(db)),
                    ["tee", str(work / chunked)],
                    cli("embed", "--model", model, "--db", str(db), *extra))
 
@@ -333,14 +349,14 @@ def nightly(args: argparse.Namespace) -> None:
         table.add(label, r, db, "healthy" if res.get("healthy", not res.get("findings")) else
                   f"FINDINGS: {res.get('findings')}")
 
-    def ids(label: str, chunked: str) -> None:
-        res = child_json("_reference", "--db", str(db), "--chunked", str(work / chunked))
+    def ids(label: str, chunked: str, *before: str) -> None:
+        res = child_json("_reference", "--db", str(db), "--chunked", str(work / chunked), *before)
         checks[label] = res
         ok = res["expected"] == res["rows"] == res["distinct"] and not res["missing"] and not res["extra"]
         print(f"  {label}: {'OK' if ok else 'MISMATCH'} {res}", flush=True)
 
     first = build("corpus.jsonl", "chunks.arrows")
-    table.add("chunk \\| embed --db (static)", first, db)
+    table.add("chunk --db \\| embed --db (static)", first, db)
     ids("ids after the first build", "chunks.arrows")
     r = run(cli("index", "--db", str(db)))
     table.add("index (auto)", r, db)
@@ -353,8 +369,8 @@ def nightly(args: argparse.Namespace) -> None:
     doctor("doctor")
 
     second = build("corpus2.jsonl", "chunks2.arrows", "--prune")
-    table.add("chunk \\| embed --db --prune (1% changed, 1% deleted)", second, db)
-    ids("ids after the second build", "chunks2.arrows")
+    table.add("chunk --db \\| embed --db --prune (1% changed, 1% deleted)", second, db)
+    ids("ids after the second build", "chunks2.arrows", "--before", str(work / "chunks.arrows"))
     r2 = run(cli("index", "--db", str(db)))
     table.add("index (incremental)", r2, db)
     c2 = run(cli("compress", "--db", str(db), "--method", "binary", "--rescore", str(SAMPLE_RESCORE)))
@@ -406,6 +422,7 @@ def main() -> None:
     ap.add_argument("--db")
     ap.add_argument("--table", default="chunks")
     ap.add_argument("--chunked")
+    ap.add_argument("--before", help="_reference: the first night's chunked stream (for marked documents)")
     ap.add_argument("--out")
     ap.add_argument("--exact")
     ap.add_argument("--query-file")
