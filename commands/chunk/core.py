@@ -225,7 +225,8 @@ def _chunk_slice(chunker: Chunker, ids: pa.Array, texts: pa.Array, meta: pa.Reco
                  schema: pa.Schema, explode: bool, stats: ChunkStats, stored: StoredKeys | None = None
                  ) -> pa.RecordBatch:
     text_list = texts.to_pylist()
-    hashes = [text_hash(t) for t in text_list]
+    # doc_hash: a column of chunked documents, and what a stored document's key is made from
+    hashes = [text_hash(t) for t in text_list] if stored is not None or not explode else [""] * len(text_list)
     markers = None
     if stored is not None:
         unchanged = stored.unchanged(meta, ids.to_pylist(), hashes)
