@@ -207,18 +207,10 @@ def latency(args: argparse.Namespace) -> None:
     from arrowsmith.commands.query import Searcher, search
 
     queries = [(q["id"], q["text"]) for q in map(json.loads, Path(args.query_file).read_text().splitlines())]
-    exact_path = Path(args.exact)
     out: dict[str, float] = {}
-    if exact_path.exists():
-        exact = json.loads(exact_path.read_text())
-    else:
-        t0 = time.perf_counter()
-        hits = search(args.db, queries, k=10, mode="vector", exact=True)
-        exact = {}
-        for q, i in zip(hits["query_id"].to_pylist(), hits["id"].to_pylist(), strict=True):
-            exact.setdefault(q, []).append(i)
-        exact_path.write_text(json.dumps(exact))
-        out["exact_ms_per_query"] = (time.perf_counter() - t0) / len(queries) * 1000
+    exact, exact_ms = _exact_ids(args, queries)
+    if exact_ms is not None:
+        out["exact_ms_per_query"] = exact_ms
     options = {"refine_factor": args.refine_factor, "use_compressed": not args.no_compressed}
     searcher = Searcher(args.db, args.table, **options)
     ways = {"call": lambda q: search(args.db, [q], k=10, mode="vector", **options),
@@ -237,6 +229,65 @@ def latency(args: argparse.Namespace) -> None:
         out.update({f"{way}_p50_ms": float(np.percentile(ms, 50)),
                     f"{way}_p95_ms": float(np.percentile(ms, 95)), f"{way}_recall": float(np.mean(recalls))})
     out["queries"] = len(queries)
+    print(json.dumps(out))
+
+
+def _exact_ids(args: argparse.Namespace, queries: list[tuple[str, str]]) -> tuple[dict, float | None]:
+    """Each query's exact top 10 ids (cached in ``--exact``), and ms per query when computed here."""
+    from arrowsmith.commands.query import search
+
+    exact_path = Path(args.exact)
+    if exact_path.exists():
+        return json.loads(exact_path.read_text()), None
+    t0 = time.perf_counter()
+    hits = search(args.db, queries, table=args.table, k=10, mode="vector", exact=True)
+    exact: dict[str, list[str]] = {}
+    for q, i in zip(hits["query_id"].to_pylist(), hits["id"].to_pylist(), strict=True):
+        exact.setdefault(q, []).append(i)
+    exact_path.write_text(json.dumps(exact))
+    return exact, (time.perf_counter() - t0) / len(queries) * 1000
+
+
+def sweep(args: argparse.Namespace) -> None:
+    """recall@10 and p50/p95 of one kept ``Searcher`` per ANN setting (``--settings
+    NPROBES:REFINE,...``; 0 is query's default), the settings interleaved query by query so that
+    a change of load meets them all alike; plus ``search()`` per call at query's defaults and the
+    compressed first stage when the table has one (``--compressed``)."""
+    import numpy as np
+
+    from arrowsmith.commands.query import Searcher, search
+
+    queries = [(q["id"], q["text"]) for q in map(json.loads, Path(args.query_file).read_text().splitlines())]
+    exact, exact_ms = _exact_ids(args, queries)
+    ways: dict[str, object] = {}
+    for setting in args.settings.split(","):
+        nprobes, refine = (int(x) or None for x in setting.split(":"))
+        searcher = Searcher(args.db, args.table, nprobes=nprobes, refine_factor=refine, use_compressed=False)
+        label = f"nprobes {searcher.nprobes}, refine {searcher.refine_factor}"
+        ways[label] = lambda q, s=searcher: s.search([q], k=10, mode="vector")
+    ways["search() per call, defaults"] = lambda q: search(args.db, [q], table=args.table, k=10,
+                                                           mode="vector")
+    if args.compressed:
+        kept = Searcher(args.db, args.table, use_compressed=True)
+        ways["compressed codes (kept)"] = lambda q: kept.search([q], k=10, mode="vector")
+    times: dict[str, list[float]] = {w: [] for w in ways}
+    recalls: dict[str, list[float]] = {w: [] for w in ways}
+    for q in queries[:3]:
+        for go in ways.values():
+            go(q)
+    for q in queries:
+        want = set(exact.get(q[0], []))
+        for way, go in ways.items():
+            t0 = time.perf_counter()
+            hits = go(q)
+            times[way].append(time.perf_counter() - t0)
+            recalls[way].append(len(want & set(hits["id"].to_pylist())) / max(1, len(want)))
+    out = {"queries": len(queries), "load": os.getloadavg(), "exact_ms_per_query": exact_ms, "ways": {}}
+    for way in ways:
+        ms = np.array(times[way]) * 1000
+        out["ways"][way] = {"p50_ms": round(float(np.percentile(ms, 50)), 2),
+                            "p95_ms": round(float(np.percentile(ms, 95)), 2),
+                            "recall": round(float(np.mean(recalls[way])), 4)}
     print(json.dumps(out))
 
 
@@ -428,10 +479,12 @@ def main() -> None:
     ap.add_argument("--query-file")
     ap.add_argument("--refine-factor", type=int, help="_latency: query's --refine-factor [default: query's]")
     ap.add_argument("--no-compressed", action="store_true", help="_latency: search the floats")
+    ap.add_argument("--settings", default="0:0", help="_sweep: NPROBES:REFINE,... (0: query's default)")
+    ap.add_argument("--compressed", action="store_true", help="_sweep: also the compressed first stage")
     args = ap.parse_args()
     if sub:
         {"_generate": generate, "_reference": reference, "_sample": sample, "_latency": latency,
-         "_load": load_cost}[sub](args)
+         "_sweep": sweep, "_load": load_cost}[sub](args)
         return
     if not args.model_dir:
         ap.error("--model-dir: a static model is needed (arrowsmith distill -o DIR)")

@@ -73,8 +73,9 @@ def compress_command(
 ) -> None:
     """Store vectors smaller (float16, int8, binary + rescoring, PQ, truncation), or measure the price.
 
-    `query` uses the compressed form automatically (`--no-compressed` bypasses it); a table
-    changed since compression is never served stale: `query` warns and searches the floats.
+    `query` uses the compressed form automatically where the table has no ANN index (`query
+    --compressed` always, `--no-compressed` never); a table changed since compression is never
+    served stale: `query` warns and searches the floats.
     Token vectors are compressed only with --tokens; --report compares their precisions too.
     """
     from arrowsmith.commands import compress as cz

@@ -73,8 +73,10 @@ def query_command(
              "vectors (embed --multivector); maxsim-mix[:N]: mix MaxSim's scores with the first stage's "
              "lists (z-scores, equal weights); maxsim-rrf[:N]: fuse by RRF instead "
              "[default with --mode auto on such a table: --mode hybrid, maxsim-mix:100].")] = None,
-    compressed: Annotated[bool, typer.Option(
-        "--compressed/--no-compressed", help="Use the table's compressed index when there is one.")] = True,
+    compressed: Annotated[bool | None, typer.Option(
+        "--compressed/--no-compressed", show_default=False,
+        help="Search the table's compressed codes (arrowsmith compress) / never [default: when it has "
+             "them and no ANN index: an IVF_PQ index measured better and faster than binary codes].")] = None,
     output: Output = "-",
     fmt: OutputFormat = None,
 ) -> None:

@@ -133,7 +133,7 @@ def search(db, queries: Sequence[str] | Sequence[tuple[str, str]], *, table: str
            mode: str = "vector", k: int = 10, fusion: str = DEFAULT_FUSION, rrf_k: float = 60,
            alpha: float = 0.5, where: str | None = None, by: str = "chunk", nprobes: int | None = None,
            refine_factor: int | None = None, ef: int | None = None, exact: bool = False,
-           use_compressed: bool = True, model=None, query_vectors: np.ndarray | None = None,
+           use_compressed: bool | None = None, model=None, query_vectors: np.ndarray | None = None,
            rerank: str | None = None, stats: QueryStats | None = None) -> pa.Table:
     """Top ``k`` results per query as one table: query_id, rank, score, id, doc_id, text + metadata.
 
@@ -312,13 +312,15 @@ class Searcher:
     (:meth:`refresh` picks up what writers committed since).
 
     ``nprobes``/``refine_factor``/``ef`` tune the table's ANN index (an option the table's search
-    would ignore is exit 2); ``exact`` scans every vector; ``use_compressed`` searches the table's
-    ``compress`` representation when it has one; ``model`` replaces the table's own query model.
+    would ignore is exit 2); ``exact`` scans every vector; ``use_compressed`` True searches the
+    table's ``compress`` representation when it has one, False never, None (the default) only when
+    the table has no ANN index on its vectors (:meth:`compressed`); ``model`` replaces the table's
+    own query model.
     """
 
     def __init__(self, db, table: str = "chunks", *, model=None, nprobes: int | None = None,
                  refine_factor: int | None = None, ef: int | None = None, exact: bool = False,
-                 use_compressed: bool = True):
+                 use_compressed: bool | None = None):
         self.db, self.table, self.model = db, table, model
         self.tuning = (nprobes, refine_factor, ef)
         self.exact, self.use_compressed = exact, use_compressed
@@ -336,13 +338,14 @@ class Searcher:
         """What the searcher knows of the table's current version."""
         tbl = self.tbl
         self.version = tbl.version
-        self.meta = read_meta(tbl.schema)
+        self._schema = tbl.schema  # a round trip to LanceDB's event loop per read
+        self.meta = read_meta(self._schema)
         model_meta = self.meta.get(MODEL)
         self.model_meta = model_meta if isinstance(model_meta, dict) else None
         self.tokens = multi.settings_of(self.model_meta) if self.model_meta else None
         self._decodable_tokens: multi.TokenSettings | None = None  # with a fitted codec's codebook
         self.has_fts = _has_fts(tbl)
-        self.columns = [c for c in tbl.schema.names if c not in HIDDEN_COLUMNS]
+        self.columns = [c for c in self._schema.names if c not in HIDDEN_COLUMNS]
         self.index_type, self.metric = _vector_index(tbl)
         nprobes, refine_factor, ef = self.tuning
         self.nprobes, self.refine_factor, self.ef = nprobes, refine_factor, ef
@@ -376,9 +379,19 @@ class Searcher:
 
     @property
     def compressed(self):
-        """The table's compressed representation that dense search reads, or None; loaded once."""
+        """The table's compressed representation that dense search reads, or None; loaded once.
+
+        By default not where the table has an ANN index on its vectors: the index is a compressed
+        first stage too, re-ranked on the full vectors, and measured better and faster than binary
+        codes + rescore 100 at 100k and a million rows (benchmarks/RESULTS.md, "Issue 20: query
+        latency"). ``use_compressed=True`` (``--compressed``) searches the codes all the same."""
         if self._compressed is _UNLOADED:
-            wanted = self.use_compressed and not self.exact
+            wanted = not self.exact and (self.use_compressed is True
+                                         or (self.use_compressed is None and self.index_type is None))
+            if self.use_compressed is None and self.index_type is not None and not self.exact \
+                    and _has_compressed(self.db, self.table):
+                log.info("searching the %s index of %s, not its compressed codes (--compressed searches "
+                         "them)", self.index_type, self.table)
             self._compressed = _load_compressed(self.db, self.table) if wanted else None
         return self._compressed
 
@@ -482,8 +495,7 @@ class Searcher:
         q = self.tbl.search(vectors if len(vectors) > 1 else vectors[0], vector_column_name=dense.COLUMN)
         q = q.distance_type(self.metric)
         q = q.select(["id", "doc_id", "_distance"]).limit(depth)  # naming _distance keeps lance quiet
-        if self.tokens is not None:
-            q = q.with_row_id(True)  # a rerank fetches the candidates' tokens by row id
+        q = q.with_row_id(True)  # the results' rows (and a rerank's tokens) are then taken by row id
         if where:
             q = q.where(where, prefilter=True)
         if self.exact:
@@ -505,8 +517,7 @@ class Searcher:
 
     def fts(self, text: str, depth: int, where: str | None = None) -> Hits:
         q = self.tbl.search(text, query_type="fts").select(["id", "doc_id", "_score"]).limit(depth)
-        if self.tokens is not None:
-            q = q.with_row_id(True)
+        q = q.with_row_id(True)
         if where:
             q = q.where(where, prefilter=True)
         try:
@@ -526,16 +537,8 @@ class Searcher:
             self.row_of.update(zip(res["id"].to_pylist(), res["_rowid"].to_pylist(), strict=True))
 
     def token_rows(self, ids: list[str]) -> pa.Table:
-        """(id, tokens) of these chunks: taken by the row ids the first stage returned (a read of
-        those rows only), else found by id (a filtered scan: the compressed index gives ids only)."""
-        known = [self.row_of[i] for i in ids if i in self.row_of]
-        parts = []
-        if known:
-            parts.append(self.tbl.take_row_ids(known).select(["id", multi.COLUMN]).to_arrow())
-        rest = [i for i in ids if i not in self.row_of]
-        if rest:
-            parts.append(self.rows_for(rest, columns=["id", multi.COLUMN]))
-        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+        """(id, tokens) of these chunks (:meth:`rows_for`)."""
+        return self.rows_for(ids, columns=["id", multi.COLUMN])
 
     def rerank_maxsim(self, query: np.ndarray, hits: Hits) -> Hits:
         """The first stage's candidates ordered by MaxSim; their first-stage rank and score kept."""
@@ -592,14 +595,20 @@ class Searcher:
         return Hits(best_ids, best)
 
     def rows_for(self, ids: list[str], columns: list[str] | None = None) -> pa.Table:
-        """The stored rows (minus vectors) of these ids, in no particular order."""
+        """The stored rows (minus vectors) of these ids, in no particular order: taken by the row ids
+        a first stage returned (a read of those rows only), else found by id (a filtered scan of the
+        id column: about 95 of a query's 125 ms at a million rows; the compressed codes give ids only)."""
         from .store import id_filters
 
         columns = columns or self.columns
         if not ids:
-            return pa.table({c: pa.array([], self.tbl.schema.field(c).type) for c in columns})
-        return pa.concat_tables(self.tbl.search().where(where).select(columns).limit(len(part))
-                                .to_arrow() for part, where in id_filters(ids))
+            return pa.table({c: pa.array([], self._schema.field(c).type) for c in columns})
+        known = [self.row_of[i] for i in ids if i in self.row_of]
+        parts = [self.tbl.take_row_ids(known).select(columns).to_arrow()] if known else []
+        rest = [i for i in ids if i not in self.row_of]
+        parts += [self.tbl.search().where(where).select(columns).limit(len(part)).to_arrow()
+                  for part, where in id_filters(rest)]
+        return pa.concat_tables(parts) if len(parts) > 1 else parts[0]
 
 
 def _refuse_unused_tuning(searcher: Searcher, mode: str) -> None:
@@ -682,6 +691,13 @@ def _load_compressed(db, table: str):
     from .compress import load_compressed
 
     return load_compressed(db, table)
+
+
+def _has_compressed(db, table: str) -> bool:
+    from .compress.store import companion_name
+    from .store import table_exists
+
+    return table_exists(db, companion_name(table))
 
 
 # ------------------------------------------------------------------ ranking and fusion

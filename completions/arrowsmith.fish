@@ -181,7 +181,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l refine-factor -
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l ef -r -F -d 'HNSW search breadth (default: 500 for IVF_HNSW_* indexes).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l exact -l ann -d '--exact: flat scan of every vector; --ann: the vector index when the table has o'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l rerank -r -F -d 'maxsim(:N): order the first stages N candidates (default 100) by MaxSim over the'
-complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l compressed -l no-compressed -d 'Use the tables compressed index when there is one.'
+complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l compressed -l no-compressed -d 'Search the tables compressed codes (arrowsmith compress) / never (default: when '
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l output -s o -r -F -d 'Write here instead of stdout (-); format from the extension, written atomically.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l format -s f -xa 'arrows arrow parquet jsonl csv tsv table' -d 'Output format (default: table on a terminal, else arrows, or the output files ex'
 complete -c arrowsmith -n '__fish_seen_subcommand_from tune' -F

@@ -353,7 +353,7 @@ class Evaluator:
         # one searcher for the configuration: retrieve_documents may search again, deeper
         searcher = Searcher(built.db, built.table, model=built.model, nprobes=config.nprobes,
                             refine_factor=config.refine_factor, ef=config.ef, exact=config.exact,
-                            use_compressed=config.use_compressed)
+                            use_compressed=None if config.use_compressed else False)
         options = dict(mode=mode, fusion=config.fusion, rrf_k=config.rrf_k, alpha=config.alpha, by=config.by,
                        rerank=search_rerank(config, built))
         if built.model is not None:
@@ -580,14 +580,16 @@ def _auto(config: EvalConfig, built: _Built) -> tuple[str, tuple[str, int] | Non
 
 def _bytes_per_vector(built: _Built, config: EvalConfig, mode: str) -> float | None:
     """Bytes per vector the first stage reads: the compressed codes when search uses them (as
-    query does: not with exact search), else float32."""
+    query does: not with exact search, nor where an ANN index serves), else float32."""
     if mode == "fts":
         return None
     if config.use_compressed and not config.exact:
         from arrowsmith.commands.compress import load_compressed
+        from arrowsmith.commands.query import _vector_index
+        from arrowsmith.commands.store import open_table
 
         index = load_compressed(built.db, built.table)
-        if index is not None:
+        if index is not None and _vector_index(open_table(built.db, built.table))[0] is None:
             return float(index.codec.code_bytes)
     return float(built.dim * 4) if built.dim else None
 
