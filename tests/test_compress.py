@@ -443,3 +443,53 @@ def test_method_keeps_its_own_rescore_representation(store_copy):
     r = run(["compress", "--db", str(store_copy), "--method", "binary+rescore:20:float"])
     assert r.exit_code == 0, r.stderr
     assert compressed_info(store_copy, "chunks")["spec"]["rescore_with"] == "float"
+
+
+def test_a_rerun_codes_only_the_change_and_equals_a_full_coding(tmp_path, fake_chunks):
+    """After a night (one document re-embedded, one added, one deleted) compress codes the new
+    rows only, with the fitted parameters kept: every id's codes equal coding the whole table
+    with them, the fingerprint equals a fresh one, and the companion is served."""
+    from arrowsmith.commands.compress import store as cs
+    from arrowsmith.commands.store import StoreWriter, open_table
+
+    small = {**fake_chunks.model, "dim": 32}
+    with StoreWriter(tmp_path) as w:
+        w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(40)}, model=small)])
+    first = compress_table(tmp_path, "chunks", "binary", rescore=20)
+    assert first.refitted and first.coded == 160
+    with StoreWriter(tmp_path) as w:
+        w.write([fake_chunks.batch({"d1": (3, "k2"), "n0": (2, "k")}, model=small)])
+    open_table(tmp_path).delete("doc_id = 'd2'")
+    night = compress_table(tmp_path, "chunks", "binary", rescore=20)
+    assert not night.refitted and (night.coded, night.removed, night.rows) == (5, 8, 157)
+
+    tbl = open_table(tmp_path)
+    info = cs.compressed_info(tmp_path, "chunks")
+    assert info["source"]["fingerprint"] == cs.content_fingerprint(tbl) and info["rows"] == 157
+    codec, rescore = cx.make_codec(cx.parse_method("binary", rescore=20), 32), cx.Int8Codec(32)
+    codec.load_params(info["codec"])
+    rescore.load_params(info["rescore_codec"])
+    rows = tbl.search().select(["id", "vector"]).limit(None).to_arrow()
+    x = np.stack(rows.column("vector").to_numpy(zero_copy_only=False))
+    want = {i: (c.tobytes(), r.tobytes()) for i, c, r in
+            zip(rows.column("id").to_pylist(), codec.encode(x), rescore.encode(x), strict=True)}
+    comp = open_table(tmp_path, "chunks__compressed").search().select(["id", "code", "rescore"]).limit(
+        None).to_arrow()
+    pairs = zip(comp.column("code").to_pylist(), comp.column("rescore").to_pylist(), strict=True)
+    got = dict(zip(comp.column("id").to_pylist(), pairs, strict=True))
+    assert got == want
+    index = cs.load_compressed(tmp_path, "chunks")
+    assert index is not None and sorted(index.ids.tolist()) == sorted(want)
+    (hit_ids, _), = index.search(x[-1:], 3)  # int8 rescoring reads the updated companion by row ids
+    assert hit_ids[0] == rows.column("id")[-1].as_py()
+
+    comp = open_table(tmp_path, "chunks__compressed")  # an update cut short: not served, redone
+    cs._set_companion_meta(comp, {**info, "updating": True})
+    assert cs.load_compressed(tmp_path, "chunks") is None
+    assert compress_table(tmp_path, "chunks", "binary", rescore=20).coded == 157
+
+    with StoreWriter(tmp_path) as w:  # a quarter of the table: fitted and coded again
+        w.write([fake_chunks.batch({f"m{i}": (4, "k") for i in range(10)}, model=small)])
+    again = compress_table(tmp_path, "chunks", "binary", rescore=20)
+    assert again.refitted and again.coded == 197
+    assert cs.compressed_info(tmp_path, "chunks").get("fit") is None

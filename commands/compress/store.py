@@ -39,6 +39,13 @@ SUFFIX = "__compressed"
 META_KEY = "arrowsmith.compress"
 COMPANION_COMMIT_ROWS = 262_144  # codes per commit of the companion table (not --checkpoint-rows)
 FORMAT = 1
+KEY_COLUMN = "doc_key"  # the companion keeps each row's doc_key: what tells a re-embedded chunk
+# A re-run codes only the rows added since the companion's source version (and drops those gone)
+# with the parameters fitted then (the binary centre, int8 ranges, PQ codebooks), until the rows
+# added and removed since that fit pass this share of the rows it was fitted on; then everything
+# is fitted and coded again. A night's 1% changed and 1% deleted moved a million-row table's mean
+# by far less than a bit's worth (benchmarks/RESULTS.md, "Issue 20: the nightly index and compress").
+REFIT_SHARE = 0.2
 
 
 def companion_name(table: str) -> str:
@@ -80,20 +87,41 @@ def content_fingerprint(tbl) -> str:
     cols = ["id", "doc_key"] if "doc_key" in tbl.schema.names else ["id", dense.COLUMN]
     rows, lo, hi = 0, 0, 0
     for batch in scan_batches(tbl, cols):
-        ids = batch.column("id").to_pylist()
         if cols[1] == dense.COLUMN:
-            x = dense.decode(batch.column(dense.COLUMN))
-            values = [row.tobytes() for row in x]
+            values = [row.tobytes() for row in dense.decode(batch.column(dense.COLUMN))]
         else:
             values = [(v or "").encode() for v in batch.column("doc_key").to_pylist()]
-        digests = b"".join([blake2b(v + b"\0" + i.encode(), digest_size=16).digest()
-                            for i, v in zip(ids, values, strict=True)])
-        halves = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
-        lo += int(halves[:, 0].sum(dtype=np.uint64))  # wraps mod 2**64, as the digest is
-        hi += int(halves[:, 1].sum(dtype=np.uint64))
-        rows += batch.num_rows
-    mask = 0xFFFFFFFFFFFFFFFF
-    return f"sum128:{rows}:{','.join(cols)}:{hi & mask:016x}{lo & mask:016x}"
+        n, part_lo, part_hi = _digest_sums(batch.column("id").to_pylist(), values)
+        rows, lo, hi = rows + n, lo + part_lo, hi + part_hi
+    return _fingerprint(rows, cols, lo, hi)
+
+
+_MASK = 0xFFFFFFFFFFFFFFFF
+
+
+def _digest_sums(ids: list[str], values: list[bytes]) -> tuple[int, int, int]:
+    """Rows, and the sums of the low and high halves of their 128-bit (id, value) digests."""
+    digests = b"".join([blake2b(v + b"\0" + i.encode(), digest_size=16).digest()
+                        for i, v in zip(ids, values, strict=True)])
+    halves = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+    # wraps mod 2**64, as the digest is
+    return len(ids), int(halves[:, 0].sum(dtype=np.uint64)), int(halves[:, 1].sum(dtype=np.uint64))
+
+
+def _fingerprint(rows: int, cols: list[str], lo: int, hi: int) -> str:
+    return f"sum128:{rows}:{','.join(cols)}:{hi & _MASK:016x}{lo & _MASK:016x}"
+
+
+def _updated_fingerprint(old: str, added: pa.Table, removed: pa.Table) -> str:
+    """``old`` (of (id, doc_key) rows) with the ``added`` rows' digests summed in and the
+    ``removed`` rows' taken out: the digest is a sum, so this equals a fresh scan of the table."""
+    _, rows, cols, sums = old.split(":")
+    hi, lo = int(sums[:16], 16), int(sums[16:], 16)
+    for part, sign in ((added, 1), (removed, -1)):
+        n, part_lo, part_hi = _digest_sums(part.column("id").to_pylist(),
+                                           [(v or "").encode() for v in part.column(KEY_COLUMN).to_pylist()])
+        rows, lo, hi = int(rows) + sign * n, lo + sign * part_lo, hi + sign * part_hi
+    return _fingerprint(rows, cols.split(","), lo, hi)
 
 
 # ------------------------------------------------------------------ compress
@@ -111,12 +139,18 @@ class CompressStats:
     disk_bytes: int
     source_version: int
     seconds: float
+    coded: int = 0  # rows coded by this run: all of them, or those added since the last run
+    removed: int = 0  # rows of the last run dropped (deleted or re-embedded since)
+    refitted: bool = True  # parameters fitted anew (False: the last full run's kept)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def summary(self) -> str:
-        return (f"compressed {self.rows} vectors of {self.table!r} with {self.method}: "
+        how = "" if self.refitted else (
+            f" (coded the {self.coded} rows added since the last run, dropped {self.removed}; "
+            "parameters of the last full run kept)")
+        return (f"compressed {self.rows} vectors of {self.table!r} with {self.method}{how}: "
                 f"{self.bytes_per_vector} B/vector ({self.ratio:.1f}x smaller than float32), "
                 f"{format_size(self.memory_bytes)} in memory, {format_size(self.disk_bytes)} on disk, "
                 f"{self.seconds:.1f}s")
@@ -167,15 +201,106 @@ def compress_table(db: str | os.PathLike, table: str = "chunks", method: str | M
         raise UsageError(f"table {table!r} is empty: nothing to compress")
     start = time.perf_counter()
     with table_lock(db, companion_name(table), wait=wait):
-        need_int8 = bool(spec.rescore) and spec.rescore_with == "int8"
-        calib, calib_full = calibrate(tbl, spec, dim, full=need_int8)
-        codec, rescore_codec = fit_method(spec, dim, calib, calib_full)
-        meta = _metadata(tbl, table, spec, codec, rescore_codec, dim, rows, version)
-        _write_companion(db, table, tbl, spec, codec, rescore_codec, dim, meta)
+        update = _update_companion(db, table, tbl, spec, dim, rows, version)
+        if update is not None:
+            per, rescore_bytes, coded, removed = update
+        else:
+            need_int8 = bool(spec.rescore) and spec.rescore_with == "int8"
+            calib, calib_full = calibrate(tbl, spec, dim, full=need_int8)
+            codec, rescore_codec = fit_method(spec, dim, calib, calib_full)
+            meta = _metadata(tbl, table, spec, codec, rescore_codec, dim, rows, version)
+            _write_companion(db, table, tbl, spec, codec, rescore_codec, dim, meta)
+            per, rescore_bytes = codec.code_bytes, rescore_codec.code_bytes if rescore_codec else 0
+            coded, removed = rows, 0
     seconds = time.perf_counter() - start
-    per = codec.code_bytes
-    disk = rows * (per + (rescore_codec.code_bytes if rescore_codec else 0))
-    return CompressStats(table, spec.label, rows, dim, per, 4 * dim / per, rows * per, disk, version, seconds)
+    disk = rows * (per + rescore_bytes)
+    return CompressStats(table, spec.label, rows, dim, per, 4 * dim / per, rows * per, disk, version, seconds,
+                         coded=coded, removed=removed, refitted=update is None)
+
+
+def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int, version: int
+                      ) -> tuple[int, int, int, int] | None:
+    """Bring the companion up to ``tbl`` by coding only the rows it lacks and deleting those the
+    table no longer holds, with its fitted parameters: ``(code bytes, rescore code bytes, rows
+    coded, rows removed)``. None where a full run is due: no companion of this method, spec and
+    dim, one without doc_keys (or a table without), an earlier update cut short, or the rows
+    added and removed since the fit past REFIT_SHARE.
+
+    A row is the same when its (id, doc_key) is: a re-embedded chunk keeps its id but not its
+    doc_key. The codes equal a full run's with the same parameters, row for row."""
+    import pyarrow.compute as pc
+
+    from arrowsmith.commands.store import connect, disk_errors, id_filters, table_exists
+
+    name = companion_name(table)
+    if KEY_COLUMN not in tbl.schema.names or not table_exists(db, name):
+        return None
+    comp = connect(db).open_table(name)
+    info = companion_meta(comp.schema)
+    if not isinstance(info, dict) or info.get("format") != FORMAT or info.get("spec") != asdict(spec) \
+            or info.get("dim") != dim or KEY_COLUMN not in comp.schema.names or info.get("updating") \
+            or comp.count_rows() != info.get("rows") \
+            or str(info.get("source", {}).get("fingerprint")).split(":")[2:3] != [f"id,{KEY_COLUMN}"]:
+        return None
+    source = tbl.search().with_row_id(True).select(["id", KEY_COLUMN]).limit(None).to_arrow()
+    held = comp.search().select(["id", KEY_COLUMN]).limit(None).to_arrow()
+    pair = [pc.binary_join_element_wise(t.column("id"), pc.fill_null(t.column(KEY_COLUMN), ""), "\0")
+            for t in (source, held)]
+    added = source.filter(pc.invert(pc.is_in(pair[0], value_set=pair[1])))
+    removed = held.filter(pc.invert(pc.is_in(pair[1], value_set=pair[0])))
+    fit = info.get("fit") or {"rows": info["rows"], "changed": 0}
+    changed = fit["changed"] + added.num_rows + removed.num_rows
+    if changed > REFIT_SHARE * fit["rows"]:
+        return None
+    codec = make_codec(spec, dim)
+    codec.load_params(info["codec"])
+    rescore_codec = None
+    if info.get("rescore_codec"):
+        rescore_codec = Int8Codec(dim)
+        rescore_codec.load_params(info["rescore_codec"])
+    fingerprint = _updated_fingerprint(info["source"]["fingerprint"], added, removed)
+    new_info = {**info, "rows": rows, "fit": {"rows": fit["rows"], "changed": changed},
+                "source": {"table": table, "version": version, "rows": rows, "fingerprint": fingerprint},
+                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    schema = comp.schema
+    with disk_errors(db), no_interrupt():
+        # marked first: a run cut short between the commits below leaves a companion the next run
+        # rewrites in full (and the table's new version keeps it from being served meanwhile)
+        _set_companion_meta(comp, {**info, "updating": True})
+        for _, where in id_filters(removed.column("id").to_pylist()):
+            comp.delete(where)
+        row_ids = added.column("_rowid")
+        for start in range(0, len(row_ids), COMPANION_COMMIT_ROWS):
+            part = tbl.take_row_ids(row_ids.slice(start, COMPANION_COMMIT_ROWS).to_pylist()).select(
+                ["id", dense.COLUMN, KEY_COLUMN]).to_arrow()
+            comp.add(_codes_batch(part, spec, codec, rescore_codec, dim, schema))
+        _set_companion_meta(comp, new_info)
+    rescore_bytes = rescore_codec.code_bytes if rescore_codec else 0
+    return codec.code_bytes, rescore_bytes, added.num_rows, removed.num_rows
+
+
+def companion_meta(schema: pa.Schema) -> dict[str, Any] | None:
+    """The companion's ``arrowsmith.compress`` metadata: the latest update's (kept on the id
+    field: LanceDB rewrites a schema's own metadata only with the whole table), else the full
+    run's."""
+    latest = (schema.field("id").metadata or {}).get(META_KEY.encode())
+    return json.loads(latest) if latest else read_meta(schema).get(META_KEY)
+
+
+def _set_companion_meta(comp, info: dict[str, Any]) -> None:
+    comp.update_field_metadata({"path": "id", "metadata": {META_KEY: json.dumps(info, sort_keys=True)}})
+
+
+def _codes_batch(batch: pa.RecordBatch | pa.Table, spec: MethodSpec, codec: Codec,
+                 rescore_codec: Int8Codec | None, dim: int, schema: pa.Schema) -> pa.Table:
+    x = vectors_of(batch, dim)
+    cols = [batch.column("id"), _fixed_binary(codec.encode(transform(spec, x)))]
+    if rescore_codec is not None:
+        cols.append(_fixed_binary(rescore_codec.encode(x)))
+    if KEY_COLUMN in schema.names:
+        cols.append(batch.column(KEY_COLUMN))
+    return pa.Table.from_arrays([c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in cols],
+                                schema=schema)
 
 
 def _metadata(tbl, table: str, spec: MethodSpec, codec: Codec, rescore_codec: Int8Codec | None,
@@ -200,10 +325,13 @@ def _metadata(tbl, table: str, spec: MethodSpec, codec: Codec, rescore_codec: In
     return stage_metadata("compress", **entries)
 
 
-def _companion_schema(codec: Codec, rescore_codec: Int8Codec | None, meta: dict[bytes, bytes]) -> pa.Schema:
+def _companion_schema(codec: Codec, rescore_codec: Int8Codec | None, meta: dict[bytes, bytes],
+                      keyed: bool) -> pa.Schema:
     fields = [pa.field("id", pa.string()), pa.field("code", pa.binary(codec.code_bytes))]
     if rescore_codec is not None:
         fields.append(pa.field("rescore", pa.binary(rescore_codec.code_bytes)))
+    if keyed:
+        fields.append(pa.field(KEY_COLUMN, pa.string()))
     return pa.schema(fields, metadata=meta)
 
 
@@ -211,14 +339,15 @@ def _write_companion(db, table: str, tbl, spec: MethodSpec, codec: Codec,
                      rescore_codec: Int8Codec | None, dim: int, meta: dict[bytes, bytes]) -> None:
     from arrowsmith.commands.store import connect, disk_errors, table_exists
 
-    schema = _companion_schema(codec, rescore_codec, meta)
+    keyed = KEY_COLUMN in tbl.schema.names
+    schema = _companion_schema(codec, rescore_codec, meta, keyed)
     conn, name = connect(db), companion_name(table)
-    pending: list[pa.RecordBatch] = []
+    pending: list[pa.Table] = []
     created = False
 
     def commit() -> None:
         nonlocal created, pending
-        data = pa.Table.from_batches(pending, schema=schema)
+        data = pa.concat_tables(pending)
         with disk_errors(db), no_interrupt():
             if created:
                 conn.open_table(name).add(data)
@@ -230,17 +359,15 @@ def _write_companion(db, table: str, tbl, spec: MethodSpec, codec: Codec,
         pending = []
 
     held = 0
-    for batch in scan_batches(tbl, ["id", dense.COLUMN]):
-        x = vectors_of(batch, dim)
-        cols = [batch.column("id"), _fixed_binary(codec.encode(transform(spec, x)))]
-        if rescore_codec is not None:
-            cols.append(_fixed_binary(rescore_codec.encode(x)))
-        pending.append(pa.RecordBatch.from_arrays(cols, schema=schema))
+    for batch in scan_batches(tbl, ["id", dense.COLUMN, *([KEY_COLUMN] if keyed else [])]):
+        pending.append(_codes_batch(batch, spec, codec, rescore_codec, dim, schema))
         held += batch.num_rows
         if held >= COMPANION_COMMIT_ROWS:
             commit()
             held = 0
     if pending or not created:
+        if not pending:
+            pending.append(schema.empty_table())
         commit()
 
 
@@ -269,7 +396,7 @@ def compressed_info(db: str | os.PathLike, table: str = "chunks") -> dict[str, A
 
     if not table_exists(db, companion_name(table)):
         return None
-    return read_meta(connect(db).open_table(companion_name(table)).schema).get(META_KEY)
+    return companion_meta(connect(db).open_table(companion_name(table)).schema)
 
 
 def staleness(tbl, info: dict[str, Any]) -> str | None:
@@ -294,7 +421,7 @@ def load_compressed(db: str | os.PathLike, table: str = "chunks") -> CompressedI
     if not table_exists(db, companion_name(table)):
         return None
     comp = connect(db).open_table(companion_name(table))
-    info = read_meta(comp.schema).get(META_KEY)
+    info = companion_meta(comp.schema)
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         log.warning("%s: unreadable compression metadata; searching the float vectors", companion_name(table))
         return None
@@ -324,6 +451,8 @@ _LOADED: dict[tuple[str, str], tuple[tuple[int, int, str], CompressedIndex]] = {
 
 def _incomplete(comp, info: dict[str, Any]) -> str | None:
     n = comp.count_rows()
+    if info.get("updating"):
+        return "an update of it was cut short"
     if n != info.get("rows"):
         return f"it holds {n} of {info.get('rows')} rows (an interrupted compress)"
     return None
@@ -334,14 +463,14 @@ def _index_from(comp, tbl, info: dict[str, Any]) -> CompressedIndex:
     dim = int(info["dim"])
     codec = make_codec(spec, dim)
     codec.load_params(info["codec"])
-    data = comp.search().select(["id", "code"]).limit(None).to_arrow()
+    data = comp.search().with_row_id(True).select(["id", "code"]).limit(None).to_arrow()
     ids = np.asarray(data.column("id").to_pylist(), dtype=object)
     codes = codes_of(data.column("code"))
     rescorer: Rescorer | None = None
     if spec.rescore and spec.rescore_with == "int8":
         rcodec = Int8Codec(dim)
         rcodec.load_params(info["rescore_codec"])
-        rescorer = CompanionRescorer(comp, rcodec, ids)
+        rescorer = CompanionRescorer(comp, rcodec, ids, data.column("_rowid").to_numpy())
     elif spec.rescore:
         rescorer = SourceRescorer(tbl, ids, dim)
     return CompressedIndex(spec, codec, ids, codes, rescorer, info, filter_rows=_row_filter(tbl, ids))
@@ -354,10 +483,12 @@ class CompanionRescorer(Rescorer):
     comp: Any
     codec: Int8Codec
     ids: np.ndarray
+    row_ids: np.ndarray  # by row ids: taking offsets was 150x slower where rows were deleted,
+    # as an updated companion's are (commands/store.scan_batches)
     name: str = "int8"
 
     def fetch(self, positions: np.ndarray) -> np.ndarray:
-        got = self.comp.take_offsets([int(p) for p in positions]).select(["id", "rescore"]).to_arrow()
+        got = self.comp.take_row_ids(self.row_ids[positions].tolist()).select(["id", "rescore"]).to_arrow()
         # take returns rows in table order; positions are sorted, so they line up — checked by id
         if got.column("id").to_pylist() != self.ids[positions].tolist():
             order = {v: i for i, v in enumerate(got.column("id").to_pylist())}
