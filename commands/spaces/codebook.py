@@ -10,8 +10,8 @@ one, which fixed buckets clip — and rare words are what tells documents apart 
 LIMIT-style set: fixed buckets 91–100% of float32 depending on the sample, scaled 99.2–100.7%;
 benchmarks/RESULTS.md, "Token codecs").
 
-Unlike int4 or binary, the codec has parameters — the centroids (k-means, scikit-learn's
-``KMeans``) and each dimension's bucket cut-offs and values (quantiles of the residuals)
+Unlike int4 or binary, the codec has parameters — the centroids (k-means from
+k-means|| seeds) and each dimension's bucket cut-offs and values (quantiles of the residuals)
 — fitted once on a table's first tokens and then used for every row the table ever gets: one
 table, one codebook. It is serialised deterministically (:meth:`Codebook.to_bytes`), named by its
 sha256, which the table's ``multivector`` metadata records; the bytes live beside the table as
@@ -34,14 +34,16 @@ import numpy as np
 BITS = 2
 LEVELS = 2 ** BITS
 # uint16 codes could hold 65,536; each centroid costs a multiply-add per dimension for every token
-# coded and k-means time, and 4,096 measured ≥ 99% of float32 (benchmarks/RESULTS.md, "Token codecs")
-MAX_CENTROIDS = 4096
-FIT_SAMPLE = 32_768  # token vectors the k-means sees (a uniform sample of the first group)
+# coded and k-means time. 2,048 kept 99.0-100% of float32 on both collections, 4,096 99.4-100.2% for
+# twice the coding and four times the fit (9.5 s: 0.58x plain embed on a new 82k-token table, where
+# 2,048 in 5 rounds costs ~1 s; benchmarks/RESULTS.md, "residual: a codebook a small table can afford")
+MAX_CENTROIDS = 2048
+FIT_SAMPLE = 16_384  # token vectors the k-means sees (a uniform sample of the first group)
 TOKENS_PER_CENTROID = 8  # below MAX_CENTROIDS × this, fewer centroids: each needs points to sit on
 STREAM_KEY = "arrowsmith.token_codebook"  # base64 codebook bytes in an embedded stream's schema
 MAGIC = b"ASCB1\n"
 HEAD_BYTES = 4  # a token's uint16 centroid and float16 residual size, before its bucket bits
-ENCODE_ROWS = 2_048  # token vectors scored against the centroids at once (2k × 4k × 4 B = 32 MiB)
+ENCODE_ROWS = 2_048  # token vectors scored against the centroids at once (2k × 2k × 4 B = 16 MiB)
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,33 +75,35 @@ class Codebook:
 
     # -- coding ------------------------------------------------------------------------------
     def nearest(self, x: np.ndarray) -> np.ndarray:
-        """Each row's nearest centroid (argmin |x − c|² = argmax x·c − |c|²/2: one BLAS product)."""
-        out = np.empty(len(x), np.uint16)
-        for a in range(0, len(x), ENCODE_ROWS):
-            scores = x[a:a + ENCODE_ROWS] @ self._centroids32.T
-            scores -= self._half_norms
-            out[a:a + ENCODE_ROWS] = scores.argmax(axis=1)
-        return out
+        return nearest(x, self._centroids32, self._half_norms)
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """``uint8 [n, 4 + dim/4]``: the centroid (uint16, little-endian), the residual's size
-        (float16), then 2 bits a dimension."""
+        (float16), then 2 bits a dimension. Coded :data:`ENCODE_ROWS` tokens at a time, so each
+        step's arrays stay in cache (one pass over the whole input per step was 0.6 s of 82k
+        tokens' 1.5 s)."""
         x = np.ascontiguousarray(x, np.float32)
         n, dim = x.shape
-        codes = self.nearest(x)
-        residual = x - self._centroids32[codes]
-        size = residual_size(residual).astype(np.float16)
-        residual /= np.maximum(size.astype(np.float32), np.float32(1e-12))
-        buckets = np.zeros((n, dim), np.uint8)
-        for cut in self.cuts:
-            buckets += residual > cut
         pad = -dim % 4
-        if pad:
-            buckets = np.concatenate([buckets, np.zeros((n, pad), np.uint8)], axis=1)
-        packed = ((buckets[:, 0::4] << 6) | (buckets[:, 1::4] << 4)
-                  | (buckets[:, 2::4] << 2) | buckets[:, 3::4])
-        return np.concatenate([codes.astype("<u2").view(np.uint8).reshape(n, 2),
-                               size.astype("<f2").view(np.uint8).reshape(n, 2), packed], axis=1)
+        out = np.empty((n, HEAD_BYTES + (dim + pad) // 4), np.uint8)
+        buckets = np.zeros((min(n, ENCODE_ROWS), dim + pad), np.uint8)
+        for a in range(0, n, ENCODE_ROWS):
+            block = x[a:a + ENCODE_ROWS]
+            m = len(block)
+            codes = self.nearest(block)
+            residual = self._centroids32[codes]
+            np.subtract(block, residual, out=residual)
+            size = residual_size(residual).astype(np.float16)
+            residual /= np.maximum(size.astype(np.float32), np.float32(1e-12))
+            b = buckets[:m]
+            b[:, :dim] = residual > self.cuts[0]
+            for cut in self.cuts[1:]:
+                b[:, :dim] += residual > cut
+            out[a:a + m, 0:2] = codes.astype("<u2").view(np.uint8).reshape(m, 2)
+            out[a:a + m, 2:4] = size.astype("<f2").view(np.uint8).reshape(m, 2)
+            out[a:a + m, HEAD_BYTES:] = ((b[:, 0::4] << 6) | (b[:, 1::4] << 4)
+                                         | (b[:, 2::4] << 2) | b[:, 3::4])
+        return out
 
     def decode(self, raw: np.ndarray) -> np.ndarray:
         """``float32 [n, dim]`` unit vectors from :meth:`encode`'s rows (token vectors are unit, and
@@ -193,6 +197,7 @@ def centroids_for(tokens: int) -> int:
 
 
 SEED_ROUNDS = 8
+LLOYD_ROUNDS = 5  # after D² seeding, rounds 5-10 moved nDCG by noise (±0.4%); each is a full product
 HELD_OUT_MIN = 512  # tokens held out of the k-means to fit the residual buckets on
 
 
@@ -224,12 +229,38 @@ def seed_centres(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
     return x[np.asarray(chosen[:k])]
 
 
+def nearest(x: np.ndarray, centroids: np.ndarray, half_norms: np.ndarray | None = None) -> np.ndarray:
+    """Each row's nearest centroid (argmin |x − c|² = argmax x·c − |c|²/2: one BLAS product)."""
+    if half_norms is None:
+        half_norms = (centroids ** 2).sum(axis=1) / 2
+    out = np.empty(len(x), np.uint16)
+    for a in range(0, len(x), ENCODE_ROWS):
+        scores = x[a:a + ENCODE_ROWS] @ centroids.T
+        scores -= half_norms
+        out[a:a + ENCODE_ROWS] = scores.argmax(axis=1)
+    return out
+
+
+def lloyd(x: np.ndarray, centres: np.ndarray, rounds: int = LLOYD_ROUNDS) -> np.ndarray:
+    """k-means: ``rounds`` of assigning each row to its nearest centre and moving each centre to
+    its rows' mean; a centre that gets no row stays where it is. (scikit-learn's ``KMeans`` does
+    the same rounds; importing it cost 1.5 s of a new table's embed, more than its 5 rounds.)"""
+    c = np.array(centres, np.float32)
+    for _ in range(rounds):
+        labels = nearest(x, c)
+        order = np.argsort(labels, kind="stable")
+        ranked = labels[order]
+        starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+        present = ranked[starts]
+        counts = np.diff(np.r_[starts, len(ranked)])
+        c[present] = np.add.reduceat(x[order], starts, axis=0) / counts[:, None]
+    return c
+
+
 def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
     """A codebook fitted on ``tokens`` (``float32 [n, dim]``, unit rows): k-means centroids, then
     each dimension's residual quantiles (ColBERTv2's buckets, one set per dimension here: the
     dimensions of these models differ in spread by up to ~4×)."""
-    from sklearn.cluster import KMeans
-
     x = np.ascontiguousarray(tokens, np.float32)
     if len(x) > FIT_SAMPLE:  # evenly spaced: the first batch's documents in proportion
         x = x[np.linspace(0, len(x) - 1, FIT_SAMPLE).astype(np.int64)]
@@ -244,8 +275,7 @@ def fit(tokens: np.ndarray, seed: int = 0) -> Codebook:
     if k == 1:
         centroids = x.mean(axis=0, keepdims=True) if len(x) else np.zeros((1, x.shape[1]), np.float32)
     else:
-        km = KMeans(k, init=seed_centres(x, k, seed), n_init=1, max_iter=10).fit(x)
-        centroids = km.cluster_centers_
+        centroids = lloyd(x, seed_centres(x, k, seed), LLOYD_ROUNDS)
     provisional = Codebook(centroids.astype(np.float16), np.zeros((LEVELS - 1, x.shape[1]), np.float32),
                            np.zeros((LEVELS, x.shape[1]), np.float32), sampled)
     residual = heldout - provisional._centroids32[provisional.nearest(heldout)]

@@ -13,11 +13,11 @@ Storage (``--token-precision``; bytes per token at 384 dims):
 
 - ``float32`` (1,536) and ``float16`` (768): ``list<fixed_size_list<float{32,16}>[dim]>``,
   LanceDB's multivector type, which its own MaxSim search reads (``query --mode maxsim``).
-- ``int4`` (194, the default): each token's scale (largest |component| / 7.5, a float16) and 16
-  levels a component, two to a byte (``list<fixed_size_list<uint8>[2 + dim/2]>``). It kept 99.8%
-  of float32's nDCG@10 on the LIMIT-style set and 99.5% on Cranfield (benchmarks/RESULTS.md).
-- ``residual`` (100): ColBERTv2's residual compression — each token's nearest of up to 4,096
-  centroids (a uint16), the residual's size (a float16) and 2 bits a dimension for what the
+- ``int4`` (194, the default before ``residual``): each token's scale (largest |component| / 7.5,
+  a float16) and 16 levels a component, two to a byte (``list<fixed_size_list<uint8>[2 + dim/2]>``).
+  It kept 99.8% of float32's nDCG@10 on the LIMIT-style set and 99.5% on Cranfield (benchmarks/RESULTS.md).
+- ``residual`` (100, the default): ColBERTv2's residual compression — each token's nearest of up
+  to 2,048 centroids (a uint16), the residual's size (a float16) and 2 bits a dimension for what the
   centroid misses (``list<fixed_size_list<uint8>[4 + dim/4]>``). Its codebook is fitted on the table's first
   batch and kept beside the table (:mod:`.codebook`); the ``multivector`` metadata names it by
   its sha256.
