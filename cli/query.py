@@ -57,7 +57,7 @@ def query_command(
     by: By = BY,
     nprobes: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_NPROBES",
-        help="IVF partitions to probe [default: a tenth of them (≥ 20) for IVF_PQ, else LanceDB's].",
+        help="IVF partitions to probe [default: 4·√partitions (≥ 20) for IVF_PQ, else LanceDB's].",
         show_default=False)] = None,
     refine_factor: Annotated[int | None, typer.Option(
         envvar="ARROWSMITH_REFINE_FACTOR",

@@ -62,6 +62,15 @@ VECTOR_INDEX = f"{dense.COLUMN}_idx"
 # the same (benchmarks/RESULTS.md, "Issue 20: the nightly index and compress").
 FOLD_IN_SHARE = 0.05
 FTS_COLUMN = "text"
+# the IVF k-means sample: LanceDB's default rate (vectors per partition), capped in total at the
+# sample size LanceDB trains PQ codebooks on (256 centroids x 256); a rate under 32 leaves k-means
+# with too few points per centroid (only past ~2,000 partitions, ~4M rows)
+LANCEDB_SAMPLE_RATE = 256
+IVF_TRAINING_VECTORS = 65_536
+IVF_MIN_SAMPLE_RATE = 32
+# the full-text build's memory budget (MiB, LanceDB's FTS memory_limit; by default it grows with the
+# table: 273 MiB peak at 100k rows, 560 at a million, 503 with 64)
+FTS_MEMORY_MIB = 64
 
 
 # ------------------------------------------------------------------ choosing parameters
@@ -72,11 +81,12 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
                         ) -> dict[str, Any] | None:
     """The vector index to build (a JSON-able spec), or None for exact search.
 
-    auto: none below 100k rows, IVF_PQ above: with query's defaults (a tenth of the partitions
-    probed, refine 10) it gave recall@10 0.965–0.990 at p50 24–26 ms on 100k–250k rows, where
-    IVF_HNSW_SQ at ef 500 gave 0.940–0.949 at 70–176 ms (benchmarks/RESULTS.md, "query").
-    ivf_pq: partitions ≈ sqrt(rows), sub-vectors = dim / 8 (8 dims per byte code, 48 for
-    384 dims: 32× compression); recall comes from ``query``'s refine step.
+    auto: none below 100k rows, IVF_PQ above: with query's defaults of the time (a tenth of the
+    partitions probed, refine 10) it gave recall@10 0.965–0.990 at p50 24–26 ms on 100k–250k
+    generated rows, where IVF_HNSW_SQ at ef 500 gave 0.940–0.949 at 70–176 ms (benchmarks/RESULTS.md,
+    "query"). ivf_pq: partitions ≈ sqrt(rows), sub-vectors = dim / 8 (8 dims per byte code, 48 for
+    384 dims: 32× compression), k-means trained on at most 65,536 vectors (:func:`ivf_sample_rate`);
+    recall comes from ``query``'s refine step.
     ivf_hnsw_sq: few large partitions (≈ rows / 100k, min 1), each an HNSW graph over 8-bit
     scalar-quantised vectors. ``metric`` None is cosine; given, it is an index setting like
     ``partitions`` (without an index, exact search ranks by the table's own metric).
@@ -109,9 +119,19 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
         sub = sub_vectors or dense.pq_sub_vectors(dim)
         if dim % sub:
             raise UsageError(f"--sub-vectors {sub} must divide the dim {dim}")
-        return {"type": "IVF_PQ", "metric": metric, "partitions": parts, "sub_vectors": sub}
+        return {"type": "IVF_PQ", "metric": metric, "partitions": parts, "sub_vectors": sub,
+                "sample_rate": ivf_sample_rate(parts)}
     parts = partitions or max(1, round(rows / 100_000))
     return {"type": "IVF_HNSW_SQ", "metric": metric, "partitions": parts}
+
+
+def ivf_sample_rate(partitions: int) -> int:
+    """Training vectors per IVF partition: LanceDB's 256, fewer where that would sample more than
+    IVF_TRAINING_VECTORS in all (never under IVF_MIN_SAMPLE_RATE). LanceDB holds the whole sample
+    in memory to train k-means, so at its rate the build's memory grew with √rows: 258k vectors of
+    a million-row table, peak RSS 842 MiB against 513 at 100k; capped at 65,536, 632 MiB, in half
+    the time, with the same recall@10 (benchmarks/RESULTS.md, "Issue 20: query latency")."""
+    return max(IVF_MIN_SAMPLE_RATE, min(LANCEDB_SAMPLE_RATE, IVF_TRAINING_VECTORS // max(1, partitions)))
 
 
 # ------------------------------------------------------------------ building
@@ -203,7 +223,7 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
     if wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS")):
         from lancedb.index import FTS
 
-        _create(tbl, report, "fts text", FTS(), FTS_COLUMN, f"{FTS_COLUMN}_fts")
+        _create(tbl, report, "fts text", FTS(memory_limit=FTS_MEMORY_MIB), FTS_COLUMN, f"{FTS_COLUMN}_fts")
     rebuild = [list(listed[n].columns)[0] for n in broken if listed[n].index_type == "BTree"]
     for col in sorted({*wanted["scalar"], *rebuild}):
         if force or not _has(existing, col, "BTree"):  # `--scalar text` beside the FTS index

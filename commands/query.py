@@ -58,13 +58,16 @@ HYBRID_DEPTH_MIN = 50  # candidates per list before fusion: max(4 k, 50)
 HYBRID_DEPTH_FACTOR = 4
 # IVF_PQ defaults (no --nprobes / --refine-factor given), measured on a generated 200k × 384
 # clustered table (benchmarks/query.py, 447 partitions, 48 sub-vectors): recall@10 vs exact is
-# 0.55 from PQ codes alone at any nprobes, and with refine 10: 0.964 at 20 probes, 0.989 at
-# 40, 0.988 at 80. Real (static-model, 256-d) vectors at 100k and 1M rows (benchmarks/scale.py)
-# need a deeper refine: recall@10 0.826 / 0.824 at refine 10, 0.958 / 0.934 at 30, for ~4 ms more
-# (nprobes changed nothing there). So: re-rank 30·k candidates on full vectors, probe a tenth of the
-# partitions (5–15% is LanceDB's advice), never fewer than LanceDB's own 20.
+# 0.55 from PQ codes alone at any nprobes, and with refine 10: 0.964 at 20 probes, 0.989 at 40.
+# Real vectors (a static model's, 256-d; benchmarks/scale.py) need more of both: refine 30, and
+# probes growing with the partitions, slower than a fixed fraction of them: recall@10 0.911 at 64
+# of 318 partitions (100k rows; 0.846 at a tenth), 0.914 at 101 of 1,007 (1M rows; 0.943 at 201,
+# ~3 ms more), refine 20 losing 0.03 (benchmarks/RESULTS.md, "Issue 20: query latency"). So:
+# re-rank 30·k candidates on full vectors, probe 4·√partitions (72 of 318, 127 of 1,007), never
+# fewer than LanceDB's own 20: the codes scanned grow as rows^¾, not with the rows.
 DEFAULT_PQ_REFINE = 30
-DEFAULT_PQ_PROBE_FRACTION = 1 / 10  # of the IVF partitions
+PQ_PROBES_PER_ROOT_PARTITION = 4
+TOKEN_PQ_PROBE_FRACTION = 1 / 10  # the token index's partitions probed per query token
 MIN_NPROBES = 20  # LanceDB's own default
 # IVF_HNSW_* (what `index` builds by default above 100k rows), no --ef given: LanceDB's own ef
 # reached recall@10 0.46 on the generated 100k table; ef 300: 0.91, 500: 0.94, 1000: 0.96.
@@ -297,6 +300,13 @@ def auto_mode(has_fts: bool, has_tokens: bool) -> tuple[str, tuple[str, int] | N
     return ("hybrid" if has_fts else "vector"), None
 
 
+def default_nprobes(partitions: int) -> int:
+    """IVF partitions a dense IVF_PQ search probes when --nprobes is not given: 4·√partitions, at
+    least 20 (LanceDB's own default), at most all of them."""
+    probes = math.ceil(PQ_PROBES_PER_ROOT_PARTITION * math.sqrt(partitions))
+    return min(max(1, partitions), max(MIN_NPROBES, probes))
+
+
 def _cut(hits: Hits, depth: int) -> Hits:
     return hits.take(np.arange(min(depth, len(hits.ids))))
 
@@ -351,7 +361,7 @@ class Searcher:
         self.nprobes, self.refine_factor, self.ef = nprobes, refine_factor, ef
         if self.index_type == "IVF_PQ":
             partitions = _partitions(self.db, self.table, tbl)
-            self.nprobes = nprobes or max(MIN_NPROBES, math.ceil(partitions * DEFAULT_PQ_PROBE_FRACTION))
+            self.nprobes = nprobes or default_nprobes(partitions)
             self.refine_factor = refine_factor or DEFAULT_PQ_REFINE
         elif (self.index_type or "").startswith("IVF_HNSW"):
             self.ef = ef or DEFAULT_HNSW_EF
@@ -360,14 +370,15 @@ class Searcher:
         self.token_tuning = None
         if self.tokens is not None and any(ix.name == multi.INDEX_NAME for ix in tbl.list_indices()):
             partitions = _partitions(self.db, self.table, tbl, "tokens_spec")
-            probes = math.ceil(partitions * DEFAULT_PQ_PROBE_FRACTION)
+            probes = math.ceil(partitions * TOKEN_PQ_PROBE_FRACTION)
             self.token_tuning = (nprobes or max(MIN_NPROBES, probes), refine_factor or DEFAULT_PQ_REFINE)
         self._compressed: Any = _UNLOADED
         self.rows = tbl.count_rows()
         self.doc_of: dict[str, str] = {}  # chunk id -> doc_id, learnt from every search (for --by doc)
-        # chunk id -> LanceDB row id, learnt from first stages when a rerank will fetch their tokens;
-        # valid for this version of the table (row ids move on compaction)
+        # chunk id -> LanceDB row id, learnt from first stages: results and a rerank's tokens are taken
+        # by it; valid for this version of the table (row ids move on compaction)
         self.row_of: dict[str, int] = {}
+        self._result_rows: pa.Table | None = None  # the output columns of the last dense(with_rows=True)
 
     def refresh(self) -> bool:
         """Move to the table's newest version (what writers committed since); True if it changed."""
@@ -488,13 +499,19 @@ class Searcher:
             raise UsageError(f"query_vectors must be [{len(texts)}, dim], got {vectors.shape}")
         return vectors
 
-    def dense(self, vectors: np.ndarray, depth: int, where: str | None = None) -> list[Hits]:
+    def dense(self, vectors: np.ndarray, depth: int, where: str | None = None,
+              with_rows: bool = False) -> list[Hits]:
+        """Each query's best ``depth`` rows by the dense vector. ``with_rows``: the hits are the
+        results (no fusion, no rerank, no deeper search follows), so the search reads their output
+        columns too and :meth:`rows_for` takes them from there: LanceDB reads them for the hits
+        only, and a second read of the same rows cost 3-8 ms of a 20-26 ms query at 1M rows."""
         if self.compressed is not None:
             out = self.compressed.search(vectors, depth, where=where)
             return [Hits(list(ids), np.asarray(scores, np.float32)) for ids, scores in out]
         q = self.tbl.search(vectors if len(vectors) > 1 else vectors[0], vector_column_name=dense.COLUMN)
         q = q.distance_type(self.metric)
-        q = q.select(["id", "doc_id", "_distance"]).limit(depth)  # naming _distance keeps lance quiet
+        # naming _distance keeps lance quiet
+        q = q.select([*(self.columns if with_rows else ["id", "doc_id"]), "_distance"]).limit(depth)
         q = q.with_row_id(True)  # the results' rows (and a rerank's tokens) are then taken by row id
         if where:
             q = q.where(where, prefilter=True)
@@ -503,6 +520,8 @@ class Searcher:
         else:
             q = _tune(q, self.nprobes, self.refine_factor, self.ef and max(self.ef, depth))
         res = q.to_arrow()
+        if with_rows:
+            self._result_rows = res.select(self.columns)
         qi = (res["query_index"].to_numpy() if "query_index" in res.column_names
               else np.zeros(res.num_rows, np.int32))
         scores = _cosine(res["_distance"].to_numpy(zero_copy_only=False), self.metric)
@@ -603,6 +622,10 @@ class Searcher:
         columns = columns or self.columns
         if not ids:
             return pa.table({c: pa.array([], self._schema.field(c).type) for c in columns})
+        if columns == self.columns and self._result_rows is not None:  # dense(with_rows=True)'s
+            at = {rid: i for i, rid in enumerate(self._result_rows["id"].to_pylist())}
+            if all(i in at for i in ids):
+                return self._result_rows.take(pa.array([at[i] for i in ids], pa.int64()))
         known = [self.row_of[i] for i in ids if i in self.row_of]
         parts = [self.tbl.take_row_ids(known).select(columns).to_arrow()] if known else []
         rest = [i for i in ids if i not in self.row_of]
@@ -721,8 +744,8 @@ def _fused(parts: list[Hits], fusion: str, rrf_k: float, alpha: float) -> Hits:
 def _first_stage_lists(searcher: Searcher, mode: str, texts: list[str], vectors, todo: list[int],
                        depth: int, k: int, where: str | None) -> list[list[Hits]]:
     """Each query's first-stage ranked lists before any fusion: [dense, BM25] for hybrid."""
-    if mode == "vector":
-        return [[h] for h in searcher.dense(vectors[todo], depth, where)]
+    if mode == "vector":  # at depth k these hits are the results (a rerank or --by doc asks deeper)
+        return [[h] for h in searcher.dense(vectors[todo], depth, where, with_rows=depth <= k)]
     if mode == "fts":
         return [[searcher.fts(texts[i], depth, where)] for i in todo]
     list_depth = max(depth, HYBRID_DEPTH_FACTOR * k, HYBRID_DEPTH_MIN)

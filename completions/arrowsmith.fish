@@ -176,7 +176,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l rrf-k -r -F -d 
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l alpha -r -F -d '--fusion mix: weight of the dense list (0..1).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l where -r -F -d 'SQL filter applied before ranking, e.g. doc_id LIKE a%.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l by -xa 'chunk doc' -d 'chunk: k chunks; doc: the best chunk of each of k distinct documents.'
-complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l nprobes -r -F -d 'IVF partitions to probe (default: a tenth of them (≥ 20) for IVF_PQ, else LanceD'
+complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l nprobes -r -F -d 'IVF partitions to probe (default: 4·√partitions (≥ 20) for IVF_PQ, else LanceDBs'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l refine-factor -r -F -d 'Re-rank refine_factor·k candidates on full vectors (default: 30 for IVF_PQ).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l ef -r -F -d 'HNSW search breadth (default: 500 for IVF_HNSW_* indexes).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from query' -l exact -l ann -d '--exact: flat scan of every vector; --ann: the vector index when the table has o'

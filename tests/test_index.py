@@ -32,11 +32,11 @@ def index_names(db) -> dict[str, str]:
 def test_choose_vector_index_auto_and_overrides():
     assert choose_vector_index(99_999, 384) is None
     assert choose_vector_index(1_000_000, 384) == {
-        "type": "IVF_PQ", "metric": "cosine", "partitions": 1000, "sub_vectors": 48}
+        "type": "IVF_PQ", "metric": "cosine", "partitions": 1000, "sub_vectors": 48, "sample_rate": 65}
     assert choose_vector_index(1_000_000, 384, kind="ivf_hnsw_sq") == {
         "type": "IVF_HNSW_SQ", "metric": "cosine", "partitions": 10}
     assert choose_vector_index(1_000_000, 384, kind="ivf_pq") == {
-        "type": "IVF_PQ", "metric": "cosine", "partitions": 1000, "sub_vectors": 48}
+        "type": "IVF_PQ", "metric": "cosine", "partitions": 1000, "sub_vectors": 48, "sample_rate": 65}
     assert choose_vector_index(10_000, 384, kind="ivf_pq", partitions=7, sub_vectors=96)["partitions"] == 7
     assert choose_vector_index(5_000_000, 768, kind="none") is None
 
@@ -85,7 +85,8 @@ def test_ivf_pq_explicit_then_none_drops(tmp_path, fake_chunks):
     res = run(["index", "--db", str(tmp_path), "--stats", "--json"])
     stats = json.loads(res.stdout_bytes)
     vec = next(i for i in stats["indexes"] if i["name"] == "vector_idx")
-    assert vec["params"] == {"type": "IVF_PQ", "metric": "cosine", "partitions": 4, "sub_vectors": 4}
+    assert vec["params"] == {"type": "IVF_PQ", "metric": "cosine", "partitions": 4, "sub_vectors": 4,
+                             "sample_rate": 256}
     assert vec["indexed_rows"] == 400 and vec["metric"] == "cosine"
     assert build_indexes(tmp_path, vector_type="ivf_pq", partitions=4, fts=False).unchanged
     report = build_indexes(tmp_path, vector_type="none", fts=False)
@@ -181,6 +182,21 @@ def test_killed_writer_converges_on_rerun(tmp_path, point, fake_chunks, stored):
     assert res.exit_code == 0, res.stderr
     assert f"{4 - committed} documents written (0 replaced), {committed} unchanged" in res.stderr
     assert sorted(stored.rows(tmp_path)) == sorted(f"d{i}#{j}" for i in range(4) for j in range(2))
+
+
+def test_ivf_training_sample_is_capped_whatever_the_rows():
+    """LanceDB samples 256 vectors a partition to train k-means and holds them all: at √rows
+    partitions the sample grew with the table (258k vectors at a million rows). The rate chosen
+    keeps it within 65,536 vectors (LanceDB's own rate below that), never under 32 a partition."""
+    from arrowsmith.commands.index import IVF_TRAINING_VECTORS, ivf_sample_rate
+
+    rates = {rows: choose_vector_index(rows, 256, kind="ivf_pq")["sample_rate"]
+             for rows in (10_000, 100_000, 1_000_000, 4_000_000)}
+    assert rates == {10_000: 256, 100_000: 207, 1_000_000: 65, 4_000_000: 32}
+    for rows in (100_000, 1_000_000, 4_000_000):
+        spec = choose_vector_index(rows, 256)
+        assert spec["sample_rate"] * spec["partitions"] <= IVF_TRAINING_VECTORS
+    assert ivf_sample_rate(100_000) == 32  # a huge --partitions: still 32 points a centroid
 
 
 def test_a_small_night_is_searched_beside_the_indexes_until_folded_in(tmp_path, fake_chunks):

@@ -15,8 +15,8 @@ from arrowsmith.commands.synthetic import clustered_vectors, generated_table, qu
 
 def test_auto_builds_ivf_pq_from_the_threshold_on():
     assert choose_vector_index(AUTO_MIN_ROWS - 1, 384) is None
-    assert choose_vector_index(AUTO_MIN_ROWS, 384) == {"type": "IVF_PQ", "metric": "cosine",
-                                                       "partitions": 316, "sub_vectors": 48}
+    assert choose_vector_index(AUTO_MIN_ROWS, 384) == {
+        "type": "IVF_PQ", "metric": "cosine", "partitions": 316, "sub_vectors": 48, "sample_rate": 207}
 
 
 @pytest.mark.slow
@@ -31,7 +31,7 @@ def test_ivf_pq_default_recall_at_10(tmp_path, monkeypatch):
     connect(tmp_path).create_table("chunks", generated_table(base))
     build_indexes(tmp_path, fts=False)  # `arrowsmith index` at its defaults
     assert "IvfPq" in {ix.index_type for ix in open_table(tmp_path).list_indices()}
-    # query's defaults: nprobes a tenth of the partitions, at least 20 (20 of 155), refine 30
+    # query's defaults: nprobes 4·√partitions, at least 20 (50 of 155), refine 30
     recall = recall_at_k(str(tmp_path), queries)
     assert recall >= 0.9, f"recall@10 {recall:.3f} at default settings"
     # PQ codes alone find about half the neighbours (benchmarks/RESULTS.md): the re-ranking

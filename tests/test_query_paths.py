@@ -12,7 +12,7 @@ from conftest import run
 
 from arrowsmith.commands.compress import compress_table
 from arrowsmith.commands.index import build_indexes
-from arrowsmith.commands.query import QueryStats, Searcher, search
+from arrowsmith.commands.query import QueryStats, Searcher, default_nprobes, search
 from arrowsmith.commands.store import connect
 from arrowsmith.commands.synthetic import clustered_vectors, generated_table, query_vectors
 
@@ -39,12 +39,20 @@ def test_result_rows_taken_by_row_id_equal_rows_found_by_id(indexed):
     ids = hits["id"].to_pylist()
     assert len(ids) == 10 * len(queries)
     assert set(ids) <= set(searcher.row_of)  # the search returned each hit's row id
-    taken = searcher.rows_for(ids).sort_by("id")
-    found = Searcher(db).rows_for(ids).sort_by("id")  # a fresh searcher knows no row ids
+    unique = list(dict.fromkeys(ids))
+    found = Searcher(db).rows_for(unique).sort_by("id")  # a fresh searcher knows no row ids
+    # a vector search at depth k read the results' columns with the hits
+    assert searcher.rows_for(unique).sort_by("id").equals(found)
+    searcher._result_rows = None
+    taken = searcher.rows_for(unique).sort_by("id")  # by row id
     assert taken.column_names == found.column_names == searcher.columns
-    assert taken.equals(found)
+    assert taken.equals(found) and found.num_rows == len(unique)
     # and the result's text is its own row's
     assert hits["text"].to_pylist() == [f"generated row {i.split('#')[0]}" for i in ids]
+    deeper = Searcher(db)  # --by doc searches deeper than k: the rows are taken afterwards
+    by_doc = deeper.search(_texts(len(queries)), k=10, by="doc", query_vectors=queries)
+    assert deeper._result_rows is None and by_doc["text"].to_pylist() == [
+        f"generated row {i.split('#')[0]}" for i in by_doc["id"].to_pylist()]
 
 
 def test_ann_index_is_searched_before_compressed_codes(indexed):
@@ -67,3 +75,13 @@ def test_ann_index_is_searched_before_compressed_codes(indexed):
     assert len(rows) == 3
     res = run(["query", "--db", str(db), "wing", "--nprobes", "8", "--compressed"])
     assert res.exit_code == 2 and "--no-compressed" in res.stderr, res.stderr
+
+
+def test_default_probes_grow_with_the_root_of_the_partitions(indexed):
+    """4·√partitions, at least LanceDB's 20, at most all: 72 of the 318 partitions `index` makes at
+    100k rows and 127 of 1,007 at a million (recall@10 0.91-0.92 there, benchmarks/RESULTS.md)."""
+    assert [default_nprobes(p) for p in (1, 8, 25, 318, 1_007, 3_162)] == [1, 8, 20, 72, 127, 225]
+    db, _ = indexed
+    searcher = Searcher(db)
+    assert (searcher.index_type, searcher.nprobes, searcher.refine_factor) == ("IVF_PQ", 8, 30)
+    assert Searcher(db, nprobes=3, refine_factor=5).tuning == (3, 5, None)

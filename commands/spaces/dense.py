@@ -67,12 +67,13 @@ def pq_sub_vectors(dim: int) -> int:
 
 def index_config(spec: dict[str, Any]):
     """The LanceDB index ``index`` builds on the column for ``spec`` (``index.choose_vector_index``:
-    type, metric, partitions, sub-vectors)."""
+    type, metric, partitions, sub-vectors, IVF training sample rate)."""
     from lancedb.index import IvfHnswSq, IvfPq
 
     if spec["type"] == "IVF_PQ":
+        # a spec recorded before the sample rate was chosen trains at LanceDB's own (256)
         return IvfPq(distance_type=spec["metric"], num_partitions=spec["partitions"],
-                     num_sub_vectors=spec["sub_vectors"])
+                     num_sub_vectors=spec["sub_vectors"], sample_rate=spec.get("sample_rate", 256))
     return IvfHnswSq(distance_type=spec["metric"], num_partitions=spec["partitions"])
 
 
