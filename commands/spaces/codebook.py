@@ -34,9 +34,10 @@ import numpy as np
 BITS = 2
 LEVELS = 2 ** BITS
 # uint16 codes could hold 65,536; each centroid costs a multiply-add per dimension for every token
-# coded and k-means time. 2,048 kept 99.0-100% of float32 on both collections, 4,096 99.4-100.2% for
-# twice the coding and four times the fit (9.5 s: 0.58x plain embed on a new 82k-token table, where
-# 2,048 in 5 rounds costs ~1 s; benchmarks/RESULTS.md, "residual: a codebook a small table can afford")
+# coded and k-means time. 2,048 kept 99.0-100.6% of float32 on both collections, 4,096 99.4-100.2%
+# for twice the coding and four times the fit (9.5 s: 0.58x plain embed on a new 82k-token table, where
+# 2,048 in 3 rounds costs under a second; benchmarks/RESULTS.md, "residual: a codebook a small table
+# can afford")
 MAX_CENTROIDS = 2048
 FIT_SAMPLE = 16_384  # token vectors the k-means sees (a uniform sample of the first group)
 TOKENS_PER_CENTROID = 8  # below MAX_CENTROIDS × this, fewer centroids: each needs points to sit on
@@ -197,7 +198,7 @@ def centroids_for(tokens: int) -> int:
 
 
 SEED_ROUNDS = 8
-LLOYD_ROUNDS = 5  # after D² seeding, rounds 5-10 moved nDCG by noise (±0.4%); each is a full product
+LLOYD_ROUNDS = 3  # after D² seeding, 3, 5 or 10 rounds moved nDCG by noise (±0.4%); each is a full product
 HELD_OUT_MIN = 512  # tokens held out of the k-means to fit the residual buckets on
 
 
