@@ -55,11 +55,12 @@ RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many tim
 COMPACT_MIN_ROWS = 100_000
 VECTOR_INDEX = f"{dense.COLUMN}_idx"
 # new rows are folded into the indexes once they are this share of the table (or on --force and
-# --optimize). Folding in is LanceDB's optimize, which also compacts, and its compaction rewrites
-# every fragment under 1,048,576 rows that borders a new one: a night's 1% of a million-row table
-# cost 30-38 s of optimize, the whole table's rewrite, against 0.5 s for the rest of `index`.
-# Until then queries search the new rows by a flat scan beside the index, so their results are
-# the same (benchmarks/RESULTS.md, "Issue 20: the nightly index and compress").
+# --optimize). Folding in is LanceDB's optimize, which writes each index anew with the new rows
+# (and compacts fragments under 1,048,576 rows that border new ones): a night's 1% of a
+# million-row table cost 30-44 s, against 2 s for the rest of `index`. Until then queries search
+# the new rows by a flat scan beside the indexes: the same results, a vector search no slower,
+# a full-text one much slower (220 ms against 11 ms at 1M rows with 10k waiting; benchmarks/
+# RESULTS.md, "Issue 20: the nightly index and compress").
 FOLD_IN_SHARE = 0.05
 FTS_COLUMN = "text"
 # the IVF k-means sample: LanceDB's default rate (vectors per partition), capped in total at the
