@@ -59,8 +59,8 @@ VECTOR_INDEX = f"{dense.COLUMN}_idx"
 # (and compacts fragments under 1,048,576 rows that border new ones): a night's 1% of a
 # million-row table cost 30-44 s, against 2 s for the rest of `index`. Until then queries search
 # the new rows by a flat scan beside the indexes: the same results, a vector search no slower,
-# a full-text one much slower (220 ms against 11 ms at 1M rows with 10k waiting; benchmarks/
-# RESULTS.md, "Issue 20: the nightly index and compress").
+# a full-text one much slower (220 ms against 11 ms at 1M rows with 10k waiting;
+# benchmarks/RESULTS.md, "Issue 20: the nightly index and compress").
 FOLD_IN_SHARE = 0.05
 FTS_COLUMN = "text"
 # the IVF k-means sample: LanceDB's default rate (vectors per partition), capped in total at the

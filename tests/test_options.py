@@ -109,6 +109,8 @@ HOMONYMS = {
     ("tune", "--output"): "the model directory to write, not a data stream",
     ("tune", "--split"): "the training split (default train); eval's is the judged one (test)",
     ("tune", "--db"): "only a source of pairs or negatives: a pipeline's ARROWSMITH_DB must not pick it",
+    ("chunk", "--db"): "only the store whose unchanged documents are marked, not chunked: a pipeline's "
+                       "ARROWSMITH_DB must not put marked rows into a stream meant for another reader",
     ("tune", "--id-col"): "--corpus columns, detected (id, else _id) when not given",
     ("tune", "--text-col"): "--corpus columns, detected when not given",
     ("distill", "--output"): "the model directory to write, not a data stream (as tune's)",
