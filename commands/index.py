@@ -421,7 +421,7 @@ def _table_stats(db: str | os.PathLike, table: str) -> dict[str, Any]:
         indexes.append(entry)
     versions = tbl.list_versions()
     rows = tbl.count_rows()
-    representations = [r.stats(tbl, model, rows) for r in spaces.of_meta(model)]
+    representations = [r.stats(tbl, model, rows, db=db, table=table) for r in spaces.of_meta(model)]
     return {
         "db": str(db), "table": table, "rows": tbl.count_rows(),
         "documents": pc.count_distinct(docs).as_py() if len(docs) else 0,
@@ -460,6 +460,11 @@ def format_stats(stats: dict[str, Any]) -> str:
         lines.append(f"{'stores' if i == 0 else '':<10}{what}")
         if rep.get("maxsim_search"):
             lines.append(f"{'':<10}--mode maxsim: {rep['maxsim_search']}")
+        book = rep.get("codebook")
+        if book:
+            lines.append(f"{'':<10}codebook {book['file']}: " + (
+                book["problem"] if "problem" in book else
+                f"{book['centroids']:,} centroids fitted on {book['fitted_tokens']:,} tokens"))
     if not stats["indexes"]:
         lines.append("indexes   none (exact search)")
     for i, entry in enumerate(stats["indexes"]):

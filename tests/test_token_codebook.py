@@ -231,3 +231,29 @@ def test_residual_is_the_default_and_a_table_goes_on_at_its_own_precision(chunke
     assert model_meta(old)["multivector"]["precision"] == "int4" and not codebook_files(old)
     r = run([*EMBED, "--token-precision", "residual", "--db", str(old)], input=chunked)
     assert r.exit_code == 2 and "'precision': 'int4'" in r.stderr
+
+
+def test_index_stats_names_the_codebook_and_what_it_was_fitted_on(stores, tmp_path):
+    """`index --stats` says which codebook a residual table codes with, its centroids and how many
+    tokens it saw (a table keeps its first run's codebook), and still answers when it is missing."""
+    import json
+    import shutil
+
+    from arrowsmith.commands.index import table_stats
+
+    db = stores["residual"]
+    s = multi.settings_of(model_meta(db), db, "chunks")
+    tokens = [r for r in table_stats(db)["representations"] if r["representation"] == multi.NAME][0]
+    assert tokens["codebook"] == {"file": codebooks.path(db, "chunks", s.codebook).name,
+                                  "centroids": s.codec.size, "fitted_tokens": s.codec.fitted_tokens}
+    assert 0 < s.codec.fitted_tokens <= tokens["tokens"]
+    r = run(["index", "--db", str(db), "--stats"])
+    assert r.exit_code == 0, r.stderr
+    assert f"{s.codec.size:,} centroids fitted on {s.codec.fitted_tokens:,} tokens" in r.stdout
+    copy = tmp_path / "copy"
+    shutil.copytree(db, copy)
+    codebooks.path(copy, "chunks", s.codebook).unlink()
+    r = run(["index", "--db", str(copy), "--stats", "--json"])
+    assert r.exit_code == 0, r.stderr
+    book = [x for x in json.loads(r.stdout)["representations"] if "codebook" in x][0]["codebook"]
+    assert "missing" in book["problem"]

@@ -104,7 +104,9 @@ def check_batch(col: pa.Array, ids: list, dim: int, normalised: bool, flag: Call
              [f"{ids[r]} (norm {norms[r]:.4f})" for r in np.flatnonzero(off)])
 
 
-def stats(tbl: Any, model_meta: dict[str, Any], rows: int) -> dict[str, Any]:
-    """``index --stats``: what this representation stores."""
+def stats(tbl: Any, model_meta: dict[str, Any], rows: int, db: Any = None, table: str | None = None
+          ) -> dict[str, Any]:
+    """``index --stats``: what this representation stores (``db``/``table``: where, for the files
+    a representation keeps beside the table)."""
     dim = dim_of(tbl.schema) or int(model_meta.get("dim") or 0)
     return {"representation": NAME, "column": COLUMN, "dim": dim, "bytes_per_chunk": dim * 4}

@@ -382,19 +382,32 @@ def check_batch(batch: pa.RecordBatch, ids: list, s: TokenSettings, flag: Callab
     flag("tokens:chunks with NaN, infinite or non-unit token vectors", [ids[r] for r in rows])
 
 
-def stats(tbl: Any, model_meta: dict[str, Any], rows: int) -> dict[str, Any]:
+def stats(tbl: Any, model_meta: dict[str, Any], rows: int, db: Any = None, table: str | None = None
+          ) -> dict[str, Any]:
     """``index --stats``: token vectors stored, bytes per token and per chunk (one scan of the
-    column's list lengths, in bounded batches)."""
+    column's list lengths, in bounded batches), and a fitted precision's codebook: how many
+    centroids, fitted on how many tokens (a table keeps the codebook of its first run)."""
     from arrowsmith.commands.store import scan_batches
 
     s = settings_of(model_meta)
     tokens = sum(int(np.asarray(b.column(COLUMN).value_lengths().fill_null(0)).sum())
                  for b in scan_batches(tbl, [COLUMN]))
     per_chunk = tokens / rows if rows else 0.0
-    return {"representation": NAME, "column": COLUMN, "dim": s.dim, "precision": s.precision,
-            "pool": s.pool, "tokens": tokens, "tokens_per_chunk": round(per_chunk, 1),
-            "bytes_per_token": s.bytes_per_token, "bytes_per_chunk": round(per_chunk * s.bytes_per_token, 1),
-            "maxsim_search": _maxsim_search(tbl, s)}
+    out = {"representation": NAME, "column": COLUMN, "dim": s.dim, "precision": s.precision,
+           "pool": s.pool, "tokens": tokens, "tokens_per_chunk": round(per_chunk, 1),
+           "bytes_per_token": s.bytes_per_token, "bytes_per_chunk": round(per_chunk * s.bytes_per_token, 1),
+           "maxsim_search": _maxsim_search(tbl, s)}
+    if s.fitted and s.codebook and db is not None and table is not None:
+        from arrowsmith.commands.errors import DataError
+
+        out["codebook"] = {"file": codebooks.path(db, table, s.codebook).name}
+        try:
+            book = codebooks.load(db, table, s.codebook)
+        except DataError as e:  # stats still answer; doctor reports it as a finding
+            out["codebook"]["problem"] = str(e)
+        else:
+            out["codebook"].update(centroids=book.size, fitted_tokens=book.fitted_tokens)
+    return out
 
 
 def _maxsim_search(tbl: Any, s: TokenSettings) -> str:
