@@ -29,7 +29,6 @@ The table is scanned in bounded record batches at one pinned version; memory gro
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import os
@@ -283,7 +282,7 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
     recomputed only for tables of text rows (no chunker: each row is one whole document, so
     doc_hash = sha256(text)) or where a ``doc_hash`` column was carried along.
     """
-    from .embed import doc_key, key_digest, metadata_digest
+    from .keys import doc_key, key_digest, metadata_digest, text_hash
     from .schemas import CHUNKER
 
     meta = table_meta(tbl)
@@ -297,7 +296,7 @@ def _key_recomputer(tbl) -> tuple[Any, str]:
     digest = key_digest(model, meta.get(CHUNKER, "rows"))
 
     def expected(doc_hash: str | None, text: str, metadata: dict[str, Any]) -> str:
-        return doc_key(doc_hash or hashlib.sha256(text.encode()).hexdigest(), digest,
+        return doc_key(doc_hash or text_hash(text), digest,
                        metadata_digest(metadata))
 
     return expected, ""

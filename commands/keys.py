@@ -41,6 +41,13 @@ def key_digest(meta: dict[str, Any], chunker: Any) -> str:
     return json.dumps({"model": keyed, "chunker": chunker}, sort_keys=True)
 
 
+def changed_settings(table: dict[str, Any], this_run: dict[str, Any]) -> list[str]:
+    """'key=this run's (table: the table's)' for each setting that differs, for the messages that
+    say why a table's keys and this run's cannot match."""
+    return [f"{k}={this_run.get(k)!r} (table: {table.get(k)!r})"
+            for k in sorted(set(table) | set(this_run)) if table.get(k) != this_run.get(k)]
+
+
 def doc_key(doc_hash: str, digest: str, metadata: str = "") -> str:
     """What a stored document is checked against: text, model/chunker settings, metadata."""
     key = f"{doc_hash}\0{digest}" + (f"\0{metadata}" if metadata else "")

@@ -23,7 +23,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ..keys import document_keys, key_digest
+from ..keys import changed_settings, document_keys, key_digest
 from ..schemas import CHUNKER, MODEL
 
 log = logging.getLogger("arrowsmith.chunk")
@@ -72,9 +72,7 @@ def stored_keys(db: str | os.PathLike, table: str, chunker: dict[str, Any]) -> S
         stored.digest = key_digest(stored.model, chunker)
         recorded = meta.get(CHUNKER)
         if isinstance(recorded, dict) and recorded != chunker:
-            changed = ", ".join(f"{k}={chunker.get(k)!r} (table: {recorded.get(k)!r})"
-                                for k in sorted(set(recorded) | set(chunker))
-                                if recorded.get(k) != chunker.get(k))
+            changed = ", ".join(changed_settings(recorded, chunker))
             log.warning("table %r was built with other chunk settings (%s): the documents chunked with "
                         "those are chunked again, and embed replaces them", table, changed)
         stored.keys = load_doc_keys(tbl)

@@ -14,7 +14,7 @@ import pyarrow as pa
 from arrowsmith.plugins.base import EmbeddingModel
 
 from ..errors import DataError, UsageError
-from ..keys import carried_columns, document_keys, key_digest, text_hash
+from ..keys import carried_columns, changed_settings, document_keys, key_digest, text_hash
 from ..schemas import (
     CHUNKER,
     EMBEDDED_CORE,
@@ -244,11 +244,10 @@ def _check_unchanged_input(schema: pa.Schema, digest: str, chunker: Any,
                          hint="embed --db STORE (the store chunk read), or chunk without --db")
     store = read_meta(schema).get(STORE) or {}
     table_model = store.get("model")
-    if not isinstance(table_model, dict) or key_digest(table_model, chunker) == digest:
+    table_digest = key_digest(table_model, chunker) if isinstance(table_model, dict) else digest
+    if table_digest == digest:
         return
-    theirs, ours = json.loads(key_digest(table_model, chunker))["model"], json.loads(digest)["model"]
-    changed = [f"{k}={ours.get(k)!r} (table: {theirs.get(k)!r})"
-               for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+    changed = changed_settings(json.loads(table_digest)["model"], json.loads(digest)["model"])
     raise UsageError(f"`chunk --db` kept the documents table {store.get('table')!r} holds unchanged "
                      f"under its settings, but this run embeds with {', '.join(changed)}: every "
                      "document would need embedding again, and the kept ones carry no text",

@@ -15,7 +15,6 @@ is reported, never hidden.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import math
 import tempfile
@@ -29,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 
 from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.keys import text_hash
 from arrowsmith.commands.spaces import dense
 
 from .config import NO_CHUNKING, EvalConfig, unique_labels
@@ -502,7 +502,7 @@ def whole_document_chunks(batches: Iterable[pa.RecordBatch], model: Any,
                 if len(tokenizer.token_offsets(text[:end])) != limit:
                     stats.mismatch += 1
             spans.append([{"start": 0, "end": end, "n_tokens": n}])
-        hashes = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        hashes = [text_hash(t) for t in texts]
         yield pa.RecordBatch.from_arrays(
             [batch.column("id"), batch.column("text"), pa.array(hashes, pa.string()),
              pa.array(spans, pa.list_(CHUNK_SPAN))], schema=schema)
