@@ -24,7 +24,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from . import faults, spaces
+from . import faults, isolated, spaces
 from .errors import DataError, UsageError
 from .signals import no_interrupt
 from .spaces import dense, multi
@@ -72,6 +72,12 @@ IVF_MIN_SAMPLE_RATE = 32
 # the full-text build's memory budget (MiB, LanceDB's FTS memory_limit; by default it grows with the
 # table: 273 MiB peak at 100k rows, 560 at a million, 503 with 64)
 FTS_MEMORY_MIB = 64
+# from this size each heavy step (the compaction, each index build, the fold-in) runs in a child
+# process of its own (isolated.call): in one process LanceDB kept each step's memory into the
+# next, so the first `index` of a million rows peaked at 1,054 MiB, 1.74x its 100k-row peak
+# (benchmarks/RESULTS.md, "Issue 20: index memory, flat"). Below it a child's start (~1 s) would
+# cost more than the memory is worth
+ISOLATE_MIN_ROWS = 100_000
 
 
 # ------------------------------------------------------------------ choosing parameters
@@ -194,8 +200,9 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
                 and state.get("wanted") == wanted:
             report.unchanged, report.version = True, tbl.version
             return report
+        where = (str(db), table) if rows >= ISOLATE_MIN_ROWS else None
         with disk_errors(table_path(db, table)):
-            _build(tbl, state, wanted, rows, force, keep, report, broken)
+            _build(tbl, where, state, wanted, rows, force, keep, report, broken)
         report.version = tbl.version
         save_state(db, table, {**state, "version": tbl.version, "wanted": wanted,
                                **{k: state.get(k) for k in ("vector_spec", "vector_rows", "tokens_spec",
@@ -204,11 +211,12 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
     return report
 
 
-def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedelta,
-           report: IndexReport, broken: dict[str, str]) -> None:
+def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: int, force: bool,
+           keep: timedelta, report: IndexReport, broken: dict[str, str]) -> None:
+    """``where`` (db, table): run each heavy step in a child process (:func:`_run`)."""
     listed = {ix.name: ix for ix in tbl.list_indices()}
     if not listed and rows >= COMPACT_MIN_ROWS:
-        _compact_unindexed(tbl, keep)
+        _compact_unindexed(tbl, where, keep)
     existing = {name: ix for name, ix in listed.items() if name not in broken}
     vector, tokens = wanted["vector"], wanted["tokens"]
     if vector is None and VECTOR_INDEX in broken and wanted["vector_type"] != "none":
@@ -216,32 +224,33 @@ def _build(tbl, state: dict, wanted: dict, rows: int, force: bool, keep: timedel
     if tokens is None and multi.INDEX_NAME in broken and wanted["token_index"] != "none":
         tokens = state.get("tokens_spec")  # ... and an earlier `--token-index`
     _drop_unrebuildable(tbl, listed, broken, vector, tokens, wanted)
-    _ann_index(tbl, state, report, existing, "vector", vector, wanted["vector_type"] == "none", rows, force,
-               column=dense.COLUMN, name=VECTOR_INDEX, config=dense.index_config,
+    _ann_index(tbl, where, state, report, existing, "vector", vector, wanted["vector_type"] == "none", rows,
+               force, column=dense.COLUMN, name=VECTOR_INDEX, config=dense.index_config,
                explicit_partitions=wanted["partitions"])
-    _ann_index(tbl, state, report, existing, "tokens", tokens, wanted["token_index"] == "none", rows, force,
-               column=multi.COLUMN, name=multi.INDEX_NAME, config=multi.index_config, label="token")
+    _ann_index(tbl, where, state, report, existing, "tokens", tokens, wanted["token_index"] == "none", rows,
+               force, column=multi.COLUMN, name=multi.INDEX_NAME, config=multi.index_config, label="token")
     if wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS")):
         from lancedb.index import FTS
 
-        _create(tbl, report, "fts text", FTS(memory_limit=FTS_MEMORY_MIB), FTS_COLUMN, f"{FTS_COLUMN}_fts")
+        _create(tbl, where, report, "fts text", FTS(memory_limit=FTS_MEMORY_MIB), FTS_COLUMN,
+                f"{FTS_COLUMN}_fts")
     rebuild = [list(listed[n].columns)[0] for n in broken if listed[n].index_type == "BTree"]
     for col in sorted({*wanted["scalar"], *rebuild}):
         if force or not _has(existing, col, "BTree"):  # `--scalar text` beside the FTS index
             from lancedb.index import BTree
 
-            _create(tbl, report, f"scalar {col}", BTree(), col, f"{col}_idx")
+            _create(tbl, where, report, f"scalar {col}", BTree(), col, f"{col}_idx")
     pending = max((_unindexed(tbl, ix.name) for ix in tbl.list_indices()), default=0)
     if pending and (force or pending >= FOLD_IN_SHARE * rows):
         faults.hit("during_index")
         with no_interrupt():
-            tbl.optimize(cleanup_older_than=keep)
+            _run(tbl, where, "folding new rows into the indexes", _optimize, keep)
         report.updated = True
     elif pending:
         report.unindexed = pending
 
 
-def _compact_unindexed(tbl, keep: timedelta) -> None:
+def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta) -> None:
     """Merge a new table's small fragments before its first indexes are built.
 
     A table is written in checkpoints, one fragment each (~100 at a million rows). LanceDB's
@@ -256,12 +265,12 @@ def _compact_unindexed(tbl, keep: timedelta) -> None:
     log.info("compacting %d fragments before the first index build", fragments["num_fragments"])
     faults.hit("during_index")
     with no_interrupt():
-        tbl.optimize(cleanup_older_than=keep)
+        _run(tbl, where, "compacting before the first index build", _optimize, keep)
 
 
-def _ann_index(tbl, state: dict, report: IndexReport, existing: dict, key: str, spec: dict | None,
-               drop: bool, rows: int, force: bool, *, column: str, name: str, config, label: str = "",
-               explicit_partitions: int | None = None) -> None:
+def _ann_index(tbl, where: tuple[str, str] | None, state: dict, report: IndexReport, existing: dict,
+               key: str, spec: dict | None, drop: bool, rows: int, force: bool, *, column: str, name: str,
+               config, label: str = "", explicit_partitions: int | None = None) -> None:
     """One ANN index (the dense vector's, the token vectors'): built when missing, changed, forced
     or outgrown (RETRAIN_GROWTH), dropped when asked for none; ``state["<key>_spec"/"<key>_rows"]``
     record what was built."""
@@ -270,7 +279,7 @@ def _ann_index(tbl, state: dict, report: IndexReport, existing: dict, key: str, 
         same = _same_vector_index(state.get(spec_key), spec, explicit_partitions) and name in existing
         grown = rows >= RETRAIN_GROWTH * (state.get(rows_key) or rows)
         if force or not same or grown:
-            _create(tbl, report, f"{key} {spec['type']}", config(spec), column, name)
+            _create(tbl, where, report, f"{key} {spec['type']}", config(spec), column, name)
             state[spec_key], state[rows_key] = spec, rows
     elif drop and name in existing:
         with no_interrupt():
@@ -315,12 +324,40 @@ def _same_vector_index(built: dict | None, vector: dict, explicit_partitions: in
     return all(built.get(k) == vector.get(k) for k in keys)
 
 
-def _create(tbl, report: IndexReport, label: str, config, column: str, name: str) -> None:
+def _create(tbl, where: tuple[str, str] | None, report: IndexReport, label: str, config, column: str,
+            name: str) -> None:
     faults.hit("during_index")
     log.info("building %s index", label)
     with no_interrupt():
-        tbl.create_index(column, replace=True, config=config, name=name)
+        _run(tbl, where, f"building the {label} index", _create_index, column, config, name)
     report.built.append(label)
+
+
+def _run(tbl, where: tuple[str, str] | None, what: str, step, *args) -> None:
+    """``step(tbl, *args)`` here, or with ``where`` (db, table) in a child process on the table
+    reopened there (:mod:`isolated`: its memory goes when it exits; its errors are raised here
+    as they were raised there); ``tbl`` then moves to the version the child committed."""
+    if where is None:
+        step(tbl, *args)
+        return
+    isolated.call(what, _step_on, step, *where, *args)
+    tbl.checkout_latest()
+
+
+def _step_on(step, db: str, table: str, *args) -> None:
+    step(open_table(db, table), *args)
+
+
+def _create_index(tbl, column: str, config, name: str) -> None:
+    tbl.create_index(column, replace=True, config=config, name=name)
+
+
+def _optimize(tbl, keep: timedelta) -> None:
+    """LanceDB's optimize: compaction, the fold-in of new rows, the cleanup of old versions."""
+    with warnings.catch_warnings():
+        # --keep 0 was asked for explicitly; LanceDB's warning about it is noise here
+        warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)")
+        tbl.optimize(cleanup_older_than=keep)
 
 
 def _has(existing: dict, column: str, kind: str | None) -> bool:
@@ -373,10 +410,9 @@ def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: t
         tbl = open_table(db, table)
         report = OptimizeReport(version_before=tbl.version, versions_before=len(tbl.list_versions()),
                                 bytes_before=disk_usage(table_path(db, table)))
-        with disk_errors(table_path(db, table)), no_interrupt(), warnings.catch_warnings():
-            # --keep 0 was asked for explicitly; LanceDB's warning about it is noise here
-            warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)")
-            tbl.optimize(cleanup_older_than=keep)
+        where = (str(db), table) if tbl.count_rows() >= ISOLATE_MIN_ROWS else None
+        with disk_errors(table_path(db, table)), no_interrupt():
+            _run(tbl, where, "optimizing the table", _optimize, keep)
         report.stale_files_removed = [str(p) for p in remove_stale_files(db, table, grace_s=grace_s)]
         report.version_after, report.versions_after = tbl.version, len(tbl.list_versions())
         report.bytes_after = disk_usage(table_path(db, table))

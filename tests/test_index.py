@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pyarrow as pa
 import pytest
@@ -247,3 +248,119 @@ def test_a_small_night_is_searched_beside_the_indexes_until_folded_in(tmp_path, 
     tbl = open_table(tmp_path)
     assert all(tbl.index_stats(n).num_unindexed_rows == 0 for n in ("vector_idx", "text_fts", "doc_id_idx"))
     assert answers() == nightly
+
+
+# ------------------------------------------------------------------ heavy steps in child processes
+
+
+def _two_fragment_store(db, fake_chunks) -> None:
+    small = {**fake_chunks.model, "dim": 32}
+    for part in range(2):  # two commits: two small fragments, which the first build compacts
+        with StoreWriter(db, prune=False) as w:
+            w.write([fake_chunks.batch({f"d{part}-{i}": (4, "k") for i in range(50)}, model=small,
+                                       texts={"d1-3": ["ramjet inlet", "scramjet", "x", "y"]})])
+
+
+@pytest.fixture
+def isolated_steps(monkeypatch):
+    """Every table counts as large: compaction, index builds, fold-ins run in child processes."""
+    from arrowsmith.commands import index
+
+    monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 0)
+    monkeypatch.setattr(index, "COMPACT_MIN_ROWS", 0)
+
+
+def test_steps_in_child_processes_build_what_one_process_builds(tmp_path, fake_chunks, isolated_steps,
+                                                               monkeypatch):
+    from conftest import unit_vectors
+
+    from arrowsmith.commands import index
+
+    answers, reports = {}, {}
+    for mode in ("children", "one process"):
+        db = tmp_path / mode.replace(" ", "-")
+        _two_fragment_store(db, fake_chunks)
+        if mode == "one process":
+            monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 10**12)
+        report = build_indexes(db, vector_type="ivf_pq", partitions=4)
+        tbl = open_table(db)
+        assert len(tbl.stats()["fragment_stats"]) and tbl.stats()["fragment_stats"]["num_fragments"] == 1
+        reports[mode] = (report.built, index_names(db), report.version)
+        vectors = [tbl.search(q).nprobes(4).refine_factor(50).limit(5).to_arrow().column("id").to_pylist()
+                   for q in unit_vectors("d1-7|k", 4, 32)]
+        fts = tbl.search("ramjet", query_type="fts").limit(3).to_arrow().column("id").to_pylist()
+        answers[mode] = (vectors, fts, tbl.search().where("doc_id = 'd0-5'").select(["id"]).limit(None)
+                         .to_arrow().column("id").to_pylist())
+        assert json.loads(state_path(db).read_text())["version"] == tbl.version
+    assert reports["children"] == reports["one process"]
+    assert reports["children"][0] == ["vector IVF_PQ", "fts text", "scalar doc_id"]
+    assert answers["children"] == answers["one process"]
+    assert answers["children"][0][0][0] == "d1-7#0" and answers["children"][1] == ["d1-3#0"]
+
+
+def test_a_failure_in_a_child_is_the_error_one_process_gives(tmp_path, fake_chunks, isolated_steps,
+                                                             monkeypatch):
+    """A data file deleted from under the table: the compaction (in a child) cannot read it; the
+    parent raises the same StorageError (exit 74), naming the file, as one process does."""
+    from arrowsmith.commands import index
+    from arrowsmith.commands.errors import StorageError
+
+    errors = {}
+    for mode in ("children", "one process"):
+        db = tmp_path / mode.replace(" ", "-")
+        _two_fragment_store(db, fake_chunks)
+        version = open_table(db).version
+        victim = sorted((table_path(db) / "data").iterdir())[0]
+        victim.unlink()
+        if mode == "one process":
+            monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 10**12)
+        with pytest.raises(StorageError) as err:
+            build_indexes(db)
+        errors[mode] = str(err.value).replace(str(db), "DB").replace(victim.name, "FILE")
+        assert err.value.exit_code == 74 and victim.name in str(err.value)
+        assert open_table(db).version == version and index_names(db) == {}
+    assert errors["children"] == errors["one process"]
+
+
+def test_a_child_that_dies_is_a_runtime_error_naming_the_step():
+    from arrowsmith.commands import isolated
+
+    with pytest.raises(isolated.ChildDied) as err:
+        isolated.call("building the vector index", os.abort)
+    assert err.value.exit_code == 1
+    assert str(err.value).startswith("building the vector index: the child process that ran it was killed "
+                                     "by SIGABRT without finishing; the table is as it was")
+    with pytest.raises(ValueError, match="invalid literal"):
+        isolated.call("parsing", int, "x")  # an exception raised in the child is raised here as is
+    assert isolated.call("adding", divmod, 7, 2) == (3, 1)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc")
+def test_a_child_dies_with_its_parent(tmp_path):
+    """kill -9 of `index` (the parent) ends the child at once: nothing writes to the table after
+    its lock is gone."""
+    import signal
+    import subprocess
+    import sys
+
+    parent = subprocess.Popen([sys.executable, "-c", "import time; from arrowsmith.commands import isolated; "
+                               "isolated.call('sleeping', time.sleep, 600)"])
+
+    def alive(pid: int) -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 60
+    children = []
+    while not children and time.monotonic() < deadline:
+        children = Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+    assert children, "no child process started"
+    child = int(children[0])
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling for the child's end, bounded
+    assert not alive(child)

@@ -1,0 +1,137 @@
+"""Run one memory-heavy LanceDB call in a child process, so that the memory it takes dies with it.
+
+LanceDB keeps much of what a call allocated after it returns (neither glibc's ``malloc_trim`` nor a
+new connection gives it back), so in one process the first ``index`` of a million-row table piled
+its phases up: 1,054 MiB peak where no phase alone needed more than 752 (benchmarks/RESULTS.md,
+"Issue 20: index memory, flat"). A child runs one call and exits; the parent keeps the table's
+write lock (the lock file's descriptor is not inherited) and sees the new table version after
+``checkout_latest``.
+
+The child
+
+* gets the call as a pickle on stdin and answers with a pickle on stdout: the result, or the
+  exception it raised, which :func:`call` raises again in the parent, inside the parent's own
+  ``read_errors``/``disk_errors``, so a failure maps to the same typed error and exit code as
+  in one process;
+* dies with the parent: ``PR_SET_PDEATHSIG`` (Linux) and a thread that ends the process when
+  its stdin closes, so no orphan writes to a table whose lock died with its parent;
+* defers SIGINT/SIGTERM until the call returns (:func:`signals.no_interrupt`), as the parent
+  does around the same call;
+* reads with LanceDB's I/O buffer at :data:`IO_BUFFER_BYTES` unless the user set one (the
+  variable is read once per process, so it is given to the child only).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from .errors import EXIT_RUNTIME, ArrowsmithError, Interrupted
+
+# LanceDB's read-ahead budget (LANCE_DEFAULT_IO_BUFFER_SIZE, 2 GiB by default): the compaction of a
+# million-row table read ahead of its writer to 808 MiB peak with the default, 503-594 MiB with
+# 8-32 MiB, in the same time (benchmarks/RESULTS.md, "Issue 20: index memory, flat")
+IO_BUFFER_ENV = "LANCE_DEFAULT_IO_BUFFER_SIZE"
+IO_BUFFER_BYTES = 32 * 1024 * 1024
+_BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
+         "from arrowsmith.commands.isolated import main; main(int(sys.argv[2]))")
+
+
+class ChildDied(ArrowsmithError):
+    """The child process ended without an answer (killed: out of memory, kill -9)."""
+
+    exit_code = EXIT_RUNTIME
+
+
+def call(what: str, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``func(*args, **kwargs)`` in a child process; its result, or its exception raised here.
+
+    ``func`` must be a module-level function (pickled by name); ``what`` names the step in the
+    message when the child dies without answering. The child's peak RSS is logged at debug level.
+    """
+    job = pickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
+    env = dict(os.environ)
+    env.setdefault(IO_BUFFER_ENV, str(IO_BUFFER_BYTES))
+    import json
+
+    proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), str(os.getpid())],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    answer = b""
+    try:
+        proc.stdin.write(job)
+        proc.stdin.flush()  # stdin stays open: its end tells the child that the parent is gone
+        answer = proc.stdout.read()
+    finally:
+        # normally the child has exited by now; if this process is leaving early (an exception
+        # while waiting), closing stdin ends the child before the lock goes, as kill -9 would
+        proc.stdin.close()
+        proc.stdout.close()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    import logging
+
+    logging.getLogger("arrowsmith.isolated").debug("%s: child peak RSS %d MiB, exit %d", what,
+                                                   usage.ru_maxrss // 1024, proc.returncode)
+    if not answer:
+        code = proc.returncode
+        how = (f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}")
+        raise ChildDied(f"{what}: the child process that ran it {how} without finishing; "
+                        "the table is as it was before this step",
+                        hint="if the system ran out of memory, free some and run it again")
+    kind, value = pickle.loads(answer)
+    if kind == "ok":
+        return value
+    if kind == "interrupted":
+        raise Interrupted(value)
+    raise value
+
+
+# ------------------------------------------------------------------ the child
+
+
+def main(parent: int) -> None:
+    """The child's entry point (``_BOOT``): one call from stdin, its outcome to stdout."""
+    _die_with(parent)
+    from . import signals
+
+    signals.install()
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # a stray print must not corrupt the answer
+    func, args, kwargs = pickle.load(sys.stdin.buffer)
+    threading.Thread(target=_exit_when_orphaned, daemon=True).start()
+    try:
+        with signals.no_interrupt():
+            answer = ("ok", func(*args, **kwargs))
+    except Interrupted as e:
+        answer = ("interrupted", e.signum)
+    except Exception as e:  # noqa: BLE001 - every failure goes back to the parent, which raises it
+        answer = ("error", e)
+    try:
+        data = pickle.dumps(answer, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception:  # noqa: BLE001 - an exception that does not pickle: its type and text
+        err = answer[1]
+        data = pickle.dumps(("error", RuntimeError(f"{type(err).__name__}: {err}")))
+    out.write(data)
+    out.flush()
+    os._exit(0)  # no interpreter teardown: LanceDB's threads have nothing left to do
+
+
+def _die_with(parent: int) -> None:
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl
+        os._exit(EXIT_RUNTIME)
+
+
+def _exit_when_orphaned() -> None:
+    sys.stdin.buffer.read()  # returns at EOF: the parent closed it or died
+    os._exit(EXIT_RUNTIME)
