@@ -17,8 +17,8 @@ The child
   its stdin closes, so no orphan writes to a table whose lock died with its parent;
 * defers SIGINT/SIGTERM until the call returns (:func:`signals.no_interrupt`), as the parent
   does around the same call;
-* reads with LanceDB's I/O buffer at :data:`IO_BUFFER_BYTES` unless the user set one (the
-  variable is read once per process, so it is given to the child only).
+* runs with a smaller LanceDB read-ahead and glibc's allocator held to fewer arenas
+  (:data:`CHILD_ENV`: both are read once, at process start, so they are given to the child only).
 """
 
 from __future__ import annotations
@@ -34,11 +34,16 @@ from typing import Any
 
 from .errors import EXIT_RUNTIME, ArrowsmithError, Interrupted
 
-# LanceDB's read-ahead budget (LANCE_DEFAULT_IO_BUFFER_SIZE, 2 GiB by default): the compaction of a
-# million-row table read ahead of its writer to 808 MiB peak with the default, 503-594 MiB with
-# 8-32 MiB, in the same time (benchmarks/RESULTS.md, "Issue 20: index memory, flat")
-IO_BUFFER_ENV = "LANCE_DEFAULT_IO_BUFFER_SIZE"
-IO_BUFFER_BYTES = 32 * 1024 * 1024
+# The child's environment (a value the user set is kept). LANCE_DEFAULT_IO_BUFFER_SIZE: LanceDB's
+# read-ahead budget, 2 GiB by default, let the compaction's reader run ahead of its writer.
+# MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_: glibc's, read at process start. LanceDB's threads
+# allocate from up to 8 arenas a core, and buffers freed in one arena are not reused by another;
+# a fixed mmap threshold returns each large buffer to the system when it is freed (by default the
+# threshold rises to 32 MiB and freed buffers stay in the arenas). A million-row table's compaction
+# alone: 808 MiB peak with none of these, 580 with the buffer, 412 with 2 arenas too, 337 with all
+# three; its IVF_PQ build: 892, 583, 493, 405 (benchmarks/RESULTS.md, "Issue 20: index memory, flat")
+CHILD_ENV = {"LANCE_DEFAULT_IO_BUFFER_SIZE": str(32 * 1024 * 1024), "MALLOC_ARENA_MAX": "2",
+             "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
 _BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
          "from arrowsmith.commands.isolated import main; main(int(sys.argv[2]))")
 
@@ -56,8 +61,7 @@ def call(what: str, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> A
     message when the child dies without answering. The child's peak RSS is logged at debug level.
     """
     job = pickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-    env = dict(os.environ)
-    env.setdefault(IO_BUFFER_ENV, str(IO_BUFFER_BYTES))
+    env = {**CHILD_ENV, **os.environ}
     import json
 
     proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), str(os.getpid())],
