@@ -192,15 +192,16 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
                   "scalar": sorted({"doc_id", *scalar}), "metric": metric or "cosine",
                   "partitions": partitions, "token_index": token_index,
                   "tokens": _choose_token_index(tbl, rows, token_index, table)}
-        # issue 21: an index whose files were deleted is listed all the same; it is missing
-        broken = unreadable_indexes(tbl)
+        where = (str(db), table) if rows >= ISOLATE_MIN_ROWS else None
+        # issue 21: an index whose files were deleted is listed all the same; it is missing.
+        # Opening them reads them into LanceDB's cache, so it is a heavy step too
+        broken = _run(tbl, where, "opening the indexes", unreadable_indexes) if tbl.list_indices() else {}
         for name, why in broken.items():
             log.warning("index %s cannot be opened (%s): rebuilding it", name, why)
         if not force and not broken and state.get("version") == tbl.version \
                 and state.get("wanted") == wanted:
             report.unchanged, report.version = True, tbl.version
             return report
-        where = (str(db), table) if rows >= ISOLATE_MIN_ROWS else None
         with disk_errors(table_path(db, table)):
             _build(tbl, where, state, wanted, rows, force, keep, report, broken)
         report.version = tbl.version
@@ -333,19 +334,19 @@ def _create(tbl, where: tuple[str, str] | None, report: IndexReport, label: str,
     report.built.append(label)
 
 
-def _run(tbl, where: tuple[str, str] | None, what: str, step, *args) -> None:
+def _run(tbl, where: tuple[str, str] | None, what: str, step, *args) -> Any:
     """``step(tbl, *args)`` here, or with ``where`` (db, table) in a child process on the table
     reopened there (:mod:`isolated`: its memory goes when it exits; its errors are raised here
     as they were raised there); ``tbl`` then moves to the version the child committed."""
     if where is None:
-        step(tbl, *args)
-        return
-    isolated.call(what, _step_on, step, *where, *args)
+        return step(tbl, *args)
+    result = isolated.call(what, _step_on, step, *where, *args)
     tbl.checkout_latest()
+    return result
 
 
-def _step_on(step, db: str, table: str, *args) -> None:
-    step(open_table(db, table), *args)
+def _step_on(step, db: str, table: str, *args) -> Any:
+    return step(open_table(db, table), *args)
 
 
 def _create_index(tbl, column: str, config, name: str) -> None:
