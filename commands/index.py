@@ -15,7 +15,6 @@ because IVF centroids fitted to half the data stop fitting the rest.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 import warnings
@@ -49,6 +48,9 @@ log = logging.getLogger("arrowsmith.index")
 VECTOR_TYPES = ("auto", "ivf_pq", "ivf_hnsw_sq", "none")
 DISTANCE_METRICS = ("cosine", "l2", "dot")
 AUTO_MIN_ROWS = 100_000  # below: exact search over <100k×384 floats takes a few ms, no index
+# rows an IVF_HNSW_SQ partition is built for: LanceDB's target (2^20), whose fold-in joins the
+# partitions under a quarter of it (at 100k rows each, what `index` built before, all of them)
+HNSW_PARTITION_ROWS = 1 << 20
 RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many times larger
 # a new table is compacted before its first indexes from this size (_compact_unindexed); below
 # it, the rewrite a later optimize makes costs a few seconds whenever it comes
@@ -91,10 +93,12 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
     auto: none below 100k rows, IVF_PQ above: with query's defaults of the time (a tenth of the
     partitions probed, refine 10) it gave recall@10 0.965–0.990 at p50 24–26 ms on 100k–250k
     generated rows, where IVF_HNSW_SQ at ef 500 gave 0.940–0.949 at 70–176 ms (benchmarks/RESULTS.md,
-    "query"). ivf_pq: partitions ≈ sqrt(rows), sub-vectors = dim / 8 (8 dims per byte code, 48 for
-    384 dims: 32× compression), k-means trained on at most 65,536 vectors (:func:`ivf_sample_rate`);
-    recall comes from ``query``'s refine step.
-    ivf_hnsw_sq: few large partitions (≈ rows / 100k, min 1), each an HNSW graph over 8-bit
+    "query"). ivf_pq: partitions of at least 4,096 rows (rows / 4,096 below ~16.8M rows, √rows
+    above: :func:`dense.ivf_partitions`, so LanceDB's fold-in keeps them), sub-vectors = dim / 8
+    (8 dims per byte code, 48 for 384 dims: 32× compression), k-means trained on at most 65,536
+    vectors (:func:`ivf_sample_rate`); recall comes from ``query``'s refine step.
+    ivf_hnsw_sq: partitions of about a million rows (LanceDB's target for HNSW partitions, whose
+    fold-in joins any under a quarter of it), at least 1, each an HNSW graph over 8-bit
     scalar-quantised vectors. ``metric`` None is cosine; given, it is an index setting like
     ``partitions`` (without an index, exact search ranks by the table's own metric).
     """
@@ -122,13 +126,13 @@ def choose_vector_index(rows: int, dim: int, *, kind: str = "auto", metric: str 
     if kind == "auto":
         kind = "ivf_pq"
     if kind == "ivf_pq":
-        parts = partitions or max(1, min(round(math.sqrt(rows)), rows // 256))
+        parts = partitions or dense.ivf_partitions(rows)
         sub = sub_vectors or dense.pq_sub_vectors(dim)
         if dim % sub:
             raise UsageError(f"--sub-vectors {sub} must divide the dim {dim}")
         return {"type": "IVF_PQ", "metric": metric, "partitions": parts, "sub_vectors": sub,
                 "sample_rate": ivf_sample_rate(parts)}
-    parts = partitions or max(1, round(rows / 100_000))
+    parts = partitions or max(1, round(rows / HNSW_PARTITION_ROWS))
     return {"type": "IVF_HNSW_SQ", "metric": metric, "partitions": parts}
 
 

@@ -62,9 +62,11 @@ HYBRID_DEPTH_FACTOR = 4
 # Real vectors (a static model's, 256-d; benchmarks/scale.py) need more of both: refine 30, and
 # probes growing with the partitions, slower than a fixed fraction of them: recall@10 0.911 at 64
 # of 318 partitions (100k rows; 0.846 at a tenth), 0.914 at 101 of 1,007 (1M rows; 0.943 at 201,
-# ~3 ms more), refine 20 losing 0.03 (benchmarks/RESULTS.md, "Issue 20: query latency"). So:
-# re-rank 30·k candidates on full vectors, probe 4·√partitions (72 of 318, 127 of 1,007), never
-# fewer than LanceDB's own 20: the codes scanned grow as rows^¾, not with the rows.
+# ~3 ms more), refine 20 losing 0.03 (benchmarks/RESULTS.md, "Issue 20: query latency"); with
+# the partitions `index` makes now (≥ 4,096 rows each, which LanceDB's fold-in keeps), 0.925 at
+# 63 of 248 (1M rows, p50 16.8 ms), 0.903 at 8 of 25 (100k). So: re-rank 30·k candidates on
+# full vectors, probe 4·√partitions (63 of 248 at a million), never fewer than LanceDB's own 20
+# (20 of the 24 at 100k rows).
 DEFAULT_PQ_REFINE = 30
 PQ_PROBES_PER_ROOT_PARTITION = 4
 TOKEN_PQ_PROBE_FRACTION = 1 / 10  # the token index's partitions probed per query token
@@ -690,7 +692,8 @@ def _vector_index(tbl) -> tuple[str | None, str]:
 
 
 def _partitions(db, table: str, tbl, spec_key: str = "vector_spec") -> int:
-    """IVF partitions of the vector (or token) index: as `index` recorded them, else sqrt(rows)."""
+    """IVF partitions of the vector (or token) index: as `index` recorded them, else as it chooses
+    them for the table's rows."""
     from .store import state_path
 
     try:
@@ -699,7 +702,7 @@ def _partitions(db, table: str, tbl, spec_key: str = "vector_spec") -> int:
             return int(spec["partitions"])
     except (OSError, ValueError):
         pass
-    return max(1, round(math.sqrt(tbl.count_rows())))
+    return dense.ivf_partitions(tbl.count_rows())
 
 
 def _cosine(distance: np.ndarray, metric: str) -> np.ndarray:

@@ -16,7 +16,7 @@ from arrowsmith.commands.synthetic import clustered_vectors, generated_table, qu
 def test_auto_builds_ivf_pq_from_the_threshold_on():
     assert choose_vector_index(AUTO_MIN_ROWS - 1, 384) is None
     assert choose_vector_index(AUTO_MIN_ROWS, 384) == {
-        "type": "IVF_PQ", "metric": "cosine", "partitions": 316, "sub_vectors": 48, "sample_rate": 207}
+        "type": "IVF_PQ", "metric": "cosine", "partitions": 24, "sub_vectors": 48, "sample_rate": 256}
 
 
 @pytest.mark.slow

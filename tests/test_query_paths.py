@@ -78,9 +78,9 @@ def test_ann_index_is_searched_before_compressed_codes(indexed):
 
 
 def test_default_probes_grow_with_the_root_of_the_partitions(indexed):
-    """4·√partitions, at least LanceDB's 20, at most all: 72 of the 318 partitions `index` makes at
-    100k rows and 127 of 1,007 at a million (recall@10 0.91-0.92 there, benchmarks/RESULTS.md)."""
-    assert [default_nprobes(p) for p in (1, 8, 25, 318, 1_007, 3_162)] == [1, 8, 20, 72, 127, 225]
+    """4·√partitions, at least LanceDB's 20, at most all: 63 of the 248 partitions of a million
+    rows (recall@10 0.925, benchmarks/RESULTS.md), 20 of the 24 `index` makes at 100k."""
+    assert [default_nprobes(p) for p in (1, 8, 24, 25, 244, 248, 1_007)] == [1, 8, 20, 20, 63, 63, 127]
     db, _ = indexed
     searcher = Searcher(db)
     assert (searcher.index_type, searcher.nprobes, searcher.refine_factor) == ("IVF_PQ", 8, 30)

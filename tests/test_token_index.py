@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLES, read_ipc, run
 
-from arrowsmith.commands.spaces import multi
+from arrowsmith.commands.spaces import dense, multi
 from arrowsmith.commands.store import open_table, table_path
 
 EMBED = ["embed", "--dtype", "fp32", "--device", "cpu", "--multivector"]
@@ -73,7 +73,7 @@ def test_token_index_on_float16_tokens_answers_as_the_exact_scan(float16):
     (entry,) = [e for e in stats["indexes"] if e["name"] == multi.INDEX_NAME]
     tokens = next(r["tokens"] for r in stats["representations"] if r["representation"] == "multivector")
     assert entry["params"] == {"type": "IVF_PQ", "metric": "cosine", "sub_vectors": 48,
-                               "partitions": min(round(math.sqrt(tokens)), tokens // 256)}
+                               "partitions": dense.ivf_partitions(tokens)}
     assert entry["indexed_rows"] == stats["rows"] and entry["unindexed_rows"] == 0
     indexed, exact = maxsim_hits(float16), maxsim_hits(float16, "--exact", k=stats["rows"])
     # the index proposes candidates (each query token's nearest tokens), refine re-scores them exactly:
@@ -139,10 +139,11 @@ def test_auto_indexes_float_tokens_from_the_threshold_with_partitions_for_the_to
     assert multi.index_spec(multi.AUTO_MIN_TOKENS - 1, f16) is None
     spec = multi.index_spec(multi.AUTO_MIN_TOKENS, f16)
     assert spec == {"type": "IVF_PQ", "metric": "cosine", "sub_vectors": 48,
-                    "partitions": round(math.sqrt(multi.AUTO_MIN_TOKENS))}
+                    "partitions": multi.AUTO_MIN_TOKENS // 4_096}
     assert multi.index_spec(10 * multi.AUTO_MIN_TOKENS, int4) is None
     assert multi.index_spec(10 * multi.AUTO_MIN_TOKENS, f16, "none") is None
-    assert multi.index_spec(1_000, f16, "ivf_pq")["partitions"] == 3  # a partition per 256 vectors at least
+    assert multi.index_spec(1_000, f16, "ivf_pq")["partitions"] == 1  # never under 4,096 vectors a partition
+    assert multi.index_spec(10**9, f16)["partitions"] == round(math.sqrt(10**9))  # √n from ~16.8M on
 
 
 def test_compress_tokens_rebuilds_the_token_index_while_tokens_are_floats(float16):

@@ -6,6 +6,7 @@ what ``query --mode vector`` searches (cosine). Its dim is the table's ``dim`` s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -54,6 +55,21 @@ def decode(col: pa.Array | pa.ChunkedArray) -> np.ndarray:
     dim = col.type.list_size
     flat = col.flatten().to_numpy(zero_copy_only=False)
     return np.asarray(flat, dtype=np.float32).reshape(len(col), dim)
+
+
+# LanceDB's fold-in (its ``optimize``: new rows into an existing IVF index) joins every partition
+# under a quarter of its target size (IVF_PQ: 8,192 rows, so 2,048) into its neighbours and splits
+# those over four times the target. With partitions ~ sqrt(rows) (1,007 of ~1,000 rows at a million,
+# 318 of ~320 at 100k) one fold-in collapsed the index to 32 and 4 partitions: every search then
+# scanned all the codes, 5x slower (benchmarks/RESULTS.md, "Issue 20: the fold-in"). Partitions of
+# at least 4,096 vectors stay as built.
+IVF_MIN_PARTITION_VECTORS = 4_096
+
+
+def ivf_partitions(vectors: int) -> int:
+    """IVF partitions for an index over ``vectors`` vectors: ~sqrt(vectors), but never partitions
+    of fewer than IVF_MIN_PARTITION_VECTORS (so below ~16.8M vectors: vectors / 4,096), at least 1."""
+    return max(1, min(round(math.sqrt(vectors)), vectors // IVF_MIN_PARTITION_VECTORS))
 
 
 def pq_sub_vectors(dim: int) -> int:

@@ -306,13 +306,14 @@ def index_spec(tokens: int, s: TokenSettings, kind: str = "auto") -> dict[str, A
     """The index to build on the token column (a JSON-able spec), or None: ``--mode maxsim`` scans.
 
     LanceDB indexes a multivector column of floats, cosine only: IVF_PQ over every token vector,
-    partitions ≈ sqrt(token vectors) (at most one per 256, so each has vectors to train on), PQ
-    sub-vectors dim / 8 as the dense index; a search probes the partitions for each query token
+    partitions as the dense index's (:func:`dense.ivf_partitions`: ≈ sqrt(token vectors), never
+    under 4,096 vectors each, which LanceDB's fold-in would join), PQ sub-vectors dim / 8 as the
+    dense index; a search probes the partitions for each query token
     and re-scores its candidates' full MaxSim (``query``'s refine). Packed precisions get none.
     """
     from arrowsmith.commands.errors import UsageError
 
-    from .dense import pq_sub_vectors
+    from .dense import ivf_partitions, pq_sub_vectors
 
     if kind not in INDEX_TYPES:
         raise UsageError(f"unknown token index type {kind!r} (use {'|'.join(INDEX_TYPES)})")
@@ -327,8 +328,7 @@ def index_spec(tokens: int, s: TokenSettings, kind: str = "auto") -> dict[str, A
     if tokens < 256:
         raise UsageError(f"a token index needs at least 256 token vectors to train (table has {tokens})",
                          hint="--token-index none: the flat scan is fast at this size")
-    partitions = max(1, min(round(math.sqrt(tokens)), tokens // 256))
-    return {"type": "IVF_PQ", "metric": "cosine", "partitions": partitions,
+    return {"type": "IVF_PQ", "metric": "cosine", "partitions": ivf_partitions(tokens),
             "sub_vectors": pq_sub_vectors(s.dim)}
 
 
