@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from hashlib import blake2b
@@ -22,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from arrowsmith.commands.errors import DataError, UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
@@ -37,7 +39,6 @@ log = logging.getLogger("arrowsmith.compress")
 
 SUFFIX = "__compressed"
 META_KEY = "arrowsmith.compress"
-COMPANION_COMMIT_ROWS = 262_144  # codes per commit of the companion table (not --checkpoint-rows)
 FORMAT = 1
 KEY_COLUMN = "doc_key"  # the companion keeps each row's doc_key: what tells a re-embedded chunk
 # A re-run codes only the rows added since the companion's source version (and drops those gone)
@@ -85,43 +86,58 @@ def content_fingerprint(tbl) -> str:
     whole column to sort it grew with the table.
     """
     cols = ["id", "doc_key"] if "doc_key" in tbl.schema.names else ["id", dense.COLUMN]
-    rows, lo, hi = 0, 0, 0
+    sums = _DigestSums()
     for batch in scan_batches(tbl, cols):
         if cols[1] == dense.COLUMN:
-            values = [row.tobytes() for row in dense.decode(batch.column(dense.COLUMN))]
+            sums.add(batch.column("id").to_pylist(),
+                     [row.tobytes() for row in dense.decode(batch.column(dense.COLUMN))])
         else:
-            values = [(v or "").encode() for v in batch.column("doc_key").to_pylist()]
-        n, part_lo, part_hi = _digest_sums(batch.column("id").to_pylist(), values)
-        rows, lo, hi = rows + n, lo + part_lo, hi + part_hi
-    return _fingerprint(rows, cols, lo, hi)
+            sums.add_keyed(batch)
+    return sums.fingerprint(cols)
 
 
 _MASK = 0xFFFFFFFFFFFFFFFF
 
 
-def _digest_sums(ids: list[str], values: list[bytes]) -> tuple[int, int, int]:
-    """Rows, and the sums of the low and high halves of their 128-bit (id, value) digests."""
-    digests = b"".join([blake2b(v + b"\0" + i.encode(), digest_size=16).digest()
-                        for i, v in zip(ids, values, strict=True)])
-    halves = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
-    # wraps mod 2**64, as the digest is
-    return len(ids), int(halves[:, 0].sum(dtype=np.uint64)), int(halves[:, 1].sum(dtype=np.uint64))
+class _DigestSums:
+    """Rows, and the sums of the low and high halves of their 128-bit (id, value) digests: what a
+    fingerprint is made of. A sum, so rows can be added and taken out in any order."""
+
+    def __init__(self, rows: int = 0, lo: int = 0, hi: int = 0):
+        self.rows, self.lo, self.hi = rows, lo, hi
+
+    @classmethod
+    def of(cls, fingerprint: str) -> _DigestSums:
+        _, rows, _, sums = fingerprint.split(":")
+        return cls(int(rows), int(sums[16:], 16), int(sums[:16], 16))
+
+    def add(self, ids: list[str], values: list[bytes], sign: int = 1) -> None:
+        digests = b"".join([blake2b(v + b"\0" + i.encode(), digest_size=16).digest()
+                            for i, v in zip(ids, values, strict=True)])
+        halves = np.frombuffer(digests, dtype="<u8").reshape(-1, 2)
+        # wraps mod 2**64, as the digest is
+        self.rows += sign * len(ids)
+        self.lo += sign * int(halves[:, 0].sum(dtype=np.uint64))
+        self.hi += sign * int(halves[:, 1].sum(dtype=np.uint64))
+
+    def add_keyed(self, batch: pa.RecordBatch | pa.Table, sign: int = 1) -> None:
+        """The rows of a batch with ``id`` and ``doc_key`` (a null key digests as an empty one)."""
+        self.add(batch.column("id").to_pylist(),
+                 [(v or "").encode() for v in batch.column(KEY_COLUMN).to_pylist()], sign)
+
+    def fingerprint(self, cols: list[str]) -> str:
+        return f"sum128:{self.rows}:{','.join(cols)}:{self.hi & _MASK:016x}{self.lo & _MASK:016x}"
 
 
-def _fingerprint(rows: int, cols: list[str], lo: int, hi: int) -> str:
-    return f"sum128:{rows}:{','.join(cols)}:{hi & _MASK:016x}{lo & _MASK:016x}"
-
-
-def _updated_fingerprint(old: str, added: pa.Table, removed: pa.Table) -> str:
-    """``old`` (of (id, doc_key) rows) with the ``added`` rows' digests summed in and the
-    ``removed`` rows' taken out: the digest is a sum, so this equals a fresh scan of the table."""
-    _, rows, cols, sums = old.split(":")
-    hi, lo = int(sums[:16], 16), int(sums[16:], 16)
-    for part, sign in ((added, 1), (removed, -1)):
-        n, part_lo, part_hi = _digest_sums(part.column("id").to_pylist(),
-                                           [(v or "").encode() for v in part.column(KEY_COLUMN).to_pylist()])
-        rows, lo, hi = int(rows) + sign * n, lo + sign * part_lo, hi + sign * part_hi
-    return _fingerprint(rows, cols.split(","), lo, hi)
+def _pair_hashes(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's ``hash(id)`` and ``hash(doc_key)`` (int64; a null key as an empty one): what tells
+    the table's rows from the companion's in 16 bytes a row. Python's str hash, so both sides are
+    hashed in one process; two rows match only where both their ids and their doc_keys hash alike
+    (for one id's old and new doc_key, a 64-bit collision of a keyed hash)."""
+    ids = batch.column("id").to_pylist()
+    keys = pc.fill_null(batch.column(KEY_COLUMN), "").to_pylist()
+    return (np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids)),
+            np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
 
 
 # ------------------------------------------------------------------ compress
@@ -228,9 +244,7 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
 
     A row is the same when its (id, doc_key) is: a re-embedded chunk keeps its id but not its
     doc_key. The codes equal a full run's with the same parameters, row for row."""
-    import pyarrow.compute as pc
-
-    from arrowsmith.commands.store import connect, disk_errors, id_filters, table_exists
+    from arrowsmith.commands.store import IN_LIST_MAX, connect, disk_errors, table_exists
 
     name = companion_name(table)
     if KEY_COLUMN not in tbl.schema.names or not table_exists(db, name):
@@ -242,14 +256,12 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
             or comp.count_rows() != info.get("rows") \
             or str(info.get("source", {}).get("fingerprint")).split(":")[2:3] != [f"id,{KEY_COLUMN}"]:
         return None
-    source = tbl.search().with_row_id(True).select(["id", KEY_COLUMN]).limit(None).to_arrow()
-    held = comp.search().select(["id", KEY_COLUMN]).limit(None).to_arrow()
-    pair = [pc.binary_join_element_wise(t.column("id"), pc.fill_null(t.column(KEY_COLUMN), ""), "\0")
-            for t in (source, held)]
-    added = source.filter(pc.invert(pc.is_in(pair[0], value_set=pair[1])))
-    removed = held.filter(pc.invert(pc.is_in(pair[1], value_set=pair[0])))
+    change = _changed_rows(tbl, comp, info["rows"])
+    if change is None:
+        return None
+    added, removed = change
     fit = info.get("fit") or {"rows": info["rows"], "changed": 0}
-    changed = fit["changed"] + added.num_rows + removed.num_rows
+    changed = fit["changed"] + len(added) + len(removed)
     if changed > REFIT_SHARE * fit["rows"]:
         return None
     codec = make_codec(spec, dim)
@@ -258,25 +270,67 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
     if info.get("rescore_codec"):
         rescore_codec = Int8Codec(dim)
         rescore_codec.load_params(info["rescore_codec"])
-    fingerprint = _updated_fingerprint(info["source"]["fingerprint"], added, removed)
-    new_info = {**info, "rows": rows, "fit": {"rows": fit["rows"], "changed": changed},
-                "source": {"table": table, "version": version, "rows": rows, "fingerprint": fingerprint},
-                "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    sums = _DigestSums.of(info["source"]["fingerprint"])
+    for batch in scan_batches(comp, ["id", KEY_COLUMN], row_ids=removed):
+        sums.add_keyed(batch, -1)
     schema = comp.schema
     with disk_errors(db), no_interrupt():
         # marked first: a run cut short between the commits below leaves a companion the next run
         # rewrites in full (and the table's new version keeps it from being served meanwhile)
         _set_companion_meta(comp, {**info, "updating": True})
-        for _, where in id_filters(removed.column("id").to_pylist()):
-            comp.delete(where)
-        row_ids = added.column("_rowid")
-        for start in range(0, len(row_ids), COMPANION_COMMIT_ROWS):
-            part = tbl.take_row_ids(row_ids.slice(start, COMPANION_COMMIT_ROWS).to_pylist()).select(
-                ["id", dense.COLUMN, KEY_COLUMN]).to_arrow()
-            comp.add(_codes_batch(part, spec, codec, rescore_codec, dim, schema))
-        _set_companion_meta(comp, new_info)
+        # by row id (a metadata commit moves no row): no filter evaluated over the companion's ids
+        for start in range(0, len(removed), IN_LIST_MAX):
+            comp.delete(f"_rowid IN ({', '.join(map(str, removed[start:start + IN_LIST_MAX].tolist()))})")
+
+        def codes() -> Iterator[pa.Table]:
+            for batch in scan_batches(tbl, ["id", dense.COLUMN, KEY_COLUMN], row_ids=added):
+                sums.add_keyed(batch)
+                yield _codes_batch(batch, spec, codec, rescore_codec, dim, schema)
+
+        if len(added):
+            _commit_codes(db, codes(), schema, comp.add)
+        fingerprint = sums.fingerprint(["id", KEY_COLUMN])
+        _set_companion_meta(comp, {
+            **info, "rows": rows, "fit": {"rows": fit["rows"], "changed": changed},
+            "source": {"table": table, "version": version, "rows": rows, "fingerprint": fingerprint},
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")})
     rescore_bytes = rescore_codec.code_bytes if rescore_codec else 0
-    return codec.code_bytes, rescore_bytes, added.num_rows, removed.num_rows
+    return codec.code_bytes, rescore_bytes, len(added), len(removed)
+
+
+def _changed_rows(tbl, comp, held: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Row ids of the table's rows whose (id, doc_key) the companion lacks, and of the companion's
+    rows the table no longer holds (None: the companion does not read ``held`` rows). The
+    companion's rows as hashes sorted by id hash, the table's matched against them range by range:
+    24 bytes a companion row and the change, where the whole (id, doc_key) columns of both and
+    their joined strings peaked at 933 MiB for a million rows (benchmarks/RESULTS.md, "Issue 20:
+    compress and doctor memory, flat")."""
+    id_hash, key_hash = np.empty(held, dtype=np.int64), np.empty(held, dtype=np.int64)
+    row_ids, n = np.empty(held, dtype=np.uint64), 0
+    for batch in scan_batches(comp, ["id", KEY_COLUMN], with_row_ids=True):
+        if n + batch.num_rows > held:
+            return None  # it reads more rows than it counts: rewritten in full
+        id_hash[n:n + batch.num_rows], key_hash[n:n + batch.num_rows] = _pair_hashes(batch)
+        row_ids[n:n + batch.num_rows] = batch.column("_rowid").to_numpy()
+        n += batch.num_rows
+    if n != held:
+        return None
+    order = np.argsort(id_hash, kind="stable")
+    id_hash, key_hash, row_ids = id_hash[order], key_hash[order], row_ids[order]
+    del order
+    matched = np.zeros(held, dtype=bool)
+    added = []
+    for batch in scan_batches(tbl, ["id", KEY_COLUMN], with_row_ids=True):
+        ids, keys = _pair_hashes(batch)
+        lo, hi = np.searchsorted(id_hash, ids, "left"), np.searchsorted(id_hash, ids, "right")
+        found = (hi - lo == 1) & (key_hash[np.minimum(lo, held - 1)] == keys)
+        matched[lo[found]] = True
+        for r in np.flatnonzero(hi - lo > 1).tolist():  # an id hash the companion holds more than once
+            same = np.flatnonzero(key_hash[lo[r]:hi[r]] == keys[r]) + lo[r]
+            matched[same] = True
+            found[r] = len(same) > 0
+        added.append(batch.column("_rowid").to_numpy()[~found])
+    return (np.concatenate(added) if added else np.zeros(0, np.uint64)), np.sort(row_ids[~matched])
 
 
 def companion_meta(schema: pa.Schema) -> dict[str, Any] | None:
@@ -337,38 +391,44 @@ def _companion_schema(codec: Codec, rescore_codec: Int8Codec | None, meta: dict[
 
 def _write_companion(db, table: str, tbl, spec: MethodSpec, codec: Codec,
                      rescore_codec: Int8Codec | None, dim: int, meta: dict[bytes, bytes]) -> None:
-    from arrowsmith.commands.store import connect, disk_errors, table_exists
+    from arrowsmith.commands.store import connect, table_exists
 
     keyed = KEY_COLUMN in tbl.schema.names
     schema = _companion_schema(codec, rescore_codec, meta, keyed)
     conn, name = connect(db), companion_name(table)
-    pending: list[pa.Table] = []
-    created = False
+    codes = (_codes_batch(batch, spec, codec, rescore_codec, dim, schema)
+             for batch in scan_batches(tbl, ["id", dense.COLUMN, *([KEY_COLUMN] if keyed else [])]))
+    mode = "overwrite" if table_exists(db, name) else "create"
+    # overwrite is one atomic commit; a reader sees the old or the new table
+    _commit_codes(db, codes, schema, lambda data: conn.create_table(name, data, mode=mode))
 
-    def commit() -> None:
-        nonlocal created, pending
-        data = pa.concat_tables(pending)
-        with disk_errors(db), no_interrupt():
-            if created:
-                conn.open_table(name).add(data)
-            else:
-                # overwrite is one atomic commit; a reader sees the old or the new table
-                mode = "overwrite" if table_exists(db, name) else "create"
-                conn.create_table(name, data, mode=mode)
-                created = True
-        pending = []
 
-    held = 0
-    for batch in scan_batches(tbl, ["id", dense.COLUMN, *([KEY_COLUMN] if keyed else [])]):
-        pending.append(_codes_batch(batch, spec, codec, rescore_codec, dim, schema))
-        held += batch.num_rows
-        if held >= COMPANION_COMMIT_ROWS:
-            commit()
-            held = 0
-    if pending or not created:
-        if not pending:
-            pending.append(schema.empty_table())
-        commit()
+def _commit_codes(db, codes: Iterator[pa.Table], schema: pa.Schema,
+                  commit: Callable[[pa.RecordBatchReader], Any]) -> None:
+    """``commit`` the coded rows in one commit, streamed from the coding as LanceDB writes them:
+    memory holds a batch, not the rows (commits of 262,144 rows had a million-row run peak at
+    618-656 MiB against 562 in one; benchmarks/RESULTS.md, "Issue 20: compress and doctor memory,
+    flat"). LanceDB reads the batches on its own thread, so the commit runs under no_interrupt (a
+    signal waits for it) and an error of the coding is kept and raised here as itself."""
+    from arrowsmith.commands.store import disk_errors
+
+    failed: list[BaseException] = []
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            for part in codes:
+                yield from part.to_batches()
+        except BaseException as e:
+            failed.append(e)
+            raise
+
+    with disk_errors(db), no_interrupt():
+        try:
+            commit(pa.RecordBatchReader.from_batches(schema, batches()))
+        except Exception:
+            if failed:
+                raise failed[0] from None
+            raise
 
 
 def _fixed_binary(codes: np.ndarray) -> pa.Array:
