@@ -33,6 +33,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -182,21 +183,137 @@ def model_of(meta: dict[str, Any]) -> dict[str, Any]:
     return inner if isinstance(inner, dict) else meta
 
 
-def load_doc_keys(table) -> dict[str, str | None]:
-    """doc_id → doc_key of every stored document (two-column scan, no vectors).
+class DocKeys:
+    """doc_id → doc_key of every stored document, in arrays of a few bytes a document.
 
-    A document whose chunks disagree on doc_key maps to None, so it is never "current".
+    A dict of str cost ~200 bytes a document, and the whole-table scan that filled it grew with
+    the table: ``chunk --db`` peaked at 609 MiB at a million rows against 322 MiB at 100k
+    (benchmarks/RESULTS.md, "Issue 20: the nightly pipe's memory, flat"). Here each document is its
+    id's UTF-8 bytes (one Arrow string array), ``hash(doc_id)`` (8 bytes; Python's str hash, so a
+    ``DocKeys`` answers for the process that built it), a 16-byte BLAKE2b digest of its doc_key and
+    one state byte, ordered by the hash: a lookup bisects the hashes and compares the id itself,
+    so an id is never taken for another. doc_keys are sha256 hex of a document's content and
+    settings; two of them agreeing in a 128-bit digest by chance is not a case to handle.
     """
+
+    KEY, MIXED, REMOVED = 0, 1, 2  # a document's state: its key; chunks disagree (never current); pruned
+
+    def __init__(self, ids: pa.Array | None = None, hashes: Any = None, digests: bytes = b"",
+                 state: bytearray | None = None):
+        import numpy as np
+
+        self.ids = pa.array([], pa.string()) if ids is None else ids
+        self._hashes = np.zeros(0, np.int64) if hashes is None else hashes
+        self._digests = digests
+        self._state = bytearray(len(self.ids)) if state is None else state
+        _, offsets, data = self.ids.buffers()
+        # the id bytes, read without making an Arrow scalar per lookup (~1 µs each)
+        wide = pa.types.is_large_string(self.ids.type)
+        self._offsets = memoryview(offsets or b"").cast("q" if wide else "i")[self.ids.offset:]
+        self._data = memoryview(data or b"")
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @staticmethod
+    def digest(doc_key: str) -> bytes:
+        return blake2b(doc_key.encode(), digest_size=16).digest()
+
+    def find(self, doc_id: str) -> int:
+        """The document's position, or -1 when the table does not hold it (or it was pruned)."""
+        import numpy as np
+
+        h = hash(doc_id)
+        i, n = int(np.searchsorted(self._hashes, h)), len(self.ids)
+        raw = doc_id.encode()
+        while i < n and self._hashes[i] == h:
+            if self._data[self._offsets[i]:self._offsets[i + 1]] == raw:
+                return -1 if self._state[i] == self.REMOVED else i
+            i += 1
+        return -1
+
+    def holds(self, i: int, doc_key: str) -> bool:
+        """Is ``doc_key`` the key of the document at position ``i`` (all its chunks')?"""
+        return self._state[i] == self.KEY and self._digests[16 * i:16 * i + 16] == self.digest(doc_key)
+
+    def get(self, doc_id: str, doc_key: str) -> tuple[bool, bool]:
+        """(stored, stored with this key)."""
+        i = self.find(doc_id)
+        return i >= 0, i >= 0 and self.holds(i, doc_key)
+
+    def remove(self, i: int) -> None:
+        self._state[i] = self.REMOVED
+
+    def present(self) -> Iterator[int]:
+        """Positions of the documents not removed."""
+        return (i for i, s in enumerate(self._state) if s != self.REMOVED)
+
+
+def load_doc_keys(table) -> DocKeys:
+    """The doc_id → doc_key of every stored document, streamed by batches (no vectors).
+
+    Each batch is reduced to one entry per document before the next is read, then the entries of
+    all batches are merged (a document's chunks may lie in several: a changed one's are rewritten
+    at the table's end). A streaming scan of these two narrow columns stays small (its read-ahead
+    is what grew with a table of vectors, see :func:`scan_batches`); taking them by ranges of row
+    ids, as scan_batches does, grew by 140 MiB over a million rows here. A document whose chunks
+    disagree on doc_key is mixed, so it is never current.
+    """
+    import numpy as np
     import pyarrow.compute as pc
 
-    data = table.search().select(["doc_id", "doc_key"]).limit(None).to_arrow()
-    if data.num_rows == 0:
-        return {}
-    grouped = data.group_by("doc_id").aggregate([("doc_key", "min"), ("doc_key", "max")])
-    lo, hi = grouped.column("doc_key_min"), grouped.column("doc_key_max")
-    same = pc.fill_null(pc.equal(lo, hi), False).to_pylist()
-    return {d: (k if s else None)
-            for d, k, s in zip(grouped.column("doc_id").to_pylist(), lo.to_pylist(), same, strict=True)}
+    ids, hashes, digests, mixed = [], [], [], []
+    for batch in table.search().select(["doc_id", "doc_key"]).limit(None).to_batches(SCAN_ROWS):
+        # one entry per run of rows with the same doc_id (a document's chunks are mostly stored
+        # together); a group_by per batch here kept 30 MiB more at a million rows
+        doc, key = batch.column("doc_id"), batch.column("doc_key")
+        if len(doc) == 0:
+            continue
+        new, differs = np.ones(len(doc), bool), np.zeros(len(doc), bool)
+        new[1:], differs[1:] = _differs_from_previous(doc), _differs_from_previous(key)
+        starts = np.flatnonzero(new)
+        run_mixed = np.logical_or.reduceat(differs & ~new, starts)
+        run_ids, run_keys = doc.take(pa.array(starts)), key.take(pa.array(starts))
+        run_mixed |= ~pc.is_valid(run_keys).to_numpy(zero_copy_only=False)
+        valid = pc.is_valid(run_ids)  # a null doc_id is no document to look up (the writer refuses it)
+        run_ids, run_keys, run_mixed = (run_ids.filter(valid), run_keys.filter(valid),
+                                        run_mixed[valid.to_numpy(zero_copy_only=False)])
+        ids.append(run_ids)
+        hashes.append(np.fromiter((hash(d) for d in run_ids.to_pylist()), np.int64, len(run_ids)))
+        digests.append(b"".join(bytes(16) if k is None else DocKeys.digest(k) for k in run_keys.to_pylist()))
+        mixed.append(run_mixed)
+    if not ids:
+        return DocKeys()
+    all_ids = pa.concat_arrays(ids)
+    all_hashes = np.concatenate(hashes)
+    all_mixed = np.concatenate(mixed)
+    all_digests = np.frombuffer(b"".join(digests), np.uint8).reshape(-1, 16)
+    del ids, hashes, digests, mixed
+    # one document's entries from several batches end up side by side
+    order = pc.sort_indices(pa.table({"h": all_hashes, "id": all_ids}),
+                            sort_keys=[("h", "ascending"), ("id", "ascending")]).to_numpy()
+    all_ids, all_hashes = all_ids.take(pa.array(order)), all_hashes[order]
+    all_mixed, all_digests = all_mixed[order], all_digests[order]
+    repeat = np.zeros(len(order), bool)  # the same document as the entry before
+    if len(order) > 1:
+        repeat[1:] = (all_hashes[1:] == all_hashes[:-1]) & pc.equal(
+            all_ids.slice(1), all_ids.slice(0, len(order) - 1)).to_numpy(zero_copy_only=False)
+    # a document is mixed when any batch found it so or two batches found different keys
+    all_mixed[1:] |= repeat[1:] & (all_digests[1:] != all_digests[:-1]).any(axis=1)
+    first = np.flatnonzero(~repeat)
+    doc_mixed = np.logical_or.reduceat(all_mixed, first)
+    state = bytearray(np.where(doc_mixed, DocKeys.MIXED, DocKeys.KEY).astype(np.uint8).tobytes())
+    keep = pa.array(first)
+    return DocKeys(all_ids.take(keep), all_hashes[first], all_digests[first].tobytes(), state)
+
+
+def _differs_from_previous(values: pa.Array):
+    """Per value after the first (numpy bool): does it differ from the one before? A null does."""
+    import pyarrow.compute as pc
+
+    n = len(values)
+    return pc.fill_null(pc.not_equal(values.slice(1), values.slice(0, n - 1)), True).to_numpy(
+        zero_copy_only=False)
 
 
 # ------------------------------------------------------------------ the sidecar state, damage
@@ -366,9 +483,11 @@ class StoreWriter:
         self._lock: contextlib.AbstractContextManager | None = None
         self._conn = None
         self._table = None
-        self._stored: dict[str, str | None] = {}  # doc_id → doc_key in the table
-        self._seen: set[str] = set()  # doc ids of the input (kept only for prune: O(documents))
-        self._counted: set[str] = set()  # doc ids counted as skipped (written ones: _input_docs)
+        self._stored = DocKeys()  # the table's documents when opened (or none after a replace)
+        self._written: dict[str, bytes] = {}  # doc_id → doc_key digest of documents this run wrote
+        self._seen = bytearray()  # per stored document: in the input (kept only for prune)
+        self._seen_any = False  # the input had a document
+        self._counted = bytearray()  # per stored document: counted as skipped (written ones: _input_docs)
         self._input_docs: set[str] = set()  # doc ids that came through write(): each only once
         self._model: dict[str, Any] | None = None
         self._overwrite = False  # replace=True and a different model: next commit overwrites
@@ -387,7 +506,7 @@ class StoreWriter:
             if table_exists(self.db, self.table_name):
                 self._table = self._conn.open_table(self.table_name)
                 with read_errors(self.db, self.table_name):
-                    self._stored = load_doc_keys(self._table)
+                    self._set_stored(load_doc_keys(self._table))
                 self._schema = self._table.schema
                 self.stats.version = self._table.version
         except BaseException:
@@ -438,17 +557,12 @@ class StoreWriter:
                     _describe(model))
         self._model = model
         self._overwrite = True
-        self._stored = {}
+        self._set_stored(DocKeys())
         self._schema = None
 
     def is_current(self, doc_id: str, doc_key: str) -> bool:
         """True when the stored document has this doc_key (so it need not be embedded again)."""
-        if self.prune:
-            self._seen.add(doc_id)
-        current = self._stored.get(doc_id, False) == doc_key
-        if current and doc_id not in self._counted and doc_id not in self._input_docs:
-            self._counted.add(doc_id)
-            self.stats.docs_skipped += 1
+        _, current = self._lookup(doc_id, doc_key, counted=doc_id not in self._input_docs)
         return current
 
     def write(self, batches: Iterable[pa.RecordBatch]) -> WriteStats:
@@ -533,18 +647,36 @@ class StoreWriter:
             raise DataError(f"document {doc_id!r} appears in two batches of the input; all chunks of a "
                             "document must arrive together and a document only once")
         self._input_docs.add(doc_id)
-        if self.prune:
-            self._seen.add(doc_id)
-        stored = self._stored.get(doc_id, False)
-        if stored == doc_key:
-            if doc_id not in self._counted:
-                self._counted.add(doc_id)
-                self.stats.docs_skipped += 1
+        stored, current = self._lookup(doc_id, doc_key, counted=True)
+        if current:
             return False
         self._pending_keys[doc_id] = doc_key
-        if stored is not False:
+        if stored:
             self._pending_changed.append(doc_id)
         return True
+
+    def _set_stored(self, stored: DocKeys) -> None:
+        self._stored = stored
+        self._counted = bytearray(len(stored))
+        self._seen = bytearray(len(stored) if self.prune else 0)
+
+    def _lookup(self, doc_id: str, doc_key: str, *, counted: bool) -> tuple[bool, bool]:
+        """(stored, stored with this doc_key) of one input document; marks it seen (prune) and,
+        when current and ``counted``, counts it skipped once."""
+        self._seen_any = True
+        written = self._written.get(doc_id)
+        if written is not None:  # written by this run, so it is in _input_docs: never counted
+            return True, written == DocKeys.digest(doc_key)
+        i = self._stored.find(doc_id)
+        if i < 0:
+            return False, False
+        if self.prune:
+            self._seen[i] = 1
+        current = self._stored.holds(i, doc_key)
+        if current and counted and not self._counted[i]:
+            self._counted[i] = 1
+            self.stats.docs_skipped += 1
+        return True, current
 
     def _append(self, batch: pa.RecordBatch) -> None:
         self._pending.append(batch)
@@ -561,7 +693,7 @@ class StoreWriter:
         with no_interrupt(), disk_errors(table_path(self.db, self.table_name)):
             deleted = self._commit_data(data, changed)
             # bookkeeping inside the block: a deferred Ctrl-C is raised after it, with stats true
-            self._stored.update(self._pending_keys)
+            self._written.update((d, DocKeys.digest(k)) for d, k in self._pending_keys.items())
             self.stats.docs_written += len(self._pending_keys)
             self.stats.docs_replaced += len(changed)
             self.stats.rows_added += data.num_rows
@@ -605,21 +737,25 @@ class StoreWriter:
         return deleted
 
     def _prune(self) -> None:
-        gone = sorted(d for d in self._stored if d not in self._seen)
+        # a document this run wrote is seen; one it replaced is seen where the table held it
+        unseen = [i for i in self._stored.present() if not self._seen[i]]
+        ids = self._stored.ids.take(pa.array(unseen, pa.int64())).to_pylist()
+        gone = sorted(zip(ids, unseen, strict=True))
         if not gone:
             return
-        if not self._seen:
+        if not self._seen_any:
             # an empty input (every file skipped upstream, a failed export) is far more often an
             # accident than a wish to empty the table: keep it, and say so
             log.warning("input had no documents: not pruning the %d stored in %r (delete the table "
                         "to empty it)", len(gone), self.table_name)
             return
-        for part, where in id_filters(gone, "doc_id", PRUNE_BATCH):
+        for start in range(0, len(gone), PRUNE_BATCH):
+            part = gone[start:start + PRUNE_BATCH]
             faults.hit("during_prune")
             with no_interrupt(), disk_errors(table_path(self.db, self.table_name)):
-                result = self._table.delete(where)
-                for d in part:
-                    del self._stored[d]
+                result = self._table.delete(sql_in("doc_id", (d for d, _ in part)))
+                for _, i in part:
+                    self._stored.remove(i)
                 self.stats.docs_pruned += len(part)
                 self.stats.rows_deleted += int(getattr(result, "num_deleted_rows", 0) or 0)
                 self.stats.checkpoints += 1

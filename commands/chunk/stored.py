@@ -10,7 +10,8 @@ the row after checking the key against the store itself, and counts the document
 ``--prune`` keeps it (commands/embed/grouping.py).
 
 Reading the store stays light: LanceDB is imported only here, and only the doc_id and doc_key
-columns are read (:func:`store.load_doc_keys`, the scan embed's writer makes).
+columns are read, in ranges, into a few bytes a document (:func:`store.load_doc_keys`, the scan
+embed's writer makes).
 """
 
 from __future__ import annotations
@@ -18,13 +19,16 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from ..keys import changed_settings, document_keys, key_digest
 from ..schemas import CHUNKER, MODEL
+
+if TYPE_CHECKING:
+    from ..store import DocKeys
 
 log = logging.getLogger("arrowsmith.chunk")
 
@@ -36,7 +40,7 @@ class StoredKeys:
     db: str
     table: str
     model: dict[str, Any] | None = None  # the table's model settings; None: no table (yet)
-    keys: dict[str, str | None] = field(default_factory=dict)  # doc_id → stored doc_key
+    keys: DocKeys | None = None  # doc_id → stored doc_key
     digest: str = ""  # key_digest of the table's model settings and this run's chunker
 
     def describe(self) -> dict[str, Any]:
@@ -48,7 +52,7 @@ class StoredKeys:
         if not self.keys:
             return [False] * len(hashes)
         keys = document_keys(meta, hashes, self.digest)
-        return [self.keys.get(d, False) == k for d, k in zip(ids, keys, strict=True)]
+        return [self.keys.get(d, k)[1] for d, k in zip(ids, keys, strict=True)]
 
 
 def stored_keys(db: str | os.PathLike, table: str, chunker: dict[str, Any]) -> StoredKeys:
