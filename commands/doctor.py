@@ -22,7 +22,9 @@ What a healthy table satisfies (each failed check is one :class:`Finding`):
                 ``<table>.arrowsmith.json`` (a lost newest manifest rolls a table back silently).
 
 The table is scanned in bounded record batches at one pinned version; memory grows only with
-8 bytes per chunk (id hashes) and one entry per document, never with the vectors.
+8 bytes per chunk (id hashes) and ~40 per document (its id and a few numbers, in arrays), never
+with the vectors. On tables of ``ISOLATE_MIN_ROWS`` rows and more the indexes are opened in a
+child process (:mod:`isolated`): opening reads them into LanceDB's cache, which stays.
 ``fix=True`` removes the stale files under the table's write lock.
 """
 
@@ -158,7 +160,7 @@ class _Scan:
     def __init__(self, dim: int, normalised: bool):
         self.dim, self.normalised = dim, normalised
         self.id_hashes: list[Any] = []  # numpy int64 arrays, 8 bytes per row
-        self.docs: dict[str, list] = {}  # doc_id → [doc_key | None, n_chunks, max_index, mixed_keys]
+        self.docs: list[pa.Table] = []  # per batch, one row per document: see _document_rows
         self.bad: dict[str, list[str]] = {}  # problem → example ids
         self.counts: dict[str, int] = {}
         self.rows = 0
@@ -213,11 +215,12 @@ def _check_rows_and_vectors(report: DoctorReport, tbl, batch_rows: int) -> None:
         return
     for batch in scan_batches(tbl, columns, batch_rows):
         _scan_batch(scan, batch)
-    report.rows, report.documents = scan.rows, len(scan.docs)
+    documents = _documents(scan)
+    report.rows, report.documents = scan.rows, documents.num_rows
     if scan.rows != tbl.count_rows():
         report.add("rows", f"a full scan read {scan.rows} rows but count_rows() says {tbl.count_rows()}")
     _report_duplicates(report, scan, tbl, batch_rows)
-    _report_documents(scan)
+    _report_documents(scan, documents)
     for problem, n in scan.counts.items():
         check, what = problem.split(":", 1)
         examples = ", ".join(repr(i) for i in scan.bad.get(problem, []))
@@ -235,28 +238,66 @@ def _scan_batch(scan: _Scan, batch: pa.RecordBatch) -> None:
     scan.flag("rows:rows with a null id", null_ids)
     doc_ids = batch.column("doc_id").to_pylist()
     keys = batch.column("doc_key").to_pylist()
-    index = batch.column("chunk_index").to_pylist() if "chunk_index" in batch.schema.names else None
-    if index is not None:
+    if "chunk_index" in batch.schema.names:
         expected = pc.binary_join_element_wise(batch.column("doc_id"), pc.cast(batch.column("chunk_index"),
                                                pa.string()), "#")
         wrong = pc.invert(pc.fill_null(pc.equal(batch.column("id"), expected), False))
         scan.flag("rows:ids that are not '<doc_id>#<chunk_index>'",
                   pc.filter(batch.column("id"), wrong).to_pylist()[:EXAMPLES], pc.sum(wrong).as_py() or 0)
-    for r, (doc, key) in enumerate(zip(doc_ids, keys, strict=True)):
-        entry = scan.docs.get(doc)
-        if entry is None:
-            entry = scan.docs[doc] = [key, 0, -1, False]
-        elif entry[0] != key:
-            entry[3] = True
-        entry[1] += 1
-        if index is not None and index[r] is not None:
-            entry[2] = max(entry[2], index[r])
+    scan.docs.append(_document_rows(batch))
     if scan.recompute is not None:
         _check_keys(scan, batch, doc_ids, keys)
     # each representation checks its own column (commands/spaces)
     dense.check_batch(batch.column(dense.COLUMN), ids, scan.dim, scan.normalised, scan.flag)
     if scan.tokens is not None:
         multi.check_batch(batch, ids, scan.tokens, scan.flag, scan.count_tokens)
+
+
+def _document_rows(batch: pa.RecordBatch) -> pa.Table:
+    """The batch's documents, one row each: doc_id, chunks, highest chunk_index (-1: none), whether
+    its chunks here disagree on doc_key (a null one included), and ``hash(doc_key)`` (null: no key).
+    A document whose chunks lie in several batches has a row in each; :func:`_documents` merges
+    them. Arrays, not a dict of str: the dict cost ~250 bytes a document (doctor peaked at 715-741
+    MiB at a million rows against 442 at 100k; benchmarks/RESULTS.md, "Issue 20: compress and
+    doctor memory, flat")."""
+    import pyarrow.compute as pc
+
+    names = batch.schema.names
+    index = batch.column("chunk_index") if "chunk_index" in names else pa.nulls(batch.num_rows, pa.int64())
+    rows = pa.table({"doc_id": batch.column("doc_id"), "key": batch.column("doc_key"),
+                     "index": pc.cast(index, pa.int64())})
+    docs = rows.group_by("doc_id", use_threads=False).aggregate([
+        ([], "count_all"), ("key", "count"), ("key", "min"), ("key", "max"), ("index", "max")])
+    n, keyed, lo = docs.column("count_all"), docs.column("key_count"), docs.column("key_min")
+    mixed = pc.or_(pc.and_(pc.greater(keyed, 0), pc.less(keyed, n)),
+                   pc.fill_null(pc.not_equal(lo, docs.column("key_max")), False))
+    key_hash = pa.array([None if k is None else hash(k) for k in lo.to_pylist()], pa.int64())
+    top = pc.fill_null(docs.column("index_max"), -1)
+    return pa.table({"doc_id": docs.column("doc_id"), "n": n, "top": top, "mixed": mixed,
+                     "key_hash": key_hash, "keyed": pc.greater(keyed, 0)}).combine_chunks()
+
+
+def _documents(scan: _Scan) -> pa.Table:
+    """One row per document of the whole table (:func:`_document_rows` of every batch merged):
+    doc_id, n (chunks), top (highest chunk_index), mixed (its chunks disagree on doc_key), keyed
+    (it has a doc_key at all). Two doc_keys of one document are told apart by their 64-bit hash
+    where they lie in different batches."""
+    import pyarrow.compute as pc
+
+    parts = pa.concat_tables(scan.docs) if scan.docs else None
+    scan.docs = []
+    if parts is None or parts.num_rows == 0:
+        return pa.table({"doc_id": pa.array([], pa.string()), "n": pa.array([], pa.int64())})
+    docs = parts.group_by("doc_id", use_threads=False).aggregate([
+        ("n", "sum"), ("top", "max"), ("mixed", "any"), ("keyed", "any"), ("keyed", "all"),
+        ("key_hash", "min"), ("key_hash", "max")])
+    del parts
+    keyed = docs.column("keyed_any")
+    two_keys = pc.fill_null(pc.not_equal(docs.column("key_hash_min"), docs.column("key_hash_max")), False)
+    some_null = pc.and_(keyed, pc.invert(docs.column("keyed_all")))
+    mixed = pc.or_(pc.or_(docs.column("mixed_any"), some_null), two_keys)
+    return pa.table({"doc_id": docs.column("doc_id"), "n": docs.column("n_sum"),
+                     "top": docs.column("top_max"), "mixed": mixed, "keyed": keyed})
 
 
 def _token_counter(model: dict[str, Any], settings: multi.TokenSettings):
@@ -325,8 +366,9 @@ def _report_duplicates(report: DoctorReport, scan: _Scan, tbl, batch_rows: int) 
         return
     hashes = np.concatenate(scan.id_hashes)
     scan.id_hashes = []
-    uniq, counts = np.unique(hashes, return_counts=True)
-    suspects = set(uniq[counts > 1].tolist())
+    hashes.sort()  # in place: np.unique's copies were 3x the hashes
+    suspects = set(hashes[1:][hashes[1:] == hashes[:-1]].tolist())
+    del hashes
     if not suspects:
         return
     seen: dict[str, int] = {}
@@ -342,15 +384,29 @@ def _report_duplicates(report: DoctorReport, scan: _Scan, tbl, batch_rows: int) 
                            f"{len(dups)} ids stored more than once (e.g. {examples})")
 
 
-def _report_documents(scan: _Scan) -> None:
-    for doc, (key, n, top, mixed) in scan.docs.items():
-        if mixed:
-            scan.flag("doc_key:documents whose chunks carry different doc_keys", [doc])
-        elif key is None:
-            scan.flag("doc_key:documents with a null doc_key", [doc])
-        if top >= 0 and top + 1 != n:
-            scan.flag("chunks:documents whose chunk indexes are not 0..n-1 (chunks lost or duplicated)",
-                      [f"{doc} ({n} rows, highest index {top})"])
+def _report_documents(scan: _Scan, docs: pa.Table) -> None:
+    import pyarrow.compute as pc
+
+    if docs.num_rows == 0:
+        return
+    mixed = docs.column("mixed")
+    null_key = pc.and_(pc.invert(mixed), pc.invert(docs.column("keyed")))
+    n, top = docs.column("n"), docs.column("top")
+    gaps = pc.and_(pc.greater_equal(top, 0), pc.not_equal(pc.add(top, 1), n))
+    for problem, where, show in (
+            ("doc_key:documents whose chunks carry different doc_keys", mixed, None),
+            ("doc_key:documents with a null doc_key", null_key, None),
+            ("chunks:documents whose chunk indexes are not 0..n-1 (chunks lost or duplicated)", gaps,
+             lambda d, k, t: f"{d} ({k} rows, highest index {t})")):
+        count = pc.sum(where).as_py() or 0
+        if not count:
+            continue
+        found = docs.filter(where).slice(0, EXAMPLES)
+        ids = found.column("doc_id").to_pylist()
+        if show is not None:
+            ids = [show(d, k, t) for d, k, t in zip(ids, found.column("n").to_pylist(),
+                                                     found.column("top").to_pylist(), strict=True)]
+        scan.flag(problem, ids, count)
 
 
 # ------------------------------------------------------------------ files the version needs
@@ -368,11 +424,28 @@ def _report_unreadable(report: DoctorReport, db, table: str, error: Exception) -
 
 
 def _check_indexes(report: DoctorReport, tbl, db, table: str) -> None:
-    """Each listed index opens: a deleted index directory fails every query that uses it."""
+    """Each listed index opens: a deleted index directory fails every query that uses it.
+    Opening reads an index into LanceDB's cache, which stays in the process (at a million rows
+    ~225 MiB, mostly the full-text index): on big tables a child process opens them."""
+    from . import isolated
+    from .index import ISOLATE_MIN_ROWS
+
     opts = f"--db {db}" + (f" --table {table}" if table != DEFAULT_TABLE else "")
-    for name, why in unreadable_indexes(tbl).items():
+    if not tbl.list_indices():
+        return
+    if tbl.count_rows() >= ISOLATE_MIN_ROWS:
+        broken = isolated.call("opening the indexes", _unreadable_indexes_at, str(db), table, tbl.version)
+    else:
+        broken = unreadable_indexes(tbl)
+    for name, why in broken.items():
         report.add("index", f"index {name} cannot be opened ({why}); `arrowsmith index {opts}` "
                             "rebuilds it")
+
+
+def _unreadable_indexes_at(db: str, table: str, version: int) -> dict[str, str]:
+    tbl = open_table(db, table)
+    tbl.checkout(version)
+    return unreadable_indexes(tbl)
 
 
 def _check_recorded_version(report: DoctorReport, db, table: str) -> None:

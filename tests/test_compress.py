@@ -20,7 +20,7 @@ from arrowsmith.commands.compress import (
 )
 from arrowsmith.commands.compress import search as sx
 from arrowsmith.commands.compress.report import compress_report, pick_for_budget
-from arrowsmith.commands.errors import UsageError
+from arrowsmith.commands.errors import DataError, UsageError
 from arrowsmith.plugins.vectors import l2_normalize
 
 N_DOCS = 60  # Cranfield documents in the test store (a few hundred chunks)
@@ -493,3 +493,35 @@ def test_a_rerun_codes_only_the_change_and_equals_a_full_coding(tmp_path, fake_c
     again = compress_table(tmp_path, "chunks", "binary", rescore=20)
     assert again.refitted and again.coded == 197
     assert cs.compressed_info(tmp_path, "chunks").get("fit") is None
+
+
+def test_an_error_while_coding_is_raised_as_itself_and_nothing_half_written_is_served(
+        tmp_path, fake_chunks, monkeypatch):
+    """The codes stream into one commit (LanceDB reads them on its own thread): an error raised
+    while coding reaches the caller as itself, not as LanceDB's RuntimeError; a full run leaves
+    the last companion as it was (served), an update leaves it marked and redone in full."""
+    from arrowsmith.commands.compress import store as cs
+    from arrowsmith.commands.store import StoreWriter
+
+    small = {**fake_chunks.model, "dim": 32}
+    with StoreWriter(tmp_path) as w:
+        w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(40)}, model=small)])
+    assert compress_table(tmp_path, "chunks", "binary", rescore=20).coded == 160
+    coding = cs._codes_batch
+
+    def fail(*args, **kwargs):
+        raise DataError("vectors of dim 31 where the table's is 32")
+
+    monkeypatch.setattr(cs, "_codes_batch", fail)
+    with pytest.raises(DataError, match="dim 31"):
+        compress_table(tmp_path, "chunks", "int8")  # another method: a full run
+    info = cs.compressed_info(tmp_path, "chunks")
+    assert info["method"] == "binary+rescore:20" and cs.load_compressed(tmp_path, "chunks") is not None
+    with StoreWriter(tmp_path) as w:
+        w.write([fake_chunks.batch({"n0": (2, "k")}, model=small)])
+    with pytest.raises(DataError, match="dim 31"):
+        compress_table(tmp_path, "chunks", "binary", rescore=20)  # an update
+    assert cs.load_compressed(tmp_path, "chunks") is None
+    monkeypatch.setattr(cs, "_codes_batch", coding)
+    again = compress_table(tmp_path, "chunks", "binary", rescore=20)
+    assert again.refitted and again.coded == 162 and cs.load_compressed(tmp_path, "chunks") is not None

@@ -422,3 +422,38 @@ def test_deleted_vector_index_is_rebuilt_with_the_recorded_parameters(tmp_path):
     assert "built vector IVF_PQ" in r.stderr
     assert {ix.name for ix in connect(db).open_table("chunks").list_indices()} >= {"vector_idx"}
     assert doctor(db).exit_code == 0
+
+
+def test_a_document_split_across_scanned_batches_is_judged_whole(store):
+    """doctor keeps a few numbers per document and batch and merges them: chunks of one document
+    that lie in different batches still count together (their keys, their indexes)."""
+    raw_add(store, chunks_batch({"g": (2, "kg")}))
+    raw_add(store, chunks_batch({"g": (3, "kg")}).slice(2, 1))  # g#2, same key, later rows: whole
+    later = chunks_batch({"h": (2, "kh")}).slice(1, 1)
+    raw_add(store, chunks_batch({"h": (1, "kh")}))
+    raw_add(store, later.set_column(later.schema.get_field_index("doc_key"), "doc_key",
+                                    pa.array(["OTHER"])))  # h#1 with another key, in another batch
+    raw_add(store, chunks_batch({"i": (3, "ki")}).slice(0, 1))
+    raw_add(store, chunks_batch({"i": (3, "ki")}).slice(2, 1))  # i#0 and i#2: i#1 lost
+    for rows in (2, 1000):  # documents split across batches, and each in one batch
+        report = diagnose(store, batch_rows=rows)
+        assert report.rows == 15 and report.documents == 7
+        problems = {f.check: f.message for f in report.findings}
+        assert problems == {"doc_key": "1 documents whose chunks carry different doc_keys (e.g. 'h')",
+                            "chunks": "1 documents whose chunk indexes are not 0..n-1 (chunks lost or "
+                                      "duplicated) (e.g. 'i (2 rows, highest index 2)')"}, rows
+
+
+def test_indexes_of_a_big_table_are_opened_in_a_child_process(indexed, monkeypatch):
+    """From index.ISOLATE_MIN_ROWS rows the indexes are opened by a child (the cache it fills
+    would stay in doctor's process): a deleted one is found all the same."""
+    import shutil
+
+    from arrowsmith.commands import index
+
+    monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 1)
+    assert diagnose(indexed).healthy
+    shutil.rmtree(index_dir(indexed, "text_fts"))
+    (finding,) = diagnose(indexed).findings
+    assert finding.check == "index" and finding.message.startswith("index text_fts cannot be opened (")
+    assert "is missing" in finding.message
