@@ -295,6 +295,7 @@ def test_steps_in_child_processes_build_what_one_process_builds(tmp_path, fake_c
         answers[mode] = (vectors, fts, tbl.search().where("doc_id = 'd0-5'").select(["id"]).limit(None)
                          .to_arrow().column("id").to_pylist())
         assert json.loads(state_path(db).read_text())["version"] == tbl.version
+        assert build_indexes(db, vector_type="ivf_pq", partitions=4).unchanged  # indexes opened, all there
     assert reports["children"] == reports["one process"]
     assert reports["children"][0] == ["vector IVF_PQ", "fts text", "scalar doc_id"]
     assert answers["children"] == answers["one process"]
