@@ -424,17 +424,12 @@ def nightly(args: argparse.Namespace) -> None:
     ids("ids after the second build", "chunks2.arrows", "--before", str(work / "chunks.arrows"))
     r2 = run(cli("index", "--db", str(db)))
     table.add("index (incremental)", r2, db)
-    # the night's new rows wait beside the index (commands/index.py FOLD_IN_SHARE); exact top 10s
-    # of the second night's table, the float path (the companion is stale until the compress below)
-    query("query (new rows beside the index)", "exact2.json", "--no-compressed")
+    # `index` folded the night's rows in; exact top 10s of the second night's table, the float
+    # path (the companion is stale until the compress below)
+    query("query (after the second night's index)", "exact2.json", "--no-compressed")
     c2 = run(cli("compress", "--db", str(db), "--method", "binary", "--rescore", str(SAMPLE_RESCORE)))
     table.add("compress (again)", c2, db)
     doctor("doctor (after the second build)")
-    # the fold-in a later night pays once the new rows are FOLD_IN_SHARE of the table (here one
-    # night's rows; `index --optimize` also drops versions older than a day: none here)
-    fold = run(cli("index", "--db", str(db), "--optimize"))
-    table.add("fold-in: index --optimize", fold, db)
-    query("query (after the fold-in)", "exact2.json", "--no-compressed")
 
     first_total = first.wall + first_index.wall + first_compress.wall
     second_total = second.wall + r2.wall + c2.wall
@@ -444,13 +439,6 @@ def nightly(args: argparse.Namespace) -> None:
     print(f"\nsecond night / first night (chunk|embed + index + compress, wall): {second_total:.1f} / "
           f"{first_total:.1f} s = **{second_total / first_total:.3f}**; chunk|embed alone "
           f"{second.wall / first.wall:.3f} (CPU {second.cpu / first.cpu:.3f})")
-    from arrowsmith.commands.index import FOLD_IN_SHARE
-
-    new_rows = sum(n for n in chunk_counts(str(work / "chunks2.arrows"))[0].values() if n is not None)
-    nights = FOLD_IN_SHARE / (new_rows / checks["ids after the second build"]["rows"])
-    print(f"with a fold-in every {nights:.1f} nights like this one (FOLD_IN_SHARE {FOLD_IN_SHARE}), "
-          f"measured here at {fold.wall:.1f} s: ({second_total:.1f} + {fold.wall:.1f} / {nights:.1f}) / "
-          f"{first_total:.1f} = **{(second_total + fold.wall / nights) / first_total:.3f}** a night")
 
     if args.minilm_sample:
         sample_info = child_json("_sample", "--chunked", str(work / "chunks.arrows"), "--out",

@@ -56,14 +56,12 @@ RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many tim
 # it, the rewrite a later optimize makes costs a few seconds whenever it comes
 COMPACT_MIN_ROWS = 100_000
 VECTOR_INDEX = f"{dense.COLUMN}_idx"
-# new rows are folded into the indexes once they are this share of the table (or on --force and
-# --optimize). Folding in is LanceDB's optimize, which writes each index anew with the new rows
-# (and compacts fragments under 1,048,576 rows that border new ones): a night's 1% of a
-# million-row table cost 30-44 s, against 2 s for the rest of `index`. Until then queries search
-# the new rows by a flat scan beside the indexes: the same results, a vector search no slower,
-# a full-text one much slower (220 ms against 11 ms at 1M rows with 10k waiting;
-# benchmarks/RESULTS.md, "Issue 20: the nightly index and compress").
-FOLD_IN_SHARE = 0.05
+# Every run folds new rows into the indexes (LanceDB's optimize). It was once deferred until
+# they were 5% of the table, when a fold-in of a night's 1% cost 30-44 s at a million rows; that
+# cost was LanceDB re-partitioning an IVF index whose partitions were too small to keep
+# (dense.ivf_partitions), and with partitions it keeps it is 8.6 s. Left waiting, a night's rows
+# made every full-text search (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at
+# 1M rows with 10k waiting (benchmarks/RESULTS.md, "Issue 20: the fold-in").
 FTS_COLUMN = "text"
 # the IVF k-means sample: LanceDB's default rate (vectors per partition), capped in total at the
 # sample size LanceDB trains PQ codebooks on (256 centroids x 256); a rate under 32 leaves k-means
@@ -152,7 +150,6 @@ def ivf_sample_rate(partitions: int) -> int:
 class IndexReport:
     built: list[str] = field(default_factory=list)  # indexes created or rebuilt
     updated: bool = False  # new rows folded into existing indexes (optimize)
-    unindexed: int = 0  # new rows left for a later fold-in (FOLD_IN_SHARE), searched by a flat scan
     unchanged: bool = False  # nothing to do
     version: int | None = None
     seconds: float = 0.0
@@ -166,9 +163,6 @@ class IndexReport:
         parts = [f"built {', '.join(self.built)}"] if self.built else []
         if self.updated:
             parts.append("folded new rows into existing indexes")
-        if self.unindexed:
-            parts.append(f"{self.unindexed:,} new rows searched beside the indexes until they are "
-                         f"{FOLD_IN_SHARE:.0%} of the table (or `index --optimize`)")
         return f"{'; '.join(parts) or 'nothing to build'} in {self.seconds:.1f}s (version {self.version})"
 
 
@@ -246,13 +240,11 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
 
             _create(tbl, where, report, f"scalar {col}", BTree(), col, f"{col}_idx")
     pending = max((_unindexed(tbl, ix.name) for ix in tbl.list_indices()), default=0)
-    if pending and (force or pending >= FOLD_IN_SHARE * rows):
+    if pending:
         faults.hit("during_index")
         with no_interrupt():
             _run(tbl, where, "folding new rows into the indexes", _optimize, keep)
         report.updated = True
-    elif pending:
-        report.unindexed = pending
 
 
 def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta) -> None:
