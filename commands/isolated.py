@@ -36,14 +36,14 @@ from .errors import EXIT_RUNTIME, ArrowsmithError, Interrupted
 
 # The child's environment (a value the user set is kept). LANCE_DEFAULT_IO_BUFFER_SIZE: LanceDB's
 # read-ahead budget, 2 GiB by default, let the compaction's reader run ahead of its writer.
-# MALLOC_ARENA_MAX, MALLOC_MMAP_THRESHOLD_: glibc's, read at process start. LanceDB's threads
-# allocate from up to 8 arenas a core, and buffers freed in one arena are not reused by another;
-# a fixed mmap threshold returns each large buffer to the system when it is freed (by default the
-# threshold rises to 32 MiB and freed buffers stay in the arenas). A million-row table's compaction
-# alone: 808 MiB peak with none of these, 580 with the buffer, 412 with 2 arenas too, 337 with all
-# three; its IVF_PQ build: 892, 583, 493, 405 (benchmarks/RESULTS.md, "Issue 20: index memory, flat")
-CHILD_ENV = {"LANCE_DEFAULT_IO_BUFFER_SIZE": str(32 * 1024 * 1024), "MALLOC_ARENA_MAX": "2",
-             "MALLOC_MMAP_THRESHOLD_": str(1024 * 1024)}
+# MALLOC_ARENA_MAX (glibc's, read at process start): LanceDB's threads allocate from up to 8 arenas
+# a core, and what is freed in one arena is not reused by another. A million-row table's
+# compaction alone: 808 MiB peak with neither, 580 with the buffer, 412 with 2 arenas too; its
+# IVF_PQ build 892, 583, 493; the whole first `index` 445 MiB against 958 in one process, at 1.03x
+# its wall. A fixed MALLOC_MMAP_THRESHOLD_ of 1 MiB (large buffers given back when freed) took that
+# to 405 MiB, but at 1.16x the wall and 1.25x the CPU, so it is left to the user's environment
+# (benchmarks/RESULTS.md, "Issue 20: index memory, flat")
+CHILD_ENV = {"LANCE_DEFAULT_IO_BUFFER_SIZE": str(32 * 1024 * 1024), "MALLOC_ARENA_MAX": "2"}
 _BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
          "from arrowsmith.commands.isolated import main; main(int(sys.argv[2]))")
 
