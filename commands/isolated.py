@@ -23,6 +23,8 @@ The child
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import pickle
 import signal
@@ -44,6 +46,7 @@ from .errors import EXIT_RUNTIME, ArrowsmithError, Interrupted
 # to 405 MiB, but at 1.16x the wall and 1.25x the CPU, so it is left to the user's environment
 # (benchmarks/RESULTS.md, "Issue 20: index memory, flat")
 CHILD_ENV = {"LANCE_DEFAULT_IO_BUFFER_SIZE": str(32 * 1024 * 1024), "MALLOC_ARENA_MAX": "2"}
+log = logging.getLogger("arrowsmith.isolated")
 _BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
          "from arrowsmith.commands.isolated import main; main(int(sys.argv[2]))")
 
@@ -62,8 +65,6 @@ def call(what: str, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> A
     """
     job = pickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
     env = {**CHILD_ENV, **os.environ}
-    import json
-
     proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), str(os.getpid())],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
     answer = b""
@@ -78,10 +79,8 @@ def call(what: str, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> A
         proc.stdout.close()
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
-    import logging
-
-    logging.getLogger("arrowsmith.isolated").debug("%s: child peak RSS %d MiB, exit %d", what,
-                                                   usage.ru_maxrss // 1024, proc.returncode)
+    # ru_maxrss: Linux counts this process's RSS at the spawn in it (the high-water mark before exec)
+    log.debug("%s: child peak RSS %d MiB, exit %d", what, usage.ru_maxrss // 1024, proc.returncode)
     if not answer:
         code = proc.returncode
         how = (f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with status {code}")
