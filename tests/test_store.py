@@ -340,3 +340,42 @@ def test_scan_batches_reads_every_row_once_in_table_order(tmp_path):
     ids = [i for b in batches for i in b.column("id").to_pylist()]
     assert ids == tbl.to_arrow().column("id").to_pylist()
     assert len(ids) == 8996 and "g3#0" not in ids and "g5001#0" in ids
+
+
+def test_doc_keys_read_in_small_batches_equal_the_whole_table_and_prune_the_same(tmp_path, monkeypatch):
+    """Issue 20: the doc_id → doc_key scan is reduced batch by batch (memory flat at a million rows).
+    With 2-row batches every document's chunks straddle batches, a changed one's lie apart (its
+    rows are rewritten at the table's end) and a tampered one has mixed keys across batches and
+    within one: the answers equal a dict built from the whole table, and a prune run skips,
+    replaces and prunes exactly as before."""
+    from arrowsmith.commands import store
+
+    write(tmp_path, chunks_batch({"a": (3, "ka"), "b": (2, "kb"), "c": (1, "kc"), "m": (3, "km"),
+                                  "n": (2, "kn"), "p": (1, "kp"), "é/ü 'q'": (2, "kq")}))
+    write(tmp_path, chunks_batch({"b": (3, "kb2")}))  # b's rows are rewritten at the end
+    tbl = open_table(tmp_path)
+    tbl.update(where="id = 'm#2'", values={"doc_key": "other"})  # m: mixed across batches
+    tbl.update(where="id = 'n#1'", values={"doc_key": "zz"})
+    monkeypatch.setattr(store, "SCAN_ROWS", 2)
+    keys = store.load_doc_keys(open_table(tmp_path))
+    rows = open_table(tmp_path).to_arrow().select(["doc_id", "doc_key"]).to_pylist()
+    whole: dict[str, set[str]] = {}
+    for r in rows:
+        whole.setdefault(r["doc_id"], set()).add(r["doc_key"])
+    assert len(keys) == len(whole) == 7
+    for doc, found in whole.items():
+        i = keys.find(doc)
+        assert i >= 0 and keys.ids[i].as_py() == doc
+        for key in ("ka", "kb", "kb2", "kc", "km", "kn", "kp", "kq", "other", "zz"):
+            assert keys.holds(i, key) == (found == {key}), (doc, key)
+    assert keys.find("x") == keys.find("a#0") == -1 and keys.find_all(["p", "x", "a"]) == [keys.find("p"), -1,
+                                                                                              keys.find("a")]
+    # a night: a unchanged (seen only through is_current), b and m changed, n kept although mixed
+    # keys never make it current, c, p and q gone
+    with StoreWriter(tmp_path, prune=True) as w:
+        assert w.is_current("a", "ka") and not w.is_current("n", "kn")
+        stats = w.write([chunks_batch({"b": (1, "kb3"), "m": (2, "km"), "n": (2, "kn"), "new": (1, "k")})])
+    assert (stats.docs_skipped, stats.docs_written, stats.docs_replaced, stats.docs_pruned) == (1, 4, 3, 3)
+    assert sorted(store_rows(tmp_path)) == ["a#0", "a#1", "a#2", "b#0", "m#0", "m#1", "n#0", "n#1", "new#0"]
+    assert {d: k for d, k in store_rows(tmp_path).values()} == {"a": "ka", "b": "kb3", "m": "km", "n": "kn",
+                                                                "new": "k"}

@@ -52,7 +52,7 @@ class StoredKeys:
         if not self.keys:
             return [False] * len(hashes)
         keys = document_keys(meta, hashes, self.digest)
-        return [self.keys.get(d, k)[1] for d, k in zip(ids, keys, strict=True)]
+        return [i >= 0 and self.keys.holds(i, k) for i, k in zip(self.keys.find_all(ids), keys, strict=True)]
 
 
 def stored_keys(db: str | os.PathLike, table: str, chunker: dict[str, Any]) -> StoredKeys:
