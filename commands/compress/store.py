@@ -283,7 +283,9 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
             comp.delete(f"_rowid IN ({', '.join(map(str, removed[start:start + IN_LIST_MAX].tolist()))})")
 
         def codes() -> Iterator[pa.Table]:
-            for batch in scan_batches(tbl, ["id", dense.COLUMN, KEY_COLUMN], row_ids=added):
+            # small ranges: the rows are scattered (a night's documents), and taking 8,192 of them
+            # at a time cost +42 MiB at a million rows against +15 (benchmarks/RESULTS.md)
+            for batch in scan_batches(tbl, ["id", dense.COLUMN, KEY_COLUMN], 1024, row_ids=added):
                 sums.add_keyed(batch)
                 yield _codes_batch(batch, spec, codec, rescore_codec, dim, schema)
 
@@ -298,16 +300,23 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
     return codec.code_bytes, rescore_bytes, len(added), len(removed)
 
 
+def _key_batches(tbl) -> Iterator[pa.RecordBatch]:
+    """``id``, ``doc_key`` and ``_rowid`` of every row, streamed by one query: for two narrow
+    columns its read-ahead stays small (a million rows: 0.6 s and +51 MiB, where scan_batches'
+    ranges of row ids took 1.6 s and +85 MiB; it is for the wide vector column)."""
+    yield from tbl.search().select(["id", KEY_COLUMN]).with_row_id(True).limit(None).to_batches()
+
+
 def _changed_rows(tbl, comp, held: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Row ids of the table's rows whose (id, doc_key) the companion lacks, and of the companion's
     rows the table no longer holds (None: the companion does not read ``held`` rows). The
-    companion's rows as hashes sorted by id hash, the table's matched against them range by range:
-    24 bytes a companion row and the change, where the whole (id, doc_key) columns of both and
+    companion's rows as hashes sorted by id hash, the table's matched against them as they stream:
+    25 bytes a companion row and the change, where the whole (id, doc_key) columns of both and
     their joined strings peaked at 933 MiB for a million rows (benchmarks/RESULTS.md, "Issue 20:
     compress and doctor memory, flat")."""
     id_hash, key_hash = np.empty(held, dtype=np.int64), np.empty(held, dtype=np.int64)
     row_ids, n = np.empty(held, dtype=np.uint64), 0
-    for batch in scan_batches(comp, ["id", KEY_COLUMN], with_row_ids=True):
+    for batch in _key_batches(comp):
         if n + batch.num_rows > held:
             return None  # it reads more rows than it counts: rewritten in full
         id_hash[n:n + batch.num_rows], key_hash[n:n + batch.num_rows] = _pair_hashes(batch)
@@ -320,7 +329,7 @@ def _changed_rows(tbl, comp, held: int) -> tuple[np.ndarray, np.ndarray] | None:
     del order
     matched = np.zeros(held, dtype=bool)
     added = []
-    for batch in scan_batches(tbl, ["id", KEY_COLUMN], with_row_ids=True):
+    for batch in _key_batches(tbl):
         ids, keys = _pair_hashes(batch)
         lo, hi = np.searchsorted(id_hash, ids, "left"), np.searchsorted(id_hash, ids, "right")
         found = (hi - lo == 1) & (key_hash[np.minimum(lo, held - 1)] == keys)
