@@ -264,8 +264,8 @@ def isolated_steps(monkeypatch):
     monkeypatch.setattr(index, "COMPACT_MIN_ROWS", 0)
 
 
-def test_steps_in_child_processes_build_what_one_process_builds(tmp_path, fake_chunks, isolated_steps,
-                                                               monkeypatch):
+@pytest.mark.usefixtures("isolated_steps")
+def test_steps_in_child_processes_build_what_one_process_builds(tmp_path, fake_chunks, monkeypatch):
     from conftest import unit_vectors
 
     from arrowsmith.commands import index
@@ -293,8 +293,8 @@ def test_steps_in_child_processes_build_what_one_process_builds(tmp_path, fake_c
     assert answers["children"][0][0][0] == "d1-7#0" and answers["children"][1] == ["d1-3#0"]
 
 
-def test_a_failure_in_a_child_is_the_error_one_process_gives(tmp_path, fake_chunks, isolated_steps,
-                                                             monkeypatch):
+@pytest.mark.usefixtures("isolated_steps")
+def test_a_failure_in_a_child_is_the_error_one_process_gives(tmp_path, fake_chunks, monkeypatch):
     """A data file deleted from under the table: the compaction (in a child) cannot read it; the
     parent raises the same StorageError (exit 74), naming the file, as one process does."""
     from arrowsmith.commands import index
