@@ -427,25 +427,16 @@ def _check_indexes(report: DoctorReport, tbl, db, table: str) -> None:
     """Each listed index opens: a deleted index directory fails every query that uses it.
     Opening reads an index into LanceDB's cache, which stays in the process (at a million rows
     ~225 MiB, mostly the full-text index): on big tables a child process opens them."""
-    from . import isolated
-    from .index import ISOLATE_MIN_ROWS
+    from .index import run_step, step_place
 
     opts = f"--db {db}" + (f" --table {table}" if table != DEFAULT_TABLE else "")
     if not tbl.list_indices():
         return
-    if tbl.count_rows() >= ISOLATE_MIN_ROWS:
-        broken = isolated.call("opening the indexes", _unreadable_indexes_at, str(db), table, tbl.version)
-    else:
-        broken = unreadable_indexes(tbl)
+    broken = run_step(tbl, step_place(db, table, tbl.count_rows()), "opening the indexes",
+                      unreadable_indexes, pinned=True)
     for name, why in broken.items():
         report.add("index", f"index {name} cannot be opened ({why}); `arrowsmith index {opts}` "
                             "rebuilds it")
-
-
-def _unreadable_indexes_at(db: str, table: str, version: int) -> dict[str, str]:
-    tbl = open_table(db, table)
-    tbl.checkout(version)
-    return unreadable_indexes(tbl)
 
 
 def _check_recorded_version(report: DoctorReport, db, table: str) -> None:

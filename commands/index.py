@@ -56,12 +56,6 @@ RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many tim
 # it, the rewrite a later optimize makes costs a few seconds whenever it comes
 COMPACT_MIN_ROWS = 100_000
 VECTOR_INDEX = f"{dense.COLUMN}_idx"
-# Every run folds new rows into the indexes (LanceDB's optimize). It was once deferred until
-# they were 5% of the table, when a fold-in of a night's 1% cost 30-44 s at a million rows; that
-# cost was LanceDB re-partitioning an IVF index whose partitions were too small to keep
-# (dense.ivf_partitions), and with partitions it keeps it is 8.6 s. Left waiting, a night's rows
-# made every full-text search (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at
-# 1M rows with 10k waiting (benchmarks/RESULTS.md, "Issue 20: the fold-in").
 FTS_COLUMN = "text"
 # the IVF k-means sample: LanceDB's default rate (vectors per partition), capped in total at the
 # sample size LanceDB trains PQ codebooks on (256 centroids x 256); a rate under 32 leaves k-means
@@ -190,10 +184,10 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
                   "scalar": sorted({"doc_id", *scalar}), "metric": metric or "cosine",
                   "partitions": partitions, "token_index": token_index,
                   "tokens": _choose_token_index(tbl, rows, token_index, table)}
-        where = (str(db), table) if rows >= ISOLATE_MIN_ROWS else None
+        where = step_place(db, table, rows)
         # issue 21: an index whose files were deleted is listed all the same; it is missing.
         # Opening them reads them into LanceDB's cache, so it is a heavy step too
-        broken = _run(tbl, where, "opening the indexes", unreadable_indexes) if tbl.list_indices() else {}
+        broken = run_step(tbl, where, "opening the indexes", unreadable_indexes) if tbl.list_indices() else {}
         for name, why in broken.items():
             log.warning("index %s cannot be opened (%s): rebuilding it", name, why)
         if not force and not broken and state.get("version") == tbl.version \
@@ -212,7 +206,7 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
 
 def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: int, force: bool,
            keep: timedelta, report: IndexReport, broken: dict[str, str]) -> None:
-    """``where`` (db, table): run each heavy step in a child process (:func:`_run`)."""
+    """``where`` (db, table): run each heavy step in a child process (:func:`run_step`)."""
     listed = {ix.name: ix for ix in tbl.list_indices()}
     if not listed and rows >= COMPACT_MIN_ROWS:
         _compact_unindexed(tbl, where, keep)
@@ -239,11 +233,16 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
             from lancedb.index import BTree
 
             _create(tbl, where, report, f"scalar {col}", BTree(), col, f"{col}_idx")
-    pending = max((_unindexed(tbl, ix.name) for ix in tbl.list_indices()), default=0)
-    if pending:
+    # Every run folds new rows into the indexes. It was once deferred until they were 5% of the
+    # table, when a fold-in of a night's 1% cost 30-44 s at a million rows; that cost was LanceDB
+    # re-partitioning an IVF index whose partitions were too small to keep (dense.ivf_partitions),
+    # and with partitions it keeps it is 8.6 s. Left waiting, a night's rows made every full-text
+    # search (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at 1M rows with 10k
+    # waiting (benchmarks/RESULTS.md, "Issue 20: the fold-in").
+    if any(_unindexed(tbl, ix.name) for ix in tbl.list_indices()):
         faults.hit("during_index")
         with no_interrupt():
-            _run(tbl, where, "folding new rows into the indexes", _optimize, keep)
+            run_step(tbl, where, "folding new rows into the indexes", _optimize, keep)
         report.updated = True
 
 
@@ -262,7 +261,7 @@ def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta) -> N
     log.info("compacting %d fragments before the first index build", fragments["num_fragments"])
     faults.hit("during_index")
     with no_interrupt():
-        _run(tbl, where, "compacting before the first index build", _optimize, keep)
+        run_step(tbl, where, "compacting before the first index build", _optimize, keep)
 
 
 def _ann_index(tbl, where: tuple[str, str] | None, state: dict, report: IndexReport, existing: dict,
@@ -326,23 +325,35 @@ def _create(tbl, where: tuple[str, str] | None, report: IndexReport, label: str,
     faults.hit("during_index")
     log.info("building %s index", label)
     with no_interrupt():
-        _run(tbl, where, f"building the {label} index", _create_index, column, config, name)
+        run_step(tbl, where, f"building the {label} index", _create_index, column, config, name)
     report.built.append(label)
 
 
-def _run(tbl, where: tuple[str, str] | None, what: str, step, *args) -> Any:
-    """``step(tbl, *args)`` here, or with ``where`` (db, table) in a child process on the table
-    reopened there (:mod:`isolated`: its memory goes when it exits; its errors are raised here
-    as they were raised there); ``tbl`` then moves to the version the child committed."""
+def step_place(db: str | os.PathLike, table: str, rows: int) -> tuple[str, str] | None:
+    """Where :func:`run_step` runs a heavy step on a table of ``rows`` rows: (db, table) for a
+    child process from ISOLATE_MIN_ROWS rows, None for this one."""
+    return (str(db), table) if rows >= ISOLATE_MIN_ROWS else None
+
+
+def run_step(tbl, where: tuple[str, str] | None, what: str, step, *args, pinned: bool = False) -> Any:
+    """``step(tbl, *args)`` here, or with ``where`` (db, table, :func:`step_place`) in a child
+    process on the table reopened there (:mod:`isolated`: its memory goes when it exits; its
+    errors are raised here as they were raised there). ``pinned``: the child reads ``tbl``'s
+    version (a reader's, e.g. doctor's); otherwise it opens the latest, and ``tbl`` then moves to
+    the version the child committed."""
     if where is None:
         return step(tbl, *args)
-    result = isolated.call(what, _step_on, step, *where, *args)
-    tbl.checkout_latest()
+    result = isolated.call(what, _step_on, step, *where, tbl.version if pinned else None, *args)
+    if not pinned:
+        tbl.checkout_latest()
     return result
 
 
-def _step_on(step, db: str, table: str, *args) -> Any:
-    return step(open_table(db, table), *args)
+def _step_on(step, db: str, table: str, version: int | None, *args) -> Any:
+    tbl = open_table(db, table)
+    if version is not None:
+        tbl.checkout(version)
+    return step(tbl, *args)
 
 
 def _create_index(tbl, column: str, config, name: str) -> None:
@@ -407,9 +418,9 @@ def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: t
         tbl = open_table(db, table)
         report = OptimizeReport(version_before=tbl.version, versions_before=len(tbl.list_versions()),
                                 bytes_before=disk_usage(table_path(db, table)))
-        where = (str(db), table) if tbl.count_rows() >= ISOLATE_MIN_ROWS else None
+        where = step_place(db, table, tbl.count_rows())
         with disk_errors(table_path(db, table)), no_interrupt():
-            _run(tbl, where, "optimizing the table", _optimize, keep)
+            run_step(tbl, where, "optimizing the table", _optimize, keep)
         report.stale_files_removed = [str(p) for p in remove_stale_files(db, table, grace_s=grace_s)]
         report.version_after, report.versions_after = tbl.version, len(tbl.list_versions())
         report.bytes_after = disk_usage(table_path(db, table))
