@@ -62,6 +62,9 @@ def index_command(
     keep: Annotated[str, typer.Option(envvar="ARROWSMITH_KEEP",
                                       help="Versions younger than this survive --optimize (1d, 12h, 0).")
                     ] = "1d",
+    keep_deleted: Annotated[bool, typer.Option(
+        "--keep-deleted", help="Leave deleted rows in their files until 10% of a fragment is deleted "
+                               "(LanceDB's rule): cheaper runs, slower vector search until then.")] = False,
     grace: Grace = GRACE,
     stats: Annotated[bool, typer.Option("--stats", help="Only print the table's statistics.")] = False,
     as_json: AsJson = False,
@@ -112,10 +115,12 @@ def index_command(
             info(f"stored: {stored.summary()}")
         report = ix.build_indexes(db, table, vector_type=vector_type, partitions=partitions,
                                   sub_vectors=sub_vectors, metric=metric, fts=fts, scalar=scalar or [],
-                                  token_index=token_index, wait=wait, force=force, keep=keep_for)
+                                  token_index=token_index, wait=wait, force=force, keep=keep_for,
+                                  keep_deleted=keep_deleted)
         info(report.summary())
         if optimize:
-            info(ix.optimize_table(db, table, keep=keep_for, wait=wait, grace_s=grace_s).summary())
+            info(ix.optimize_table(db, table, keep=keep_for, wait=wait, grace_s=grace_s,
+                                         keep_deleted=keep_deleted).summary())
 
 
 def _refuse_ignored(ctx: typer.Context, *, stats: bool, optimize: bool, vector_type: str) -> None:
@@ -124,8 +129,8 @@ def _refuse_ignored(ctx: typer.Context, *, stats: bool, optimize: bool, vector_t
 
     if stats:
         refuse(ctx, ("inputs", "input_format", "vector_type", "partitions", "sub_vectors", "metric", "fts",
-                     "scalar", "token_index", "force", "optimize", "keep", "grace", "replace", "prune",
-                     "checkpoint_rows", "wait"), "with --stats (it only reads the table)")
+                     "scalar", "token_index", "force", "optimize", "keep", "keep_deleted", "grace", "replace",
+                     "prune", "checkpoint_rows", "wait"), "with --stats (it only reads the table)")
     if not optimize:
         refuse(ctx, ("grace",), "without --optimize (it protects young files from --optimize's cleanup)")
     if vector_type == "none":

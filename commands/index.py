@@ -72,6 +72,12 @@ FTS_MEMORY_MIB = 64
 # (benchmarks/RESULTS.md, "Issue 20: index memory, flat"). Below it a child's start (~1 s) would
 # cost more than the memory is worth
 ISOLATE_MIN_ROWS = 100_000
+# LanceDB rewrites a fragment without its deleted rows once 10% of them are deleted; `index` asks
+# for it at any share (materialize_deletions_threshold). Until the rewrite, IVF_PQ search checks
+# every candidate against the deletions: at a million rows 100 deleted rows took p50 12.7 → 24.7 ms
+# and a night's 20,154 (2%) to 41 ms, back to 15 ms once rewritten; the rewrite adds ~10 s (1.5 GB
+# written) to that night's fold-in (benchmarks/RESULTS.md, "Issue 20: deleted rows")
+REWRITE_DELETED_SHARE = 0.0
 
 
 # ------------------------------------------------------------------ choosing parameters
@@ -144,6 +150,7 @@ def ivf_sample_rate(partitions: int) -> int:
 class IndexReport:
     built: list[str] = field(default_factory=list)  # indexes created or rebuilt
     updated: bool = False  # new rows folded into existing indexes (optimize)
+    deleted_rows_dropped: int = 0  # deleted rows whose fragments were rewritten without them
     unchanged: bool = False  # nothing to do
     version: int | None = None
     seconds: float = 0.0
@@ -157,18 +164,22 @@ class IndexReport:
         parts = [f"built {', '.join(self.built)}"] if self.built else []
         if self.updated:
             parts.append("folded new rows into existing indexes")
+        if self.deleted_rows_dropped:
+            parts.append(f"rewrote fragments without their {self.deleted_rows_dropped:,} deleted rows")
         return f"{'; '.join(parts) or 'nothing to build'} in {self.seconds:.1f}s (version {self.version})"
 
 
 def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_type: str = "auto",
                   partitions: int | None = None, sub_vectors: int | None = None, metric: str | None = None,
                   fts: bool = True, scalar: tuple[str, ...] | list[str] = (), token_index: str = "auto",
-                  wait: bool = False, force: bool = False, keep: timedelta = timedelta(days=1)
-                  ) -> IndexReport:
+                  wait: bool = False, force: bool = False, keep: timedelta = timedelta(days=1),
+                  keep_deleted: bool = False) -> IndexReport:
     """Create what is missing, update what is stale, do nothing when nothing changed.
 
     ``token_index`` (auto|ivf_pq|none) is the index on a table's token vectors
-    (:func:`multi.index_spec`); ``vector_type`` and its options are the dense vector's."""
+    (:func:`multi.index_spec`); ``vector_type`` and its options are the dense vector's.
+    Fragments with deleted rows are rewritten without them unless ``keep_deleted``
+    (REWRITE_DELETED_SHARE; LanceDB then waits until 10% of a fragment is deleted)."""
     start = time.perf_counter()
     report = IndexReport()
     with table_lock(db, table, wait=wait), read_errors(db, table):
@@ -183,7 +194,8 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
         wanted = {"vector_type": vector_type, "vector": vector, "fts": fts,
                   "scalar": sorted({"doc_id", *scalar}), "metric": metric or "cosine",
                   "partitions": partitions, "token_index": token_index,
-                  "tokens": _choose_token_index(tbl, rows, token_index, table)}
+                  "tokens": _choose_token_index(tbl, rows, token_index, table),
+                  "keep_deleted": keep_deleted}
         where = step_place(db, table, rows)
         # issue 21: an index whose files were deleted is listed all the same; it is missing.
         # Opening them reads them into LanceDB's cache, so it is a heavy step too
@@ -209,7 +221,7 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
     """``where`` (db, table): run each heavy step in a child process (:func:`run_step`)."""
     listed = {ix.name: ix for ix in tbl.list_indices()}
     if not listed and rows >= COMPACT_MIN_ROWS:
-        _compact_unindexed(tbl, where, keep)
+        _compact_unindexed(tbl, where, keep, not wanted["keep_deleted"])
     existing = {name: ix for name, ix in listed.items() if name not in broken}
     vector, tokens = wanted["vector"], wanted["tokens"]
     if vector is None and VECTOR_INDEX in broken and wanted["vector_type"] != "none":
@@ -239,14 +251,19 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
     # and with partitions it keeps it is 8.6 s. Left waiting, a night's rows made every full-text
     # search (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at 1M rows with 10k
     # waiting (benchmarks/RESULTS.md, "Issue 20: the fold-in").
-    if any(_unindexed(tbl, ix.name) for ix in tbl.list_indices()):
+    waiting = any(_unindexed(tbl, ix.name) for ix in tbl.list_indices())
+    deleted = 0 if wanted["keep_deleted"] else _deleted_rows(tbl)
+    if waiting or deleted:
         faults.hit("during_index")
         with no_interrupt():
-            run_step(tbl, where, "folding new rows into the indexes", _optimize, keep)
-        report.updated = True
+            run_step(tbl, where, "folding new rows into the indexes" if waiting
+                     else "rewriting fragments without their deleted rows",
+                     _optimize, keep, not wanted["keep_deleted"])
+        report.updated = waiting
+        report.deleted_rows_dropped = deleted - _deleted_rows(tbl) if deleted else 0
 
 
-def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta) -> None:
+def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta, rewrite_deleted: bool) -> None:
     """Merge a new table's small fragments before its first indexes are built.
 
     A table is written in checkpoints, one fragment each (~100 at a million rows). LanceDB's
@@ -261,7 +278,7 @@ def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta) -> N
     log.info("compacting %d fragments before the first index build", fragments["num_fragments"])
     faults.hit("during_index")
     with no_interrupt():
-        run_step(tbl, where, "compacting before the first index build", _optimize, keep)
+        run_step(tbl, where, "compacting before the first index build", _optimize, keep, rewrite_deleted)
 
 
 def _ann_index(tbl, where: tuple[str, str] | None, state: dict, report: IndexReport, existing: dict,
@@ -360,12 +377,19 @@ def _create_index(tbl, column: str, config, name: str) -> None:
     tbl.create_index(column, replace=True, config=config, name=name)
 
 
-def _optimize(tbl, keep: timedelta) -> None:
-    """LanceDB's optimize: compaction, the fold-in of new rows, the cleanup of old versions."""
+def _optimize(tbl, keep: timedelta, rewrite_deleted: bool) -> None:
+    """LanceDB's optimize: compaction, the fold-in of new rows, the cleanup of old versions;
+    ``rewrite_deleted``: fragments with any deleted row are rewritten without them."""
+    options = {"materialize_deletions_threshold": REWRITE_DELETED_SHARE} if rewrite_deleted else None
     with warnings.catch_warnings():
         # --keep 0 was asked for explicitly; LanceDB's warning about it is noise here
         warnings.filterwarnings("ignore", message=r"optimize\(cleanup_older_than=0\)")
-        tbl.optimize(cleanup_older_than=keep)
+        tbl.optimize(cleanup_older_than=keep, compaction_options=options)
+
+
+def _deleted_rows(tbl) -> int:
+    """Rows deleted from the table's fragments and still in their files."""
+    return int(tbl.stats().get("num_deleted_rows") or 0)
 
 
 def _has(existing: dict, column: str, kind: str | None) -> bool:
@@ -410,9 +434,10 @@ class OptimizeReport:
 
 
 def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: timedelta = timedelta(days=1),
-                   grace_s: float = 3600, wait: bool = False) -> OptimizeReport:
+                   grace_s: float = 3600, wait: bool = False, keep_deleted: bool = False) -> OptimizeReport:
     """Compact fragments, fold new rows into indexes, drop versions older than ``keep``, and
-    remove temporary/orphaned files killed writers left (older than ``grace_s``)."""
+    remove temporary/orphaned files killed writers left (older than ``grace_s``); fragments with
+    deleted rows are rewritten without them unless ``keep_deleted``."""
     start = time.perf_counter()
     with table_lock(db, table, wait=wait), read_errors(db, table):
         tbl = open_table(db, table)
@@ -420,7 +445,7 @@ def optimize_table(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, keep: t
                                 bytes_before=disk_usage(table_path(db, table)))
         where = step_place(db, table, tbl.count_rows())
         with disk_errors(table_path(db, table)), no_interrupt():
-            run_step(tbl, where, "optimizing the table", _optimize, keep)
+            run_step(tbl, where, "optimizing the table", _optimize, keep, not keep_deleted)
         report.stale_files_removed = [str(p) for p in remove_stale_files(db, table, grace_s=grace_s)]
         report.version_after, report.versions_after = tbl.version, len(tbl.list_versions())
         report.bytes_after = disk_usage(table_path(db, table))

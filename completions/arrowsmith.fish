@@ -155,6 +155,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l token-index -xa
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l force -l no-force -d 'Rebuild every index even if up to date.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l optimize -d 'Compact, drop versions older than --keep, remove killed writers temp files.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l keep -r -F -d 'Versions younger than this survive --optimize (1d, 12h, 0).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l keep-deleted -d 'Leave deleted rows in their files until 10% of a fragment is deleted (LanceDBs r'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l grace -r -F -d 'Only temporary/orphaned files older than this are removed; younger ones may belo'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l stats -d 'Only print the tables statistics.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l json -d 'Print one JSON document on stdout instead of text.'
