@@ -94,13 +94,13 @@ def cranfield() -> Path:
     return CRANFIELD
 
 
-def cranfield_subset(cranfield: Path, root: Path, n_docs: int) -> Path:
-    """root/: Cranfield's first ``n_docs`` documents, the qrels on them and the queries judged on them
-    (a real, tiny BEIR set)."""
+def cranfield_subset(cranfield: Path, root: Path, n_docs: int, start: int = 0) -> Path:
+    """root/: ``n_docs`` of Cranfield's documents from the ``start``-th on, the qrels on them and the
+    queries judged on them (a real, tiny BEIR set)."""
     import json
 
     (root / "qrels").mkdir()
-    docs = (cranfield / "corpus.jsonl").read_text().splitlines()[:n_docs]
+    docs = (cranfield / "corpus.jsonl").read_text().splitlines()[start:start + n_docs]
     ids = {json.loads(d)["_id"] for d in docs}
     header, *rows = (cranfield / "qrels" / "test.tsv").read_text().splitlines()
     rows = [r for r in rows if r.split("\t")[1] in ids]

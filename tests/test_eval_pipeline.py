@@ -11,13 +11,15 @@ from conftest import cranfield_subset, run
 from arrowsmith.commands.evaluate.data import load_beir
 from arrowsmith.commands.evaluate.metrics import evaluate_run
 
-N_DOCS = 100
+# parity with MTEB's recipe holds query by query at any size: 50 abstracts (10k tokens, 11 of them
+# past the 256-token window) are encoded twice, by eval and by the reference, in half the time of 100
+N_DOCS = 50
 
 
 @pytest.fixture(scope="module")
 def small(cranfield, tmp_path_factory):
-    """The first 100 Cranfield documents and the queries judged on them (a real, tiny BEIR set)."""
-    return cranfield_subset(cranfield, tmp_path_factory.mktemp("cran100"), N_DOCS)
+    """The first 50 Cranfield documents and the queries judged on them (a real, tiny BEIR set)."""
+    return cranfield_subset(cranfield, tmp_path_factory.mktemp("cran50"), N_DOCS)
 
 
 @pytest.fixture(scope="module")
@@ -159,31 +161,33 @@ def test_ignore_identical_ids_on_a_store_keeps_k_documents_without_the_querys_ow
 
 @pytest.mark.slow
 def test_cranfield_late_vs_naive(cranfield, tmp_path):
-    """A third of the Cranfield collection (its first 480 documents, one of them empty, and the 140
+    """A sixth of the Cranfield collection (documents 240-479, one of them empty, and the 101
     queries judged on them) through chunk → embed → store → query, naive and late. A part: the
-    whole collection took 2.5 of the suite's 12 minutes (700 documents: 1.9 of 7.6 under xdist);
+    whole collection took 2.5 of the suite's 12 minutes, documents 0-479 a minute of its 7.4;
     benchmarks/eval.py scores all of it (benchmarks/results/eval.md)."""
-    half = cranfield_subset(cranfield, tmp_path, 480)
-    result = run(["eval", str(half), "--compare", "naive", "--compare", "late", "--dtype", "auto",
+    part = cranfield_subset(cranfield, tmp_path, 240, start=240)
+    result = run(["eval", str(part), "--compare", "naive", "--compare", "late", "--dtype", "auto",
                   "--device", "cpu", "--k", "10,100", "--resamples", "2000", "--json"])
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout_bytes)
-    assert (report["n_queries"], report["n_docs"]) == (140, 480)
+    assert (report["n_queries"], report["n_docs"]) == (101, 240)
     naive, late = report["configs"]
     # auto: bf16 autocast where the CPU has native bf16, else fp32 (emulated bf16 on an AVX2-only
-    # CPU took 30 min here instead of ~4). Measured on this part (fp32): naive 0.4628, late 0.4756
-    # (the whole collection: naive 0.3826, late 0.3902, bf16). Bands are ± 0.01:
+    # CPU took 30 min here instead of ~4). Measured on this part (fp32): naive 0.5463, late 0.5374
+    # (bf16: 0.5457, 0.5374; the whole collection: naive 0.3826, late 0.3902, bf16). Late is behind
+    # here and ahead on documents 0-479 (0.4756 against 0.4628): which wins is benchmarks/eval.py's
+    # claim on the whole collection; this test pins the pipeline's numbers. Bands are ± 0.01:
     # bf16 vs fp32 moved nDCG@10 by 0.001 on the whole collection, kernels differ across CPUs by
     # less; a change of chunking, title joining or aggregation moves it by more (there: no chunking
     # 0.381, 128-token naive chunks 0.367, BM25 ≈ 0.317 per PROVENANCE.md).
-    assert 0.453 <= naive["metrics"]["ndcg@10"] <= 0.473
-    assert 0.466 <= late["metrics"]["ndcg@10"] <= 0.486
+    assert 0.536 <= naive["metrics"]["ndcg@10"] <= 0.556
+    assert 0.527 <= late["metrics"]["ndcg@10"] <= 0.547
     assert naive["counts"]["docs_skipped"] == 1  # one of these documents is empty
-    assert naive["counts"]["chunks"] == late["counts"]["chunks"] == 637  # identical spans
+    assert naive["counts"]["chunks"] == late["counts"]["chunks"] == 304  # identical spans
     assert late["counts"]["tokens_embedded"] > naive["counts"]["tokens_embedded"]  # window overlap
     assert late["timing_s"]["embed"] > 0
     (cmp,) = report["comparisons"]
     assert (cmp["baseline"], cmp["candidate"]) == ("naive", "late")
     assert cmp["ci_low"] <= cmp["diff"] <= cmp["ci_high"]
-    assert cmp["wins"] + cmp["ties"] + cmp["losses"] == 140
+    assert cmp["wins"] + cmp["ties"] + cmp["losses"] == 101
     assert 0 < cmp["p_value"] <= 1
