@@ -35,6 +35,17 @@ os.environ.pop("ARROWSMITH_DB", None)
 os.environ.pop("ARROWSMITH_MODEL", None)
 
 
+# Under xdist, torch in each worker, and in the `arrowsmith` processes its tests start, gets the
+# worker's share of the cores: torch starts one OpenMP thread per core in every process, so two
+# workers on two cores ran four or more spinning threads (five model-heavy files under -n 2: 132 s,
+# 108 s at one thread a process). MKL_NUM_THREADS, which torch reads, and not OMP_NUM_THREADS:
+# Arrow sizes its own thread pool by OMP_NUM_THREADS, and a one-thread CSV reader words its
+# errors otherwise (test_io's line-5 message gains "Row #4:").
+_XDIST_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+if _XDIST_WORKERS > 1:
+    os.environ.setdefault("MKL_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _XDIST_WORKERS)))
+
+
 @pytest.fixture(scope="module")
 def samples_chunked_64() -> bytes:
     """The samples chunked at 64 tokens (several chunks a document): an Arrow stream."""
