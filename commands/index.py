@@ -75,8 +75,9 @@ ISOLATE_MIN_ROWS = 100_000
 # LanceDB rewrites a fragment without its deleted rows once 10% of them are deleted; `index` asks
 # for it at any share (materialize_deletions_threshold). Until the rewrite, IVF_PQ search checks
 # every candidate against the deletions: at a million rows 100 deleted rows took p50 12.7 → 24.7 ms
-# and a night's 20,154 (2%) to 41 ms, back to 15 ms once rewritten; the rewrite adds ~10 s (1.5 GB
-# written) to that night's fold-in (benchmarks/RESULTS.md, "Issue 20: deleted rows")
+# and a night's 20,154 (2%) to 41 ms, back to 15 ms once rewritten; the rewrite took that night's
+# `index` from 8.9 to 23.2 s (the 1.5 GB fragment written again; benchmarks/RESULTS.md, "Issue 20:
+# deleted rows" and "with deleted rows rewritten")
 REWRITE_DELETED_SHARE = 0.0
 
 
