@@ -253,7 +253,7 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
     # search (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at 1M rows with 10k
     # waiting (benchmarks/RESULTS.md, "Issue 20: the fold-in").
     waiting = any(_unindexed(tbl, ix.name) for ix in tbl.list_indices())
-    deleted = 0 if wanted["keep_deleted"] else _deleted_rows(tbl)
+    deleted = 0 if wanted["keep_deleted"] else deleted_rows(tbl)
     if waiting or deleted:
         faults.hit("during_index")
         with no_interrupt():
@@ -261,7 +261,7 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
                      else "rewriting fragments without their deleted rows",
                      _optimize, keep, not wanted["keep_deleted"])
         report.updated = waiting
-        report.deleted_rows_dropped = deleted - _deleted_rows(tbl) if deleted else 0
+        report.deleted_rows_dropped = deleted - deleted_rows(tbl) if deleted else 0
 
 
 def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta, rewrite_deleted: bool) -> None:
@@ -388,7 +388,7 @@ def _optimize(tbl, keep: timedelta, rewrite_deleted: bool) -> None:
         tbl.optimize(cleanup_older_than=keep, compaction_options=options)
 
 
-def _deleted_rows(tbl) -> int:
+def deleted_rows(tbl) -> int:
     """Rows deleted from the table's fragments and still in their files."""
     return int(tbl.stats().get("num_deleted_rows") or 0)
 

@@ -273,6 +273,10 @@ def test_deleted_rows_are_rewritten_away_unless_kept(tmp_path, fake_chunks, monk
     kept = run([*build, "--keep-deleted"])
     assert kept.exit_code == 0, kept.stderr
     assert "rewrote" not in kept.stderr and open_table(tmp_path).stats()["num_deleted_rows"] == 8
+    from arrowsmith.commands.doctor import diagnose
+
+    told = diagnose(tmp_path)
+    assert told.healthy and any("8 deleted rows are still in their fragments" in n for n in told.notes)
     before = answers()
     assert before[1][0] == "d3#1" and before[2][0] == "d50#1" and not any("d1#" in i for i in before[0])
     res = run(build)
@@ -283,6 +287,7 @@ def test_deleted_rows_are_rewritten_away_unless_kept(tmp_path, fake_chunks, monk
     assert tbl.index_stats("vector_idx").num_indexed_rows == 392
     assert answers() == before
     assert "indexes up to date" in run(build).stderr
+    assert not any("deleted rows" in n for n in diagnose(tmp_path).notes)
 
 
 # ------------------------------------------------------------------ heavy steps in child processes
