@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import stat
 import sys
 import tempfile
@@ -466,7 +467,10 @@ def _read_csv(f: IO[bytes], source: str, delimiter: str) -> Iterator[pa.RecordBa
         yield from reader
     except (pa.ArrowInvalid, UnicodeDecodeError) as e:
         line = _line_of(source, bad_rows[-1]) if bad_rows else None
-        raise DataError(f"{name}: " + (f"line {line}: " if line else "") + str(e)) from None
+        # Arrow's serial reader (one CPU, OMP_NUM_THREADS=1) adds "Row #4: ", counting records:
+        # beside the line number, which counts lines (a quoted value may span several), it misleads
+        message = re.sub(r"Row #\d+: ", "", str(e)) if line else str(e)
+        raise DataError(f"{name}: " + (f"line {line}: " if line else "") + message) from None
 
 
 def _line_of(source: str, text: str) -> int | None:
