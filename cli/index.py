@@ -49,7 +49,7 @@ def index_command(
         help="Distance of the vector index [default: cosine].", show_default=False)] = None,
     fts: Annotated[bool, typer.Option("--fts/--no-fts", help="BM25 full-text index on text.")] = True,
     scalar: Annotated[list[str] | None, typer.Option(
-        "--scalar", help="Also a scalar (BTree) index on this column; repeatable (doc_id always).",
+        "--scalar", help="Also a scalar (BTree) index on this column; repeatable (doc_id and id always).",
         show_default=False)] = None,
     token_index: Annotated[TokenIndexName, typer.Option(
         "--token-index", envvar="ARROWSMITH_TOKEN_INDEX",

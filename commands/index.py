@@ -57,6 +57,13 @@ RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many tim
 COMPACT_MIN_ROWS = 100_000
 VECTOR_INDEX = f"{dense.COLUMN}_idx"
 FTS_COLUMN = "text"
+# BTree indexes every table gets: doc_id for the writer's and query's `doc_id IN (...)` lookups;
+# id for the writer's merge_insert on id, which with it looks the night's ids up in the index
+# instead of joining the ids of the whole table: the second night's `embed --db --prune` at a
+# million rows peaked at 573 MiB with it against 615 without (100k: 368, 369); building it added
+# 2.0 s to that `index` (LanceDB's build ~0.3 s, the rest a child's start; benchmarks/RESULTS.md,
+# "Issue 20: the second night's embed, measured alone")
+ALWAYS_SCALAR = ("doc_id", "id")
 # the IVF k-means sample: LanceDB's default rate (vectors per partition), capped in total at the
 # sample size LanceDB trains PQ codebooks on (256 centroids x 256); a rate under 32 leaves k-means
 # with too few points per centroid (only past ~2,000 partitions, ~4M rows)
@@ -193,7 +200,7 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
         vector = choose_vector_index(rows, dim, kind=vector_type, metric=metric,
                                      partitions=partitions, sub_vectors=sub_vectors)
         wanted = {"vector_type": vector_type, "vector": vector, "fts": fts,
-                  "scalar": sorted({"doc_id", *scalar}), "metric": metric or "cosine",
+                  "scalar": sorted({*ALWAYS_SCALAR, *scalar}), "metric": metric or "cosine",
                   "partitions": partitions, "token_index": token_index,
                   "tokens": _choose_token_index(tbl, rows, token_index, table),
                   "keep_deleted": keep_deleted}

@@ -46,9 +46,32 @@ from .errors import EXIT_RUNTIME, ArrowsmithError, Interrupted
 # to 405 MiB, but at 1.16x the wall and 1.25x the CPU, so it is left to the user's environment
 # (benchmarks/RESULTS.md, "Issue 20: index memory, flat")
 CHILD_ENV = {"LANCE_DEFAULT_IO_BUFFER_SIZE": str(32 * 1024 * 1024), "MALLOC_ARENA_MAX": "2"}
+M_ARENA_MAX = -8  # glibc's mallopt parameter for MALLOC_ARENA_MAX
 log = logging.getLogger("arrowsmith.isolated")
+
 _BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
          "from arrowsmith.commands.isolated import main; main(int(sys.argv[2]))")
+
+
+def hold_arenas() -> bool:
+    """Hold this process to :data:`CHILD_ENV`'s glibc arenas from now on; True when it was set.
+
+    For a process that writes LanceDB itself (``embed --db``): glibc reads MALLOC_ARENA_MAX only
+    at start, but ``mallopt`` caps the arenas created after it, and before this process has threads
+    enough to contend it has one or two. The second night's ``embed --db --prune`` at a million
+    rows peaked at 615 MiB with glibc's default, 549 with this (100k rows: 369, 355; benchmarks/
+    RESULTS.md, "Issue 20: the second night's embed, measured alone"). A value the user set in the
+    environment is glibc's already and is kept; elsewhere than glibc, nothing.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # a libc without mallopt (musl has it as a no-op)
+        return False
+    return mallopt(M_ARENA_MAX, int(CHILD_ENV["MALLOC_ARENA_MAX"])) == 1
 
 
 class ChildDied(ArrowsmithError):

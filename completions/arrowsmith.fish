@@ -150,7 +150,7 @@ complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l partitions -r -
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l sub-vectors -r -F -d 'PQ sub-vectors (default: dim/8).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l metric -xa 'cosine l2 dot' -d 'Distance of the vector index (default: cosine).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l fts -l no-fts -d 'BM25 full-text index on text.'
-complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l scalar -r -F -d 'Also a scalar (BTree) index on this column; repeatable (doc_id always).'
+complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l scalar -r -F -d 'Also a scalar (BTree) index on this column; repeatable (doc_id and id always).'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l token-index -xa 'auto ivf_pq none' -d 'Index on float16/float32 token vectors (--mode maxsim). auto: none below 100k to'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l force -l no-force -d 'Rebuild every index even if up to date.'
 complete -c arrowsmith -n '__fish_seen_subcommand_from index' -l optimize -d 'Compact, drop versions older than --keep, remove killed writers temp files.'

@@ -275,9 +275,13 @@ def indexed(tmp_path):
 
 
 def index_dir(db, name: str):
-    """The `_indices/<uuid>/` directory of index ``name`` (found by the file its kind writes)."""
+    """The `_indices/<uuid>/` directory of index ``name`` (found by the file its kind writes; of
+    the two BTrees, id's values are chunk ids, the only ones here with a '#')."""
     marker = {"text_fts": "metadata.lance", "doc_id_idx": "page_lookup.lance"}[name]
-    (path,) = [p.parent for p in (table_path(db) / "_indices").glob(f"*/{marker}")]
+    found = [p.parent for p in (table_path(db) / "_indices").glob(f"*/{marker}")]
+    if name == "doc_id_idx":
+        found = [p for p in found if b"#" not in (p / "page_data.lance").read_bytes()]
+    (path,) = found
     return path
 
 

@@ -48,8 +48,8 @@ def test_choose_vector_index_auto_and_overrides():
 def test_ingest_then_auto_builds_fts_and_scalar_only(tmp_path, fake_chunks):
     res = ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS))
     assert res.exit_code == 0, res.stderr
-    assert "3 documents written" in res.stderr and "built fts text, scalar doc_id" in res.stderr
-    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree"}
+    assert "3 documents written" in res.stderr and "built fts text, scalar doc_id, scalar id" in res.stderr
+    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "id_idx": "BTree"}
     hits = open_table(tmp_path).search("hypersonic shock", query_type="fts").limit(3).to_arrow()
     assert hits.column("id").to_pylist()[:2] == ["b#0", "b#1"] or set(hits.column("id").to_pylist()[:2]) == {
         "b#0", "b#1"}
@@ -85,7 +85,7 @@ def test_ivf_pq_explicit_then_none_drops(tmp_path, fake_chunks):
     with StoreWriter(tmp_path) as w:
         w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
     report = build_indexes(tmp_path, vector_type="ivf_pq", partitions=4, fts=False)
-    assert report.built == ["vector IVF_PQ", "scalar doc_id"]
+    assert report.built == ["vector IVF_PQ", "scalar doc_id", "scalar id"]
     res = run(["index", "--db", str(tmp_path), "--stats", "--json"])
     stats = json.loads(res.stdout_bytes)
     vec = next(i for i in stats["indexes"] if i["name"] == "vector_idx")
@@ -102,7 +102,7 @@ def test_derived_partitions_drift_updates_instead_of_retraining(tmp_path, fake_c
     with StoreWriter(tmp_path) as w:
         w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
     first = build_indexes(tmp_path, vector_type="ivf_pq", fts=False)  # √400 = 20 partitions
-    assert first.built == ["vector IVF_PQ", "scalar doc_id"]
+    assert first.built == ["vector IVF_PQ", "scalar doc_id", "scalar id"]
     with StoreWriter(tmp_path) as w:  # 441 rows: √ would now be 21
         w.write([fake_chunks.batch({f"e{i}": (1, "k") for i in range(41)}, model=small)])
     again = build_indexes(tmp_path, vector_type="ivf_pq", fts=False)
@@ -116,16 +116,18 @@ def test_scalar_index_on_text_keeps_the_fts_index(tmp_path, fake_chunks):
     assert ingest(tmp_path, fake_chunks.batch(DOCS, texts=TEXTS)).exit_code == 0
     res = run(["index", "--db", str(tmp_path), "--scalar", "text"])
     assert res.exit_code == 0, res.stderr
-    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "text_idx": "BTree"}
+    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "id_idx": "BTree",
+                                      "text_idx": "BTree"}
     res = run(["index", "--db", str(tmp_path), "--scalar", "text", "--force"])
     assert res.exit_code == 0, res.stderr
-    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "text_idx": "BTree"}
+    assert index_names(tmp_path) == {"text_fts": "FTS", "doc_id_idx": "BTree", "id_idx": "BTree",
+                                      "text_idx": "BTree"}
 
 
 def test_scalar_option_and_unknown_column(tmp_path, fake_chunks):
     batch = fake_chunks.batch(DOCS, extra={"lang": ["en", "en", "en", "de", "de", "fr"]})
     assert ingest(tmp_path, batch, "--scalar", "lang", "--no-fts").exit_code == 0
-    assert index_names(tmp_path) == {"doc_id_idx": "BTree", "lang_idx": "BTree"}
+    assert index_names(tmp_path) == {"doc_id_idx": "BTree", "id_idx": "BTree", "lang_idx": "BTree"}
     res = run(["index", "--db", str(tmp_path), "--scalar", "nope"])
     assert res.exit_code == 2 and "no column(s) nope" in res.stderr
 
@@ -138,7 +140,7 @@ def test_stats_values(tmp_path, fake_chunks):
     assert (s["rows"], s["documents"], s["dim"], s["model"]) == (6, 3, 384, "all-MiniLM-L6-v2")
     assert s["plugin"] == "sentence-transformers" and s["versions"] == s["version"] >= 3
     assert s["size_bytes"] > 6 * 384 * 4
-    assert {i["name"] for i in s["indexes"]} == {"text_fts", "doc_id_idx"}
+    assert {i["name"] for i in s["indexes"]} == {"text_fts", "doc_id_idx", "id_idx"}
     human = run(["index", "--db", str(tmp_path), "--stats"]).stdout_bytes.decode()
     assert "rows      6   documents 3" in human and "text_fts: FTS on text" in human
 
@@ -212,7 +214,7 @@ def test_a_night_is_folded_in_and_searched_as_before(tmp_path, fake_chunks):
     with StoreWriter(tmp_path) as w:
         w.write([fake_chunks.batch(old, model=small)])
     assert build_indexes(tmp_path, vector_type="ivf_pq", partitions=4).built == [
-        "vector IVF_PQ", "fts text", "scalar doc_id"]
+        "vector IVF_PQ", "fts text", "scalar doc_id", "scalar id"]
     new = {"n0": (3, "k"), "n1": (2, "k")}  # 5 rows, 1.2% of the table
     with StoreWriter(tmp_path, prune=False) as w:
         w.write([fake_chunks.batch(new, model=small, texts={"n0": ["ramjet inlet", "scramjet", "x"]})])
@@ -239,7 +241,8 @@ def test_a_night_is_folded_in_and_searched_as_before(tmp_path, fake_chunks):
     assert night.built == [] and night.updated and night.deleted_rows_dropped == 4  # d7's
     assert "folded new rows into existing indexes" in night.summary()
     tbl = open_table(tmp_path)
-    assert all(tbl.index_stats(n).num_unindexed_rows == 0 for n in ("vector_idx", "text_fts", "doc_id_idx"))
+    assert all(tbl.index_stats(n).num_unindexed_rows == 0 for n in ("vector_idx", "text_fts", "doc_id_idx",
+                                                                "id_idx"))
     assert tbl.stats()["num_deleted_rows"] == 0 and tbl.count_rows() == 401
     assert answers() == waiting
     assert build_indexes(tmp_path, vector_type="ivf_pq", partitions=4).unchanged
@@ -334,7 +337,7 @@ def test_steps_in_child_processes_build_what_one_process_builds(tmp_path, fake_c
         assert json.loads(state_path(db).read_text())["version"] == tbl.version
         assert build_indexes(db, vector_type="ivf_pq", partitions=4).unchanged  # indexes opened, all there
     assert reports["children"] == reports["one process"]
-    assert reports["children"][0] == ["vector IVF_PQ", "fts text", "scalar doc_id"]
+    assert reports["children"][0] == ["vector IVF_PQ", "fts text", "scalar doc_id", "scalar id"]
     assert answers["children"] == answers["one process"]
     assert answers["children"][0][0][0] == "d1-7#0" and answers["children"][1] == ["d1-3#0"]
 

@@ -87,6 +87,30 @@ def test_changed_doc_with_fewer_chunks_loses_its_old_extra_chunks(tmp_path):
     np.testing.assert_allclose(stored, expected, atol=1e-7)
 
 
+def test_changes_replace_rows_found_through_the_id_index_and_rows_written_after_it(tmp_path):
+    # `index` builds a BTree on id, and merge_insert then looks ids up in it; rows written after
+    # the index are not in it, and a changed document's rows in either place are replaced
+    from arrowsmith.commands.index import build_indexes
+
+    write(tmp_path, chunks_batch(DOCS))
+    build_indexes(tmp_path, fts=False)
+    assert {ix.name for ix in open_table(tmp_path).list_indices()} == {"doc_id_idx", "id_idx"}
+    write(tmp_path, chunks_batch({"a": (2, "ka2"), "d": (2, "kd1")}))  # a's rows now after the index
+    stats = write(tmp_path, chunks_batch({"a": (3, "ka3"), "b": (2, "kb2"), "d": (1, "kd2")}))
+    assert (stats.docs_written, stats.docs_replaced, stats.rows_added, stats.rows_deleted) == (3, 3, 6, 1)
+    rows = store_rows(tmp_path)
+    assert rows == {"a#0": ("a", "ka3"), "a#1": ("a", "ka3"), "a#2": ("a", "ka3"), "b#0": ("b", "kb2"),
+                    "b#1": ("b", "kb2"), "c#0": ("c", "kc1"), "d#0": ("d", "kd2")}
+    assert open_table(tmp_path).count_rows() == len(rows)  # no id stored twice
+
+
+def test_the_users_malloc_arena_max_is_kept(monkeypatch):
+    from arrowsmith.commands.isolated import hold_arenas
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
+    assert hold_arenas() is False
+
+
 def test_prune_with_an_empty_input_keeps_the_table(tmp_path, caplog):
     write(tmp_path, chunks_batch(DOCS))
     empty = chunks_batch(DOCS).slice(0, 0)
