@@ -59,9 +59,9 @@ def hold_arenas() -> bool:
     For a process that writes LanceDB itself (``embed --db``): glibc reads MALLOC_ARENA_MAX only
     at start, but ``mallopt`` caps the arenas created after it, and before this process has threads
     enough to contend it has one or two. The second night's ``embed --db --prune`` at a million
-    rows peaked at 615 MiB with glibc's default, 549 with this (100k rows: 369, 355; benchmarks/
-    RESULTS.md, "Issue 20: the second night's embed, measured alone"). A value the user set in the
-    environment is glibc's already and is kept; elsewhere than glibc, nothing.
+    rows peaked at 615 MiB with glibc's default, 549 with this (100k rows: 369, 355;
+    benchmarks/RESULTS.md, "Issue 20: the second night's embed, measured alone"). A value the user
+    set in the environment is glibc's already and is kept; elsewhere than glibc, nothing.
     """
     if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return False
