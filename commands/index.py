@@ -82,9 +82,9 @@ ISOLATE_MIN_ROWS = 100_000
 # LanceDB rewrites a fragment without its deleted rows once 10% of them are deleted; `index` asks
 # for it at any share (materialize_deletions_threshold). Until the rewrite, IVF_PQ search checks
 # every candidate against the deletions: at a million rows 100 deleted rows took p50 12.7 → 24.7 ms
-# and a night's 20,154 (2%) to 41 ms, back to 15 ms once rewritten; the rewrite took that night's
-# `index` from 8.9 to 23.2 s (the 1.5 GB fragment written again; benchmarks/RESULTS.md, "Issue 20:
-# deleted rows" and "with deleted rows rewritten")
+# and a night's 20,154 (2%) to 41 ms, back to 13-16 ms once rewritten; the rewrite took that
+# night's `index` from 12.0 to 26.0 s side by side (the 1.5 GB fragment written again, the indexes
+# remapped; benchmarks/RESULTS.md, "Issue 20: deleted rows" and "with deleted rows rewritten")
 REWRITE_DELETED_SHARE = 0.0
 
 
