@@ -430,7 +430,8 @@ def _check_indexes(report: DoctorReport, tbl, db, table: str) -> None:
     from .index import deleted_rows, run_step, step_place
 
     opts = f"--db {db}" + (f" --table {table}" if table != DEFAULT_TABLE else "")
-    if not tbl.list_indices():
+    listed = tbl.list_indices()
+    if not listed:
         return
     broken = run_step(tbl, step_place(db, table, tbl.count_rows()), "opening the indexes",
                       unreadable_indexes, pinned=True)
@@ -438,7 +439,7 @@ def _check_indexes(report: DoctorReport, tbl, db, table: str) -> None:
         report.add("index", f"index {name} cannot be opened ({why}); `arrowsmith index {opts}` "
                             "rebuilds it")
     deleted = deleted_rows(tbl)
-    if deleted and any(ix.index_type.lower().startswith("ivf") for ix in tbl.list_indices()):
+    if deleted and any(ix.index_type.lower().startswith("ivf") for ix in listed):
         report.notes.append(f"{deleted:,} deleted rows are still in their fragments: every vector search "
                             f"checks its candidates against them (2-3x its time at a million rows); "
                             f"`arrowsmith index {opts}` rewrites the fragments without them")

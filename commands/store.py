@@ -802,11 +802,11 @@ def id_filters(values: Sequence[str], column: str = "id", batch: int = IN_LIST_M
         yield part, sql_in(column, part)
 
 
-def scan_batches(tbl: Any, columns: list[str], batch_rows: int = SCAN_ROWS, *, row_ids: Any = None,
-                 with_row_ids: bool = False) -> Iterator[pa.RecordBatch]:
+def scan_batches(tbl: Any, columns: list[str], batch_rows: int = SCAN_ROWS, *,
+                 row_ids: Any = None) -> Iterator[pa.RecordBatch]:
     """The table's ``columns`` as record batches of at most ``batch_rows`` rows, in table order:
     bounded memory. Nothing may write through ``tbl`` meanwhile (callers pin a version or only read).
-    ``row_ids`` (numpy, ascending): only these rows; ``with_row_ids``: batches carry ``_rowid`` too.
+    ``row_ids`` (numpy, ascending): only these rows.
 
     The row ids are read first (8 bytes a row, nothing else), then each range of them is taken:
     a streaming query reads ahead as far as its buffers allow, so its memory grew with the table
@@ -819,8 +819,7 @@ def scan_batches(tbl: Any, columns: list[str], batch_rows: int = SCAN_ROWS, *, r
         row_ids = tbl.search().with_row_id(True).select(["_rowid"]).limit(None).to_arrow().column("_rowid")
         row_ids = row_ids.to_numpy()
     for start in range(0, len(row_ids), batch_rows):
-        take = tbl.take_row_ids(row_ids[start:start + batch_rows].tolist())
-        part = (take.with_row_id() if with_row_ids else take).select(columns).to_arrow()
+        part = tbl.take_row_ids(row_ids[start:start + batch_rows].tolist()).select(columns).to_arrow()
         yield from part.combine_chunks().to_batches()
 
 
