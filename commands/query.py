@@ -252,14 +252,6 @@ def _split_queries(queries) -> tuple[list[str], list[str]]:
     return ids, texts
 
 
-def _open(db, table: str):
-    from .lancedb_import import import_lancedb
-    from .store import open_table
-
-    import_lancedb()  # without the REST client's import: a third of `query`'s start-up (issue 12)
-    return open_table(db, table)
-
-
 def _check_where(tbl, where: str) -> None:
     """Plan a one-row scan with the filter, so a bad filter fails before any work, exit 2."""
     if _has_statement_separator(where):
@@ -336,7 +328,9 @@ class Searcher:
         self.db, self.table, self.model = db, table, model
         self.tuning = (nprobes, refine_factor, ef)
         self.exact, self.use_compressed = exact, use_compressed
-        self.tbl = _open(db, table)
+        from .store import open_table
+
+        self.tbl = open_table(db, table)
         self._load()
 
     def _token_codec(self) -> multi.TokenSettings:

@@ -77,6 +77,17 @@ def test_query_process_imports_no_torch(store):
     assert "q1" in proc.stdout
 
 
+@pytest.mark.parametrize("args", [["index"], ["doctor"], ["compress", "--method", "binary"]])
+def test_store_commands_import_lancedb_without_its_rest_client(store, args, tmp_path):
+    """Every process that opens a store goes through store.connect: the REST client's API modules
+    (~0.55 s of each process's start-up, issue 20's nightly run has six such processes) stay out."""
+    copy = shutil.copytree(store, tmp_path / "db")  # the module's store stays as the other tests expect
+    rest_client = ("lancedb", "lance_namespace_urllib3_client.api")
+    loaded, proc = modules_loaded_by([*args, "--db", str(copy)], rest_client)
+    assert proc.returncode == 0, proc.stderr
+    assert loaded == ["lancedb"], proc.stderr
+
+
 def test_numpy_path_matches_the_torch_path_and_sentence_transformers(st_vectors):
     model = load_model(None, dtype="fp32")  # the torch side in fp32 also on a CPU with native bf16
     queries = model.encode(QUERIES, "query")  # numpy (few texts)
