@@ -205,17 +205,33 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
                   "tokens": _choose_token_index(tbl, rows, token_index, table),
                   "keep_deleted": keep_deleted}
         where = step_place(db, table, rows)
+        listed = {ix.name: ix for ix in tbl.list_indices()}
+        unchanged = state.get("version") == tbl.version and state.get("wanted") == wanted
+        folded = None
         # issue 21: an index whose files were deleted is listed all the same; it is missing.
-        # Opening them reads them into LanceDB's cache, so it is a heavy step too
-        broken = run_step(tbl, where, "opening the indexes", unreadable_indexes) if tbl.list_indices() else {}
+        # Opening them reads them into LanceDB's cache, so it is a heavy step too. On a night
+        # whose only work is the fold-in, one child folds the rows in and then opens the indexes:
+        # a child's start less (~1 s at a million rows). In that order the indexes' cache does
+        # not sit beside the optimize's buffers (opened first: peak 702 against 536 MiB at 1M)
+        if listed and where and not force and not unchanged and not _builds(state, wanted, listed, {}, rows,
+                                                                             force):
+            faults.hit("during_index")
+            with disk_errors(table_path(db, table)), no_interrupt():
+                broken, folded = run_step(tbl, where, "folding new rows into the indexes and opening them",
+                                          _fold_in_then_open, keep, not keep_deleted)
+        else:
+            broken = run_step(tbl, where, "opening the indexes", unreadable_indexes) if listed else {}
         for name, why in broken.items():
             log.warning("index %s cannot be opened (%s): rebuilding it", name, why)
-        if not force and not broken and state.get("version") == tbl.version \
-                and state.get("wanted") == wanted:
+        if not force and not broken and unchanged:
             report.unchanged, report.version = True, tbl.version
             return report
         with disk_errors(table_path(db, table)):
-            _build(tbl, where, state, wanted, rows, force, keep, report, broken)
+            if folded is None or broken:
+                _build(tbl, where, state, wanted, rows, force, keep, report, broken)
+            if folded is not None:
+                report.updated = report.updated or folded[0]
+                report.deleted_rows_dropped += folded[1]
         report.version = tbl.version
         save_state(db, table, {**state, "version": tbl.version, "wanted": wanted,
                                **{k: state.get(k) for k in ("vector_spec", "vector_rows", "tokens_spec",
@@ -231,44 +247,118 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
     if not listed and rows >= COMPACT_MIN_ROWS:
         _compact_unindexed(tbl, where, keep, not wanted["keep_deleted"])
     existing = {name: ix for name, ix in listed.items() if name not in broken}
-    vector, tokens = wanted["vector"], wanted["tokens"]
-    if vector is None and VECTOR_INDEX in broken and wanted["vector_type"] != "none":
-        vector = state.get("vector_spec")  # rebuild what an earlier `--type` asked for
-    if tokens is None and multi.INDEX_NAME in broken and wanted["token_index"] != "none":
-        tokens = state.get("tokens_spec")  # ... and an earlier `--token-index`
+    vector, tokens = _ann_specs(state, wanted, broken)
     _drop_unrebuildable(tbl, listed, broken, vector, tokens, wanted)
-    _ann_index(tbl, where, state, report, existing, "vector", vector, wanted["vector_type"] == "none", rows,
-               force, column=dense.COLUMN, name=VECTOR_INDEX, config=dense.index_config,
-               explicit_partitions=wanted["partitions"])
-    _ann_index(tbl, where, state, report, existing, "tokens", tokens, wanted["token_index"] == "none", rows,
-               force, column=multi.COLUMN, name=multi.INDEX_NAME, config=multi.index_config, label="token")
-    if wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS")):
+    for key, spec, name, column, config, label in (
+            ("vector", vector, VECTOR_INDEX, dense.COLUMN, dense.index_config, "vector"),
+            ("tokens", tokens, multi.INDEX_NAME, multi.COLUMN, multi.index_config, "token")):
+        action = _ann_action(state, wanted, existing, key, spec, name, rows, force)
+        if action == "build":
+            _create(tbl, where, report, f"{key} {spec['type']}", config(spec), column, name)
+            state[f"{key}_spec"], state[f"{key}_rows"] = spec, rows
+        elif action == "drop":
+            with no_interrupt():
+                tbl.drop_index(name)
+            report.built.append(f"no {label} index (dropped)")
+            state[f"{key}_spec"] = state[f"{key}_rows"] = None
+    if _fts_missing(wanted, existing, force):
         from lancedb.index import FTS
 
         _create(tbl, where, report, "fts text", FTS(memory_limit=FTS_MEMORY_MIB), FTS_COLUMN,
                 f"{FTS_COLUMN}_fts")
-    rebuild = [list(listed[n].columns)[0] for n in broken if listed[n].index_type == "BTree"]
-    for col in sorted({*wanted["scalar"], *rebuild}):
-        if force or not _has(existing, col, "BTree"):  # `--scalar text` beside the FTS index
-            from lancedb.index import BTree
+    for col in _scalars_missing(wanted, listed, existing, broken, force):
+        from lancedb.index import BTree
 
-            _create(tbl, where, report, f"scalar {col}", BTree(), col, f"{col}_idx")
-    # Every run folds new rows into the indexes. It was once deferred until they were 5% of the
-    # table, when a fold-in of a night's 1% cost 30-44 s at a million rows; that cost was LanceDB
-    # re-partitioning an IVF index whose partitions were too small to keep (dense.ivf_partitions),
-    # and with partitions it keeps it is 8.6 s. Left waiting, a night's rows made every full-text
-    # search (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at 1M rows with 10k
-    # waiting (benchmarks/RESULTS.md, "Issue 20: the fold-in").
+        _create(tbl, where, report, f"scalar {col}", BTree(), col, f"{col}_idx")
     waiting = any(_unindexed(tbl, ix.name) for ix in tbl.list_indices())
-    deleted = 0 if wanted["keep_deleted"] else deleted_rows(tbl)
-    if waiting or deleted:
+    if waiting or (not wanted["keep_deleted"] and deleted_rows(tbl)):
         faults.hit("during_index")
+        what = ("folding new rows into the indexes" if waiting
+                else "rewriting fragments without their deleted rows")
         with no_interrupt():
-            run_step(tbl, where, "folding new rows into the indexes" if waiting
-                     else "rewriting fragments without their deleted rows",
-                     _optimize, keep, not wanted["keep_deleted"])
-        report.updated = waiting
-        report.deleted_rows_dropped = deleted - deleted_rows(tbl) if deleted else 0
+            report.updated, report.deleted_rows_dropped = run_step(tbl, where, what, _fold_in, keep,
+                                                                   not wanted["keep_deleted"])
+
+
+def _builds(state: dict, wanted: dict, listed: dict, broken: dict[str, str], rows: int, force: bool) -> bool:
+    """Would :func:`_build` create or drop an index (more than the fold-in)?"""
+    if not listed and rows >= COMPACT_MIN_ROWS:
+        return True
+    existing = {name: ix for name, ix in listed.items() if name not in broken}
+    vector, tokens = _ann_specs(state, wanted, broken)
+    return bool(broken) or _fts_missing(wanted, existing, force) \
+        or bool(_scalars_missing(wanted, listed, existing, broken, force)) \
+        or any(_ann_action(state, wanted, existing, key, spec, name, rows, force) for key, spec, name
+               in (("vector", vector, VECTOR_INDEX), ("tokens", tokens, multi.INDEX_NAME)))
+
+
+def _ann_specs(state: dict, wanted: dict, broken: dict[str, str]) -> tuple[dict | None, dict | None]:
+    """The dense and token index specs to hold: the wanted ones, or for an unreadable index that
+    this run's options would not build, the one an earlier `--type`/`--token-index` asked for."""
+    vector, tokens = wanted["vector"], wanted["tokens"]
+    if vector is None and VECTOR_INDEX in broken and wanted["vector_type"] != "none":
+        vector = state.get("vector_spec")
+    if tokens is None and multi.INDEX_NAME in broken and wanted["token_index"] != "none":
+        tokens = state.get("tokens_spec")
+    return vector, tokens
+
+
+def _ann_action(state: dict, wanted: dict, existing: dict, key: str, spec: dict | None, name: str, rows: int,
+                force: bool) -> str | None:
+    """One ANN index (the dense vector's, the token vectors'): "build" when missing, changed,
+    forced or outgrown (RETRAIN_GROWTH), "drop" when asked for none; ``state["<key>_spec"/
+    "<key>_rows"]`` record what was built."""
+    if spec is not None:
+        explicit_partitions = wanted["partitions"] if key == "vector" else None
+        same = _same_vector_index(state.get(f"{key}_spec"), spec, explicit_partitions) and name in existing
+        grown = rows >= RETRAIN_GROWTH * (state.get(f"{key}_rows") or rows)
+        return "build" if force or not same or grown else None
+    none_wanted = wanted["vector_type" if key == "vector" else "token_index"] == "none"
+    return "drop" if none_wanted and name in existing else None
+
+
+def _fts_missing(wanted: dict, existing: dict, force: bool) -> bool:
+    return wanted["fts"] and (force or not _has(existing, FTS_COLUMN, "FTS"))
+
+
+def _scalars_missing(wanted: dict, listed: dict, existing: dict, broken: dict[str, str],
+                     force: bool) -> list[str]:
+    rebuild = [list(listed[n].columns)[0] for n in broken if listed[n].index_type == "BTree"]
+    # force, or missing (`--scalar text` beside the FTS index is a BTree of its own)
+    return [col for col in sorted({*wanted["scalar"], *rebuild}) if force or not _has(existing, col, "BTree")]
+
+
+def _fold_in_then_open(tbl, keep: timedelta, rewrite_deleted: bool) -> tuple[dict[str, str], Any]:
+    """:func:`_fold_in`, then every index opened: (the indexes that cannot be opened, the fold-in's
+    answer). A fold-in that fails while an index cannot be opened: (those indexes, None), for the
+    parent to rebuild them and fold in after; any other failure is raised."""
+    try:
+        folded = _fold_in(tbl, keep, rewrite_deleted)
+    except Exception:
+        tbl.checkout_latest()  # the compaction may have committed before an index failed
+        broken = unreadable_indexes(tbl)
+        if broken:
+            return broken, None
+        raise
+    return unreadable_indexes(tbl), folded
+
+
+def _fold_in(tbl, keep: timedelta, rewrite_deleted: bool) -> tuple[bool, int]:
+    """Fold rows no index covers into the indexes and (``rewrite_deleted``) rewrite fragments
+    without their deleted rows, in one optimize; (whether rows were folded in, deleted rows dropped).
+
+    Every run folds new rows in. It was once deferred until they were 5% of the table, when a
+    fold-in of a night's 1% cost 30-44 s at a million rows; that cost was LanceDB re-partitioning
+    an IVF index whose partitions were too small to keep (dense.ivf_partitions), and with
+    partitions it keeps it is 8.6 s. Left waiting, a night's rows made every full-text search
+    (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at 1M rows with 10k waiting
+    (benchmarks/RESULTS.md, "Issue 20: the fold-in")."""
+    waiting = any(_unindexed(tbl, ix.name) for ix in tbl.list_indices())
+    deleted = deleted_rows(tbl) if rewrite_deleted else 0
+    if not (waiting or deleted):
+        return False, 0
+    _optimize(tbl, keep, rewrite_deleted)
+    return waiting, deleted - deleted_rows(tbl) if deleted else 0
 
 
 def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta, rewrite_deleted: bool) -> None:
@@ -287,26 +377,6 @@ def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta, rewr
     faults.hit("during_index")
     with no_interrupt():
         run_step(tbl, where, "compacting before the first index build", _optimize, keep, rewrite_deleted)
-
-
-def _ann_index(tbl, where: tuple[str, str] | None, state: dict, report: IndexReport, existing: dict,
-               key: str, spec: dict | None, drop: bool, rows: int, force: bool, *, column: str, name: str,
-               config, label: str = "", explicit_partitions: int | None = None) -> None:
-    """One ANN index (the dense vector's, the token vectors'): built when missing, changed, forced
-    or outgrown (RETRAIN_GROWTH), dropped when asked for none; ``state["<key>_spec"/"<key>_rows"]``
-    record what was built."""
-    spec_key, rows_key = f"{key}_spec", f"{key}_rows"
-    if spec is not None:
-        same = _same_vector_index(state.get(spec_key), spec, explicit_partitions) and name in existing
-        grown = rows >= RETRAIN_GROWTH * (state.get(rows_key) or rows)
-        if force or not same or grown:
-            _create(tbl, where, report, f"{key} {spec['type']}", config(spec), column, name)
-            state[spec_key], state[rows_key] = spec, rows
-    elif drop and name in existing:
-        with no_interrupt():
-            tbl.drop_index(name)
-        report.built.append(f"no {label or key} index (dropped)")
-        state[spec_key] = state[rows_key] = None
 
 
 def _drop_unrebuildable(tbl, listed: dict, broken: dict[str, str], vector: dict | None,

@@ -525,3 +525,35 @@ def test_an_error_while_coding_is_raised_as_itself_and_nothing_half_written_is_s
     monkeypatch.setattr(cs, "_codes_batch", coding)
     again = compress_table(tmp_path, "chunks", "binary", rescore=20)
     assert again.refitted and again.coded == 162 and cs.load_compressed(tmp_path, "chunks") is not None
+
+
+def test_changed_rows_match_every_id_and_key_as_a_set_difference_does(monkeypatch):
+    """compress's re-run finds the table's rows the companion lacks and the companion's rows the
+    table no longer holds by hashes looked up in sorted order; on ids the companion holds more than
+    once (a run cut short) and ids shared between batches, it answers what a plain set difference
+    of (id, doc_key) pairs does."""
+    from arrowsmith.commands.compress import store as cstore
+
+    rng = np.random.default_rng(7)
+    ids = [f"d{i}#{j}" for i in range(400) for j in range(3)]
+    comp_pairs = [(i, f"k{rng.integers(3)}") for i in ids]
+    comp_pairs += [(ids[5], "k9"), (ids[5], "k8"), (ids[77], comp_pairs[77][1] + "x")]  # held twice
+    table_pairs = [(i, k if rng.random() > 0.1 else k + "new") for i, k in comp_pairs[:1200]
+                   if rng.random() > 0.05]
+    table_pairs += [("n1#0", "kn"), (ids[5], "k8")]
+
+    def batches(pairs, first_row_id):
+        for start in range(0, len(pairs), 97):  # batches that do not line up with documents
+            part = pairs[start:start + 97]
+            row_ids = pa.array(range(first_row_id + start, first_row_id + start + len(part)), pa.uint64())
+            yield pa.RecordBatch.from_pydict({"id": [p[0] for p in part],
+                                              cstore.KEY_COLUMN: [p[1] for p in part], "_rowid": row_ids})
+
+    sources = {"comp": lambda: batches(comp_pairs, 10_000), "table": lambda: batches(table_pairs, 0)}
+    monkeypatch.setattr(cstore, "_key_batches", lambda tbl: sources[tbl]())
+    added, removed = cstore._changed_rows("table", "comp", len(comp_pairs))
+    held = set(comp_pairs)
+    assert added.tolist() == [r for r, p in enumerate(table_pairs) if p not in held]
+    kept = set(table_pairs)
+    assert removed.tolist() == [10_000 + r for r, p in enumerate(comp_pairs) if p not in kept]
+    assert len(added) > 100 and len(removed) > 100  # both sides changed, not a vacuous comparison

@@ -205,10 +205,13 @@ def test_ivf_training_sample_is_capped_whatever_the_rows():
     assert ivf_sample_rate(100_000) == 32  # a huge --partitions: still 32 points a centroid
 
 
-def test_a_night_is_folded_in_and_searched_as_before(tmp_path, fake_chunks):
+@pytest.mark.parametrize("children", [False, True], ids=["one process", "children"])
+def test_a_night_is_folded_in_and_searched_as_before(tmp_path, fake_chunks, monkeypatch, children):
     """A night's new rows are folded into every index by the next `index` (none left to a flat
     scan, which made full-text search 20x slower at a million rows), and every search answers as
-    it did while they waited beside the indexes."""
+    it did while they waited beside the indexes. On a large table (children) the one child that
+    opens the indexes folds the night in too."""
+    steps = _record_steps(monkeypatch) if children else []
     small = {**fake_chunks.model, "dim": 32}
     old = {f"d{i}": (4, "k") for i in range(100)}
     with StoreWriter(tmp_path) as w:
@@ -237,8 +240,10 @@ def test_a_night_is_folded_in_and_searched_as_before(tmp_path, fake_chunks):
     waiting = answers()
     assert waiting[0][0] == "n0#1" and waiting[1][0] == "n1#0" and "d7#0" not in waiting[2]
     assert waiting[4] == ["n0#0"] and waiting[5] == ["n1#0", "n1#1"]
+    steps.clear()
     night = build_indexes(tmp_path, vector_type="ivf_pq", partitions=4)
     assert night.built == [] and night.updated and night.deleted_rows_dropped == 4  # d7's
+    assert steps == (["folding new rows into the indexes and opening them"] if children else [])
     assert "folded new rows into existing indexes" in night.summary()
     tbl = open_table(tmp_path)
     assert all(tbl.index_stats(n).num_unindexed_rows == 0 for n in ("vector_idx", "text_fts", "doc_id_idx",
@@ -294,6 +299,61 @@ def test_deleted_rows_are_rewritten_away_unless_kept(tmp_path, fake_chunks, monk
 
 
 # ------------------------------------------------------------------ heavy steps in child processes
+
+
+def _record_steps(monkeypatch) -> list[str]:
+    """Every table counts as large; the names of the child steps `index` runs, in order."""
+    from arrowsmith.commands import index, isolated
+
+    monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 0)
+    steps: list[str] = []
+    call = isolated.call
+
+    def recorded(what, *args, **kwargs):
+        steps.append(what)
+        return call(what, *args, **kwargs)
+
+    monkeypatch.setattr(isolated, "call", recorded)
+    return steps
+
+
+@pytest.mark.parametrize(("marker", "rebuilt", "steps_after"), [
+    # LanceDB's fold-in passes over a full-text index it cannot read; the child finds it after
+    ("metadata.lance", "fts text", []),
+    # ... and fails on a vector index: nothing was folded in, the parent does it after the rebuild
+    ("auxiliary.idx", "vector IVF_PQ", ["folding new rows into the indexes"])], ids=["fts", "vector"])
+def test_a_night_with_an_unreadable_index_rebuilds_it_then_folds_in(tmp_path, fake_chunks, monkeypatch,
+                                                                    marker, rebuilt, steps_after):
+    """On a large table one child folds the night in and then opens the indexes. With an index's
+    files gone, the child names it and the parent rebuilds it: every index covers the night and
+    answers, as in a run that opens the indexes first."""
+    import shutil
+
+    from conftest import unit_vectors
+
+    steps = _record_steps(monkeypatch)
+    small = {**fake_chunks.model, "dim": 32}
+    with StoreWriter(tmp_path) as w:
+        w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
+    build_indexes(tmp_path, vector_type="ivf_pq", partitions=4)
+    with StoreWriter(tmp_path, prune=False) as w:
+        w.write([fake_chunks.batch({"n0": (3, "k")}, model=small, texts={"n0": ["ramjet inlet", "x", "y"]})])
+    (index_dir,) = [p.parent for p in (table_path(tmp_path) / "_indices").glob(f"*/{marker}")]
+    shutil.rmtree(index_dir)
+    steps.clear()
+    night = build_indexes(tmp_path, vector_type="ivf_pq", partitions=4)
+    assert steps == ["folding new rows into the indexes and opening them", f"building the {rebuilt} index",
+                     *steps_after]
+    assert night.built == [rebuilt] and night.updated
+    tbl = open_table(tmp_path)
+    assert all(tbl.index_stats(n).num_unindexed_rows == 0 for n in ("vector_idx", "text_fts", "doc_id_idx",
+                                                                "id_idx"))
+    assert tbl.search("ramjet", query_type="fts").limit(5).to_arrow().column("id").to_pylist() == ["n0#0"]
+    hit = tbl.search(unit_vectors("n0|k", 3, 32)[1]).nprobes(4).refine_factor(100).limit(1).to_arrow()
+    assert hit.column("id").to_pylist() == ["n0#1"]
+    steps.clear()
+    assert build_indexes(tmp_path, vector_type="ivf_pq", partitions=4).unchanged
+    assert steps == ["opening the indexes"]
 
 
 def _two_fragment_store(db, fake_chunks) -> None:
