@@ -97,6 +97,9 @@ def compress_command(
              else f"{table!r} has no compressed representation")
         return
     if method:
+        from arrowsmith.commands.isolated import hold_memory
+
+        hold_memory()  # before LanceDB's threads make arenas and its first scan reads the budget
         stats = cz.compress_table(db, table, method, rescore=rescore, rescore_with=rescore_with,
                                   pq_bytes=pq_bytes, wait=wait)
         info(stats.summary())

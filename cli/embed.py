@@ -143,9 +143,9 @@ def embed_command(
                                          gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker,
                                          model_options=load_options)
     if db is not None:
-        from arrowsmith.commands.isolated import hold_arenas
+        from arrowsmith.commands.isolated import hold_memory
 
-        hold_arenas()  # before the model's and LanceDB's threads make arenas
+        hold_memory()  # before the model's and LanceDB's threads make arenas
     model = load_model(model_spec, **load_options)
     options = dict(late=late, batch_tokens=batch_tokens, prompt=prompt, query_prompt=query_prompt, dim=dim,
                    window=window, window_overlap=window_overlap, late_specials=late_specials, force=force,

@@ -53,6 +53,16 @@ _BOOT = ("import json, sys; sys.path[:] = json.loads(sys.argv[1]); "
          "from arrowsmith.commands.isolated import main; main(int(sys.argv[2]))")
 
 
+def hold_memory() -> bool:
+    """:data:`CHILD_ENV` for this process, for one that reads or writes a big table itself
+    (``embed --db``, ``compress``): LanceDB's read-ahead budget (read at its first scan; a value the
+    user set is kept) and :func:`hold_arenas`; True when the arenas were capped. The second night's
+    ``compress`` re-run at a million rows peaked at 297 MiB without either, 279 with the arenas,
+    271 with both (100k rows: 232, 226, 224; benchmarks/RESULTS.md, "Issue 20: compress re-run")."""
+    os.environ.setdefault("LANCE_DEFAULT_IO_BUFFER_SIZE", CHILD_ENV["LANCE_DEFAULT_IO_BUFFER_SIZE"])
+    return hold_arenas()
+
+
 def hold_arenas() -> bool:
     """Hold this process to :data:`CHILD_ENV`'s glibc arenas from now on; True when it was set.
 

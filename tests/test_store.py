@@ -104,11 +104,16 @@ def test_changes_replace_rows_found_through_the_id_index_and_rows_written_after_
     assert open_table(tmp_path).count_rows() == len(rows)  # no id stored twice
 
 
-def test_the_users_malloc_arena_max_is_kept(monkeypatch):
-    from arrowsmith.commands.isolated import hold_arenas
+def test_the_users_malloc_arena_max_and_lance_buffer_are_kept(monkeypatch):
+    from arrowsmith.commands.isolated import CHILD_ENV, hold_arenas, hold_memory
 
     monkeypatch.setenv("MALLOC_ARENA_MAX", "8")
     assert hold_arenas() is False
+    monkeypatch.setenv("LANCE_DEFAULT_IO_BUFFER_SIZE", "12345")
+    assert hold_memory() is False and os.environ["LANCE_DEFAULT_IO_BUFFER_SIZE"] == "12345"
+    monkeypatch.delenv("LANCE_DEFAULT_IO_BUFFER_SIZE")
+    hold_memory()
+    assert os.environ["LANCE_DEFAULT_IO_BUFFER_SIZE"] == CHILD_ENV["LANCE_DEFAULT_IO_BUFFER_SIZE"]
 
 
 def test_prune_with_an_empty_input_keeps_the_table(tmp_path, caplog):

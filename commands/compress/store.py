@@ -129,15 +129,13 @@ class _DigestSums:
         return f"sum128:{self.rows}:{','.join(cols)}:{self.hi & _MASK:016x}{self.lo & _MASK:016x}"
 
 
-def _pair_hashes(batch: pa.RecordBatch) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's ``hash(id)`` and ``hash(doc_key)`` (int64; a null key as an empty one): what tells
-    the table's rows from the companion's in 16 bytes a row. Python's str hash, so both sides are
-    hashed in one process; two rows match only where both their ids and their doc_keys hash alike
-    (for one id's old and new doc_key, a 64-bit collision of a keyed hash)."""
+def _pair_hashes(batch: pa.RecordBatch) -> np.ndarray:
+    """Each row's ``hash((id, doc_key))`` (int64; a null key as an empty one): what tells the
+    table's rows from the companion's in 8 bytes a row. Python's hash, so both sides are hashed in
+    one process; two different pairs match only on a 64-bit collision of a keyed hash."""
     ids = batch.column("id").to_pylist()
     keys = pc.fill_null(batch.column(KEY_COLUMN), "").to_pylist()
-    return (np.fromiter(map(hash, ids), dtype=np.int64, count=len(ids)),
-            np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)))
+    return np.fromiter(map(hash, zip(ids, keys, strict=True)), dtype=np.int64, count=len(ids))
 
 
 # ------------------------------------------------------------------ compress
@@ -310,42 +308,37 @@ def _key_batches(tbl) -> Iterator[pa.RecordBatch]:
 def _changed_rows(tbl, comp, held: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Row ids of the table's rows whose (id, doc_key) the companion lacks, and of the companion's
     rows the table no longer holds (None: the companion does not read ``held`` rows). The
-    companion's rows as hashes sorted by id hash, the table's matched against them as they stream:
-    25 bytes a companion row and the change, where the whole (id, doc_key) columns of both and
-    their joined strings peaked at 933 MiB for a million rows (benchmarks/RESULTS.md, "Issue 20:
-    compress and doctor memory, flat")."""
-    id_hash, key_hash = np.empty(held, dtype=np.int64), np.empty(held, dtype=np.int64)
-    row_ids, n = np.empty(held, dtype=np.uint64), 0
+    companion's pairs as hashes, sorted, the table's looked up in them as they stream: 17 bytes a
+    companion row, where the whole (id, doc_key) columns of both and their joined strings peaked
+    at 933 MiB for a million rows (benchmarks/RESULTS.md, "Issue 20: compress and doctor memory,
+    flat"), and two hashes a row, 25 bytes, +24 MiB more than one (... "compress re-run")."""
+    pairs, row_ids, n = np.empty(held, dtype=np.int64), np.empty(held, dtype=np.uint64), 0
     for batch in _key_batches(comp):
         if n + batch.num_rows > held:
             return None  # it reads more rows than it counts: rewritten in full
-        id_hash[n:n + batch.num_rows], key_hash[n:n + batch.num_rows] = _pair_hashes(batch)
+        pairs[n:n + batch.num_rows] = _pair_hashes(batch)
         row_ids[n:n + batch.num_rows] = batch.column("_rowid").to_numpy()
         n += batch.num_rows
     if n != held or held == 0:
         return None
-    order = np.argsort(id_hash, kind="stable")
-    id_hash, key_hash, row_ids = id_hash[order], key_hash[order], row_ids[order]
+    order = np.argsort(pairs, kind="stable")
+    pairs = pairs[order]  # one array at a time: the old one goes before the next is made
+    row_ids = row_ids[order]
     del order
     matched = np.zeros(held, dtype=bool)
     added = []
     for batch in _key_batches(tbl):
-        ids, keys = _pair_hashes(batch)
-        # looked up in sorted order, the binary searches walk the million hashes in step: 4x less
-        # time than in the table's order (0.1 against 0.4 s a million rows)
-        by_hash = np.argsort(ids)
-        lo = np.empty(len(ids), dtype=np.intp)
-        lo[by_hash] = np.searchsorted(id_hash, ids[by_hash], "left")
-        at, next_at = np.minimum(lo, held - 1), np.minimum(lo + 1, held - 1)
-        present = id_hash[at] == ids
-        several = present & (lo + 1 < held) & (id_hash[next_at] == ids)  # the companion holds it twice
-        found = present & ~several & (key_hash[at] == keys)
+        hashes = _pair_hashes(batch)
+        # looked up in sorted order, the binary searches walk the companion's hashes in step: 4x
+        # less time than in the table's order (0.1 against 0.4 s for a million rows)
+        by_hash = np.argsort(hashes)
+        lo, hi = np.empty(len(hashes), dtype=np.intp), np.empty(len(hashes), dtype=np.intp)
+        lo[by_hash] = np.searchsorted(pairs, hashes[by_hash], "left")
+        hi[by_hash] = np.searchsorted(pairs, hashes[by_hash], "right")
+        found = hi > lo
         matched[lo[found]] = True
-        for r in np.flatnonzero(several).tolist():
-            hi = int(np.searchsorted(id_hash, ids[r], "right"))
-            same = np.flatnonzero(key_hash[lo[r]:hi] == keys[r]) + lo[r]
-            matched[same] = True
-            found[r] = len(same) > 0
+        for r in np.flatnonzero(hi - lo > 1).tolist():  # a pair the companion holds more than once
+            matched[lo[r]:hi[r]] = True
         added.append(batch.column("_rowid").to_numpy()[~found])
     return (np.concatenate(added) if added else np.zeros(0, np.uint64)), np.sort(row_ids[~matched])
 
