@@ -108,11 +108,12 @@ def _refuse_ignored(ctx: typer.Context, db: str, table: str, *, mode: str, fusio
     from .given import given, refuse
 
     if mode == "auto" and given(ctx, "fusion", "rrf_k", "alpha"):
-        from arrowsmith.commands.query import _has_fts, _open, auto_mode
+        from arrowsmith.commands.query import _has_fts, auto_mode
         from arrowsmith.commands.schemas import MODEL, read_meta
         from arrowsmith.commands.spaces import multi
+        from arrowsmith.commands.store import open_table
 
-        tbl = _open(db, table)
+        tbl = open_table(db, table)
         has_fts = _has_fts(tbl)
         mode, auto_rerank = auto_mode(has_fts, multi.present(read_meta(tbl.schema).get(MODEL) or {}))
         rerank = rerank or (auto_rerank and auto_rerank[0])
