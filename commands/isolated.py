@@ -58,7 +58,8 @@ def hold_memory() -> bool:
     (``embed --db``, ``compress``): LanceDB's read-ahead budget (read at its first scan; a value the
     user set is kept) and :func:`hold_arenas`; True when the arenas were capped. The second night's
     ``compress`` re-run at a million rows peaked at 297 MiB without either, 279 with the arenas,
-    271 with both (100k rows: 232, 226, 224; benchmarks/RESULTS.md, "Issue 20: compress re-run")."""
+    271 with both, in one process (100k rows: 232, 226, 224; benchmarks/RESULTS.md, "Issue 20:
+    compress re-run and embed --prune memory")."""
     os.environ.setdefault("LANCE_DEFAULT_IO_BUFFER_SIZE", CHILD_ENV["LANCE_DEFAULT_IO_BUFFER_SIZE"])
     return hold_arenas()
 

@@ -311,7 +311,8 @@ def _changed_rows(tbl, comp, held: int) -> tuple[np.ndarray, np.ndarray] | None:
     companion's pairs as hashes, sorted, the table's looked up in them as they stream: 17 bytes a
     companion row, where the whole (id, doc_key) columns of both and their joined strings peaked
     at 933 MiB for a million rows (benchmarks/RESULTS.md, "Issue 20: compress and doctor memory,
-    flat"), and two hashes a row, 25 bytes, +24 MiB more than one (... "compress re-run")."""
+    flat"). The peak is the two streamed scans, not these arrays (... "Issue 20: compress re-run
+    and embed --prune memory")."""
     pairs, row_ids, n = np.empty(held, dtype=np.int64), np.empty(held, dtype=np.uint64), 0
     for batch in _key_batches(comp):
         if n + batch.num_rows > held:
