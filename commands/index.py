@@ -329,9 +329,14 @@ def _scalars_missing(wanted: dict, listed: dict, existing: dict, broken: dict[st
 
 
 def _fold_in_then_open(tbl, keep: timedelta, rewrite_deleted: bool) -> tuple[dict[str, str], Any]:
-    """:func:`_fold_in`, then every index opened: (the indexes that cannot be opened, the fold-in's
-    answer). A fold-in that fails while an index cannot be opened: (those indexes, None), for the
-    parent to rebuild them and fold in after; any other failure is raised."""
+    """:func:`_fold_in`, then the indexes it did not rewrite opened: (the indexes that cannot be
+    opened, the fold-in's answer). A fold-in that fails while an index cannot be opened: (those
+    indexes, None), for the parent to rebuild them and fold in after; any other failure is raised.
+
+    An index that now covers every row was just read whole and written again by LanceDB's fold-in
+    (or its remap after the rewrite of deleted rows), so it is not opened a second time; one that
+    does not (LanceDB passes over a full-text index whose files are gone), or every index when
+    there was nothing to fold in, is."""
     try:
         folded = _fold_in(tbl, keep, rewrite_deleted)
     except Exception:
@@ -340,7 +345,17 @@ def _fold_in_then_open(tbl, keep: timedelta, rewrite_deleted: bool) -> tuple[dic
         if broken:
             return broken, None
         raise
-    return unreadable_indexes(tbl), folded
+    names = [ix.name for ix in tbl.list_indices()]
+    if folded != (False, 0):
+        names = [name for name in names if not _covers_every_row(tbl, name)]
+    return unreadable_indexes(tbl, names), folded
+
+
+def _covers_every_row(tbl, name: str) -> bool:
+    try:
+        return _unindexed(tbl, name) == 0
+    except Exception:  # noqa: BLE001 - an index whose statistics cannot be read is opened to see why
+        return False
 
 
 def _fold_in(tbl, keep: timedelta, rewrite_deleted: bool) -> tuple[bool, int]:

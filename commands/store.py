@@ -404,19 +404,20 @@ def read_errors(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> Iterator[N
         raise StorageError(f"{what}: {fix}") from None
 
 
-def unreadable_indexes(tbl: Any) -> dict[str, str]:
-    """name → error of each index the table lists that cannot be opened (files deleted or damaged).
+def unreadable_indexes(tbl: Any, names: list[str] | None = None) -> dict[str, str]:
+    """name → error of each index the table lists (or of ``names``) that cannot be opened (files
+    deleted or damaged).
 
     LanceDB lists an index from the manifest alone; ``prewarm_index`` opens its files (cheap for
     scalar and FTS indexes; a vector index's partitions are read into the cache).
     """
     broken = {}
-    for ix in tbl.list_indices():
+    for name in [ix.name for ix in tbl.list_indices()] if names is None else names:
         try:
-            tbl.prewarm_index(ix.name)
+            tbl.prewarm_index(name)
         except Exception as e:  # noqa: BLE001 - whatever Lance raises, the index is unusable
             path = missing_path(e)
-            broken[ix.name] = f"{Path(path).name} is missing" if path else _first_line(e)
+            broken[name] = f"{Path(path).name} is missing" if path else _first_line(e)
     return broken
 
 

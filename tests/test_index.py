@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pyarrow as pa
@@ -371,6 +372,50 @@ def isolated_steps(monkeypatch):
 
     monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 0)
     monkeypatch.setattr(index, "COMPACT_MIN_ROWS", 0)
+
+
+def test_the_night_opens_only_the_indexes_its_fold_in_did_not_rewrite(tmp_path, fake_chunks, monkeypatch):
+    """After a fold-in, an index that covers every row was read whole and written again by
+    LanceDB; only the others are opened (issue 21's check): none on a plain night, the full-text
+    index whose files are gone (LanceDB passes over it), every index when nothing was folded in."""
+    import shutil
+
+    from arrowsmith.commands import index
+
+    opened: list[list[str]] = []
+    real = index.unreadable_indexes
+
+    def recorded(tbl, names=None):
+        opened.append(sorted(names) if names is not None else ["<all>"])
+        return real(tbl, names)
+
+    monkeypatch.setattr(index, "unreadable_indexes", recorded)
+    small = {**fake_chunks.model, "dim": 32}
+    with StoreWriter(tmp_path) as w:
+        w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(100)}, model=small)])
+    build_indexes(tmp_path, vector_type="ivf_pq", partitions=4)
+    keep = timedelta(days=1)
+
+    def night(docs):
+        with StoreWriter(tmp_path, prune=False) as w:
+            texts = {d: ["ramjet inlet", "x", "y"] for d in docs}
+            w.write([fake_chunks.batch(docs, model=small, texts=texts)])
+
+    night({"n0": (3, "k")})
+    opened.clear()
+    assert index._fold_in_then_open(open_table(tmp_path), keep, True) == ({}, (True, 0))
+    assert opened == [[]]
+    night({"n1": (3, "k")})
+    for fts_dir in [p.parent for p in (table_path(tmp_path) / "_indices").glob("*/metadata.lance")]:
+        shutil.rmtree(fts_dir)  # the one in use and the one before the first night's fold-in
+    opened.clear()
+    broken, folded = index._fold_in_then_open(open_table(tmp_path), keep, True)
+    assert list(broken) == ["text_fts"] and folded == (True, 0) and opened == [["text_fts"]]
+    build_indexes(tmp_path, vector_type="ivf_pq", partitions=4)  # rebuilds it
+    open_table(tmp_path).delete("doc_id = 'd3'")
+    opened.clear()  # --keep-deleted on a night that only deleted: no fold-in, every index opened
+    assert index._fold_in_then_open(open_table(tmp_path), keep, False) == ({}, (False, 0))
+    assert opened == [sorted(["doc_id_idx", "id_idx", "text_fts", "vector_idx"])]
 
 
 @pytest.mark.usefixtures("isolated_steps")
