@@ -210,9 +210,10 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
         folded = None
         # issue 21: an index whose files were deleted is listed all the same; it is missing.
         # Opening them reads them into LanceDB's cache, so it is a heavy step too. On a night
-        # whose only work is the fold-in, one child folds the rows in and then opens the indexes:
-        # a child's start less (~1 s at a million rows). In that order the indexes' cache does
-        # not sit beside the optimize's buffers (opened first: peak 702 against 536 MiB at 1M)
+        # whose only work is the fold-in, one child folds the rows in and then opens the indexes
+        # the fold-in did not rewrite (_fold_in_then_open): a child's start less (~1 s at a
+        # million rows). Opened first, their cache sat beside the optimize's buffers: 702
+        # against 536 MiB at 1M (benchmarks/RESULTS.md, "Issue 20: the night's cost, piece by piece")
         if listed and where and not force and not unchanged and not _builds(state, wanted, listed, {}, rows,
                                                                              force):
             faults.hit("during_index")
