@@ -120,7 +120,7 @@ def index_command(
         info(report.summary())
         if optimize:
             info(ix.optimize_table(db, table, keep=keep_for, wait=wait, grace_s=grace_s,
-                                         keep_deleted=keep_deleted).summary())
+                                   keep_deleted=keep_deleted).summary())
 
 
 def _refuse_ignored(ctx: typer.Context, *, stats: bool, optimize: bool, vector_type: str) -> None:

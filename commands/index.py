@@ -57,6 +57,10 @@ RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many tim
 COMPACT_MIN_ROWS = 100_000
 VECTOR_INDEX = f"{dense.COLUMN}_idx"
 FTS_COLUMN = "text"
+# the ANN indexes `index` builds, folds into and drops: (state key, index name, column, its
+# config from a spec, label), in the order _ann_specs gives their specs
+ANN_INDEXES = (("vector", VECTOR_INDEX, dense.COLUMN, dense.index_config, "vector"),
+               ("tokens", multi.INDEX_NAME, multi.COLUMN, multi.index_config, "token"))
 # BTree indexes every table gets: doc_id for the writer's and query's `doc_id IN (...)` lookups;
 # id for the writer's merge_insert on id, which with it looks the night's ids up in the index
 # instead of joining the ids of the whole table: the second night's `embed --db --prune` at a
@@ -250,9 +254,7 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
     existing = {name: ix for name, ix in listed.items() if name not in broken}
     vector, tokens = _ann_specs(state, wanted, broken)
     _drop_unrebuildable(tbl, listed, broken, vector, tokens, wanted)
-    for key, spec, name, column, config, label in (
-            ("vector", vector, VECTOR_INDEX, dense.COLUMN, dense.index_config, "vector"),
-            ("tokens", tokens, multi.INDEX_NAME, multi.COLUMN, multi.index_config, "token")):
+    for (key, name, column, config, label), spec in zip(ANN_INDEXES, (vector, tokens), strict=True):
         action = _ann_action(state, wanted, existing, key, spec, name, rows, force)
         if action == "build":
             _create(tbl, where, report, f"{key} {spec['type']}", config(spec), column, name)
@@ -271,8 +273,8 @@ def _build(tbl, where: tuple[str, str] | None, state: dict, wanted: dict, rows: 
         from lancedb.index import BTree
 
         _create(tbl, where, report, f"scalar {col}", BTree(), col, f"{col}_idx")
-    waiting = any(_unindexed(tbl, ix.name) for ix in tbl.list_indices())
-    if waiting or (not wanted["keep_deleted"] and deleted_rows(tbl)):
+    waiting, deleted = _fold_in_work(tbl, not wanted["keep_deleted"])
+    if waiting or deleted:
         faults.hit("during_index")
         what = ("folding new rows into the indexes" if waiting
                 else "rewriting fragments without their deleted rows")
@@ -289,8 +291,8 @@ def _builds(state: dict, wanted: dict, listed: dict, broken: dict[str, str], row
     vector, tokens = _ann_specs(state, wanted, broken)
     return bool(broken) or _fts_missing(wanted, existing, force) \
         or bool(_scalars_missing(wanted, listed, existing, broken, force)) \
-        or any(_ann_action(state, wanted, existing, key, spec, name, rows, force) for key, spec, name
-               in (("vector", vector, VECTOR_INDEX), ("tokens", tokens, multi.INDEX_NAME)))
+        or any(_ann_action(state, wanted, existing, key, spec, name, rows, force)
+               for (key, name, *_), spec in zip(ANN_INDEXES, (vector, tokens), strict=True))
 
 
 def _ann_specs(state: dict, wanted: dict, broken: dict[str, str]) -> tuple[dict | None, dict | None]:
@@ -369,12 +371,17 @@ def _fold_in(tbl, keep: timedelta, rewrite_deleted: bool) -> tuple[bool, int]:
     partitions it keeps it is 8.6 s. Left waiting, a night's rows made every full-text search
     (hybrid, query's default) 20x slower: 248 against 11.5 ms p50 at 1M rows with 10k waiting
     (benchmarks/RESULTS.md, "Issue 20: the fold-in")."""
-    waiting = any(_unindexed(tbl, ix.name) for ix in tbl.list_indices())
-    deleted = deleted_rows(tbl) if rewrite_deleted else 0
+    waiting, deleted = _fold_in_work(tbl, rewrite_deleted)
     if not (waiting or deleted):
         return False, 0
     _optimize(tbl, keep, rewrite_deleted)
     return waiting, deleted - deleted_rows(tbl) if deleted else 0
+
+
+def _fold_in_work(tbl, rewrite_deleted: bool) -> tuple[bool, int]:
+    """What a fold-in has to do: (rows some index does not cover, deleted rows to rewrite away)."""
+    waiting = any(_unindexed(tbl, ix.name) for ix in tbl.list_indices())
+    return waiting, deleted_rows(tbl) if rewrite_deleted else 0
 
 
 def _compact_unindexed(tbl, where: tuple[str, str] | None, keep: timedelta, rewrite_deleted: bool) -> None:
