@@ -145,12 +145,18 @@ def _acquire(fd: int, path: Path, wait: bool) -> None:
 # ------------------------------------------------------------------ opening and metadata
 
 
+# stable row ids: a compaction (each night rewrites the fragment holding its deleted rows) keeps
+# every row's id, so LanceDB need not remap the indexes after it (issue 20). Tables made before
+# this keep their addressing; LanceDB reads both.
+NEW_TABLE_OPTIONS = {"new_table_enable_stable_row_ids": "true"}
+
+
 def connect(db: str | os.PathLike):
     from .lancedb_import import import_lancedb
 
     # every process that opens a store (each stage, each of index's child steps) would otherwise
     # pay for the REST client's import: ~0.55 s of lancedb's 1.4 s here (issue 12, issue 20)
-    return import_lancedb().connect(str(db))
+    return import_lancedb().connect(str(db), storage_options=NEW_TABLE_OPTIONS)
 
 
 def table_exists(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> bool:

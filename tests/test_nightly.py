@@ -183,8 +183,8 @@ def fragments(db) -> list[int]:
     """The ids of the fragments holding rows (a row address is fragment id << 32 | offset)."""
     from arrowsmith.commands.store import open_table
 
-    t = open_table(db).search().with_row_id(True).select(["id"]).limit(None).to_arrow()
-    return sorted({a >> 32 for a in t.column("_rowid").to_pylist()})
+    t = open_table(db).search().select(["id", "_rowaddr"]).limit(None).to_arrow()
+    return sorted({a >> 32 for a in t.column("_rowaddr").to_pylist()})
 
 
 def nearest(db, vector) -> list[str]:
