@@ -62,11 +62,8 @@ FTS_COLUMN = "text"
 ANN_INDEXES = (("vector", VECTOR_INDEX, dense.COLUMN, dense.index_config, "vector"),
                ("tokens", multi.INDEX_NAME, multi.COLUMN, multi.index_config, "token"))
 # BTree indexes every table gets: doc_id for the writer's and query's `doc_id IN (...)` lookups;
-# id for the writer's merge_insert on id, which with it looks the night's ids up in the index
-# instead of joining the ids of the whole table: the second night's `embed --db --prune` at a
-# million rows peaked at 573 MiB with it against 615 without (100k: 368, 369); building it added
-# 2.0 s to that `index` (LanceDB's build ~0.3 s, the rest a child's start; benchmarks/RESULTS.md,
-# "Issue 20: the second night's embed, measured alone")
+# id for query's and compress's `id IN (...)` lookups (the writer once merged by id through it:
+# benchmarks/RESULTS.md, "Issue 20: the second night's embed, measured alone")
 ALWAYS_SCALAR = ("doc_id", "id")
 # the IVF k-means sample: LanceDB's default rate (vectors per partition), capped in total at the
 # sample size LanceDB trains PQ codebooks on (256 centroids x 256); a rate under 32 leaves k-means

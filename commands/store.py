@@ -10,14 +10,15 @@ Layout of a store directory (``--db``)::
 Guarantees (docs/design.md#incremental-and-safe-writes):
 
 * Rows are keyed by chunk ``id`` and grouped by ``doc_id``; a document whose ``doc_key`` is
-  already stored is skipped; a changed document has its chunks updated and added in one commit
-  (``merge_insert`` on ``id``) and the chunks it no longer has deleted by id in the next.
+  already stored is skipped; a changed document has its new chunks added in one commit and its
+  old rows deleted by row id in the next.
 * Each checkpoint is one Lance commit, made under :func:`signals.no_interrupt`, from an
   in-memory ``pa.Table`` — never a generator, which LanceDB would drain on its own thread
   where Ctrl-C is swallowed and the add commits anyway.
 * Pruning runs only after the input iterator was exhausted without error.
-* One writer per table: LanceDB's concurrent ``merge_insert`` can insert a new key twice
-  (lance issue 4585), so every write path takes the flock first.
+* One writer per table: two writers adding the same document's chunks would store its ids twice
+  (as LanceDB's concurrent ``merge_insert`` can, lance issue 4585), so every write path takes
+  the flock first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import os
 import re
 import threading
 import time
+from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from hashlib import blake2b
@@ -149,14 +151,24 @@ def _acquire(fd: int, path: Path, wait: bool) -> None:
 # every row's id, so LanceDB need not remap the indexes after it (issue 20). Tables made before
 # this keep their addressing; LanceDB reads both.
 NEW_TABLE_OPTIONS = {"new_table_enable_stable_row_ids": "true"}
+# a writer looks up a night's documents and deletes their old rows once: LanceDB's caches kept the
+# index pages it read, and `embed --db --prune` at a million rows peaked ~55 MiB higher with its
+# default caches than with these (at 100k, no difference; benchmarks/RESULTS.md, issue 20)
+WRITER_CACHE_BYTES = 16 << 20
 
 
-def connect(db: str | os.PathLike):
+def connect(db: str | os.PathLike, *, cache_bytes: int | None = None):
+    """A LanceDB connection to store ``db``; ``cache_bytes`` caps its index and metadata caches
+    (LanceDB's defaults are sized for a process that searches the same indexes again and again)."""
     from .lancedb_import import import_lancedb
 
     # every process that opens a store (each stage, each of index's child steps) would otherwise
     # pay for the REST client's import: ~0.55 s of lancedb's 1.4 s here (issue 12, issue 20)
-    return import_lancedb().connect(str(db), storage_options=NEW_TABLE_OPTIONS)
+    lancedb = import_lancedb()
+    session = None
+    if cache_bytes is not None:
+        session = lancedb.Session(index_cache_size_bytes=cache_bytes, metadata_cache_size_bytes=cache_bytes)
+    return lancedb.connect(str(db), storage_options=NEW_TABLE_OPTIONS, session=session)
 
 
 def table_exists(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> bool:
@@ -214,6 +226,7 @@ class DocKeys:
         self._hashes = np.zeros(0, np.int64) if hashes is None else hashes
         self._digests = digests
         self._state = bytearray(len(self.ids)) if state is None else state
+        self._hash_view = memoryview(np.ascontiguousarray(self._hashes, np.int64)).cast("B").cast("q")
         _, offsets, data = self.ids.buffers()
         # the id bytes, read without making an Arrow scalar per lookup (~1 µs each)
         wide = pa.types.is_large_string(self.ids.type)
@@ -229,10 +242,10 @@ class DocKeys:
 
     def find(self, doc_id: str) -> int:
         """The document's position, or -1 when the table does not hold it (or it was pruned)."""
-        import numpy as np
-
         h = hash(doc_id)
-        return self._find_from(int(np.searchsorted(self._hashes, h)), h, doc_id)
+        # bisect over a memoryview: a third of np.searchsorted's cost for one value (asked once
+        # per input document, ~200k a night at a million chunks)
+        return self._find_from(bisect_left(self._hash_view, h), h, doc_id)
 
     def find_all(self, doc_ids: Sequence[str]) -> list[int]:
         """:meth:`find` of each id, the bisections in one numpy call (chunk asks a batch at once)."""
@@ -244,7 +257,8 @@ class DocKeys:
 
     def _find_from(self, i: int, h: int, doc_id: str) -> int:
         raw = doc_id.encode()
-        while i < len(self._hashes) and self._hashes[i] == h:
+        hashes = self._hash_view
+        while i < len(hashes) and hashes[i] == h:
             if self._data[self._offsets[i]:self._offsets[i + 1]] == raw:
                 return -1 if self._state[i] == self.REMOVED else i
             i += 1
@@ -516,7 +530,7 @@ class StoreWriter:
         self._lock = table_lock(self.db, self.table_name, wait=self.wait)
         self._lock.__enter__()
         try:
-            self._conn = connect(self.db)
+            self._conn = connect(self.db, cache_bytes=WRITER_CACHE_BYTES)
             if table_exists(self.db, self.table_name):
                 self._table = self._conn.open_table(self.table_name)
                 with read_errors(self.db, self.table_name):
@@ -734,21 +748,24 @@ class StoreWriter:
         if not changed:
             self._table.add(data)
             return 0
-        # Chunks a changed document no longer has are deleted by id in a second commit, right after:
-        # merge_insert's by-source delete joined the whole table in memory (1.2 GiB more at a
-        # million rows, 150 MiB at 100k). Between the two commits a reader may see those old chunks
-        # beside the new ones; a kill -9 there leaves them with the old doc_key, so the document
-        # has mixed keys, is not current, and the re-run replaces it (doctor reports it meanwhile).
+        # A changed document's rows are added, then its old rows deleted by row id in a second
+        # commit. merge_insert on id (the update of rows by id in one commit) joined the night's
+        # ids against the id index: +85 MiB at a million rows against +27 at 100k (RESULTS.md).
+        # Between the two commits a reader may see the document's old chunks beside its new ones;
+        # a kill -9 there leaves both, with two doc_keys: the document is not current, doctor
+        # reports its repeated ids, and the re-run replaces all of its rows.
+        old_rows: list[int] = []
         old_ids: set[str] = set()
         for _, where in id_filters(changed, "doc_id"):
-            found = self._table.search().where(where).select(["id"]).limit(None).to_arrow()
+            found = self._table.search().where(where).with_row_id(True).select(["id"]).limit(None).to_arrow()
+            old_rows += found.column("_rowid").to_pylist()
             old_ids.update(found.column("id").to_pylist())
-        self._table.merge_insert("id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        self._table.add(data)
         faults.hit("between_merge_and_delete")
-        deleted = 0
-        for _, where in id_filters(sorted(old_ids - set(data.column("id").to_pylist()))):
-            deleted += int(getattr(self._table.delete(where), "num_deleted_rows", 0) or 0)
-        return deleted
+        for start in range(0, len(old_rows), IN_LIST_MAX):
+            part = old_rows[start:start + IN_LIST_MAX]
+            self._table.delete(f"_rowid IN ({', '.join(map(str, part))})")
+        return len(old_ids - set(data.column("id").to_pylist()))
 
     def _prune(self) -> None:
         # a document this run wrote is seen; one it replaced is seen where the table held it

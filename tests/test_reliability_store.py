@@ -26,7 +26,7 @@ from conftest import run, run_subprocess, to_ipc
 
 from arrowsmith.commands.doctor import diagnose
 from arrowsmith.commands.faults import ENV as FAULT
-from arrowsmith.commands.store import StoreWriter, table_lock
+from arrowsmith.commands.store import StoreWriter, open_table, table_lock
 
 pytestmark = pytest.mark.slow
 
@@ -133,9 +133,9 @@ def test_kill_at_fault_point_then_rerun_converges(fault, expect_committed, base_
 
 def test_kill_between_a_changed_documents_merge_and_its_delete_is_repaired_by_the_rerun(
         fake_chunks, stored, tmp_path):
-    """A changed document with fewer chunks is written in two commits (its chunks merged by id, then
-    the ones it no longer has deleted). Killed between them, the document has mixed doc_keys: doctor
-    says so, it is never "current", and the re-run leaves exactly what a clean run does."""
+    """A changed document is written in two commits (its new chunks added, then its old rows deleted
+    by row id). Killed between them, the table holds both, with two doc_keys: doctor says so, the
+    document is never "current", and the re-run leaves exactly what a clean run does."""
     db = tmp_path / "store"
     with StoreWriter(db) as w:
         w.write([fake_chunks.batch({"keep": (2, "kk"), "shrink": (3, "k1")})])
@@ -145,6 +145,7 @@ def test_kill_between_a_changed_documents_merge_and_its_delete_is_repaired_by_th
     rows = stored.snapshot(db)
     assert sorted(i for i, v in rows.items() if v[0] == "shrink") == ["shrink#0", "shrink#1", "shrink#2"]
     assert {v[1] for v in rows.values() if v[0] == "shrink"} == {"k1", "k2"}  # mixed: not current
+    assert open_table(db).count_rows() == 2 + 3 + 2  # nothing lost: "keep", the old "shrink", the new
     assert not diagnose(db, grace_s=0).healthy
     r = ingest_here(db, shrunk)
     assert r.returncode == 0, r.stderr.decode()

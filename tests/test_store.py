@@ -76,7 +76,7 @@ def test_changed_doc_with_fewer_chunks_loses_its_old_extra_chunks(tmp_path):
     stats = write(tmp_path, chunks_batch({"a": (1, "ka2"), "b": (2, "kb1"), "d": (2, "kd1")}))
     assert (stats.docs_written, stats.docs_replaced, stats.docs_skipped) == (2, 1, 1)
     assert (stats.rows_added, stats.rows_deleted, stats.checkpoints) == (3, 2, 1)
-    # the replacement (one merge_insert), then the chunks "a" no longer has, deleted by id
+    # a's new chunk added (one commit), then its old rows deleted by row id (the next)
     assert versions(tmp_path) == before + 2
     rows = store_rows(tmp_path)
     assert sorted(rows) == ["a#0", "b#0", "b#1", "c#0", "d#0", "d#1"]
@@ -88,8 +88,9 @@ def test_changed_doc_with_fewer_chunks_loses_its_old_extra_chunks(tmp_path):
 
 
 def test_changes_replace_rows_found_through_the_id_index_and_rows_written_after_it(tmp_path):
-    # `index` builds a BTree on id, and merge_insert then looks ids up in it; rows written after
-    # the index are not in it, and a changed document's rows in either place are replaced
+    # `index` builds BTrees on doc_id and id, and the writer finds a changed document's rows
+    # through the doc_id index; rows written after the index are not in it, and a changed
+    # document's rows in either place are replaced
     from arrowsmith.commands.index import build_indexes
 
     write(tmp_path, chunks_batch(DOCS))
