@@ -2,8 +2,9 @@
 
 What a healthy table satisfies (each failed check is one :class:`Finding`):
 
-* ``rows``      every chunk ``id`` occurs once (LanceDB's concurrent ``merge_insert`` can insert
-                a key twice, lance issue 4585), and ``id == f"{doc_id}#{chunk_index}"``;
+* ``rows``      every chunk ``id`` occurs once (a writer killed between a changed document's two
+                commits leaves its old and new chunks, which the re-run replaces; two writers
+                without the lock could do worse), and ``id == f"{doc_id}#{chunk_index}"``;
 * ``chunks``    each document has chunks ``0..n-1`` (the store replaces documents whole, so a
                 gap means rows were lost);
 * ``vector``    every vector is non-null, finite, of the table's dim, and of norm ≈ 1 when the

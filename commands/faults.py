@@ -13,8 +13,8 @@ With the variable unset, ``hit`` is one dict lookup: cheap enough for every batc
 Points used by the store and index writers: ``after_read`` (first input batch read),
 ``before_commit`` (data ready, nothing committed), ``after_commit`` (a checkpoint committed),
 ``during_prune`` (before each pruning delete), ``during_index`` (between index builds),
-``between_merge_and_delete`` (a changed document's new chunks committed, the ones it no longer has
-not yet deleted). They run
+``between_add_and_delete`` (a changed document's new chunks committed, its old rows not yet
+deleted). They run
 in the thread that commits, the main one (signals.py), where a signal becomes an exception.
 """
 

@@ -147,28 +147,12 @@ def _acquire(fd: int, path: Path, wait: bool) -> None:
 # ------------------------------------------------------------------ opening and metadata
 
 
-# stable row ids: a compaction (each night rewrites the fragment holding its deleted rows) keeps
-# every row's id, so LanceDB need not remap the indexes after it (issue 20). Tables made before
-# this keep their addressing; LanceDB reads both.
-NEW_TABLE_OPTIONS = {"new_table_enable_stable_row_ids": "true"}
-# a writer looks up a night's documents and deletes their old rows once: LanceDB's caches kept the
-# index pages it read, and `embed --db --prune` at a million rows peaked ~55 MiB higher with its
-# default caches than with these (at 100k, no difference; benchmarks/RESULTS.md, issue 20)
-WRITER_CACHE_BYTES = 16 << 20
-
-
-def connect(db: str | os.PathLike, *, cache_bytes: int | None = None):
-    """A LanceDB connection to store ``db``; ``cache_bytes`` caps its index and metadata caches
-    (LanceDB's defaults are sized for a process that searches the same indexes again and again)."""
+def connect(db: str | os.PathLike):
     from .lancedb_import import import_lancedb
 
     # every process that opens a store (each stage, each of index's child steps) would otherwise
     # pay for the REST client's import: ~0.55 s of lancedb's 1.4 s here (issue 12, issue 20)
-    lancedb = import_lancedb()
-    session = None
-    if cache_bytes is not None:
-        session = lancedb.Session(index_cache_size_bytes=cache_bytes, metadata_cache_size_bytes=cache_bytes)
-    return lancedb.connect(str(db), storage_options=NEW_TABLE_OPTIONS, session=session)
+    return import_lancedb().connect(str(db))
 
 
 def table_exists(db: str | os.PathLike, table: str = DEFAULT_TABLE) -> bool:
@@ -530,7 +514,7 @@ class StoreWriter:
         self._lock = table_lock(self.db, self.table_name, wait=self.wait)
         self._lock.__enter__()
         try:
-            self._conn = connect(self.db, cache_bytes=WRITER_CACHE_BYTES)
+            self._conn = connect(self.db)
             if table_exists(self.db, self.table_name):
                 self._table = self._conn.open_table(self.table_name)
                 with read_errors(self.db, self.table_name):
@@ -749,11 +733,12 @@ class StoreWriter:
             self._table.add(data)
             return 0
         # A changed document's rows are added, then its old rows deleted by row id in a second
-        # commit. merge_insert on id (the update of rows by id in one commit) joined the night's
-        # ids against the id index: +85 MiB at a million rows against +27 at 100k (RESULTS.md).
-        # Between the two commits a reader may see the document's old chunks beside its new ones;
-        # a kill -9 there leaves both, with two doc_keys: the document is not current, doctor
-        # reports its repeated ids, and the re-run replaces all of its rows.
+        # commit. merge_insert on id (rows updated by id in one commit) read the id index: that
+        # commit grew the night's embed --prune by 85 MiB at a million rows, this one by 38-40
+        # (benchmarks/RESULTS.md, "Issue 20: the writer's commits"). Between the two commits a
+        # reader may see the document's old chunks beside its new ones; a kill -9 there leaves
+        # both, with two doc_keys: the document is not current, doctor reports its repeated ids,
+        # and the re-run replaces all of its rows.
         old_rows: list[int] = []
         old_ids: set[str] = set()
         for _, where in id_filters(changed, "doc_id"):
@@ -761,7 +746,7 @@ class StoreWriter:
             old_rows += found.column("_rowid").to_pylist()
             old_ids.update(found.column("id").to_pylist())
         self._table.add(data)
-        faults.hit("between_merge_and_delete")
+        faults.hit("between_add_and_delete")
         for start in range(0, len(old_rows), IN_LIST_MAX):
             part = old_rows[start:start + IN_LIST_MAX]
             self._table.delete(f"_rowid IN ({', '.join(map(str, part))})")

@@ -131,7 +131,7 @@ def test_kill_at_fault_point_then_rerun_converges(fault, expect_committed, base_
     assert run(["doctor", "--db", str(db), "--grace", "0"]).exit_code == 0
 
 
-def test_kill_between_a_changed_documents_merge_and_its_delete_is_repaired_by_the_rerun(
+def test_kill_between_a_changed_documents_add_and_its_delete_is_repaired_by_the_rerun(
         fake_chunks, stored, tmp_path):
     """A changed document is written in two commits (its new chunks added, then its old rows deleted
     by row id). Killed between them, the table holds both, with two doc_keys: doctor says so, the
@@ -140,7 +140,7 @@ def test_kill_between_a_changed_documents_merge_and_its_delete_is_repaired_by_th
     with StoreWriter(db) as w:
         w.write([fake_chunks.batch({"keep": (2, "kk"), "shrink": (3, "k1")})])
     shrunk = fake_chunks.stream({"keep": (2, "kk"), "shrink": (2, "k2")})
-    r = ingest(db, shrunk, env={FAULT: "between_merge_and_delete"})
+    r = ingest(db, shrunk, env={FAULT: "between_add_and_delete"})
     assert r.returncode == 137, r.stderr.decode()
     rows = stored.snapshot(db)
     assert sorted(i for i, v in rows.items() if v[0] == "shrink") == ["shrink#0", "shrink#1", "shrink#2"]
