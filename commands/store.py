@@ -734,8 +734,8 @@ class StoreWriter:
             return 0
         # A changed document's rows are added, then its old rows deleted by row id in a second
         # commit. merge_insert on id (rows updated by id in one commit) read the id index: that
-        # commit grew the night's embed --prune by 85 MiB at a million rows, this one by 38-40
-        # (benchmarks/RESULTS.md, "Issue 20: the writer's commits"). Between the two commits a
+        # commit grew the night's embed --prune by 94-100 MiB at a million rows, this one by
+        # 32-49 (benchmarks/RESULTS.md, "Issue 20: the writer's commits"). Between the two commits a
         # reader may see the document's old chunks beside its new ones; a kill -9 there leaves
         # both, with two doc_keys: the document is not current, doctor reports its repeated ids,
         # and the re-run replaces all of its rows.

@@ -87,7 +87,7 @@ def test_changed_doc_with_fewer_chunks_loses_its_old_extra_chunks(tmp_path):
     np.testing.assert_allclose(stored, expected, atol=1e-7)
 
 
-def test_changes_replace_rows_found_through_the_id_index_and_rows_written_after_it(tmp_path):
+def test_changes_replace_rows_found_through_the_index_and_rows_written_after_it(tmp_path):
     # `index` builds BTrees on doc_id and id, and the writer finds a changed document's rows
     # through the doc_id index; rows written after the index are not in it, and a changed
     # document's rows in either place are replaced
