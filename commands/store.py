@@ -747,9 +747,7 @@ class StoreWriter:
             old_ids.update(found.column("id").to_pylist())
         self._table.add(data)
         faults.hit("between_add_and_delete")
-        for start in range(0, len(old_rows), IN_LIST_MAX):
-            part = old_rows[start:start + IN_LIST_MAX]
-            self._table.delete(f"_rowid IN ({', '.join(map(str, part))})")
+        delete_row_ids(self._table, old_rows)
         return len(old_ids - set(data.column("id").to_pylist()))
 
     def _prune(self) -> None:
@@ -811,6 +809,13 @@ def id_filters(values: Sequence[str], column: str = "id", batch: int = IN_LIST_M
     for i in range(0, len(values), batch):
         part = values[i:i + batch]
         yield part, sql_in(column, part)
+
+
+def delete_row_ids(tbl: Any, row_ids: Sequence[int]) -> None:
+    """Delete these rows by ``_rowid``, at most IN_LIST_MAX in one ``IN`` list (one commit each)."""
+    for start in range(0, len(row_ids), IN_LIST_MAX):
+        part = row_ids[start:start + IN_LIST_MAX]
+        tbl.delete(f"_rowid IN ({', '.join(str(int(r)) for r in part)})")
 
 
 def scan_batches(tbl: Any, columns: list[str], batch_rows: int = SCAN_ROWS, *,

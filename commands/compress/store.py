@@ -242,7 +242,7 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
 
     A row is the same when its (id, doc_key) is: a re-embedded chunk keeps its id but not its
     doc_key. The codes equal a full run's with the same parameters, row for row."""
-    from arrowsmith.commands.store import IN_LIST_MAX, connect, disk_errors, table_exists
+    from arrowsmith.commands.store import connect, delete_row_ids, disk_errors, table_exists
 
     name = companion_name(table)
     if KEY_COLUMN not in tbl.schema.names or not table_exists(db, name):
@@ -277,8 +277,7 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
         # rewrites in full (and the table's new version keeps it from being served meanwhile)
         _set_companion_meta(comp, {**info, "updating": True})
         # by row id (a metadata commit moves no row): no filter evaluated over the companion's ids
-        for start in range(0, len(removed), IN_LIST_MAX):
-            comp.delete(f"_rowid IN ({', '.join(map(str, removed[start:start + IN_LIST_MAX].tolist()))})")
+        delete_row_ids(comp, removed)
 
         def codes() -> Iterator[pa.Table]:
             # small ranges: the rows are scattered (a night's documents), and taking 8,192 of them
