@@ -118,6 +118,15 @@ class DoctorReport:
 def diagnose(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, fix: bool = False,
              grace_s: float = 3600, wait: bool = False, batch_rows: int = SCAN_ROWS) -> DoctorReport:
     """Run every check on ``<db>/<table>``; with ``fix``, first remove stale files (under the lock)."""
+    from . import isolated
+    from .index import may_isolate
+
+    with isolated.warm_child(may_isolate(db, table)):  # the child that opens a big table's indexes
+        return _diagnose(db, table, fix=fix, grace_s=grace_s, wait=wait, batch_rows=batch_rows)
+
+
+def _diagnose(db: str | os.PathLike, table: str, *, fix: bool, grace_s: float, wait: bool,
+              batch_rows: int) -> DoctorReport:
     start = time.perf_counter()
     report = DoctorReport(str(db), table)
     if not table_exists(db, table):

@@ -80,6 +80,10 @@ FTS_MEMORY_MIB = 64
 # (benchmarks/RESULTS.md, "Issue 20: index memory, flat"). Below it a child's start (~1 s) would
 # cost more than the memory is worth
 ISOLATE_MIN_ROWS = 100_000
+# data files from this size may hold ISOLATE_MIN_ROWS rows (100k rows of a 64-d vector alone take
+# 25 MiB): `index` and `doctor` start their first child before they open such a table
+# (isolated.warm_child). A wrong guess costs a child started later, or one started for nothing
+ISOLATE_MIN_BYTES = 32 * 1024 * 1024
 # LanceDB rewrites a fragment without its deleted rows once 10% of them are deleted; `index` asks
 # for it at any share (materialize_deletions_threshold). Until the rewrite, IVF_PQ search checks
 # every candidate against the deletions: at a million rows 100 deleted rows took p50 12.7 → 24.7 ms
@@ -191,7 +195,8 @@ def build_indexes(db: str | os.PathLike, table: str = DEFAULT_TABLE, *, vector_t
     (REWRITE_DELETED_SHARE; LanceDB then waits until 10% of a fragment is deleted)."""
     start = time.perf_counter()
     report = IndexReport()
-    with table_lock(db, table, wait=wait), read_errors(db, table):
+    with isolated.warm_child(may_isolate(db, table)), table_lock(db, table, wait=wait), \
+            read_errors(db, table):
         tbl = open_table(db, table)
         rows, dim = tbl.count_rows(), _dim(tbl)
         missing = [c for c in scalar if c not in tbl.schema.names]
@@ -442,6 +447,16 @@ def _create(tbl, where: tuple[str, str] | None, report: IndexReport, label: str,
     with no_interrupt():
         run_step(tbl, where, f"building the {label} index", _create_index, column, config, name)
     report.built.append(label)
+
+
+def may_isolate(db: str | os.PathLike, table: str) -> bool:
+    """Are the table's data files big enough (ISOLATE_MIN_BYTES) that a step may run in a child?
+    Read from the directory, before LanceDB is imported."""
+    try:
+        with os.scandir(table_path(db, table) / "data") as files:
+            return sum(f.stat().st_size for f in files) >= ISOLATE_MIN_BYTES
+    except OSError:
+        return False
 
 
 def step_place(db: str | os.PathLike, table: str, rows: int) -> tuple[str, str] | None:

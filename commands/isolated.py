@@ -23,6 +23,7 @@ The child
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -31,7 +32,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .errors import EXIT_RUNTIME, ArrowsmithError, Interrupted
@@ -91,6 +92,34 @@ class ChildDied(ArrowsmithError):
     exit_code = EXIT_RUNTIME
 
 
+_warm: list[subprocess.Popen] = []  # a child started ahead of its call (warm_child)
+
+
+@contextlib.contextmanager
+def warm_child(start: bool = True) -> Iterator[None]:
+    """Start the next :func:`call`'s child now (when ``start``), so that its interpreter and its
+    import of LanceDB (~1 s) run on the other core while this process starts; a child that no call
+    took is ended on leaving. The night's `index` at a million rows spent 1.7 s before it started
+    its child and the child 1.1 s more before LanceDB began (benchmarks/RESULTS.md, "Issue 20: a
+    child started ahead")."""
+    if start and not _warm:
+        _warm.append(_spawn())
+    try:
+        yield
+    finally:
+        while _warm:
+            proc = _warm.pop()
+            proc.stdin.close()  # at the end of its stdin before a job, the child exits at once
+            proc.stdout.close()
+            proc.wait()
+
+
+def _spawn() -> subprocess.Popen:
+    env = {**CHILD_ENV, **os.environ}
+    return subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), str(os.getpid())],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+
+
 def call(what: str, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """``func(*args, **kwargs)`` in a child process; its result, or its exception raised here.
 
@@ -98,9 +127,7 @@ def call(what: str, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> A
     message when the child dies without answering. The child's peak RSS is logged at debug level.
     """
     job = pickle.dumps((func, args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
-    env = {**CHILD_ENV, **os.environ}
-    proc = subprocess.Popen([sys.executable, "-c", _BOOT, json.dumps(sys.path), str(os.getpid())],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env)
+    proc = _warm.pop() if _warm else _spawn()
     answer = b""
     try:
         proc.stdin.write(job)
@@ -140,7 +167,13 @@ def main(parent: int) -> None:
     signals.install()
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print must not corrupt the answer
-    func, args, kwargs = pickle.load(sys.stdin.buffer)
+    from .lancedb_import import import_lancedb
+
+    import_lancedb()  # every call here is a LanceDB call; a warm child imports it before its job
+    try:
+        func, args, kwargs = pickle.load(sys.stdin.buffer)
+    except EOFError:  # a warm child that no call took (warm_child)
+        os._exit(0)
     threading.Thread(target=_exit_when_orphaned, daemon=True).start()
     try:
         with signals.no_interrupt():

@@ -456,6 +456,7 @@ def test_indexes_of_a_big_table_are_opened_in_a_child_process(indexed, monkeypat
     from arrowsmith.commands import index
 
     monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 1)
+    monkeypatch.setattr(index, "ISOLATE_MIN_BYTES", 0)  # and the child is started ahead
     assert diagnose(indexed).healthy
     shutil.rmtree(index_dir(indexed, "text_fts"))
     (finding,) = diagnose(indexed).findings

@@ -307,6 +307,7 @@ def _record_steps(monkeypatch) -> list[str]:
     from arrowsmith.commands import index, isolated
 
     monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 0)
+    monkeypatch.setattr(index, "ISOLATE_MIN_BYTES", 0)  # the first child is started ahead
     steps: list[str] = []
     call = isolated.call
 
@@ -371,6 +372,7 @@ def isolated_steps(monkeypatch):
     from arrowsmith.commands import index
 
     monkeypatch.setattr(index, "ISOLATE_MIN_ROWS", 0)
+    monkeypatch.setattr(index, "ISOLATE_MIN_BYTES", 0)  # the first child is started ahead
     monkeypatch.setattr(index, "COMPACT_MIN_ROWS", 0)
 
 
@@ -482,6 +484,36 @@ def test_a_child_that_dies_is_a_runtime_error_naming_the_step():
     with pytest.raises(ValueError, match="invalid literal"):
         isolated.call("parsing", int, "x")  # an exception raised in the child is raised here as is
     assert isolated.call("adding", divmod, 7, 2) == (3, 1)
+
+
+def test_a_child_started_ahead_runs_the_next_call_and_one_left_unused_ends(capfd):
+    """warm_child starts the next call's child before the caller opens its table; that call runs
+    in it, a later one in a child of its own. A warm child no call took exits quietly."""
+    from arrowsmith.commands import isolated
+
+    with isolated.warm_child():
+        (warm,) = isolated._warm
+        assert isolated.call("asking its pid", os.getpid) == warm.pid
+        assert isolated.call("asking again", os.getpid) not in (warm.pid, os.getpid())
+    with isolated.warm_child():
+        (unused,) = isolated._warm
+    assert unused.returncode == 0 and not isolated._warm
+    with isolated.warm_child(start=False):
+        assert not isolated._warm
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_child_is_started_ahead_only_for_data_files_big_enough_to_need_one(tmp_path, fake_chunks,
+                                                                            monkeypatch):
+    from arrowsmith.commands import index
+
+    with StoreWriter(tmp_path) as w:
+        w.write([fake_chunks.batch({f"d{i}": (4, "k") for i in range(20)})])
+    data = sum(f.stat().st_size for f in (table_path(tmp_path) / "data").iterdir())
+    assert not index.may_isolate(tmp_path, "chunks")  # a few kB
+    monkeypatch.setattr(index, "ISOLATE_MIN_BYTES", data)
+    assert index.may_isolate(tmp_path, "chunks")
+    assert not index.may_isolate(tmp_path / "nothing", "chunks")
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/task") or not hasattr(os, "pidfd_open"),

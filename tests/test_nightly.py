@@ -179,6 +179,36 @@ def test_index_compacts_a_new_table_before_its_first_build_only(tmp_path, monkey
     assert len(store_rows(db)) == 6 * 30
 
 
+def test_the_text_is_stored_uncompressed_through_appends_and_the_nights_rewrite(tmp_path, monkeypatch):
+    """Every night's `index` rewrites the fragments that hold deleted rows; Lance's string compression
+    was half the CPU of that rewrite (benchmarks/RESULTS.md). Text that compresses ~100x keeps its
+    full size on disk in the first commit, in appended ones and after the rewrite."""
+    from arrowsmith.commands import index
+    from arrowsmith.commands.store import StoreWriter, table_path
+
+    monkeypatch.setattr(index, "COMPACT_MIN_ROWS", 0)
+    db = tmp_path / "store"
+
+    def commit(part: int, prune: bool = False) -> int:
+        docs = {f"d{part}-{i}": (4, f"k{part}") for i in range(25)}
+        texts = {d: [f"{d} {c} " + "compressible " * 400 for c in range(4)] for d in docs}
+        with StoreWriter(db, prune=prune) as w:
+            w.write([chunks_batch(docs, texts=texts)])
+        return sum(len(t) for d in docs for t in texts[d])
+
+    def data_bytes() -> int:
+        return sum(f.stat().st_size for f in (table_path(db) / "data").iterdir())
+
+    text_bytes = commit(0) + commit(1)
+    assert data_bytes() >= text_bytes  # compressed, this 1 MB of text and the vectors took 0.46 MB
+    index.build_indexes(db, fts=False)
+    before = data_bytes()
+    commit(1, prune=True)  # the night: part 1 unchanged, part 0 gone
+    index.build_indexes(db, fts=False)
+    assert len(store_rows(db)) == 100
+    assert data_bytes() - before >= text_bytes / 2  # part 1's text, rewritten in full
+
+
 def fragments(db) -> list[int]:
     """The ids of the fragments holding rows (a row address is fragment id << 32 | offset)."""
     from arrowsmith.commands.store import open_table

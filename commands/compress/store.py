@@ -29,7 +29,7 @@ from arrowsmith.commands.errors import DataError, UsageError
 from arrowsmith.commands.schemas import MODEL, read_meta, stage_metadata
 from arrowsmith.commands.signals import no_interrupt
 from arrowsmith.commands.spaces import dense
-from arrowsmith.commands.store import scan_batches
+from arrowsmith.commands.store import SCAN_ROWS, scan_batches
 from arrowsmith.commands.units import format_size
 
 from .codecs import Calibration, Codec, Int8Codec, MethodSpec, make_codec, parse_method, transform
@@ -300,8 +300,11 @@ def _update_companion(db, table: str, tbl, spec: MethodSpec, dim: int, rows: int
 def _key_batches(tbl) -> Iterator[pa.RecordBatch]:
     """``id``, ``doc_key`` and ``_rowid`` of every row, streamed by one query: for two narrow
     columns its read-ahead stays small (a million rows: 0.6 s and +51 MiB, where scan_batches'
-    ranges of row ids took 1.6 s and +85 MiB; it is for the wide vector column)."""
-    yield from tbl.search().select(["id", KEY_COLUMN]).with_row_id(True).limit(None).to_batches()
+    ranges of row ids took 1.6 s and +85 MiB; it is for the wide vector column). In SCAN_ROWS
+    batches: LanceDB's 1,024 made the re-run's change detection 2.4-3.6 s of numpy calls per
+    batch at a million rows, 8,192 1.4-1.6 s for 7 MiB more (benchmarks/RESULTS.md, "Issue 20:
+    compress's change detection in bigger batches")."""
+    yield from tbl.search().select(["id", KEY_COLUMN]).with_row_id(True).limit(None).to_batches(SCAN_ROWS)
 
 
 def _changed_rows(tbl, comp, held: int) -> tuple[np.ndarray, np.ndarray] | None:
