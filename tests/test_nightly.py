@@ -111,6 +111,32 @@ def test_a_rerun_embeds_nothing_and_changes_no_row(nights):
     assert store_rows(nights["db"]) == before
 
 
+def test_a_batch_is_marked_at_once_and_the_rest_chunked_in_slices(nights):
+    """chunk --db checks a whole input batch against the store, then chunks what changed in
+    slices: every document comes out once, the changed and new ones in input order with their
+    chunks, with one row per chunk (--explode) the unchanged ones not at all."""
+    import pyarrow as pa
+
+    from arrowsmith.commands.chunk import ChunkStats, chunk_documents, make_chunker
+    from arrowsmith.commands.chunk.stored import stored_keys
+
+    docs = {**NIGHT2, "b": "Bravo, rewritten once more.", "f": "Foxtrot is a dance.", "g": "Golf is a game."}
+    batch = pa.RecordBatch.from_pylist([{"id": k, "text": v, "lang": "en"} for k, v in docs.items()])
+    chunker = make_chunker("sentences", None, 32, 0)
+    stored = stored_keys(nights["db"], "chunks", chunker.describe())
+    stats = ChunkStats()
+    out = pa.Table.from_batches(list(chunk_documents([batch], max_tokens=32, stored=stored, stats=stats,
+                                                     batch_docs=1)))
+    rows = out.to_pylist()
+    assert sorted(r["id"] for r in rows) == sorted(docs)
+    assert [r["id"] for r in rows if r["unchanged"]] == ["a", "d", "e"]
+    assert [(r["id"], r["text"]) for r in rows if not r["unchanged"]] == [(d, docs[d]) for d in "bfg"]
+    assert all(r["chunks"] for r in rows if not r["unchanged"]) and stats.unchanged == 3
+    exploded = pa.Table.from_batches(list(chunk_documents([batch], max_tokens=32, stored=stored, explode=True,
+                                                          batch_docs=2)))
+    assert sorted(set(exploded.column("doc_id").to_pylist())) == ["b", "f", "g"]
+
+
 def test_other_chunk_settings_chunk_everything_and_say_so(nights):
     r = run(["chunk", str(nights["root"] / "night2.jsonl"), "--max-tokens", "48", "--db", str(nights["db"])])
     assert r.exit_code == 0, r.stderr

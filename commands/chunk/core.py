@@ -194,9 +194,19 @@ def chunk_documents(batches: Iterable[pa.RecordBatch], *, strategy: str = "sente
     for batch in batches:
         ids, texts, meta = docs.prepare(batch)
         schema = schema or chunked_schema(chunker, meta.schema, explode=explode, stored=stored)
+        hashes = None
+        if stored is not None:
+            # the whole batch at once: a night's documents are mostly unchanged, and checked in
+            # slices of BATCH_DOCS the per-slice work was 1.5 of 7.4 s at a million chunks
+            # (benchmarks/RESULTS.md, "Issue 20: chunk --db marks a batch at once")
+            ids, texts, meta, hashes, markers = _split_unchanged(ids, texts, meta, schema, explode, stats,
+                                                                 stored)
+            if markers is not None:
+                produced = True
+                yield markers
         for lo, hi in _slices(texts, batch_docs, batch_bytes):
             out = _chunk_slice(chunker, ids[lo:hi], texts[lo:hi], meta.slice(lo, hi - lo), schema,
-                               explode, stats, stored)
+                               explode, stats, None if hashes is None else hashes[lo:hi])
             if out.num_rows:
                 produced = True
                 yield out
@@ -221,24 +231,36 @@ def _slices(texts: pa.Array, max_docs: int, max_bytes: int) -> Iterator[tuple[in
         yield lo, len(sizes)
 
 
-def _chunk_slice(chunker: Chunker, ids: pa.Array, texts: pa.Array, meta: pa.RecordBatch,
-                 schema: pa.Schema, explode: bool, stats: ChunkStats, stored: StoredKeys | None = None
-                 ) -> pa.RecordBatch:
-    text_list = texts.to_pylist()
+def _split_unchanged(ids: pa.Array, texts: pa.Array, meta: pa.RecordBatch, schema: pa.Schema,
+                     explode: bool, stats: ChunkStats, stored: StoredKeys
+                     ) -> tuple[pa.Array, pa.Array, pa.RecordBatch, list[str], pa.RecordBatch | None]:
+    """The documents ``stored`` does not hold unchanged (ids, texts, metadata and their doc_hash),
+    and the marker rows of those it does (None: none, or one row per chunk with ``explode``)."""
     # doc_hash: a column of chunked documents, and what a stored document's key is made from
-    hashes = [text_hash(t) for t in text_list] if stored is not None or not explode else [""] * len(text_list)
+    hashes = [text_hash(t) for t in texts.to_pylist()]
+    unchanged = stored.unchanged(meta, ids.to_pylist(), hashes)
+    if not any(unchanged):
+        return ids, texts, meta, hashes, None
+    kept = [i for i, u in enumerate(unchanged) if u]
+    stats.unchanged += len(kept)
     markers = None
-    if stored is not None:
-        unchanged = stored.unchanged(meta, ids.to_pylist(), hashes)
-        if any(unchanged):
-            kept = pa.array([i for i, u in enumerate(unchanged) if u], pa.int64())
-            stats.unchanged += len(kept)
-            if not explode:  # one row per chunk: an unchanged document has none
-                markers = _markers(schema, ids.take(kept), [hashes[i] for i in kept.to_pylist()],
-                                   meta.take(kept))
-            todo = [i for i, u in enumerate(unchanged) if not u]
-            ids, texts, meta = (x.take(pa.array(todo, pa.int64())) for x in (ids, texts, meta))
-            text_list, hashes = [text_list[i] for i in todo], [hashes[i] for i in todo]
+    if not explode:  # one row per chunk: an unchanged document has none
+        take = pa.array(kept, pa.int64())
+        markers = _markers(schema, ids.take(take), [hashes[i] for i in kept], meta.take(take))
+    todo = [i for i, u in enumerate(unchanged) if not u]
+    take = pa.array(todo, pa.int64())
+    return ids.take(take), texts.take(take), meta.take(take), [hashes[i] for i in todo], markers
+
+
+def _chunk_slice(chunker: Chunker, ids: pa.Array, texts: pa.Array, meta: pa.RecordBatch,
+                 schema: pa.Schema, explode: bool, stats: ChunkStats, hashes: list[str] | None = None
+                 ) -> pa.RecordBatch:
+    """Chunked documents (or one row per chunk with ``explode``); ``hashes``: the texts' doc_hash
+    when ``chunk --db`` made them (its output then has the ``unchanged`` column, false here)."""
+    text_list = texts.to_pylist()
+    marked = hashes is not None
+    if hashes is None:
+        hashes = [text_hash(t) for t in text_list] if not explode else [""] * len(text_list)
     per_doc = chunker.chunk_texts(text_list) if text_list else []
     keep = [i for i, chunks in enumerate(per_doc) if chunks]
     # a text of only characters that str.strip() drops (but Arrow does not) has no chunk
@@ -266,10 +288,9 @@ def _chunk_slice(chunker: Chunker, ids: pa.Array, texts: pa.Array, meta: pa.Reco
     spans = pa.StructArray.from_arrays(fields, fields=list(chunker.span_type))
     chunks = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), spans, type=pa.list_(chunker.span_type))
     columns = [ids, texts, pa.array(hashes, pa.string()), chunks]
-    if stored is not None:
+    if marked:
         columns.append(pa.array([False] * len(text_list), pa.bool_()))
-    out = pa.RecordBatch.from_arrays([*columns, *meta.columns], schema=schema)
-    return out if markers is None else pa.concat_batches([out, markers])
+    return pa.RecordBatch.from_arrays([*columns, *meta.columns], schema=schema)
 
 
 def _markers(schema: pa.Schema, ids: pa.Array, hashes: list[str], meta: pa.RecordBatch) -> pa.RecordBatch:
