@@ -789,8 +789,8 @@ LATE_ONLY_SETTINGS = ("window", "window_overlap", "late_specials")
 TEXT_COLUMN = "text"
 # Lance compresses string columns by default. The chunk text is most of a row after its vector,
 # and every night's `index` rewrites the fragments that hold deleted rows: at a million rows the
-# text's compression took 4.2-4.7 s of CPU of that rewrite, 2.1 s without it, and the first build's
-# writes 2.4 s against 4.9 s; the data files are 21% bigger (1.64 against 1.35 GB).
+# text's compression took 4.2-4.7 s of CPU of that rewrite, 1.7-2.1 s without it, and writing the
+# million rows 4.9-6.3 s against 2.1-2.4 s; the data files are 21% bigger (1.64 against 1.35 GB).
 # benchmarks/RESULTS.md, "Issue 20: the text column stored uncompressed". Lance keeps a field's
 # encoding hint in the table's schema, so later appends and compactions write it the same way.
 _TEXT_ENCODING = {b"lance-encoding:compression": b"none"}

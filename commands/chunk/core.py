@@ -197,7 +197,7 @@ def chunk_documents(batches: Iterable[pa.RecordBatch], *, strategy: str = "sente
         hashes = None
         if stored is not None:
             # the whole batch at once: a night's documents are mostly unchanged, and checked in
-            # slices of BATCH_DOCS the per-slice work was 1.5 of 7.4 s at a million chunks
+            # slices of BATCH_DOCS the per-slice work was ~1 s of a 7 s chunk at a million chunks
             # (benchmarks/RESULTS.md, "Issue 20: chunk --db marks a batch at once")
             ids, texts, meta, hashes, markers = _split_unchanged(ids, texts, meta, schema, explode, stats,
                                                                  stored)
