@@ -453,9 +453,8 @@ def may_isolate(db: str | os.PathLike, table: str) -> bool:
     """Are the table's data files big enough (ISOLATE_MIN_BYTES) that a step may run in a child?
     Read from the directory, before LanceDB is imported."""
     try:
-        with os.scandir(table_path(db, table) / "data") as files:
-            return sum(f.stat().st_size for f in files) >= ISOLATE_MIN_BYTES
-    except OSError:
+        return disk_usage(table_path(db, table) / "data") >= ISOLATE_MIN_BYTES
+    except OSError:  # a file that a cleanup removed while it was counted
         return False
 
 
