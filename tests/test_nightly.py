@@ -207,8 +207,8 @@ def test_index_compacts_a_new_table_before_its_first_build_only(tmp_path, monkey
 
 def test_the_text_is_stored_uncompressed_through_appends_and_the_nights_rewrite(tmp_path, monkeypatch):
     """Every night's `index` rewrites the fragments that hold deleted rows; Lance's string compression
-    was half the CPU of that rewrite (benchmarks/RESULTS.md). Text that compresses ~100x keeps its
-    full size on disk in the first commit, in appended ones and after the rewrite."""
+    was half the CPU of that rewrite (benchmarks/RESULTS.md). Text that Lance would compress to less
+    than half keeps its full size on disk in the first commit, in appended ones and after the rewrite."""
     from arrowsmith.commands import index
     from arrowsmith.commands.store import StoreWriter, table_path
 
