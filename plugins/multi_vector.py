@@ -211,7 +211,7 @@ class MultiVectorModel(SentenceTransformerModel):
         if memo is not None and memo[0] == (tuple(texts), prompt):
             return [t.copy() for t in memo[1]]
         rust = self._rust
-        ids = [e.ids for e in rust.encode_batch([prompt + t for t in texts], add_special_tokens=True)]
+        ids = [e.ids for e in rust.encode_batch_fast([prompt + t for t in texts], add_special_tokens=True)]
         for i, seq in enumerate(ids):
             if len(seq) > plan.limit:
                 raise TooLongError(i, len(seq), plan.limit)
