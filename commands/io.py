@@ -366,8 +366,9 @@ def _has_valueless_field(rows: list[dict]) -> bool:
 def _rows_to_batch(rows: list[dict], schema: pa.Schema | None, name: str, lines: list[int]
                    ) -> pa.RecordBatch:
     if schema is not None:
+        names = set(schema.names)
         for lineno, row in zip(lines, rows, strict=True):
-            extra = set(row) - set(schema.names)
+            extra = row.keys() - names
             if extra:
                 raise DataError(
                     f"{name}: line {lineno}: field(s) {', '.join(sorted(extra))} not in the "

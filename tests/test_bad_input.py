@@ -132,6 +132,24 @@ def test_duplicate_ids_in_one_input(tmp_path, bad_input):
     assert out.column("text").to_pylist()[0] == bad_input.GOOD  # the first 'a' wins, the second is dropped
 
 
+
+def test_a_duplicate_id_in_a_later_batch_is_named_and_skipped(tmp_path):
+    """Rows are checked a batch at a time (1,024 JSON lines): a repeat of an earlier batch's id is
+    caught all the same, with its row, and under skip only the first keeps the id."""
+    path = tmp_path / "docs.jsonl"
+    lines = [f'{{"id": "d{i}", "text": "document number {i} is here."}}' for i in range(1100)]
+    lines[1049] = '{"id": "d7", "text": "a second d7."}'
+    path.write_text("\n".join(lines) + "\n")
+    r = chunk(path)
+    assert r.exit_code == 65
+    assert "row 1050: duplicate id 'd7'" in r.stderr
+    r = chunk("--on-error", "skip", path)
+    assert r.exit_code == 0, r.stderr
+    out = read_ipc(r.stdout_bytes)
+    ids = out.column("id").to_pylist()
+    assert len(ids) == 1099 and ids.count("d7") == 1 and "d1049" not in ids
+    assert out.column("text").to_pylist()[ids.index("d7")] == "document number 7 is here."
+
 def test_empty_texts_in_a_table_are_skipped_and_counted(tmp_path, bad_input):
     r = chunk(bad_input.empty_docs_jsonl(tmp_path / "docs.jsonl"))
     assert r.exit_code == 0, r.stderr
