@@ -88,6 +88,40 @@ def test_store_commands_import_lancedb_without_its_rest_client(store, args, tmp_
     assert loaded == ["lancedb"], proc.stderr
 
 
+
+_OVERRIDES_PROBE = """
+import importlib, overrides
+impl = importlib.import_module("overrides.overrides")  # the module (the package exports a function so named)
+calls = []
+scan = impl._get_base_class_names
+impl._get_base_class_names = lambda frame: calls.append(1) or scan(frame)
+checking = overrides.override
+from arrowsmith.commands.lancedb_import import import_lancedb
+lancedb = import_lancedb()
+from lancedb.db import LanceDBConnection
+assert overrides.override is checking, "overrides.override was not put back"
+assert LanceDBConnection.table_names.__override__ is True  # marked, as typing.override marks
+print("SCANS", len(calls))
+class Base: pass
+try:
+    class Child(Base):
+        @overrides.override
+        def method(self): pass
+except TypeError as e:
+    print("CHECKED", e)
+"""
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="lancedb uses typing.override from 3.12")
+def test_lancedb_is_imported_without_overrides_checks_which_stay_for_everyone_else():
+    """On Python < 3.12 lancedb's import lends ``overrides.override`` a marking decorator (~0.1 s
+    of every store process's start-up) and puts the checking one back for other code."""
+    proc = subprocess.run([sys.executable, "-c", _OVERRIDES_PROBE], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "SCANS 0" in proc.stdout  # no base-class scan while lancedb's classes were defined
+    assert "CHECKED" in proc.stdout and "No super class method found" in proc.stdout
+
 def test_numpy_path_matches_the_torch_path_and_sentence_transformers(st_vectors):
     model = load_model(None, dtype="fp32")  # the torch side in fp32 also on a CPU with native bf16
     queries = model.encode(QUERIES, "query")  # numpy (few texts)
