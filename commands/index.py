@@ -29,6 +29,7 @@ from .signals import no_interrupt
 from .spaces import dense, multi
 from .store import (
     DEFAULT_TABLE,
+    TEXT_COLUMN,
     disk_errors,
     load_state,
     model_of,
@@ -56,7 +57,7 @@ RETRAIN_GROWTH = 2.0  # rebuild the vector index once the table is this many tim
 # it, the rewrite a later optimize makes costs a few seconds whenever it comes
 COMPACT_MIN_ROWS = 100_000
 VECTOR_INDEX = f"{dense.COLUMN}_idx"
-FTS_COLUMN = "text"
+FTS_COLUMN = TEXT_COLUMN  # the chunk text the writer stores (uncompressed)
 # the ANN indexes `index` builds, folds into and drops: (state key, index name, column, its
 # config from a spec, label), in the order _ann_specs gives their specs
 ANN_INDEXES = (("vector", VECTOR_INDEX, dense.COLUMN, dense.index_config, "vector"),
