@@ -132,7 +132,6 @@ def test_duplicate_ids_in_one_input(tmp_path, bad_input):
     assert out.column("text").to_pylist()[0] == bad_input.GOOD  # the first 'a' wins, the second is dropped
 
 
-
 def test_a_duplicate_id_in_a_later_batch_is_named_and_skipped(tmp_path):
     """Rows are checked a batch at a time (1,024 JSON lines): a repeat of an earlier batch's id is
     caught all the same, with its row, and under skip only the first keeps the id."""
@@ -149,6 +148,7 @@ def test_a_duplicate_id_in_a_later_batch_is_named_and_skipped(tmp_path):
     ids = out.column("id").to_pylist()
     assert len(ids) == 1099 and ids.count("d7") == 1 and "d1049" not in ids
     assert out.column("text").to_pylist()[ids.index("d7")] == "document number 7 is here."
+
 
 def test_empty_texts_in_a_table_are_skipped_and_counted(tmp_path, bad_input):
     r = chunk(bad_input.empty_docs_jsonl(tmp_path / "docs.jsonl"))

@@ -88,7 +88,6 @@ def test_store_commands_import_lancedb_without_its_rest_client(store, args, tmp_
     assert loaded == ["lancedb"], proc.stderr
 
 
-
 _OVERRIDES_PROBE = """
 import importlib, overrides
 impl = importlib.import_module("overrides.overrides")  # the module (the package exports a function so named)
@@ -121,6 +120,7 @@ def test_lancedb_is_imported_without_overrides_checks_which_stay_for_everyone_el
     assert proc.returncode == 0, proc.stderr
     assert "SCANS 0" in proc.stdout  # no base-class scan while lancedb's classes were defined
     assert "CHECKED" in proc.stdout and "No super class method found" in proc.stdout
+
 
 def test_numpy_path_matches_the_torch_path_and_sentence_transformers(st_vectors):
     model = load_model(None, dtype="fp32")  # the torch side in fp32 also on a CPU with native bf16
